@@ -1,0 +1,133 @@
+// Python bindings of the native kernel: edgemia._native.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <thread>
+
+#include "graph.h"
+
+namespace py = pybind11;
+
+namespace edgemia {
+namespace {
+
+DType ParseDType(const std::string& name) {
+  if (name == "float32") return DType::kFloat32;
+  if (name == "int8") return DType::kInt8;
+  if (name == "int32") return DType::kInt32;
+  throw ModelError("tensor dtype '" + name + "' is not supported; supported are float32, int8 and int32");
+}
+
+Numerics ParseNumerics(const std::string& name) {
+  if (name == "litert") return Numerics::kLitert;
+  throw ModelError("numerics mode '" + name + "' is not supported; supported is 'litert'");
+}
+
+py::dtype NumpyDType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return py::dtype::of<float>();
+    case DType::kInt8:
+      return py::dtype::of<int8_t>();
+    case DType::kInt32:
+      return py::dtype::of<int32_t>();
+  }
+  throw std::logic_error("unknown dtype");
+}
+
+int AddTensor(Graph& graph, const std::string& name, const std::string& dtype,
+              const std::vector<int64_t>& shape, py::object data, const std::vector<float>& scales,
+              const std::vector<int32_t>& zero_points, int quantized_dimension) {
+  Tensor t;
+  t.name = name;
+  t.dtype = ParseDType(dtype);
+  t.shape = shape;
+  if (!data.is_none()) {
+    const std::string bytes = py::bytes(data);
+    t.constant = true;
+    t.data.assign(bytes.begin(), bytes.end());
+  }
+  t.scales = scales;
+  t.zero_points = zero_points;
+  t.quantized_dimension = quantized_dimension;
+  return graph.AddTensor(std::move(t));
+}
+
+py::list Run(const Graph& graph, const py::array& input, int threads) {
+  if (!graph.finalized()) throw ModelError("the graph is not finalized");
+  const Tensor& in = graph.tensor(graph.inputs()[0]);
+  if (!input.dtype().is(NumpyDType(in.dtype))) {
+    throw py::value_error("input has dtype " + std::string(py::str(input.dtype())) +
+                          ", the model expects " + DTypeName(in.dtype));
+  }
+  if (!(input.flags() & py::array::c_style)) {
+    throw py::value_error("input must be a C-contiguous array");
+  }
+  const auto rank = static_cast<size_t>(input.ndim());
+  bool shape_ok = rank == in.shape.size() + 1;
+  for (size_t i = 0; shape_ok && i < in.shape.size(); ++i) {
+    shape_ok = input.shape(static_cast<py::ssize_t>(i + 1)) == in.shape[i];
+  }
+  if (!shape_ok) {
+    std::string expected = "[n";
+    for (int64_t d : in.shape) expected += ", " + std::to_string(d);
+    throw py::value_error("input has the wrong shape; the model expects " + expected + "]");
+  }
+  const int64_t count = input.shape(0);
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+  py::list results;
+  std::vector<void*> out_ptrs;
+  for (int id : graph.outputs()) {
+    const Tensor& t = graph.tensor(id);
+    std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(count)};
+    for (int64_t d : t.shape) shape.push_back(static_cast<py::ssize_t>(d));
+    py::array out(NumpyDType(t.dtype), shape);
+    out_ptrs.push_back(out.mutable_data());
+    results.append(out);
+  }
+  const void* in_ptr = input.data();
+  {
+    py::gil_scoped_release release;
+    graph.Run(in_ptr, count, out_ptrs, threads);
+  }
+  return results;
+}
+
+}  // namespace
+}  // namespace edgemia
+
+PYBIND11_MODULE(_native, m) {
+  using edgemia::Graph;
+  m.doc() = "edgemia's native batch-inference kernel";
+  py::register_exception<edgemia::ModelError>(m, "ModelError", PyExc_ValueError);
+
+  py::class_<Graph>(m, "Graph")
+      .def(py::init<>())
+      .def("add_tensor", &edgemia::AddTensor, py::arg("name"), py::arg("dtype"), py::arg("shape"),
+           py::arg("data") = py::none(), py::arg("scales") = std::vector<float>{},
+           py::arg("zero_points") = std::vector<int32_t>{}, py::arg("quantized_dimension") = 0,
+           "Add a tensor and return its id. Activation shapes exclude the batch dimension; "
+           "constant tensors pass their bytes as `data`.")
+      .def(
+          "add_op",
+          [](Graph& g, const std::string& kind, const std::string& name, const std::vector<int>& inputs,
+             const std::vector<int>& outputs, const std::map<std::string, int64_t>& options) {
+            g.AddOp(edgemia::OpSpec{kind, name, inputs, outputs, options});
+          },
+          py::arg("kind"), py::arg("name"), py::arg("inputs"), py::arg("outputs"),
+          py::arg("options") = std::map<std::string, int64_t>{},
+          "Append an op; ops must be added in execution order.")
+      .def(
+          "finalize",
+          [](Graph& g, const std::vector<int>& inputs, const std::vector<int>& outputs,
+             const std::string& numerics) { g.Finalize(inputs, outputs, edgemia::ParseNumerics(numerics)); },
+          py::arg("inputs"), py::arg("outputs"), py::arg("numerics") = "litert",
+          "Validate the whole graph and prepare its kernels.")
+      .def("run", &edgemia::Run, py::arg("input"), py::arg("threads") = 0,
+           "Run a batch [n, ...] and return the outputs as a list of arrays. threads <= 0 uses "
+           "every core.")
+      .def_property_readonly("isa", &Graph::isa, "Instruction-set path the kernels run on.");
+}

@@ -1,0 +1,254 @@
+#include "graph.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <limits>
+#include <functional>
+#include <thread>
+
+namespace edgemia {
+
+namespace {
+
+// Records per chunk: each thread works through whole chunks with its own arena.
+constexpr int64_t kChunkRecords = 64;
+
+// Largest activation record accepted, so that a corrupt shape cannot make the
+// arena allocation fail or wrap around.
+constexpr int64_t kMaxRecordBytes = int64_t{1} << 24;
+
+// Largest total of all activations of one record.
+constexpr int64_t kMaxArenaRecordBytes = int64_t{1} << 26;
+
+std::string TensorLabel(const Tensor& t, int id) {
+  return "tensor " + std::to_string(id) + " '" + t.name + "'";
+}
+
+}  // namespace
+
+size_t ElementSize(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return 4;
+    case DType::kInt8:
+      return 1;
+    case DType::kInt32:
+      return 4;
+  }
+  return 0;
+}
+
+const char* DTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return "float32";
+    case DType::kInt8:
+      return "int8";
+    case DType::kInt32:
+      return "int32";
+  }
+  return "unknown";
+}
+
+int64_t Tensor::elements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+int Graph::AddTensor(Tensor tensor) {
+  if (finalized_) throw ModelError("graph is already finalized");
+  const int id = static_cast<int>(tensors_.size());
+  const std::string label = TensorLabel(tensor, id);
+  if (tensor.shape.size() > 6) {
+    throw ModelError(label + " has rank " + std::to_string(tensor.shape.size()) +
+                     "; at most 6 dimensions are supported");
+  }
+  // Checked multiplication: a corrupt shape must not overflow the element count.
+  int64_t elements = 1;
+  for (int64_t d : tensor.shape) {
+    if (d < 1 || d > std::numeric_limits<int32_t>::max()) {
+      throw ModelError(label + " has invalid dimension " + std::to_string(d));
+    }
+    if (elements > std::numeric_limits<int64_t>::max() / 8 / d) {
+      throw ModelError(label + " is too large: its shape overflows a 64-bit element count");
+    }
+    elements *= d;
+  }
+  const int64_t bytes = elements * static_cast<int64_t>(ElementSize(tensor.dtype));
+  if (tensor.constant) {
+    if (static_cast<int64_t>(tensor.data.size()) != bytes) {
+      throw ModelError(label + " holds " + std::to_string(tensor.data.size()) +
+                       " bytes of data, but its shape and dtype need " + std::to_string(bytes));
+    }
+  } else {
+    if (!tensor.data.empty()) throw ModelError(label + " is an activation but carries constant data");
+    if (bytes > kMaxRecordBytes) {
+      throw ModelError(label + " needs " + std::to_string(bytes) +
+                       " bytes per record, more than the supported " +
+                       std::to_string(kMaxRecordBytes));
+    }
+  }
+  if (tensor.scales.size() != tensor.zero_points.size()) {
+    throw ModelError(label + " has " + std::to_string(tensor.scales.size()) + " scales but " +
+                     std::to_string(tensor.zero_points.size()) + " zero points");
+  }
+  for (float s : tensor.scales) {
+    if (!(s > 0.0f) || !(s < std::numeric_limits<float>::infinity())) {
+      throw ModelError(label + " has invalid quantization scale " + std::to_string(s) +
+                       "; scales must be positive and finite");
+    }
+  }
+  if (!tensor.scales.empty()) {
+    const int rank = static_cast<int>(tensor.shape.size());
+    if (tensor.quantized_dimension < 0 ||
+        (tensor.scales.size() > 1 && tensor.quantized_dimension >= rank)) {
+      throw ModelError(label + " has quantized dimension " +
+                       std::to_string(tensor.quantized_dimension) + " outside its rank " +
+                       std::to_string(rank));
+    }
+    if (tensor.scales.size() > 1 &&
+        static_cast<int64_t>(tensor.scales.size()) !=
+            tensor.shape[static_cast<size_t>(tensor.quantized_dimension)]) {
+      throw ModelError(label + " has " + std::to_string(tensor.scales.size()) +
+                       " per-channel scales but dimension " +
+                       std::to_string(tensor.quantized_dimension) + " has size " +
+                       std::to_string(tensor.shape[static_cast<size_t>(tensor.quantized_dimension)]));
+    }
+  }
+  tensors_.push_back(std::move(tensor));
+  return id;
+}
+
+void Graph::AddOp(OpSpec op) {
+  if (finalized_) throw ModelError("graph is already finalized");
+  for (int id : op.inputs) {
+    if (id < -1 || id >= static_cast<int>(tensors_.size())) {
+      throw ModelError("operator " + op.name + " (" + op.kind + ") refers to tensor " +
+                       std::to_string(id) + ", but the graph has " +
+                       std::to_string(tensors_.size()) + " tensors");
+    }
+  }
+  for (int id : op.outputs) {
+    if (id < 0 || id >= static_cast<int>(tensors_.size())) {
+      throw ModelError("operator " + op.name + " (" + op.kind + ") writes tensor " +
+                       std::to_string(id) + ", but the graph has " +
+                       std::to_string(tensors_.size()) + " tensors");
+    }
+  }
+  ops_.push_back(std::move(op));
+}
+
+void Graph::Finalize(const std::vector<int>& inputs, const std::vector<int>& outputs,
+                     Numerics numerics) {
+  if (finalized_) throw ModelError("graph is already finalized");
+  if (inputs.size() != 1 || outputs.empty()) {
+    throw ModelError("the graph has " + std::to_string(inputs.size()) + " inputs and " +
+                     std::to_string(outputs.size()) +
+                     " outputs; exactly one input and at least one output are supported");
+  }
+  const int n = static_cast<int>(tensors_.size());
+  std::vector<bool> available(static_cast<size_t>(n), false);
+  for (int id = 0; id < n; ++id) available[static_cast<size_t>(id)] = tensors_[static_cast<size_t>(id)].constant;
+  for (int id : inputs) {
+    if (id < 0 || id >= n || tensors_[static_cast<size_t>(id)].constant) {
+      throw ModelError("graph input " + std::to_string(id) + " is not an activation tensor");
+    }
+    available[static_cast<size_t>(id)] = true;
+  }
+  // The ops must come in execution order, and each activation is written once.
+  for (const OpSpec& op : ops_) {
+    for (int id : op.inputs) {
+      if (id >= 0 && !available[static_cast<size_t>(id)]) {
+        throw ModelError("operator " + op.name + " (" + op.kind + ") reads " +
+                         TensorLabel(tensors_[static_cast<size_t>(id)], id) +
+                         " before any op writes it");
+      }
+    }
+    for (int id : op.outputs) {
+      const Tensor& t = tensors_[static_cast<size_t>(id)];
+      if (t.constant || available[static_cast<size_t>(id)]) {
+        throw ModelError("operator " + op.name + " (" + op.kind + ") writes " + TensorLabel(t, id) +
+                         ", which is a constant, a graph input or written by an earlier op");
+      }
+      available[static_cast<size_t>(id)] = true;
+    }
+  }
+  for (int id : outputs) {
+    if (id < 0 || id >= n || !available[static_cast<size_t>(id)] ||
+        tensors_[static_cast<size_t>(id)].constant) {
+      throw ModelError("graph output " + std::to_string(id) + " is not written by any op");
+    }
+  }
+  int64_t arena_record_bytes = 0;
+  for (const Tensor& t : tensors_) {
+    if (!t.constant) arena_record_bytes += t.bytes();
+  }
+  if (arena_record_bytes > kMaxArenaRecordBytes) {
+    throw ModelError("the activations of one record need " + std::to_string(arena_record_bytes) +
+                     " bytes, more than the supported " + std::to_string(kMaxArenaRecordBytes));
+  }
+  kernels_.clear();
+  for (const OpSpec& op : ops_) kernels_.push_back(MakeKernel(op, tensors_, numerics));
+  inputs_ = inputs;
+  outputs_ = outputs;
+  finalized_ = true;
+}
+
+void Graph::RunChunk(const uint8_t* input, int64_t batch, const std::vector<uint8_t*>& outputs,
+                     Arena& arena) const {
+  const Tensor& in = tensors_[static_cast<size_t>(inputs_[0])];
+  std::memcpy(arena.buffers[static_cast<size_t>(inputs_[0])].data(), input,
+              static_cast<size_t>(batch * in.bytes()));
+  for (const auto& kernel : kernels_) kernel->Run(arena, batch);
+  for (size_t i = 0; i < outputs_.size(); ++i) {
+    const Tensor& out = tensors_[static_cast<size_t>(outputs_[i])];
+    std::memcpy(outputs[i], arena.buffers[static_cast<size_t>(outputs_[i])].data(),
+                static_cast<size_t>(batch * out.bytes()));
+  }
+}
+
+void Graph::Run(const void* input, int64_t count, const std::vector<void*>& outputs,
+                int threads) const {
+  if (!finalized_) throw std::logic_error("Graph::Run called before Finalize");
+  if (outputs.size() != outputs_.size()) throw std::logic_error("wrong number of output buffers");
+  if (count <= 0) return;
+  const int64_t chunks = (count + kChunkRecords - 1) / kChunkRecords;
+  const int workers = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, chunks)));
+  const auto* in_bytes = static_cast<const uint8_t*>(input);
+  const int64_t in_record = tensors_[static_cast<size_t>(inputs_[0])].bytes();
+
+  // Arenas are allocated here, before any thread starts, so that an
+  // allocation failure raises in the caller instead of inside a worker.
+  std::vector<Arena> arenas(static_cast<size_t>(workers));
+  for (Arena& arena : arenas) {
+    arena.buffers.resize(tensors_.size());
+    for (size_t id = 0; id < tensors_.size(); ++id) {
+      if (!tensors_[id].constant) {
+        arena.buffers[id].resize(static_cast<size_t>(kChunkRecords * tensors_[id].bytes()));
+      }
+    }
+  }
+
+  std::atomic<int64_t> next_chunk{0};
+  auto worker = [&](Arena& arena) {
+    std::vector<uint8_t*> out_ptrs(outputs_.size());
+    for (int64_t c = next_chunk++; c < chunks; c = next_chunk++) {
+      const int64_t first = c * kChunkRecords;
+      const int64_t batch = std::min(kChunkRecords, count - first);
+      for (size_t i = 0; i < outputs_.size(); ++i) {
+        const int64_t out_record = tensors_[static_cast<size_t>(outputs_[i])].bytes();
+        out_ptrs[i] = static_cast<uint8_t*>(outputs[i]) + first * out_record;
+      }
+      RunChunk(in_bytes + first * in_record, batch, out_ptrs, arena);
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(workers - 1));
+  for (int i = 1; i < workers; ++i) pool.emplace_back(worker, std::ref(arenas[static_cast<size_t>(i)]));
+  worker(arenas[0]);
+  for (auto& t : pool) t.join();
+}
+
+}  // namespace edgemia

@@ -1,0 +1,121 @@
+// Graph form executed by the native kernel.
+//
+// The Python side parses a model file (TFLite today) into tensors and ops and
+// hands them over one by one. Finalize() checks every index, shape, dtype,
+// quantization parameter and buffer size once, so that Run() can execute
+// plain loops without further checks.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace edgemia {
+
+// A model that fails a load-time check. The binding raises it as
+// edgemia._native.ModelError, a subclass of ValueError.
+class ModelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class DType : int { kFloat32, kInt8, kInt32 };
+
+size_t ElementSize(DType dtype);
+const char* DTypeName(DType dtype);
+
+// Which runtime's arithmetic the int8 kernels reproduce.
+enum class Numerics : int {
+  // LiteRT's default interpreter, which hands conv and fully connected to
+  // XNNPACK: float32 requantization scale, round half to even.
+  kLitert,
+};
+
+// Fused activation codes, numbered as in the TFLite schema.
+enum class Activation : int { kNone = 0, kRelu = 1, kReluN1To1 = 2, kRelu6 = 3 };
+
+// Padding codes, numbered as in the TFLite schema.
+enum class Padding : int { kSame = 0, kValid = 1 };
+
+struct Tensor {
+  std::string name;
+  DType dtype = DType::kFloat32;
+  // Constant tensors: the full shape. Activations: the shape of one record,
+  // without the batch dimension.
+  std::vector<int64_t> shape;
+  bool constant = false;
+  std::vector<uint8_t> data;  // constant tensors only
+  std::vector<float> scales;  // empty when not quantized
+  std::vector<int32_t> zero_points;
+  int quantized_dimension = 0;
+
+  int64_t elements() const;
+  int64_t bytes() const { return elements() * static_cast<int64_t>(ElementSize(dtype)); }
+  template <typename T>
+  const T* as() const {
+    return reinterpret_cast<const T*>(data.data());
+  }
+};
+
+struct OpSpec {
+  std::string kind;  // TFLite builtin operator name, e.g. "CONV_2D"
+  std::string name;  // used in error messages
+  std::vector<int> inputs;  // -1 marks an omitted optional input
+  std::vector<int> outputs;
+  std::map<std::string, int64_t> options;
+};
+
+// Per-thread storage for every activation tensor of a chunk of records.
+struct Arena {
+  std::vector<std::vector<uint8_t>> buffers;  // indexed by tensor id
+  template <typename T>
+  T* at(int tensor) {
+    return reinterpret_cast<T*>(buffers[static_cast<size_t>(tensor)].data());
+  }
+};
+
+// One prepared operator. Constructors validate; Run() does not.
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual void Run(Arena& arena, int64_t batch) const = 0;
+};
+
+class Graph {
+ public:
+  int AddTensor(Tensor tensor);
+  void AddOp(OpSpec op);
+  void Finalize(const std::vector<int>& inputs, const std::vector<int>& outputs, Numerics numerics);
+
+  // Runs `count` records. `input` holds count * input record bytes, and each
+  // outputs[i] has room for count * output record bytes. Splits the records
+  // over `threads` threads; each record is computed the same way whatever
+  // the split, so the bytes do not depend on the thread count.
+  void Run(const void* input, int64_t count, const std::vector<void*>& outputs, int threads) const;
+
+  const Tensor& tensor(int id) const { return tensors_.at(static_cast<size_t>(id)); }
+  const std::vector<int>& inputs() const { return inputs_; }
+  const std::vector<int>& outputs() const { return outputs_; }
+  bool finalized() const { return finalized_; }
+  const char* isa() const { return "scalar"; }
+
+ private:
+  void RunChunk(const uint8_t* input, int64_t batch, const std::vector<uint8_t*>& outputs,
+                Arena& arena) const;
+
+  std::vector<Tensor> tensors_;
+  std::vector<OpSpec> ops_;
+  std::vector<std::unique_ptr<Kernel>> kernels_;
+  std::vector<int> inputs_;
+  std::vector<int> outputs_;
+  bool finalized_ = false;
+};
+
+// Builds the kernel for one op; defined in kernels_scalar.cc.
+std::unique_ptr<Kernel> MakeKernel(const OpSpec& op, const std::vector<Tensor>& tensors,
+                                   Numerics numerics);
+
+}  // namespace edgemia

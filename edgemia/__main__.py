@@ -1,0 +1,3 @@
+from edgemia.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""The audit pipeline: data, training, compression, capture, attacks, report.
+
+Run directory layout:
+
+    data/records.npz, data/members.npz, data/nonmembers.npz   records files
+    artifacts/float.keras, artifacts/<variant>.tflite         trained and exported models
+    captures/<variant>/<backend>/target.npz                   capture bundle (with `member`)
+    captures/<variant>/<backend>/scores.npz                   per-record scores per attack
+    report.json, report.md
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, ContextManager, Iterator
+
+import numpy as np
+
+import edgemia
+from edgemia.attacks import DESCRIPTIONS, check_attack_names, run_attack
+from edgemia.attacks.bundle import CaptureBundle
+from edgemia.compression.variants import check_variant_names, export_variant
+from edgemia.data.builtin import DATASETS, load_dataset
+from edgemia.data.records import save_records
+from edgemia.errors import InputError
+from edgemia.reporting.environment import environment
+from edgemia.reporting.markdown import render
+from edgemia.runtime.capture import Capture, check_backend_names, run_capture, save_capture
+from edgemia.stats.roc import attack_metrics
+from edgemia.util import atomic_save_npz, atomic_write_json, atomic_write_text, sha256_file
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class AuditConfig:
+    """Everything that decides an audit's result."""
+
+    out: Path
+    dataset: str = "digits"
+    seed: int = 0
+    variants: list[str] = field(default_factory=lambda: ["float", "int8"])
+    backends: list[str] = field(default_factory=lambda: ["litert", "native"])
+    attacks: list[str] = field(default_factory=lambda: ["loss", "confidence"])
+    threads: int = 0  # 0: every core
+    epochs: int | None = None  # None: the data set's recipe
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise InputError(f"unknown data set '{self.dataset}'; valid names: {', '.join(DATASETS)}")
+        for kind, names in (("variant", self.variants), ("backend", self.backends), ("attack", self.attacks)):
+            if not names:
+                raise InputError(f"the {kind} list is empty")
+            if len(set(names)) != len(names):
+                raise InputError(f"the {kind} list {names} names an entry twice")
+        check_variant_names(self.variants)
+        check_backend_names(self.backends)
+        check_attack_names(self.attacks)
+        if self.epochs is not None and self.epochs < 1:
+            raise InputError(f"epochs must be at least 1, got {self.epochs}")
+        if self.seed < 0:
+            raise InputError(f"seed must be a non-negative integer, got {self.seed}")
+
+
+# A progress stage is entered with a description and a total count of steps;
+# it yields a function that advances the stage by one step.
+ProgressStage = Callable[[str, int], ContextManager[Callable[[], None]]]
+
+
+@contextlib.contextmanager
+def _silent_stage(description: str, total: int) -> Iterator[Callable[[], None]]:
+    yield lambda: None
+
+
+def _epoch_callback(advance: Callable[[], None]):
+    from edgemia._tf import import_keras
+
+    keras = import_keras()
+
+    class EpochProgress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            advance()
+
+    return EpochProgress()
+
+
+def _agreement(variant: str, captures: dict[str, Capture]) -> list[dict]:
+    """Compare each pair of backends that ran the same variant, record by record."""
+    rows = []
+    names = sorted(captures)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            a, b = captures[first], captures[second]
+            same = (a.raw == b.raw).all(axis=1)
+            rows.append(
+                {
+                    "variant": variant,
+                    "backends": [first, second],
+                    "identical_records": int(same.sum()),
+                    "n_records": int(same.size),
+                    "max_abs_logit_difference": float(np.max(np.abs(a.logits - b.logits))),
+                }
+            )
+    return rows
+
+
+def run_audit(config: AuditConfig, stage: ProgressStage = _silent_stage) -> dict:
+    """Run the whole audit into `config.out` and return the report dict."""
+    config.validate()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    # Data: a stratified 50/50 split into members and non-members.
+    with stage("Loading data", 1) as advance:
+        data = load_dataset(config.dataset, config.seed)
+        all_records, member = data.all_records()
+        save_records(all_records, out / "data" / "records.npz")
+        save_records(data.members, out / "data" / "members.npz")
+        save_records(data.nonmembers, out / "data" / "nonmembers.npz")
+        advance()
+
+    # Training: the float target, on the members only.
+    from edgemia.training.train import RECIPES, Recipe, train_target
+
+    recipe = RECIPES[config.dataset]
+    if config.epochs is not None:
+        recipe = Recipe(**{**recipe.to_dict(), "epochs": config.epochs})
+    with stage(f"Training target ({recipe.epochs} epochs)", recipe.epochs) as advance:
+        trained = train_target(data, recipe, config.seed, callbacks=[_epoch_callback(advance)])
+    keras_path = out / "artifacts" / "float.keras"
+    keras_path.parent.mkdir(parents=True, exist_ok=True)
+    trained.model.save(keras_path)
+
+    # Compression: one exported file per variant, calibrated on the members.
+    artifacts = {}
+    with stage("Exporting variants", len(config.variants)) as advance:
+        for name in config.variants:
+            artifacts[name] = export_variant(name, trained.model, data.members.x, out / "artifacts")
+            advance()
+
+    # Capture: every variant on every backend, over all records.
+    captures: dict[str, dict[str, Capture]] = {}
+    with stage("Capturing logits", len(config.variants) * len(config.backends)) as advance:
+        for name in config.variants:
+            captures[name] = {}
+            for backend in config.backends:
+                capture = run_capture(
+                    artifacts[name].path, all_records, backend, threads=config.threads,
+                    records_source=str(out / "data" / "records.npz"),
+                )
+                save_capture(out / "captures" / name / backend / "target.npz", capture, member=member)
+                captures[name][backend] = capture
+                advance()
+
+    # Attacks and metrics.
+    variants = []
+    n_steps = len(config.variants) * len(config.backends) * len(config.attacks)
+    with stage("Running attacks", n_steps) as advance:
+        for name in config.variants:
+            for backend in config.backends:
+                capture = captures[name][backend]
+                bundle = CaptureBundle(target=capture, member=member)
+                scores = {}
+                attack_rows = []
+                for attack in config.attacks:
+                    scores[attack] = run_attack(attack, bundle)
+                    metrics = attack_metrics(scores[attack], member)
+                    attack_rows.append({"name": attack, **metrics.to_dict()})
+                    advance()
+                bundle_dir = out / "captures" / name / backend
+                atomic_save_npz(
+                    bundle_dir / "scores.npz", record_id=capture.record_id, member=member, **scores
+                )
+                capture_path = bundle_dir / "target.npz"
+                variants.append(
+                    {
+                        "name": name,
+                        "backend": backend,
+                        "artifact": artifacts[name].to_dict(relative_to=out),
+                        "capture": {
+                            "path": str(capture_path.relative_to(out)),
+                            "sha256": sha256_file(capture_path),
+                            "numerics": capture.meta["numerics"],
+                            "isa": capture.meta["isa"],
+                            "threads": capture.meta["threads"],
+                            "inference_seconds": capture.meta["inference_seconds"],
+                        },
+                        "accuracy": {
+                            "members": float(np.mean(np.argmax(capture.logits[member], 1) == capture.labels[member])),
+                            "nonmembers": float(
+                                np.mean(np.argmax(capture.logits[~member], 1) == capture.labels[~member])
+                            ),
+                        },
+                        "attacks": attack_rows,
+                    }
+                )
+
+    agreement = []
+    for name in config.variants:
+        agreement += _agreement(name, captures[name])
+
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "edgemia_version": edgemia.__version__,
+        "created": created,
+        "seed": config.seed,
+        "dataset": {
+            "name": data.name,
+            "description": data.description,
+            "n_members": len(data.members),
+            "n_nonmembers": len(data.nonmembers),
+            "n_classes": data.n_classes,
+            "records": "data/records.npz",
+        },
+        "target": {
+            "recipe": recipe.to_dict(),
+            "training_seconds": trained.seconds,
+            "accuracy": {"members": trained.accuracy_members, "nonmembers": trained.accuracy_nonmembers},
+            "keras_model": {"path": str(keras_path.relative_to(out)), "sha256": sha256_file(keras_path)},
+        },
+        "attacks": {name: DESCRIPTIONS[name] for name in config.attacks},
+        "fpr_resolution": 1.0 / len(data.nonmembers),
+        "variants": variants,
+        "backend_agreement": agreement,
+        "environment": environment(),
+    }
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", render(report))
+    return report

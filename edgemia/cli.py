@@ -1,0 +1,193 @@
+"""Command line: parses arguments and calls the pipeline stages.
+
+Exit codes: 0 success, 2 invalid usage or input, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import edgemia
+from edgemia.errors import EdgemiaError
+
+logger = logging.getLogger("edgemia")
+
+DEFAULT_VARIANTS = "float,int8"
+DEFAULT_BACKENDS = "litert,native"
+DEFAULT_ATTACKS = "loss,confidence"
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; expected 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected 1 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edgemia.attacks import ATTACKS
+    from edgemia.compression.variants import VARIANTS
+    from edgemia.data.builtin import DATASETS
+    from edgemia.runtime.capture import BACKENDS
+
+    parser = argparse.ArgumentParser(
+        prog="edgemia",
+        description="Membership-inference audits of compressed edge models, on the numerics the "
+        "device runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgemia {edgemia.__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    audit = commands.add_parser(
+        "audit",
+        help="train a target, export its variants, capture logits and attack them",
+        description="Train the target on the members of a built-in data set, export each variant, "
+        "capture logits on each backend and compare membership leakage. With no options: digits, "
+        "float and int8, LiteRT and the native kernel, loss and confidence attacks.",
+    )
+    audit.add_argument("--out", type=Path, default=None,
+                       help="run directory (default: runs/<dataset>-seed<seed>)")
+    audit.add_argument("--seed", type=_non_negative_int, default=0,
+                       help="seed of the member split and of training (default: 0)")
+    audit.add_argument("--dataset", default="digits", metavar="NAME",
+                       help=f"built-in data set: {', '.join(DATASETS)} (default: digits)")
+    audit.add_argument("--variants", default=DEFAULT_VARIANTS, metavar="LIST",
+                       help=f"comma-separated variants from: {', '.join(VARIANTS)} (default: {DEFAULT_VARIANTS})")
+    audit.add_argument("--backends", default=DEFAULT_BACKENDS, metavar="LIST",
+                       help=f"comma-separated backends from: {', '.join(BACKENDS)} (default: {DEFAULT_BACKENDS})")
+    audit.add_argument("--attacks", default=DEFAULT_ATTACKS, metavar="LIST",
+                       help=f"comma-separated attacks from: {', '.join(ATTACKS)} (default: {DEFAULT_ATTACKS})")
+    audit.add_argument("--epochs", type=_positive_int, default=None,
+                       help="training epochs (default: the data set's recipe)")
+    audit.add_argument("--threads", type=_non_negative_int, default=0,
+                       help="inference threads per backend; 0 uses every core (default: 0)")
+
+    capture = commands.add_parser(
+        "capture",
+        help="run one exported model over a records file and write a capture file",
+        description="Run one exported model over a records file (.npz with x, y and optionally "
+        "record_id) and write the logits, labels, raw outputs and metadata to a capture file. "
+        "Does not import TensorFlow.",
+    )
+    capture.add_argument("--model", type=Path, required=True, help="exported model (.tflite)")
+    capture.add_argument("--data", type=Path, required=True, help="records file (.npz)")
+    capture.add_argument("--backend", required=True, metavar="NAME",
+                         help=f"backend: {', '.join(BACKENDS)}")
+    capture.add_argument("--out", type=Path, required=True, help="capture file to write (.npz)")
+    capture.add_argument("--threads", type=_non_negative_int, default=0,
+                         help="inference threads; 0 uses every core (default: 0)")
+    capture.add_argument("--numerics", default=None, metavar="MODE",
+                         help="numerics mode of the native kernel (default: litert for .tflite)")
+    return parser
+
+
+def _progress_stage(progress: Progress):
+    @contextlib.contextmanager
+    def stage(description: str, total: int) -> Iterator[Callable[[], None]]:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+        progress.update(task, completed=total)
+
+    return stage
+
+
+def _run_audit(args: argparse.Namespace, console: Console) -> int:
+    from edgemia.audit import AuditConfig, run_audit
+    from edgemia.reporting.console import print_summary
+
+    out = args.out or Path("runs") / f"{args.dataset}-seed{args.seed}"
+    config = AuditConfig(
+        out=out,
+        dataset=args.dataset,
+        seed=args.seed,
+        variants=_names(args.variants),
+        backends=_names(args.backends),
+        attacks=_names(args.attacks),
+        threads=args.threads,
+        epochs=args.epochs,
+    )
+    config.validate()
+    start = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        report = run_audit(config, stage=_progress_stage(progress))
+    print_summary(report, console)
+    console.print(
+        f"Target accuracy: {report['target']['accuracy']['members']:.4f} on members, "
+        f"{report['target']['accuracy']['nonmembers']:.4f} on non-members."
+    )
+    console.print(f"Run directory: {out} (report.json, report.md); {time.perf_counter() - start:.0f} s.")
+    return 0
+
+
+def _run_capture(args: argparse.Namespace, console: Console) -> int:
+    from edgemia.data.records import load_records
+    from edgemia.runtime.capture import check_backend_names, run_capture, save_capture
+
+    check_backend_names([args.backend])
+    records = load_records(args.data)
+    capture = run_capture(
+        args.model, records, args.backend, threads=args.threads, numerics=args.numerics,
+        records_source=str(args.data),
+    )
+    save_capture(args.out, capture)
+    console.print(
+        f"Captured {len(capture)} records with {args.backend} "
+        f"({capture.meta['numerics']} numerics, {capture.meta['isa']}, {capture.meta['threads']} threads) "
+        f"in {capture.meta['inference_seconds']:.3f} s; accuracy {capture.accuracy:.4f}. Wrote {args.out}."
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=False)
+    if not console.is_terminal:
+        # Logs and pipes get the full table instead of rich's 80-column default.
+        console = Console(stderr=False, width=120)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=Console(stderr=True))])
+    commands = {"audit": _run_audit, "capture": _run_capture}
+    try:
+        return commands[args.command](args, console)
+    except EdgemiaError as exc:
+        print(f"edgemia: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgemia: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - the last resort that turns a bug into exit code 3
+        traceback.print_exc()
+        print("edgemia: internal error; please report it with the traceback above", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

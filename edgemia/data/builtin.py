@@ -1,0 +1,115 @@
+"""Built-in data sets, shipped inside scikit-learn so that audits run offline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from edgemia.data.records import Records, validate_records
+from edgemia.errors import InputError
+
+
+@dataclass
+class AuditData:
+    """A data set split into members (the target's training records) and non-members."""
+
+    name: str
+    description: str
+    members: Records
+    nonmembers: Records
+    n_classes: int
+    seed: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.members.record_shape
+
+    def all_records(self) -> tuple[Records, np.ndarray]:
+        """Return members and non-members together in record-id order, with the member mask."""
+        both = [self.members, self.nonmembers]
+        order = np.argsort(np.concatenate([r.record_id for r in both]), kind="stable")
+        records = Records(
+            x=np.concatenate([r.x for r in both])[order],
+            y=np.concatenate([r.y for r in both])[order],
+            record_id=np.concatenate([r.record_id for r in both])[order],
+            groups={
+                name: np.concatenate([r.groups[name] for r in both])[order]
+                for name in self.members.groups
+            },
+        )
+        member = np.r_[np.ones(len(self.members), bool), np.zeros(len(self.nonmembers), bool)][order]
+        return records, member
+
+
+def _stratified_halves(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split row indices 50/50 within each class; returns (members, nonmembers), sorted."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    members, nonmembers = train_test_split(index, test_size=0.5, stratify=y, random_state=seed)
+    return np.sort(members), np.sort(nonmembers)
+
+
+def _load_digits(seed: int) -> AuditData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # Pixel intensities 0..16 scaled to [0, 1], as 8x8 single-channel images.
+    x = (bunch.images / 16.0).astype(np.float32)[..., np.newaxis]
+    y = bunch.target.astype(np.int64)
+    records = validate_records(
+        Records(x=x, y=y, record_id=np.arange(len(y), dtype=np.int64)), "digits"
+    )
+    members, nonmembers = _stratified_halves(y, seed)
+    return AuditData(
+        name="digits",
+        description="scikit-learn handwritten digits: 1,797 8x8 images, 10 classes",
+        members=records.subset(members),
+        nonmembers=records.subset(nonmembers),
+        n_classes=10,
+        seed=seed,
+    )
+
+
+def _load_breast_cancer(seed: int) -> AuditData:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    x = bunch.data.astype(np.float64)
+    y = bunch.target.astype(np.int64)
+    members, nonmembers = _stratified_halves(y, seed)
+    # Standardize with statistics of the members only, as the model owner would.
+    mean = x[members].mean(axis=0)
+    std = x[members].std(axis=0)
+    std[std == 0] = 1.0
+    x = ((x - mean) / std).astype(np.float32)
+    records = validate_records(
+        Records(x=x, y=y, record_id=np.arange(len(y), dtype=np.int64)), "breast-cancer"
+    )
+    return AuditData(
+        name="breast-cancer",
+        description="scikit-learn Wisconsin diagnostic breast cancer: 569 records, 30 features, 2 classes",
+        members=records.subset(members),
+        nonmembers=records.subset(nonmembers),
+        n_classes=2,
+        seed=seed,
+    )
+
+
+DATASETS: dict[str, Callable[[int], AuditData]] = {
+    "digits": _load_digits,
+    "breast-cancer": _load_breast_cancer,
+}
+
+
+def load_dataset(name: str, seed: int) -> AuditData:
+    """Load a built-in data set and split it into members and non-members with `seed`."""
+    try:
+        loader = DATASETS[name]
+    except KeyError:
+        raise InputError(
+            f"unknown data set '{name}'; valid names: {', '.join(DATASETS)}"
+        ) from None
+    return loader(seed)

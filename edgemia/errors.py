@@ -1,0 +1,21 @@
+"""Exceptions that carry the command-line exit code they map to."""
+
+
+class EdgemiaError(Exception):
+    """Base class of the errors edgemia raises on purpose."""
+
+    exit_code = 3
+
+
+class InputError(EdgemiaError):
+    """Invalid usage or invalid input: a file, field or value the user can fix."""
+
+    exit_code = 2
+
+
+class RecordsError(InputError):
+    """A records file that is missing, unreadable or inconsistent."""
+
+
+class ModelFormatError(InputError):
+    """A model file that is missing, truncated, corrupt or uses unsupported features."""

@@ -1,0 +1,1 @@
+"""Runtime stage: run exported models on a backend and capture their outputs."""

@@ -1,0 +1,177 @@
+"""Capture files: a model's logits on a records file, with everything needed to trust them.
+
+A capture file (`.npz`) holds `logits` float32 `[n, C]` (the dequantized model
+output), `labels` int64 `[n]`, `record_id` `[n]`, `raw` (the output tensor
+exactly as the runtime produced it) and `meta`, a JSON string naming the
+model's sha256, backend, numerics mode, instruction-set path, threads, host
+and edgemia version. A capture in a bundle adds `member` (the target) or
+`in_mask` (a reference model) as a bool `[n]`.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+import edgemia
+from edgemia.data.records import Records, check_against_model
+from edgemia.errors import InputError, ModelFormatError
+from edgemia.runtime.io import dequantize_output, quantize_input, record_shape
+from edgemia.runtime.tflite_model import TfliteModel, read_tflite
+from edgemia.util import atomic_save_npz
+
+BACKENDS = ("native", "litert")
+
+
+@dataclass
+class Capture:
+    logits: np.ndarray  # float32 [n, C]
+    labels: np.ndarray  # int64 [n]
+    record_id: np.ndarray  # int64 [n]
+    raw: np.ndarray  # output tensor as produced, [n, C]
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(np.argmax(self.logits, axis=1) == self.labels))
+
+
+def check_backend_names(names: list[str]) -> None:
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise InputError(
+            f"unknown backend {', '.join(repr(n) for n in unknown)}; valid backends: {', '.join(BACKENDS)}"
+        )
+
+
+def open_session(model: TfliteModel, backend: str, threads: int = 0, numerics: str | None = None):
+    """Load `model` into `backend`; returns an object with `run(x) -> raw output`."""
+    check_backend_names([backend])
+    if backend == "native":
+        from edgemia.runtime.native import NativeSession
+
+        return NativeSession(model, threads=threads, numerics=numerics or "litert")
+    if numerics not in (None, "litert"):
+        raise InputError(f"the litert backend computes 'litert' numerics only, not '{numerics}'")
+    from edgemia.runtime.litert import LiteRTSession
+
+    return LiteRTSession(model, threads=threads)
+
+
+def run_capture(
+    model_path: str | Path,
+    records: Records,
+    backend: str,
+    threads: int = 0,
+    numerics: str | None = None,
+    records_source: str = "records",
+) -> Capture:
+    """Run the model in `model_path` over `records` on `backend` and return the capture."""
+    model_path = Path(model_path)
+    if model_path.suffix.lower() != ".tflite":
+        raise ModelFormatError(
+            f"{model_path}: only .tflite models can be captured so far (got '{model_path.suffix}')"
+        )
+    model = read_tflite(model_path)
+    session = open_session(model, backend, threads=threads, numerics=numerics)
+    n_classes = int(model.output().shape[-1])
+    check_against_model(records, records_source, record_shape(model.input()), n_classes)
+
+    x = quantize_input(records.x, model.input())
+    start = time.perf_counter()
+    raw = session.run(x)
+    seconds = time.perf_counter() - start
+    if raw.shape != (len(records), n_classes):
+        raise ModelFormatError(
+            f"{model_path}: backend {backend} returned output of shape {raw.shape}, "
+            f"expected {(len(records), n_classes)}"
+        )
+    meta = {
+        "model_sha256": model.sha256,
+        "model_file": model_path.name,
+        "backend": backend,
+        "numerics": session.numerics,
+        "isa": session.isa,
+        "threads": session.threads,
+        "inference_seconds": seconds,
+        "host": platform.node(),
+        "machine": platform.machine(),
+        "edgemia_version": edgemia.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return Capture(
+        logits=dequantize_output(raw, model.output()),
+        labels=records.y.copy(),
+        record_id=records.record_id.copy(),
+        raw=raw,
+        meta=meta,
+    )
+
+
+def save_capture(
+    path: str | Path,
+    capture: Capture,
+    member: np.ndarray | None = None,
+    in_mask: np.ndarray | None = None,
+) -> None:
+    """Write a capture file atomically; `member` or `in_mask` make it part of a bundle."""
+    arrays = {
+        "logits": capture.logits,
+        "labels": capture.labels,
+        "record_id": capture.record_id,
+        "raw": capture.raw,
+        "meta": np.array(json.dumps(capture.meta, sort_keys=True)),
+    }
+    if member is not None:
+        arrays["member"] = np.asarray(member, dtype=bool)
+    if in_mask is not None:
+        arrays["in_mask"] = np.asarray(in_mask, dtype=bool)
+    atomic_save_npz(path, **arrays)
+
+
+def load_capture(path: str | Path) -> tuple[Capture, dict[str, np.ndarray]]:
+    """Read a capture file; returns the capture and its bundle fields (member, in_mask)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: capture file not found")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise InputError(f"{path}: not a readable capture file (no zip header)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable capture file ({exc})") from exc
+    for key in ("logits", "labels", "record_id", "meta"):
+        if key not in arrays:
+            raise InputError(f"{path}: field '{key}' is missing; is this a capture file?")
+    logits = arrays["logits"]
+    n = arrays["labels"].shape[0] if arrays["labels"].ndim == 1 else -1
+    if logits.ndim != 2 or n != logits.shape[0] or arrays["record_id"].shape != (n,):
+        raise InputError(
+            f"{path}: 'logits' {logits.shape}, 'labels' {arrays['labels'].shape} and 'record_id' "
+            f"{arrays['record_id'].shape} do not describe the same [n] records"
+        )
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: field 'meta' is not valid JSON ({exc})") from exc
+    capture = Capture(
+        logits=logits.astype(np.float32),
+        labels=arrays["labels"].astype(np.int64),
+        record_id=arrays["record_id"],
+        raw=arrays.get("raw", logits),
+        meta=meta,
+    )
+    extras = {key: arrays[key] for key in ("member", "in_mask") if key in arrays}
+    return capture, extras

@@ -1,0 +1,247 @@
+"""The native backend: edgemia's C++ kernel executing the .tflite graph itself.
+
+The shape computations that converters emit around RESHAPE (SHAPE,
+STRIDED_SLICE, PACK) are evaluated here at load time, and the remaining ops
+are handed to the kernel, which checks them again and runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from edgemia.errors import ModelFormatError
+from edgemia.runtime.io import check_io
+from edgemia.runtime.tflite_model import OperatorInfo, TensorInfo, TfliteModel
+
+logger = logging.getLogger(__name__)
+
+NUMERICS_MODES = ("litert",)
+
+# Ops evaluated at load time on constant int32 shape vectors.
+_FOLDED_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
+# Ops the C++ kernel executes.
+_KERNEL_OPS = ("CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "RESHAPE")
+_NATIVE_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.int8): "int8", np.dtype(np.int32): "int32"}
+
+
+def _load_extension():
+    try:
+        from edgemia import _native
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ModelFormatError(
+            f"the native kernel is not built ({exc}); reinstall edgemia with `pip install .`"
+        ) from exc
+    return _native
+
+
+class _Folder:
+    """Evaluates shape-only ops on known values (constants and folded results)."""
+
+    def __init__(self, model: TfliteModel):
+        self.model = model
+        self.values: dict[int, np.ndarray] = {
+            t.index: t.data for t in model.tensors if t.data is not None
+        }
+
+    def fail(self, op: OperatorInfo, what: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.model.path}: {op.label()}: {what}")
+
+    def known(self, op: OperatorInfo, position: int) -> np.ndarray:
+        if position >= len(op.inputs) or op.inputs[position] < 0:
+            raise self.fail(op, f"input {position} is missing")
+        tensor_id = op.inputs[position]
+        if tensor_id not in self.values:
+            tensor = self.model.tensors[tensor_id]
+            raise self.fail(
+                op,
+                f"input {tensor.label()} is computed from the data, so the op cannot be "
+                "evaluated at load time; the native kernel folds shape computations only",
+            )
+        return self.values[tensor_id]
+
+    def fold(self, op: OperatorInfo) -> None:
+        if len(op.outputs) != 1:
+            raise self.fail(op, f"has {len(op.outputs)} outputs, expected 1")
+        if op.kind == "SHAPE":
+            if not op.inputs or op.inputs[0] < 0:
+                raise self.fail(op, "input 0 is missing")
+            # The batch dimension is 1 in the file; RESHAPE later treats it as the batch.
+            result = np.array(self.model.tensors[op.inputs[0]].shape, dtype=np.int32)
+        elif op.kind == "STRIDED_SLICE":
+            result = self._strided_slice(op)
+        else:  # PACK
+            count = int(op.options.get("values_count", len(op.inputs)))
+            if count != len(op.inputs) or count < 1:
+                raise self.fail(op, f"values_count {count} does not match its {len(op.inputs)} inputs")
+            parts = [np.asarray(self.known(op, i)) for i in range(count)]
+            if any(p.shape != parts[0].shape for p in parts):
+                raise self.fail(op, "inputs have different shapes")
+            axis = int(op.options.get("axis", 0))
+            if not -(parts[0].ndim + 1) <= axis <= parts[0].ndim:
+                raise self.fail(op, f"axis {axis} is out of range")
+            result = np.stack(parts, axis=axis)
+        self.values[op.outputs[0]] = result
+
+    def _strided_slice(self, op: OperatorInfo) -> np.ndarray:
+        x = np.asarray(self.known(op, 0))
+        begin, end, strides = (np.asarray(self.known(op, i)).reshape(-1) for i in (1, 2, 3))
+        if x.ndim != 1 or begin.size != 1 or end.size != 1 or strides.size != 1:
+            raise self.fail(op, "only one-dimensional slices of shape vectors can be folded")
+        if op.options.get("ellipsis_mask") or op.options.get("new_axis_mask"):
+            raise self.fail(op, "ellipsis and new-axis masks are not supported")
+        stride = int(strides[0])
+        if stride == 0:
+            raise self.fail(op, "stride is 0")
+        start = None if int(op.options.get("begin_mask", 0)) & 1 else int(begin[0])
+        stop = None if int(op.options.get("end_mask", 0)) & 1 else int(end[0])
+        if int(op.options.get("shrink_axis_mask", 0)) & 1:
+            index = 0 if start is None else start
+            if not -x.size <= index < x.size:
+                raise self.fail(op, f"index {index} is outside a vector of {x.size}")
+            return np.asarray(x[index])
+        return x[start:stop:stride]
+
+
+def _record_shape(model: TfliteModel, tensor: TensorInfo) -> list[int]:
+    """Shape of one record of an activation tensor, checking that dimension 0 is the batch."""
+    if not tensor.shape:
+        raise ModelFormatError(
+            f"{model.path}: activation {tensor.label()} has no batch dimension; "
+            "the native kernel runs models whose activations are [batch, ...]"
+        )
+    dynamic = tensor.shape_signature is not None and tensor.shape_signature[:1] == (-1,)
+    if tensor.shape[0] != 1 and not dynamic:
+        raise ModelFormatError(
+            f"{model.path}: activation {tensor.label()} has a fixed batch of {tensor.shape[0]}; "
+            "export the model with batch 1 or a dynamic batch"
+        )
+    return list(tensor.shape[1:])
+
+
+def _reshape_target(model: TfliteModel, folder: _Folder, op: OperatorInfo, in_elements: int) -> list[int]:
+    if len(op.inputs) > 1 and op.inputs[1] >= 0:
+        target = [int(d) for d in np.asarray(folder.known(op, 1)).reshape(-1)]
+    elif "new_shape" in op.options:
+        target = list(op.options["new_shape"])
+    else:
+        target = list(model.tensors[op.outputs[0]].shape)
+    if not target or target[0] not in (1, -1):
+        raise folder.fail(
+            op, f"new shape {target} does not keep the batch as dimension 0, which the native kernel needs"
+        )
+    record = target[1:]
+    if record.count(-1) > 1 or any(d < -1 or d == 0 for d in record):
+        raise folder.fail(op, f"new shape {target} is invalid")
+    if -1 in record:
+        known = int(np.prod([d for d in record if d != -1], dtype=np.int64))
+        if known == 0 or in_elements % known:
+            raise folder.fail(op, f"new shape {target} does not divide {in_elements} values per record")
+        record[record.index(-1)] = in_elements // known
+    return record
+
+
+class NativeSession:
+    """A .tflite model loaded into the native kernel, ready to run batches."""
+
+    backend = "native"
+
+    def __init__(self, model: TfliteModel, threads: int = 0, numerics: str = "litert"):
+        if numerics not in NUMERICS_MODES:
+            raise ModelFormatError(
+                f"numerics mode '{numerics}' is not supported for TFLite models; valid modes: "
+                f"{', '.join(NUMERICS_MODES)}"
+            )
+        check_io(model)
+        native = _load_extension()
+        self.model = model
+        self.numerics = numerics
+        self.threads = threads if threads > 0 else (os.cpu_count() or 1)
+        self.input = model.input()
+        self.output = model.output()
+        self._graph = native.Graph()
+        try:
+            self._build(native)
+        except native.ModelError as exc:
+            raise ModelFormatError(f"{model.path}: {exc}") from exc
+
+    @property
+    def isa(self) -> str:
+        return self._graph.isa
+
+    def _build(self, native) -> None:
+        model = self.model
+        folder = _Folder(model)
+        ids: dict[int, int] = {}
+        record_shapes: dict[int, list[int]] = {}
+
+        def native_id(tensor_id: int, shape: list[int] | None = None) -> int:
+            if tensor_id in ids:
+                return ids[tensor_id]
+            tensor = model.tensors[tensor_id]
+            dtype = _NATIVE_DTYPES.get(tensor.dtype) if tensor.dtype is not None else None
+            if dtype is None:
+                raise ModelFormatError(
+                    f"{model.path}: {tensor.label()} has type {tensor.type_name}, which the native "
+                    "kernel does not support (supported: float32, int8, int32)"
+                )
+            constant = tensor.data is not None
+            if constant:
+                dims = list(tensor.shape)
+                data = np.ascontiguousarray(tensor.data).tobytes()
+            else:
+                dims = shape if shape is not None else _record_shape(model, tensor)
+                data = None
+                record_shapes[tensor_id] = dims
+            ids[tensor_id] = self._graph.add_tensor(
+                name=tensor.name,
+                dtype=dtype,
+                shape=dims,
+                data=data,
+                scales=[float(s) for s in tensor.scales],
+                zero_points=[int(z) for z in tensor.zero_points],
+                quantized_dimension=int(tensor.quantized_dimension),
+            )
+            return ids[tensor_id]
+
+        native_id(model.inputs[0])
+        for op in model.operators:
+            if op.kind in _FOLDED_OPS:
+                folder.fold(op)
+                continue
+            if op.kind not in _KERNEL_OPS:
+                raise ModelFormatError(
+                    f"{model.path}: {op.label()} is not supported by the native kernel; supported "
+                    f"ops: {', '.join(_KERNEL_OPS)}, plus {', '.join(_FOLDED_OPS)} on shapes"
+                )
+            if op.kind == "RESHAPE":
+                source = op.inputs[0] if op.inputs else -1
+                if source < 0 or source in folder.values:
+                    raise folder.fail(op, "reshapes a constant, which the native kernel does not run")
+                native_id(source)
+                in_elements = int(np.prod(record_shapes[source], dtype=np.int64))
+                target = _reshape_target(model, folder, op, in_elements)
+                declared = model.tensors[op.outputs[0]].shape
+                if declared and list(declared[1:]) != target:
+                    raise folder.fail(
+                        op, f"new shape {target} disagrees with the output's declared shape {list(declared)}"
+                    )
+                inputs = [ids[source]]
+                outputs = [native_id(op.outputs[0], target)]
+            else:
+                for t in op.inputs:
+                    if t >= 0 and t in folder.values and model.tensors[t].data is None:
+                        raise folder.fail(op, "reads a folded shape value, which only RESHAPE may do")
+                inputs = [native_id(t) if t >= 0 else -1 for t in op.inputs]
+                outputs = [native_id(t) for t in op.outputs]
+            options = {k: int(v) for k, v in op.options.items() if isinstance(v, (int, np.integer))}
+            self._graph.add_op(op.kind, str(op.index), inputs, outputs, options)
+        if model.outputs[0] not in ids:
+            raise ModelFormatError(f"{model.path}: no executed op writes the model output")
+        self._graph.finalize([ids[model.inputs[0]]], [ids[model.outputs[0]]], self.numerics)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run a batch of inputs already in the input tensor's dtype; return the raw output."""
+        return self._graph.run(np.ascontiguousarray(x), self.threads)[0]

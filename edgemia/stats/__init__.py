@@ -1,0 +1,1 @@
+"""Statistics stage: ROC metrics of membership scores."""

@@ -1,0 +1,1 @@
+"""Training stage: model architectures and the recipe that trains the target."""

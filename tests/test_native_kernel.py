@@ -1,0 +1,201 @@
+"""The native kernel on hand-built graphs: int8 arithmetic against a numpy reference, and
+load-time checks that turn bad graphs into ModelError instead of crashes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgemia import _native
+
+RELU, RELU6 = 1, 3
+SAME, VALID = 0, 1
+
+
+def requantize_fp32(acc, in_scale, w_scales, out_scale, out_zp, lo=-128, hi=127):
+    """XNNPACK's fp32 requantization, written out in numpy float32."""
+    scale = (np.float32(in_scale) * np.asarray(w_scales, np.float32)) / np.float32(out_scale)
+    f = acc.astype(np.float32) * scale
+    f = np.clip(f, np.float32(lo - out_zp), np.float32(hi - out_zp))
+    return (np.rint(f) + out_zp).astype(np.int8)
+
+
+def conv_reference(x, w, bias, in_zp, stride, dilation, padding):
+    n, h, wd, c = x.shape
+    o, kh, kw, _ = w.shape
+    eff_h, eff_w = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
+    if padding == SAME:
+        oh, ow = -(-h // stride), -(-wd // stride)
+        pad_t = max((oh - 1) * stride + eff_h - h, 0) // 2
+        pad_l = max((ow - 1) * stride + eff_w - wd, 0) // 2
+    else:
+        oh, ow = (h - eff_h) // stride + 1, (wd - eff_w) // stride + 1
+        pad_t = pad_l = 0
+    acc = np.zeros((n, oh, ow, o), np.int64) + bias
+    xs = x.astype(np.int64) - in_zp
+    for oy in range(oh):
+        for ox in range(ow):
+            for ky in range(kh):
+                for kx in range(kw):
+                    iy, ix = oy * stride - pad_t + ky * dilation, ox * stride - pad_l + kx * dilation
+                    if 0 <= iy < h and 0 <= ix < wd:
+                        acc[:, oy, ox, :] += xs[:, iy, ix, :] @ w[:, ky, kx, :].astype(np.int64).T
+    return acc
+
+
+def build_conv(x_shape, w, bias, in_q, w_scales, out_q, out_shape, stride, dilation, padding, act):
+    g = _native.Graph()
+    x = g.add_tensor("x", "int8", list(x_shape), None, [in_q[0]], [in_q[1]], 0)
+    wt = g.add_tensor("w", "int8", list(w.shape), w.tobytes(), list(w_scales), [0] * len(w_scales), 0)
+    b = g.add_tensor("b", "int32", [len(bias)], bias.astype(np.int32).tobytes(), [], [], 0)
+    y = g.add_tensor("y", "int8", list(out_shape), None, [out_q[0]], [out_q[1]], 0)
+    g.add_op("CONV_2D", "0", [x, wt, b], [y], {
+        "stride_h": stride, "stride_w": stride, "dilation_h": dilation, "dilation_w": dilation,
+        "padding": padding, "activation": act})
+    g.finalize([x], [y], "litert")
+    return g
+
+
+@pytest.mark.parametrize(
+    "h,w_,c,o,k,stride,dilation,padding",
+    [
+        (8, 8, 1, 16, 3, 1, 1, SAME),
+        (7, 5, 3, 5, 3, 2, 1, SAME),
+        (9, 9, 4, 3, 3, 2, 1, VALID),
+        (6, 6, 2, 4, 1, 1, 1, VALID),
+        (10, 10, 3, 2, 3, 1, 2, SAME),
+        (5, 4, 1, 1, 5, 3, 1, SAME),
+    ],
+)
+def test_conv_int8_matches_reference(h, w_, c, o, k, stride, dilation, padding):
+    rng = np.random.default_rng(h * 100 + o)
+    x = rng.integers(-128, 128, size=(37, h, w_, c), dtype=np.int8)
+    w = rng.integers(-127, 128, size=(o, k, k, c), dtype=np.int8)
+    bias = rng.integers(-5000, 5000, size=o)
+    in_q, out_q = (np.float32(0.02), -7), (np.float32(0.5), 3)
+    w_scales = rng.uniform(0.001, 0.01, size=o).astype(np.float32)
+    acc = conv_reference(x, w, bias, in_q[1], stride, dilation, padding)
+    for act in (0, RELU, RELU6):
+        g = build_conv(x.shape[1:], w, bias, in_q, w_scales, out_q, acc.shape[1:], stride, dilation, padding, act)
+        lo = out_q[1] if act in (RELU, RELU6) else -128
+        hi = min(127, int(np.rint(np.float32(6.0) / out_q[0] + out_q[1]))) if act == RELU6 else 127
+        expected = requantize_fp32(acc, in_q[0], w_scales, out_q[0], out_q[1], lo, hi)
+        for threads in (1, 2, 3):
+            np.testing.assert_array_equal(g.run(x, threads)[0], expected)
+
+
+def test_fully_connected_int8_extremes():
+    # All -128 or 127 inputs against full-range weights: sums far outside int16.
+    rng = np.random.default_rng(5)
+    depth, units = 300, 7
+    w = rng.integers(-127, 128, size=(units, depth), dtype=np.int8)
+    w[0] = 127
+    w[1] = -127
+    x = np.stack([np.full(depth, -128), np.full(depth, 127), np.tile([-128, 127], depth // 2)]).astype(np.int8)
+    g = _native.Graph()
+    xi = g.add_tensor("x", "int8", [depth], None, [0.05], [5], 0)
+    wi = g.add_tensor("w", "int8", [units, depth], w.tobytes(), [0.003], [0], 0)
+    yi = g.add_tensor("y", "int8", [units], None, [400.0], [-2], 0)
+    g.add_op("FULLY_CONNECTED", "0", [xi, wi, -1], [yi], {"activation": 0})
+    g.finalize([xi], [yi], "litert")
+    acc = (x.astype(np.int64) - 5) @ w.astype(np.int64).T
+    assert np.abs(acc).max() > 2**15  # the case a 16-bit pair sum would get wrong
+    expected = requantize_fp32(acc, 0.05, [0.003], 400.0, -2)
+    np.testing.assert_array_equal(g.run(x, 1)[0], expected)
+
+
+def test_exact_sum_of_unsigned_bytes():
+    # Unsigned bytes 210, 198, 234 are int8 82, 70, 106 after the zero-point shift of 128.
+    x = np.array([[82, 70, 106]], dtype=np.int8)
+    w = np.array([[-81, -80, 127]], dtype=np.int8)
+    g = _native.Graph()
+    xi = g.add_tensor("x", "int8", [3], None, [1.0], [-128], 0)
+    wi = g.add_tensor("w", "int8", [1, 3], w.tobytes(), [1.0], [0], 0)
+    yi = g.add_tensor("y", "int8", [1], None, [128.0], [0], 0)
+    g.add_op("FULLY_CONNECTED", "0", [xi, wi, -1], [yi], {"activation": 0})
+    g.finalize([xi], [yi], "litert")
+    exact = 210 * -81 + 198 * -80 + 234 * 127  # 13068
+    assert g.run(x, 1)[0][0, 0] == np.int8(np.rint(exact / 128.0))
+
+
+def test_max_pool_int8_with_padding():
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, size=(9, 5, 5, 3), dtype=np.int8)
+    g = _native.Graph()
+    xi = g.add_tensor("x", "int8", [5, 5, 3], None, [0.1], [-4], 0)
+    yi = g.add_tensor("y", "int8", [3, 3, 3], None, [0.1], [-4], 0)
+    g.add_op("MAX_POOL_2D", "0", [xi], [yi], {"filter_h": 2, "filter_w": 2, "stride_h": 2, "stride_w": 2,
+                                              "padding": SAME, "activation": 0})
+    g.finalize([xi], [yi], "litert")
+    padded = np.full((9, 6, 6, 3), -128, np.int8)
+    padded[:, :5, :5] = x
+    expected = padded.reshape(9, 3, 2, 3, 2, 3).max(axis=(2, 4))
+    np.testing.assert_array_equal(g.run(x, 2)[0], expected)
+
+
+def _graph_with_input():
+    g = _native.Graph()
+    x = g.add_tensor("x", "int8", [4], None, [0.1], [0], 0)
+    return g, x
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (lambda g, x: g.add_tensor("w", "int8", [2, 4], b"\x00" * 7, [0.1], [0], 0), "holds 7 bytes"),
+        (lambda g, x: g.add_tensor("big", "int8", [2**31 - 1, 2**31 - 1, 2**31 - 1], None, [], [], 0), "too large"),
+        (lambda g, x: g.add_tensor("neg", "int8", [-3], None, [], [], 0), "invalid dimension -3"),
+        (lambda g, x: g.add_tensor("s", "int8", [4], None, [0.0], [0], 0), "invalid quantization scale"),
+        (lambda g, x: g.add_tensor("s", "int8", [4], None, [0.1, 0.2], [0], 0), "2 scales but 1 zero points"),
+        (lambda g, x: g.add_op("RESHAPE", "0", [x, 99], [x], {}), "refers to tensor 99"),
+        (lambda g, x: g.add_op("RESHAPE", "0", [x], [-5], {}), "writes tensor -5"),
+    ],
+)
+def test_bad_tensors_and_ops_raise_model_error(build, message):
+    g, x = _graph_with_input()
+    with pytest.raises(_native.ModelError, match=message):
+        build(g, x)
+
+
+@pytest.mark.parametrize(
+    "kind,options,message",
+    [
+        ("SOFTMAX", {}, "not supported by the native kernel"),
+        ("FULLY_CONNECTED", {}, "option 'activation' is missing"),
+        ("FULLY_CONNECTED", {"activation": 9}, "fused activation code 9"),
+    ],
+)
+def test_bad_ops_fail_at_finalize(kind, options, message):
+    g, x = _graph_with_input()
+    w = g.add_tensor("w", "int8", [2, 4], b"\x01" * 8, [0.1], [0], 0)
+    y = g.add_tensor("y", "int8", [2], None, [0.1], [0], 0)
+    g.add_op(kind, "0", [x, w], [y], options)
+    with pytest.raises(_native.ModelError, match=message):
+        g.finalize([x], [y], "litert")
+
+
+def test_op_reading_unwritten_tensor_rejected():
+    g, x = _graph_with_input()
+    z = g.add_tensor("z", "int8", [4], None, [0.1], [0], 0)
+    y = g.add_tensor("y", "int8", [4], None, [0.1], [0], 0)
+    g.add_op("RESHAPE", "0", [z], [y], {})
+    with pytest.raises(_native.ModelError, match="before any op writes it"):
+        g.finalize([x], [y], "litert")
+
+
+def test_run_rejects_wrong_input():
+    g, x = _graph_with_input()
+    y = g.add_tensor("y", "int8", [2, 2], None, [0.1], [0], 0)
+    g.add_op("RESHAPE", "0", [x], [y], {})
+    g.finalize([x], [y], "litert")
+    with pytest.raises(ValueError, match="dtype"):
+        g.run(np.zeros((3, 4), np.float32), 1)
+    with pytest.raises(ValueError, match=r"\[n, 4\]"):
+        g.run(np.zeros((3, 5), np.int8), 1)
+    assert g.run(np.zeros((0, 4), np.int8), 1)[0].shape == (0, 2, 2)
+
+
+def test_unknown_numerics_mode_rejected():
+    g, x = _graph_with_input()
+    with pytest.raises(_native.ModelError, match="numerics mode 'fast'"):
+        g.finalize([x], [x], "fast")
