@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,14 +20,17 @@ def default_run(tmp_path_factory) -> tuple[Path, dict]:
     return out, report
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m edgemia ARGS` in a fresh process and capture its output."""
-    env = dict(os.environ)
-    return subprocess.run(
-        [sys.executable, "-m", "edgemia", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run `python -m edgemia ARGS` in a fresh process and capture its output.
+
+    The process starts in an empty directory, so that `python -m` imports the
+    installed package (with its compiled kernel) and not the source tree.
+    """
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run(
+            [sys.executable, "-m", "edgemia", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
