@@ -65,6 +65,7 @@ int Graph::AddTensor(Tensor tensor) {
     throw ModelError(label + " has rank " + std::to_string(tensor.shape.size()) +
                      "; at most 6 dimensions are supported");
   }
+
   // Checked multiplication: a corrupt shape must not overflow the element count.
   int64_t elements = 1;
   for (int64_t d : tensor.shape) {
@@ -76,10 +77,11 @@ int Graph::AddTensor(Tensor tensor) {
     }
     elements *= d;
   }
+
   const int64_t bytes = elements * static_cast<int64_t>(ElementSize(tensor.dtype));
   if (tensor.constant) {
     if (static_cast<int64_t>(tensor.data.size()) != bytes) {
-      throw ModelError(label + " holds " + std::to_string(tensor.data.size()) +
+      throw ModelError(label + " contains " + std::to_string(tensor.data.size()) +
                        " bytes of data, but its shape and dtype need " + std::to_string(bytes));
     }
   } else {
@@ -90,6 +92,7 @@ int Graph::AddTensor(Tensor tensor) {
                        std::to_string(kMaxRecordBytes));
     }
   }
+
   if (tensor.scales.size() != tensor.zero_points.size()) {
     throw ModelError(label + " has " + std::to_string(tensor.scales.size()) + " scales but " +
                      std::to_string(tensor.zero_points.size()) + " zero points");

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def native_stderr_to_log(what: str) -> Iterator[None]:
+def native_stderr_to_log(source: str) -> Iterator[None]:
     """Redirect file descriptor 2 to a temporary file while the block runs.
 
     The captured text is logged at DEBUG level, or at WARNING level when the
@@ -45,4 +45,4 @@ def native_stderr_to_log(what: str) -> Iterator[None]:
             sink.seek(0)
             text = sink.read().decode("utf-8", errors="replace").strip()
             if text:
-                logger.log(logging.WARNING if failed else logging.DEBUG, "%s wrote:\n%s", what, text)
+                logger.log(logging.WARNING if failed else logging.DEBUG, "%s wrote:\n%s", source, text)

@@ -142,7 +142,7 @@ def _graph_with_input():
 @pytest.mark.parametrize(
     "build,message",
     [
-        (lambda g, x: g.add_tensor("w", "int8", [2, 4], b"\x00" * 7, [0.1], [0], 0), "holds 7 bytes"),
+        (lambda g, x: g.add_tensor("w", "int8", [2, 4], b"\x00" * 7, [0.1], [0], 0), "contains 7 bytes"),
         (lambda g, x: g.add_tensor("big", "int8", [2**31 - 1, 2**31 - 1, 2**31 - 1], None, [], [], 0), "too large"),
         (lambda g, x: g.add_tensor("neg", "int8", [-3], None, [], [], 0), "invalid dimension -3"),
         (lambda g, x: g.add_tensor("s", "int8", [4], None, [0.0], [0], 0), "invalid quantization scale"),

@@ -54,7 +54,7 @@ def export_int8(model, calibration_x: np.ndarray) -> bytes:
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     with warnings.catch_warnings():
-        # The converter asks for input statistics that only matter when it
-        # quantizes float inputs itself; here the capture stage does that.
+        # The converter warns that input statistics are missing. It needs them
+        # only to quantize float inputs itself, and here the capture stage does that.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         return _convert(converter)

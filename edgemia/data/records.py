@@ -1,6 +1,6 @@
 """Records files: the `.npz` contract between data preparation and capture.
 
-A records file holds `x` (float32 `[n, ...]`), `y` (int64 `[n]`), an optional
+A records file contains `x` (float32 `[n, ...]`), `y` (int64 `[n]`), an optional
 `record_id` (`[n]`, unique) and optional subgroup labels `group_<attribute>`
 (`[n]`). Loading validates every field and names the first bad row.
 """
@@ -123,7 +123,7 @@ def validate_records(records: Records, source: str) -> Records:
             )
         if values.dtype == object:
             raise RecordsError(
-                f"{source}: '{GROUP_PREFIX}{name}' holds Python objects; store strings or integers"
+                f"{source}: '{GROUP_PREFIX}{name}' contains Python objects; store strings or integers"
             )
         groups[name] = values
     return Records(x=x, y=y, record_id=record_id, groups=groups)
@@ -160,6 +160,7 @@ def load_records(path: str | Path) -> Records:
         raise RecordsError(
             f"{source}: not a readable .npz file (no zip header); write records with numpy.savez"
         )
+
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -171,10 +172,12 @@ def load_records(path: str | Path) -> Records:
             f"{source}: contains an array that needs pickle to load, which is not allowed ({exc}); "
             "store numeric arrays only"
         ) from exc
+
     for key in ("x", "y"):
         if key not in arrays:
             found = ", ".join(sorted(arrays)) or "nothing"
             raise RecordsError(f"{source}: field '{key}' is missing (found: {found})")
+
     n = arrays["x"].shape[0] if arrays["x"].ndim else 0
     record_id = arrays.get("record_id")
     if record_id is None:

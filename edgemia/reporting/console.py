@@ -46,7 +46,7 @@ def print_summary(report: dict, console: Console) -> None:
     )
     for row in report.get("backend_agreement", []):
         console.print(
-            f"{row['variant']}: {' and '.join(row['backends'])} agree on "
+            f"{row['variant']}: {' and '.join(row['backends'])} give identical outputs on "
             f"{row['identical_records']} of {row['n_records']} records "
             f"(largest logit difference {row['max_abs_logit_difference']:.3g})."
         )

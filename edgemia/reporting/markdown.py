@@ -32,6 +32,7 @@ def render(report: dict) -> str:
         + " | balanced accuracy | advantage |",
         "|---|---|---|---|---:|" + "---:|" * len(levels) + "---:|---:|",
     ]
+
     for variant in report["variants"]:
         accuracy = variant["accuracy"]
         for attack in variant["attacks"]:
@@ -42,12 +43,14 @@ def render(report: dict) -> str:
                 f"{attack['auc']:.4f} | {rates} | {attack['balanced_accuracy']:.4f} | "
                 f"{attack['advantage']:.4f} |"
             )
+
     lines += [
         "",
         f"n/m: not measurable. With {dataset['n_nonmembers']} non-members the smallest "
         f"resolvable FPR is {report['fpr_resolution']:.5f}. Advantage is max(TPR - FPR) over "
         "thresholds; balanced accuracy is max((TPR + 1 - FPR) / 2).",
     ]
+
     if report.get("backend_agreement"):
         lines += [
             "",
@@ -62,6 +65,7 @@ def render(report: dict) -> str:
                 f"{row['identical_records']} / {row['n_records']} | "
                 f"{row['max_abs_logit_difference']:.3g} |"
             )
+
     lines += ["", "## Artifacts", "", "| variant | file | bytes | sha256 |", "|---|---|---:|---|"]
     seen = set()
     for variant in report["variants"]:
@@ -72,6 +76,7 @@ def render(report: dict) -> str:
         lines.append(
             f"| {variant['name']} | `{artifact['path']}` | {artifact['bytes']} | `{artifact['sha256']}` |"
         )
+
     env = report["environment"]
     packages = ", ".join(f"{name} {version}" for name, version in env["packages"].items())
     lines += [

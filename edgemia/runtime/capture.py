@@ -1,6 +1,6 @@
 """Capture files: a model's logits on a records file, with everything needed to trust them.
 
-A capture file (`.npz`) holds `logits` float32 `[n, C]` (the dequantized model
+A capture file (`.npz`) contains `logits` float32 `[n, C]` (the dequantized model
 output), `labels` int64 `[n]`, `record_id` `[n]`, `raw` (the output tensor
 exactly as the runtime produced it) and `meta`, a JSON string naming the
 model's sha256, backend, numerics mode, instruction-set path, threads, host
@@ -152,6 +152,7 @@ def load_capture(path: str | Path) -> tuple[Capture, dict[str, np.ndarray]]:
             arrays = {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise InputError(f"{path}: not a readable capture file ({exc})") from exc
+
     for key in ("logits", "labels", "record_id", "meta"):
         if key not in arrays:
             raise InputError(f"{path}: field '{key}' is missing; is this a capture file?")
@@ -162,10 +163,12 @@ def load_capture(path: str | Path) -> tuple[Capture, dict[str, np.ndarray]]:
             f"{path}: 'logits' {logits.shape}, 'labels' {arrays['labels'].shape} and 'record_id' "
             f"{arrays['record_id'].shape} do not describe the same [n] records"
         )
+
     try:
         meta = json.loads(str(arrays["meta"]))
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: field 'meta' is not valid JSON ({exc})") from exc
+
     capture = Capture(
         logits=logits.astype(np.float32),
         labels=arrays["labels"].astype(np.int64),

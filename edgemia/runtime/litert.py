@@ -1,7 +1,7 @@
 """The litert backend: the `ai-edge-litert` Interpreter with its default op resolver.
 
 The default resolver applies the XNNPACK delegate, which is what the LiteRT
-Python package runs on a device unless told otherwise.
+Python package runs on a device unless configured otherwise.
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ class _Folder:
             t.index: t.data for t in model.tensors if t.data is not None
         }
 
-    def fail(self, op: OperatorInfo, what: str) -> ModelFormatError:
-        return ModelFormatError(f"{self.model.path}: {op.label()}: {what}")
+    def fail(self, op: OperatorInfo, message: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.model.path}: {op.label()}: {message}")
 
     def known(self, op: OperatorInfo, position: int) -> np.ndarray:
         if position >= len(op.inputs) or op.inputs[position] < 0:

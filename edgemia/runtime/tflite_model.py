@@ -88,8 +88,8 @@ class TfliteModel:
         return self.tensors[self.outputs[0]]
 
 
-def _fail(path: Path, what: str) -> ModelFormatError:
-    return ModelFormatError(f"{path}: {what}")
+def _fail(path: Path, message: str) -> ModelFormatError:
+    return ModelFormatError(f"{path}: {message}")
 
 
 def _read_options(op, kind: str) -> dict[str, object]:
@@ -241,12 +241,12 @@ def _read_tensor(path: Path, raw: bytes, model, subgraph, index: int) -> TensorI
     )
 
 
-def _check_index_list(path: Path, values, n_tensors: int, what: str, allow_omitted: bool) -> list[int]:
+def _check_index_list(path: Path, values, n_tensors: int, owner: str, allow_omitted: bool) -> list[int]:
     result = [int(v) for v in values]
     low = -1 if allow_omitted else 0
     for v in result:
         if v < low or v >= n_tensors:
-            raise _fail(path, f"{what} refers to tensor {v}, but the subgraph has {n_tensors} tensors")
+            raise _fail(path, f"{owner} refers to tensor {v}, but the subgraph has {n_tensors} tensors")
     return result
 
 

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a target model is built and trained."""
+    """Training recipe of a target model: architecture, epochs, batch size, Adam learning rate."""
 
     architecture: str  # a key of ARCHITECTURES
     epochs: int
