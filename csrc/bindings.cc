@@ -22,7 +22,8 @@ DType ParseDType(const std::string& name) {
 
 Numerics ParseNumerics(const std::string& name) {
   if (name == "litert") return Numerics::kLitert;
-  throw ModelError("numerics mode '" + name + "' is not supported; supported is 'litert'");
+  if (name == "litert-reference") return Numerics::kLitertReference;
+  throw ModelError("numerics mode '" + name + "' is not supported; supported are 'litert' and 'litert-reference'");
 }
 
 py::dtype NumpyDType(DType dtype) {
@@ -103,6 +104,7 @@ PYBIND11_MODULE(_native, m) {
   using edgemia::Graph;
   m.doc() = "edgemia's native batch-inference kernel";
   py::register_exception<edgemia::ModelError>(m, "ModelError", PyExc_ValueError);
+  m.def("supported_ops", &edgemia::SupportedOps, "Names of the op kinds the native kernel runs.");
 
   py::class_<Graph>(m, "Graph")
       .def(py::init<>())
@@ -114,11 +116,13 @@ PYBIND11_MODULE(_native, m) {
       .def(
           "add_op",
           [](Graph& g, const std::string& kind, const std::string& name, const std::vector<int>& inputs,
-             const std::vector<int>& outputs, const std::map<std::string, int64_t>& options) {
-            g.AddOp(edgemia::OpSpec{kind, name, inputs, outputs, options});
+             const std::vector<int>& outputs, const std::map<std::string, int64_t>& options,
+             const std::map<std::string, double>& float_options) {
+            g.AddOp(edgemia::OpSpec{kind, name, inputs, outputs, options, float_options});
           },
           py::arg("kind"), py::arg("name"), py::arg("inputs"), py::arg("outputs"),
           py::arg("options") = std::map<std::string, int64_t>{},
+          py::arg("float_options") = std::map<std::string, double>{},
           "Append an op; ops must be added in execution order.")
       .def(
           "finalize",

@@ -29,9 +29,13 @@ const char* DTypeName(DType dtype);
 
 // Which runtime's arithmetic the int8 kernels reproduce.
 enum class Numerics : int {
-  // LiteRT's default interpreter, which hands conv and fully connected to
-  // XNNPACK: float32 requantization scale, round half to even.
+  // LiteRT's default interpreter, which hands most int8 ops to XNNPACK:
+  // float32 requantization scale, round half to even.
   kLitert,
+  // TFLite's reference kernels (the BUILTIN_REF op resolver), which TFLite
+  // Micro and CMSIS-NN follow: fixed-point multipliers with gemmlowp double
+  // rounding, half away from zero.
+  kLitertReference,
 };
 
 // Fused activation codes, numbered as in the TFLite schema.
@@ -66,6 +70,7 @@ struct OpSpec {
   std::vector<int> inputs;  // -1 marks an omitted optional input
   std::vector<int> outputs;
   std::map<std::string, int64_t> options;
+  std::map<std::string, double> float_options;  // e.g. softmax beta
 };
 
 // Per-thread storage for every activation tensor of a chunk of records.
@@ -114,8 +119,11 @@ class Graph {
   bool finalized_ = false;
 };
 
-// Builds the kernel for one op; defined in kernels_scalar.cc.
+// Builds the kernel for one op; defined in kernels/registry.cc.
 std::unique_ptr<Kernel> MakeKernel(const OpSpec& op, const std::vector<Tensor>& tensors,
                                    Numerics numerics);
+
+// Names of the op kinds the native kernel runs.
+std::vector<std::string> SupportedOps();
 
 }  // namespace edgemia

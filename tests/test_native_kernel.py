@@ -160,8 +160,7 @@ def test_bad_tensors_and_ops_raise_model_error(build, message):
 @pytest.mark.parametrize(
     "kind,options,message",
     [
-        ("SOFTMAX", {}, "not supported by the native kernel"),
-        ("FULLY_CONNECTED", {}, "option 'activation' is missing"),
+        ("BATCH_TO_SPACE_ND", {}, "not supported by the native kernel"),
         ("FULLY_CONNECTED", {"activation": 9}, "fused activation code 9"),
     ],
 )

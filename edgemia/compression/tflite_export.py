@@ -31,14 +31,16 @@ def export_float(model) -> bytes:
     return _convert(converter)
 
 
-def export_int8(model, calibration_x: np.ndarray) -> bytes:
-    """Convert with full-integer post-training quantization, int8 input and output.
+def export_int8(model, calibration_x: np.ndarray, int8_io: bool = True) -> bytes:
+    """Convert with full-integer post-training quantization.
 
     Every op is int8 (the conversion fails otherwise), weights are
     per-channel symmetric, and activation ranges come from running
-    `calibration_x` one record at a time. Input and output tensors are int8
-    too, as on a device that feeds the model quantized data: the capture
-    stage quantizes records with the input tensor's scale and zero point.
+    `calibration_x` one record at a time. With `int8_io`, the input and
+    output tensors are int8 too, as on a device that feeds the model
+    quantized data: the capture stage quantizes records with the input
+    tensor's scale and zero point. Without it, the model keeps float32 input
+    and output and quantizes inside (QUANTIZE and DEQUANTIZE ops).
     """
     tf = import_tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -51,8 +53,9 @@ def export_int8(model, calibration_x: np.ndarray) -> bytes:
 
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
     with warnings.catch_warnings():
         # The converter warns that input statistics are missing. It needs them
         # only to quantize float inputs itself, and here the capture stage does that.

@@ -23,7 +23,7 @@ import numpy as np
 import edgemia
 from edgemia.data.records import Records, check_against_model
 from edgemia.errors import InputError, ModelFormatError
-from edgemia.runtime.io import dequantize_output, quantize_input, record_shape
+from edgemia.runtime.io import check_classifier_output, dequantize_output, quantize_input, record_shape
 from edgemia.runtime.tflite_model import TfliteModel, read_tflite
 from edgemia.util import atomic_save_npz
 
@@ -83,6 +83,7 @@ def run_capture(
             f"{model_path}: only .tflite models can be captured so far (got '{model_path.suffix}')"
         )
     model = read_tflite(model_path)
+    check_classifier_output(model)
     session = open_session(model, backend, threads=threads, numerics=numerics)
     n_classes = int(model.output().shape[-1])
     check_against_model(records, records_source, record_shape(model.input()), n_classes)

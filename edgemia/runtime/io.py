@@ -29,6 +29,10 @@ def check_io(model: TfliteModel) -> None:
             )
         if len(info.shape) < 1:
             raise ModelFormatError(f"{model.path}: the {role} {info.label()} has no batch dimension")
+
+
+def check_classifier_output(model: TfliteModel) -> None:
+    """Check that the model's output is [batch, classes], as captures need."""
     output_shape = model.output().shape
     if len(output_shape) != 2:
         raise ModelFormatError(

@@ -18,12 +18,10 @@ from edgemia.runtime.tflite_model import OperatorInfo, TensorInfo, TfliteModel
 
 logger = logging.getLogger(__name__)
 
-NUMERICS_MODES = ("litert",)
+NUMERICS_MODES = ("litert", "litert-reference")
 
 # Ops evaluated at load time on constant int32 shape vectors.
 _FOLDED_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
-# Ops the C++ kernel executes.
-_KERNEL_OPS = ("CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "RESHAPE")
 _NATIVE_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.int8): "int8", np.dtype(np.int32): "int32"}
 
 
@@ -206,15 +204,16 @@ class NativeSession:
             )
             return ids[tensor_id]
 
+        kernel_ops = set(native.supported_ops())
         native_id(model.inputs[0])
         for op in model.operators:
             if op.kind in _FOLDED_OPS:
                 folder.fold(op)
                 continue
-            if op.kind not in _KERNEL_OPS:
+            if op.kind not in kernel_ops:
                 raise ModelFormatError(
                     f"{model.path}: {op.label()} is not supported by the native kernel; supported "
-                    f"ops: {', '.join(_KERNEL_OPS)}, plus {', '.join(_FOLDED_OPS)} on shapes"
+                    f"ops: {', '.join(sorted(kernel_ops))}, plus {', '.join(_FOLDED_OPS)} on shapes"
                 )
             if op.kind == "RESHAPE":
                 source = op.inputs[0] if op.inputs else -1
@@ -237,7 +236,8 @@ class NativeSession:
                 inputs = [native_id(t) if t >= 0 else -1 for t in op.inputs]
                 outputs = [native_id(t) for t in op.outputs]
             options = {k: int(v) for k, v in op.options.items() if isinstance(v, (int, np.integer))}
-            self._graph.add_op(op.kind, str(op.index), inputs, outputs, options)
+            float_options = {k: float(v) for k, v in op.options.items() if isinstance(v, float)}
+            self._graph.add_op(op.kind, str(op.index), inputs, outputs, options, float_options)
         if model.outputs[0] not in ids:
             raise ModelFormatError(f"{model.path}: no executed op writes the model output")
         self._graph.finalize([ids[model.inputs[0]]], [ids[model.outputs[0]]], self.numerics)

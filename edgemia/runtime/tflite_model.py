@@ -154,6 +154,30 @@ def _read_options(op, kind: str) -> dict[str, object]:
             "new_axis_mask": o.NewAxisMask(),
             "shrink_axis_mask": o.ShrinkAxisMask(),
         }
+    if kind in ("ADD", "MUL"):
+        if table is None:
+            return {"activation": 0}
+        o = tflite.AddOptions() if kind == "ADD" else tflite.MulOptions()
+        o.Init(table.Bytes, table.Pos)
+        return {"activation": o.FusedActivationFunction()}
+    if kind == "CONCATENATION":
+        if table is None:
+            raise ValueError("builtin options are missing")
+        o = tflite.ConcatenationOptions()
+        o.Init(table.Bytes, table.Pos)
+        return {"axis": o.Axis(), "activation": o.FusedActivationFunction()}
+    if kind == "SOFTMAX":
+        if table is None:
+            return {"beta": 1.0}
+        o = tflite.SoftmaxOptions()
+        o.Init(table.Bytes, table.Pos)
+        return {"beta": float(o.Beta())}
+    if kind == "MEAN":
+        if table is None:
+            return {"keep_dims": 0}
+        o = tflite.ReducerOptions()
+        o.Init(table.Bytes, table.Pos)
+        return {"keep_dims": int(bool(o.KeepDims()))}
     if kind == "PACK":
         if table is None:
             raise ValueError("builtin options are missing")

@@ -1,0 +1,260 @@
+// Helpers shared by the scalar kernels: load-time checks, window geometry,
+// activation bounds and the requantization formulas of each numerics mode.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../graph.h"
+
+namespace edgemia {
+namespace kernels {
+
+// ---------------------------------------------------------------------------
+// Load-time checks. Every kernel constructor runs these, so Run() needs none.
+
+class OpChecker {
+ public:
+  OpChecker(const OpSpec& op, const std::vector<Tensor>& tensors) : op_(op), tensors_(tensors) {}
+
+  [[noreturn]] void Fail(const std::string& message) const {
+    throw ModelError("operator " + op_.name + " (" + op_.kind + "): " + message);
+  }
+
+  const OpSpec& op() const { return op_; }
+
+  void ExpectArity(size_t min_inputs, size_t max_inputs, size_t outputs) const;
+
+  // Returns the id of input `i`, or -1 when the optional input is omitted.
+  int InputId(size_t i) const { return i < op_.inputs.size() ? op_.inputs[i] : -1; }
+  int OutputId(size_t i) const { return op_.outputs.at(i); }
+  size_t InputCount() const { return op_.inputs.size(); }
+
+  const Tensor& Input(size_t i) const {
+    const int id = InputId(i);
+    if (id < 0) Fail("input " + std::to_string(i) + " is missing");
+    return tensors_[static_cast<size_t>(id)];
+  }
+  const Tensor& Output(size_t i) const { return tensors_[static_cast<size_t>(op_.outputs.at(i))]; }
+
+  bool HasOption(const std::string& key) const { return op_.options.count(key) != 0; }
+  double FloatOptionOr(const std::string& key, double fallback) const {
+    auto it = op_.float_options.find(key);
+    return it == op_.float_options.end() ? fallback : it->second;
+  }
+  int64_t Option(const std::string& key) const;
+  int64_t OptionOr(const std::string& key, int64_t fallback) const;
+  int64_t PositiveOption(const std::string& key, int64_t max_value = 1 << 16) const;
+  Padding PaddingOption() const;
+  Activation ActivationOption() const;
+
+  void ExpectDType(const Tensor& t, DType dtype, const char* role) const;
+  void ExpectConstant(const Tensor& t, const char* role) const;
+  void ExpectActivation(const Tensor& t, const char* role) const;
+  void ExpectRank(const Tensor& t, size_t rank, const char* role) const;
+  void ExpectShape(const Tensor& t, const std::vector<int64_t>& shape, const char* role) const;
+  void ExpectSameQuantization(const Tensor& a, const Tensor& b) const;
+
+  // Per-tensor int8 quantization: one scale and a zero point in -128..127.
+  void ExpectActivationQuantization(const Tensor& t, const char* role) const;
+  // Symmetric int8 weights, per tensor or per channel along `channel_dim`.
+  void ExpectWeightQuantization(const Tensor& t, int channel_dim) const;
+
+  static std::string ShapeText(const std::vector<int64_t>& shape);
+
+ private:
+  const OpSpec& op_;
+  const std::vector<Tensor>& tensors_;
+};
+
+// ---------------------------------------------------------------------------
+// Window geometry, as TFLite computes it: SAME gives ceil(in / stride) outputs
+// and puts the odd padding element at the end.
+
+struct Window {
+  int64_t out = 0;
+  int64_t pad_before = 0;
+};
+
+Window ComputeWindow(int64_t in, int64_t kernel, int64_t stride, int64_t dilation, Padding padding);
+
+// ---------------------------------------------------------------------------
+// Activation bounds.
+
+// Float bounds of a fused activation (+-infinity when unbounded).
+void ActivationBounds(Activation act, float* lo, float* hi);
+
+// Quantized bound as XNNPACK computes it when LiteRT delegates an int8 op:
+// lrintf(clamp(v / scale + zero_point, -128, 127)), float32, half to even.
+int32_t QuantizeBoundXnnpack(float v, float scale, int32_t zero_point);
+
+// Quantized bound as TFLite's builtin kernels compute it:
+// zero_point + std::round(v / scale), half away from zero, clamped to int8.
+int32_t QuantizeBoundTflite(float v, float scale, int32_t zero_point);
+
+struct Int8Range {
+  int32_t lo = -128;
+  int32_t hi = 127;
+};
+
+Int8Range ActivationRange(Activation act, float scale, int32_t zero_point, Numerics numerics);
+
+// ---------------------------------------------------------------------------
+// Requantization.
+
+// XNNPACK's fp32 output stage (LiteRT default path, and ONNX Runtime's MLAS):
+// float(acc) * scale, clamped in float, rounded half to even, plus zero point.
+inline int8_t RequantizeFp32(int32_t acc, float scale, float min_less_zero_point,
+                             float max_less_zero_point, int32_t zero_point) {
+  float f = static_cast<float>(acc) * scale;
+  f = std::max(f, min_less_zero_point);
+  f = std::min(f, max_less_zero_point);
+  return static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(f)) + zero_point);
+}
+
+// TFLite's fixed-point multiplier: real ~= multiplier * 2^(shift - 31), with
+// the multiplier in [2^30, 2^31) and half-away-from-zero rounding of the
+// mantissa.
+void QuantizeMultiplier(double real, int32_t* multiplier, int* shift);
+
+// gemmlowp's saturating rounding doubling high multiply: (a * b + 2^30) >> 31,
+// rounding half away from zero.
+inline int32_t SaturatingRoundingDoublingHighMul(int32_t a, int32_t b) {
+  if (a == b && a == std::numeric_limits<int32_t>::min()) return std::numeric_limits<int32_t>::max();
+  const int64_t ab = static_cast<int64_t>(a) * static_cast<int64_t>(b);
+  const int64_t nudge = ab >= 0 ? (int64_t{1} << 30) : (1 - (int64_t{1} << 30));
+  // C++ integer division truncates toward zero, which gives half away from zero here.
+  return static_cast<int32_t>((ab + nudge) / (int64_t{1} << 31));
+}
+
+// gemmlowp's rounding right shift by `exponent`, half away from zero.
+inline int32_t RoundingDivideByPOT(int32_t x, int exponent) {
+  const int32_t mask = static_cast<int32_t>((int64_t{1} << exponent) - 1);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+// TFLite's MultiplyByQuantizedMultiplier in its default double-rounding build.
+inline int32_t MultiplyByQuantizedMultiplier(int32_t x, int32_t multiplier, int shift) {
+  const int left = shift > 0 ? shift : 0;
+  const int right = shift > 0 ? 0 : -shift;
+  // The left shift wraps like TFLite's int32 arithmetic, without signed overflow.
+  const int32_t shifted = static_cast<int32_t>(static_cast<uint32_t>(x) << left);
+  return RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(shifted, multiplier), right);
+}
+
+// The same for multipliers below one, as TFLite's ADD uses them.
+inline int32_t MultiplyByQuantizedMultiplierSmallerThanOne(int32_t x, int32_t multiplier, int shift) {
+  return RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x, multiplier), -shift);
+}
+
+// Half-away-from-zero rounding, as std::round and TfLiteRound.
+inline float RoundHalfAway(float v) { return std::round(v); }
+
+// ---------------------------------------------------------------------------
+// Broadcasting of two record-shaped operands (numpy rules, right-aligned).
+
+struct Broadcast {
+  std::vector<int64_t> out_shape;
+  std::vector<int64_t> a_strides;  // element strides into a, 0 where broadcast
+  std::vector<int64_t> b_strides;
+  bool same_shape = false;
+  int64_t elements = 0;
+  int64_t a_elements = 0;  // elements of one record of a (and b below)
+  int64_t b_elements = 0;
+
+  // Visits every output element with the matching offsets into a and b.
+  template <typename Visit>
+  void ForEach(Visit&& visit) const {
+    if (same_shape) {
+      for (int64_t i = 0; i < elements; ++i) visit(i, i, i);
+      return;
+    }
+    const size_t rank = out_shape.size();
+    std::vector<int64_t> index(rank, 0);
+    int64_t a_offset = 0, b_offset = 0;
+    for (int64_t i = 0; i < elements; ++i) {
+      visit(i, a_offset, b_offset);
+      for (size_t d = rank; d-- > 0;) {
+        ++index[d];
+        a_offset += a_strides[d];
+        b_offset += b_strides[d];
+        if (index[d] < out_shape[d]) break;
+        a_offset -= a_strides[d] * out_shape[d];
+        b_offset -= b_strides[d] * out_shape[d];
+        index[d] = 0;
+      }
+    }
+  }
+};
+
+// Computes the broadcast of `a` and `b`; fails unless the result equals `out`.
+Broadcast MakeBroadcast(const OpChecker& check, const Tensor& a, const Tensor& b, const Tensor& out);
+
+// Reads constant or per-record operands of element-wise ops: a constant
+// operand is the same for every record, an activation advances per record.
+template <typename T>
+inline const T* RecordPointer(const Tensor& t, const T* arena_data, int64_t record,
+                              int64_t record_elements) {
+  return t.constant ? t.as<T>() : arena_data + record * record_elements;
+}
+
+}  // namespace kernels
+}  // namespace edgemia
+
+namespace edgemia {
+namespace kernels {
+
+// Per-channel int8 output stage of conv, depthwise conv and fully connected,
+// in the formula of the numerics mode.
+class ChannelRequantizer {
+ public:
+  enum class Formula {
+    kFp32,        // XNNPACK: float32 scale, half to even
+    kFixedPoint,  // TFLite reference conv: gemmlowp double rounding
+    kDouble,      // TFLite reference fully connected: double scale, std::round
+  };
+
+  ChannelRequantizer() = default;
+  ChannelRequantizer(const OpChecker& check, Formula formula, const Tensor& input, const Tensor& filter,
+                     const Tensor& output, int64_t channels, Activation activation, Numerics numerics);
+
+  inline int8_t operator()(int32_t acc, int64_t channel) const {
+    const size_t c = static_cast<size_t>(channel);
+    switch (formula_) {
+      case Formula::kFp32:
+        return RequantizeFp32(acc, fp32_scale_[c], min_less_zero_point_, max_less_zero_point_, zero_point_);
+      case Formula::kFixedPoint: {
+        const int32_t v = MultiplyByQuantizedMultiplier(acc, multiplier_[c], shift_[c]) + zero_point_;
+        return static_cast<int8_t>(std::min(std::max(v, range_.lo), range_.hi));
+      }
+      case Formula::kDouble: {
+        const double r = std::round(static_cast<double>(acc) * double_scale_[c]);
+        const double clamped = std::min(std::max(r, -1024.0), 1024.0);
+        const int32_t v = static_cast<int32_t>(clamped) + zero_point_;
+        return static_cast<int8_t>(std::min(std::max(v, range_.lo), range_.hi));
+      }
+    }
+    return 0;
+  }
+
+ private:
+  Formula formula_ = Formula::kFp32;
+  std::vector<float> fp32_scale_;
+  std::vector<int32_t> multiplier_;
+  std::vector<int> shift_;
+  std::vector<double> double_scale_;
+  float min_less_zero_point_ = -128.0f;
+  float max_less_zero_point_ = 127.0f;
+  int32_t zero_point_ = 0;
+  Int8Range range_;
+};
+
+}  // namespace kernels
+}  // namespace edgemia

@@ -1,0 +1,249 @@
+// CONV_2D and DEPTHWISE_CONV_2D: NHWC input, OHWI filter (1HWO for depthwise).
+#include "common.h"
+#include "registry.h"
+
+namespace edgemia {
+namespace kernels {
+namespace {
+
+struct ConvGeometry {
+  int64_t in_h = 0, in_w = 0, in_c = 0;
+  int64_t out_h = 0, out_w = 0, out_c = 0;
+  int64_t k_h = 0, k_w = 0;
+  int64_t filter_c = 0;  // input channels per group (conv) or 1 (depthwise)
+  int64_t stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+  int64_t pad_top = 0, pad_left = 0;
+  int64_t groups = 1;
+  int64_t depth_multiplier = 1;  // depthwise only
+};
+
+ConvGeometry CheckGeometry(const OpChecker& check, bool depthwise) {
+  const Tensor& in = check.Input(0);
+  const Tensor& filter = check.Input(1);
+  const Tensor& out = check.Output(0);
+  check.ExpectActivation(in, "input");
+  check.ExpectConstant(filter, "filter");
+  check.ExpectRank(in, 3, "input");
+  check.ExpectRank(filter, 4, "filter");
+  check.ExpectRank(out, 3, "output");
+  ConvGeometry g;
+  g.in_h = in.shape[0];
+  g.in_w = in.shape[1];
+  g.in_c = in.shape[2];
+  g.k_h = filter.shape[1];
+  g.k_w = filter.shape[2];
+  g.stride_h = check.PositiveOption("stride_h");
+  g.stride_w = check.PositiveOption("stride_w");
+  g.dilation_h = check.PositiveOption("dilation_h");
+  g.dilation_w = check.PositiveOption("dilation_w");
+  if (depthwise) {
+    if (filter.shape[0] != 1) check.Fail("filter '" + filter.name + "' must have shape [1, H, W, C*M]");
+    g.out_c = filter.shape[3];
+    if (g.out_c % g.in_c != 0) {
+      check.Fail("filter has " + std::to_string(g.out_c) + " channels, not a multiple of the input's " +
+                 std::to_string(g.in_c));
+    }
+    g.depth_multiplier = g.out_c / g.in_c;
+    const int64_t declared = check.OptionOr("depth_multiplier", g.depth_multiplier);
+    if (declared != g.depth_multiplier && declared != 0) {
+      check.Fail("depth multiplier option " + std::to_string(declared) + " disagrees with the shapes (" +
+                 std::to_string(g.depth_multiplier) + ")");
+    }
+    g.filter_c = 1;
+  } else {
+    g.out_c = filter.shape[0];
+    g.filter_c = filter.shape[3];
+    if (g.in_c % g.filter_c != 0) {
+      check.Fail("input has " + std::to_string(g.in_c) + " channels, not a multiple of the filter's " +
+                 std::to_string(g.filter_c));
+    }
+    g.groups = g.in_c / g.filter_c;
+    if (g.out_c % g.groups != 0) {
+      check.Fail(std::to_string(g.out_c) + " output channels do not split into " + std::to_string(g.groups) +
+                 " groups");
+    }
+  }
+  const Padding padding = check.PaddingOption();
+  const Window wh = ComputeWindow(g.in_h, g.k_h, g.stride_h, g.dilation_h, padding);
+  const Window ww = ComputeWindow(g.in_w, g.k_w, g.stride_w, g.dilation_w, padding);
+  g.out_h = wh.out;
+  g.out_w = ww.out;
+  g.pad_top = wh.pad_before;
+  g.pad_left = ww.pad_before;
+  check.ExpectShape(out, {g.out_h, g.out_w, g.out_c}, "output");
+  return g;
+}
+
+// Calls body(b, oy, ox, oc, first input channel, tap) for every tap of every
+// output element that lies inside the image; taps in the padding add nothing,
+// which equals padding with the input zero point.
+template <typename Tap>
+inline void ForEachTap(const ConvGeometry& g, int64_t oy, int64_t ox, Tap&& tap) {
+  for (int64_t ky = 0; ky < g.k_h; ++ky) {
+    const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+    if (iy < 0 || iy >= g.in_h) continue;
+    for (int64_t kx = 0; kx < g.k_w; ++kx) {
+      const int64_t ix = ox * g.stride_w - g.pad_left + kx * g.dilation_w;
+      if (ix < 0 || ix >= g.in_w) continue;
+      tap(ky, kx, iy, ix);
+    }
+  }
+}
+
+template <typename T>
+std::vector<T> BiasOrZero(const OpChecker& check, int64_t channels, DType dtype) {
+  std::vector<T> bias(static_cast<size_t>(channels), T{0});
+  if (check.InputId(2) >= 0) {
+    const Tensor& b = check.Input(2);
+    check.ExpectConstant(b, "bias");
+    check.ExpectDType(b, dtype, "bias");
+    check.ExpectShape(b, {channels}, "bias");
+    std::memcpy(bias.data(), b.data.data(), b.data.size());
+  }
+  return bias;
+}
+
+class ConvInt8 final : public Kernel {
+ public:
+  ConvInt8(const OpChecker& check, Numerics numerics, bool depthwise) : depthwise_(depthwise) {
+    g_ = CheckGeometry(check, depthwise);
+    const Tensor& in = check.Input(0);
+    const Tensor& filter = check.Input(1);
+    const Tensor& out = check.Output(0);
+    check.ExpectDType(filter, DType::kInt8, "filter");
+    check.ExpectDType(out, DType::kInt8, "output");
+    check.ExpectActivationQuantization(in, "input");
+    check.ExpectActivationQuantization(out, "output");
+    check.ExpectWeightQuantization(filter, depthwise ? 3 : 0);
+    filter_ = filter.as<int8_t>();
+    bias_ = BiasOrZero<int32_t>(check, g_.out_c, DType::kInt32);
+    input_zero_point_ = in.zero_points[0];
+    const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kFixedPoint
+                                                                 : ChannelRequantizer::Formula::kFp32;
+    requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.out_c, check.ActivationOption(), numerics);
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const int8_t* x = arena.at<int8_t>(in_id_);
+    int8_t* y = arena.at<int8_t>(out_id_);
+    const ConvGeometry& g = g_;
+    const int64_t group_out = g.out_c / g.groups;
+    for (int64_t b = 0; b < batch; ++b) {
+      const int8_t* xb = x + b * g.in_h * g.in_w * g.in_c;
+      for (int64_t oy = 0; oy < g.out_h; ++oy) {
+        for (int64_t ox = 0; ox < g.out_w; ++ox) {
+          int8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
+          for (int64_t oc = 0; oc < g.out_c; ++oc) {
+            int32_t acc = bias_[static_cast<size_t>(oc)];
+            if (depthwise_) {
+              const int64_t ic = oc / g.depth_multiplier;
+              ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
+                const int32_t w = filter_[(ky * g.k_w + kx) * g.out_c + oc];
+                acc += w * (static_cast<int32_t>(xb[(iy * g.in_w + ix) * g.in_c + ic]) - input_zero_point_);
+              });
+            } else {
+              const int64_t ic0 = (oc / group_out) * g.filter_c;
+              ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
+                const int8_t* xp = xb + (iy * g.in_w + ix) * g.in_c + ic0;
+                const int8_t* wp = filter_ + ((oc * g.k_h + ky) * g.k_w + kx) * g.filter_c;
+                for (int64_t ic = 0; ic < g.filter_c; ++ic) {
+                  acc += static_cast<int32_t>(wp[ic]) * (static_cast<int32_t>(xp[ic]) - input_zero_point_);
+                }
+              });
+            }
+            yp[oc] = requantize_(acc, oc);
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  bool depthwise_ = false;
+  ConvGeometry g_;
+  const int8_t* filter_ = nullptr;
+  std::vector<int32_t> bias_;
+  int32_t input_zero_point_ = 0;
+  ChannelRequantizer requantize_;
+  int in_id_ = 0, out_id_ = 0;
+};
+
+class ConvFloat final : public Kernel {
+ public:
+  ConvFloat(const OpChecker& check, bool depthwise) : depthwise_(depthwise) {
+    g_ = CheckGeometry(check, depthwise);
+    check.ExpectDType(check.Input(1), DType::kFloat32, "filter");
+    check.ExpectDType(check.Output(0), DType::kFloat32, "output");
+    filter_ = check.Input(1).as<float>();
+    bias_ = BiasOrZero<float>(check, g_.out_c, DType::kFloat32);
+    ActivationBounds(check.ActivationOption(), &lo_, &hi_);
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const float* x = arena.at<float>(in_id_);
+    float* y = arena.at<float>(out_id_);
+    const ConvGeometry& g = g_;
+    const int64_t group_out = g.out_c / g.groups;
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* xb = x + b * g.in_h * g.in_w * g.in_c;
+      for (int64_t oy = 0; oy < g.out_h; ++oy) {
+        for (int64_t ox = 0; ox < g.out_w; ++ox) {
+          float* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
+          for (int64_t oc = 0; oc < g.out_c; ++oc) {
+            float acc = bias_[static_cast<size_t>(oc)];
+            if (depthwise_) {
+              const int64_t ic = oc / g.depth_multiplier;
+              ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
+                acc += filter_[(ky * g.k_w + kx) * g.out_c + oc] * xb[(iy * g.in_w + ix) * g.in_c + ic];
+              });
+            } else {
+              const int64_t ic0 = (oc / group_out) * g.filter_c;
+              ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
+                const float* xp = xb + (iy * g.in_w + ix) * g.in_c + ic0;
+                const float* wp = filter_ + ((oc * g.k_h + ky) * g.k_w + kx) * g.filter_c;
+                for (int64_t ic = 0; ic < g.filter_c; ++ic) acc += wp[ic] * xp[ic];
+              });
+            }
+            yp[oc] = std::min(std::max(acc, lo_), hi_);
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  bool depthwise_ = false;
+  ConvGeometry g_;
+  const float* filter_ = nullptr;
+  std::vector<float> bias_;
+  float lo_ = 0.0f, hi_ = 0.0f;
+  int in_id_ = 0, out_id_ = 0;
+};
+
+std::unique_ptr<Kernel> MakeConv(const OpChecker& check, Numerics numerics, bool depthwise) {
+  check.ExpectArity(2, 3, 1);
+  switch (check.Input(0).dtype) {
+    case DType::kInt8:
+      return std::make_unique<ConvInt8>(check, numerics, depthwise);
+    case DType::kFloat32:
+      return std::make_unique<ConvFloat>(check, depthwise);
+    default:
+      check.Fail(std::string("input dtype ") + DTypeName(check.Input(0).dtype) + " is not supported");
+  }
+}
+
+}  // namespace
+
+void RegisterConv(Registry& registry) {
+  registry["CONV_2D"] = [](const OpChecker& check, Numerics numerics) { return MakeConv(check, numerics, false); };
+  registry["DEPTHWISE_CONV_2D"] = [](const OpChecker& check, Numerics numerics) {
+    return MakeConv(check, numerics, true);
+  };
+}
+
+}  // namespace kernels
+}  // namespace edgemia

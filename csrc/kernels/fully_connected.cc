@@ -1,0 +1,154 @@
+// FULLY_CONNECTED: each record is read as rows of the filter's depth.
+#include "common.h"
+#include "registry.h"
+
+namespace edgemia {
+namespace kernels {
+namespace {
+
+struct FcGeometry {
+  int64_t rows = 0, depth = 0, units = 0;
+};
+
+FcGeometry CheckGeometry(const OpChecker& check) {
+  const Tensor& in = check.Input(0);
+  const Tensor& filter = check.Input(1);
+  const Tensor& out = check.Output(0);
+  check.ExpectActivation(in, "input");
+  check.ExpectConstant(filter, "filter");
+  check.ExpectRank(filter, 2, "filter");
+  if (check.OptionOr("weights_format", 0) != 0) {
+    check.Fail("shuffled weight formats are not supported; export with the default weights format");
+  }
+  FcGeometry g;
+  g.units = filter.shape[0];
+  g.depth = filter.shape[1];
+  if (in.elements() % g.depth != 0) {
+    check.Fail("input '" + in.name + "' has " + std::to_string(in.elements()) +
+               " values per record, not a multiple of the filter depth " + std::to_string(g.depth));
+  }
+  g.rows = in.elements() / g.depth;
+  if (out.elements() != g.rows * g.units) {
+    check.Fail("output '" + out.name + "' has " + std::to_string(out.elements()) + " values per record, expected " +
+               std::to_string(g.rows * g.units));
+  }
+  return g;
+}
+
+template <typename T>
+std::vector<T> BiasOrZero(const OpChecker& check, int64_t units, DType dtype) {
+  std::vector<T> bias(static_cast<size_t>(units), T{0});
+  if (check.InputId(2) >= 0) {
+    const Tensor& b = check.Input(2);
+    check.ExpectConstant(b, "bias");
+    check.ExpectDType(b, dtype, "bias");
+    check.ExpectShape(b, {units}, "bias");
+    std::memcpy(bias.data(), b.data.data(), b.data.size());
+  }
+  return bias;
+}
+
+class FullyConnectedInt8 final : public Kernel {
+ public:
+  FullyConnectedInt8(const OpChecker& check, Numerics numerics) {
+    g_ = CheckGeometry(check);
+    const Tensor& in = check.Input(0);
+    const Tensor& filter = check.Input(1);
+    const Tensor& out = check.Output(0);
+    check.ExpectDType(filter, DType::kInt8, "filter");
+    check.ExpectDType(out, DType::kInt8, "output");
+    check.ExpectActivationQuantization(in, "input");
+    check.ExpectActivationQuantization(out, "output");
+    check.ExpectWeightQuantization(filter, 0);
+    filter_ = filter.as<int8_t>();
+    bias_ = BiasOrZero<int32_t>(check, g_.units, DType::kInt32);
+    input_zero_point_ = in.zero_points[0];
+    // TFLite's reference fully connected requantizes in double precision
+    // with std::round; XNNPACK uses its float32 stage.
+    const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kDouble
+                                                                 : ChannelRequantizer::Formula::kFp32;
+    requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.units, check.ActivationOption(), numerics);
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const int8_t* x = arena.at<int8_t>(in_id_);
+    int8_t* y = arena.at<int8_t>(out_id_);
+    const int64_t rows = batch * g_.rows;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int8_t* xr = x + r * g_.depth;
+      for (int64_t u = 0; u < g_.units; ++u) {
+        const int8_t* wr = filter_ + u * g_.depth;
+        int32_t acc = bias_[static_cast<size_t>(u)];
+        for (int64_t k = 0; k < g_.depth; ++k) {
+          acc += static_cast<int32_t>(wr[k]) * (static_cast<int32_t>(xr[k]) - input_zero_point_);
+        }
+        y[r * g_.units + u] = requantize_(acc, u);
+      }
+    }
+  }
+
+ private:
+  FcGeometry g_;
+  const int8_t* filter_ = nullptr;
+  std::vector<int32_t> bias_;
+  int32_t input_zero_point_ = 0;
+  ChannelRequantizer requantize_;
+  int in_id_ = 0, out_id_ = 0;
+};
+
+class FullyConnectedFloat final : public Kernel {
+ public:
+  explicit FullyConnectedFloat(const OpChecker& check) {
+    g_ = CheckGeometry(check);
+    check.ExpectDType(check.Input(1), DType::kFloat32, "filter");
+    check.ExpectDType(check.Output(0), DType::kFloat32, "output");
+    filter_ = check.Input(1).as<float>();
+    bias_ = BiasOrZero<float>(check, g_.units, DType::kFloat32);
+    ActivationBounds(check.ActivationOption(), &lo_, &hi_);
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const float* x = arena.at<float>(in_id_);
+    float* y = arena.at<float>(out_id_);
+    const int64_t rows = batch * g_.rows;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * g_.depth;
+      for (int64_t u = 0; u < g_.units; ++u) {
+        const float* wr = filter_ + u * g_.depth;
+        float acc = bias_[static_cast<size_t>(u)];
+        for (int64_t k = 0; k < g_.depth; ++k) acc += wr[k] * xr[k];
+        y[r * g_.units + u] = std::min(std::max(acc, lo_), hi_);
+      }
+    }
+  }
+
+ private:
+  FcGeometry g_;
+  const float* filter_ = nullptr;
+  std::vector<float> bias_;
+  float lo_ = 0.0f, hi_ = 0.0f;
+  int in_id_ = 0, out_id_ = 0;
+};
+
+}  // namespace
+
+void RegisterFullyConnected(Registry& registry) {
+  registry["FULLY_CONNECTED"] = [](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
+    check.ExpectArity(2, 3, 1);
+    switch (check.Input(0).dtype) {
+      case DType::kInt8:
+        return std::make_unique<FullyConnectedInt8>(check, numerics);
+      case DType::kFloat32:
+        return std::make_unique<FullyConnectedFloat>(check);
+      default:
+        check.Fail(std::string("input dtype ") + DTypeName(check.Input(0).dtype) + " is not supported");
+    }
+  };
+}
+
+}  // namespace kernels
+}  // namespace edgemia

@@ -1,0 +1,369 @@
+// MAX_POOL_2D, AVERAGE_POOL_2D and MEAN.
+#include <type_traits>
+
+#include "common.h"
+#include "registry.h"
+
+namespace edgemia {
+namespace kernels {
+namespace {
+
+struct PoolGeometry {
+  int64_t in_h = 0, in_w = 0, channels = 0, k_h = 0, k_w = 0, stride_h = 1, stride_w = 1;
+  int64_t out_h = 0, out_w = 0, pad_top = 0, pad_left = 0;
+};
+
+PoolGeometry CheckPool(const OpChecker& check) {
+  check.ExpectArity(1, 1, 1);
+  const Tensor& in = check.Input(0);
+  const Tensor& out = check.Output(0);
+  check.ExpectActivation(in, "input");
+  check.ExpectRank(in, 3, "input");
+  check.ExpectRank(out, 3, "output");
+  check.ExpectDType(out, in.dtype, "output");
+  PoolGeometry g;
+  g.in_h = in.shape[0];
+  g.in_w = in.shape[1];
+  g.channels = in.shape[2];
+  g.k_h = check.PositiveOption("filter_h");
+  g.k_w = check.PositiveOption("filter_w");
+  g.stride_h = check.PositiveOption("stride_h");
+  g.stride_w = check.PositiveOption("stride_w");
+  const Padding padding = check.PaddingOption();
+  const Window wh = ComputeWindow(g.in_h, g.k_h, g.stride_h, 1, padding);
+  const Window ww = ComputeWindow(g.in_w, g.k_w, g.stride_w, 1, padding);
+  g.out_h = wh.out;
+  g.out_w = ww.out;
+  g.pad_top = wh.pad_before;
+  g.pad_left = ww.pad_before;
+  check.ExpectShape(out, {g.out_h, g.out_w, g.channels}, "output");
+  if (in.dtype == DType::kInt8) {
+    check.ExpectActivationQuantization(in, "input");
+    check.ExpectActivationQuantization(out, "output");
+    // TFLite requires equal input and output quantization for pooling.
+    check.ExpectSameQuantization(in, out);
+  }
+  return g;
+}
+
+// Calls body(b, oy, ox, y0, y1, x0, x1) with the window clipped to the image.
+template <typename Body>
+void ForEachWindow(const PoolGeometry& g, int64_t batch, Body&& body) {
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t oy = 0; oy < g.out_h; ++oy) {
+      const int64_t y0 = std::max<int64_t>(oy * g.stride_h - g.pad_top, 0);
+      const int64_t y1 = std::min<int64_t>(oy * g.stride_h - g.pad_top + g.k_h, g.in_h);
+      for (int64_t ox = 0; ox < g.out_w; ++ox) {
+        const int64_t x0 = std::max<int64_t>(ox * g.stride_w - g.pad_left, 0);
+        const int64_t x1 = std::min<int64_t>(ox * g.stride_w - g.pad_left + g.k_w, g.in_w);
+        body(b, oy, ox, y0, y1, x0, x1);
+      }
+    }
+  }
+}
+
+// Max over the taps inside the image, then the fused activation's clamp.
+template <typename T>
+class MaxPool final : public Kernel {
+ public:
+  MaxPool(const OpChecker& check, Numerics numerics) {
+    g_ = CheckPool(check);
+    const Activation act = check.ActivationOption();
+    if constexpr (std::is_same_v<T, int8_t>) {
+      const Tensor& out = check.Output(0);
+      const Int8Range range = ActivationRange(act, out.scales[0], out.zero_points[0], numerics);
+      lo_ = static_cast<T>(range.lo);
+      hi_ = static_cast<T>(range.hi);
+    } else {
+      ActivationBounds(act, &lo_, &hi_);
+    }
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const T* x = arena.at<T>(in_id_);
+    T* y = arena.at<T>(out_id_);
+    const PoolGeometry& g = g_;
+    ForEachWindow(g, batch, [&](int64_t b, int64_t oy, int64_t ox, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
+      T* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
+      for (int64_t c = 0; c < g.channels; ++c) {
+        T m = std::numeric_limits<T>::lowest();
+        for (int64_t iy = y0; iy < y1; ++iy) {
+          for (int64_t ix = x0; ix < x1; ++ix) m = std::max(m, x[((b * g.in_h + iy) * g.in_w + ix) * g.channels + c]);
+        }
+        yp[c] = std::min(std::max(m, lo_), hi_);
+      }
+    });
+  }
+
+ private:
+  PoolGeometry g_;
+  T lo_{}, hi_{};
+  int in_id_ = 0, out_id_ = 0;
+};
+
+// int8 average of the taps inside the image (padding not counted), rounded
+// half away from zero in integers, as TFLite's AveragePool computes it. LiteRT
+// runs this builtin kernel for int8 in every op resolver.
+class AvgPoolInt8 final : public Kernel {
+ public:
+  AvgPoolInt8(const OpChecker& check, Numerics numerics) {
+    g_ = CheckPool(check);
+    const Tensor& out = check.Output(0);
+    // The builtin kernel computes its clamp range the TFLite way in every mode.
+    range_ = ActivationRange(check.ActivationOption(), out.scales[0], out.zero_points[0], Numerics::kLitertReference);
+    (void)numerics;
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const int8_t* x = arena.at<int8_t>(in_id_);
+    int8_t* y = arena.at<int8_t>(out_id_);
+    const PoolGeometry& g = g_;
+    ForEachWindow(g, batch, [&](int64_t b, int64_t oy, int64_t ox, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
+      const int32_t count = static_cast<int32_t>((y1 - y0) * (x1 - x0));
+      int8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
+      for (int64_t c = 0; c < g.channels; ++c) {
+        int32_t acc = 0;
+        for (int64_t iy = y0; iy < y1; ++iy) {
+          for (int64_t ix = x0; ix < x1; ++ix) acc += x[((b * g.in_h + iy) * g.in_w + ix) * g.channels + c];
+        }
+        int32_t avg = 0;
+        if (count > 0) avg = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+        yp[c] = static_cast<int8_t>(std::min(std::max(avg, range_.lo), range_.hi));
+      }
+    });
+  }
+
+ private:
+  PoolGeometry g_;
+  Int8Range range_;
+  int in_id_ = 0, out_id_ = 0;
+};
+
+class AvgPoolFloat final : public Kernel {
+ public:
+  explicit AvgPoolFloat(const OpChecker& check) {
+    g_ = CheckPool(check);
+    ActivationBounds(check.ActivationOption(), &lo_, &hi_);
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const float* x = arena.at<float>(in_id_);
+    float* y = arena.at<float>(out_id_);
+    const PoolGeometry& g = g_;
+    ForEachWindow(g, batch, [&](int64_t b, int64_t oy, int64_t ox, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
+      const float count = static_cast<float>((y1 - y0) * (x1 - x0));
+      float* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
+      for (int64_t c = 0; c < g.channels; ++c) {
+        float acc = 0.0f;
+        for (int64_t iy = y0; iy < y1; ++iy) {
+          for (int64_t ix = x0; ix < x1; ++ix) acc += x[((b * g.in_h + iy) * g.in_w + ix) * g.channels + c];
+        }
+        yp[c] = std::min(std::max(count > 0 ? acc / count : 0.0f, lo_), hi_);
+      }
+    });
+  }
+
+ private:
+  PoolGeometry g_;
+  float lo_ = 0.0f, hi_ = 0.0f;
+  int in_id_ = 0, out_id_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// MEAN over a set of record axes. The axes arrive in the model's coordinates,
+// where 0 is the batch.
+
+struct MeanGeometry {
+  // The record viewed as [outer, reduced, inner] after moving the reduced axes
+  // together is not possible in general, so keep an index map instead.
+  std::vector<int64_t> out_index;  // record element -> output element
+  int64_t in_elements = 0;
+  int64_t out_elements = 0;
+  int64_t reduced = 0;  // elements per output value
+};
+
+MeanGeometry CheckMean(const OpChecker& check) {
+  check.ExpectArity(2, 2, 1);
+  const Tensor& in = check.Input(0);
+  const Tensor& axes = check.Input(1);
+  const Tensor& out = check.Output(0);
+  check.ExpectActivation(in, "input");
+  check.ExpectConstant(axes, "axes");
+  check.ExpectDType(axes, DType::kInt32, "axes");
+  check.ExpectDType(out, in.dtype, "output");
+  const int64_t rank = static_cast<int64_t>(in.shape.size());
+  std::vector<bool> reduce(static_cast<size_t>(rank), false);
+  const int32_t* axis = axes.as<int32_t>();
+  for (int64_t i = 0; i < axes.elements(); ++i) {
+    int64_t a = axis[i];
+    if (a < 0) a += rank + 1;
+    if (a == 0) check.Fail("reducing over the batch axis is not supported");
+    if (a < 1 || a > rank) check.Fail("axis " + std::to_string(axis[i]) + " is out of range");
+    reduce[static_cast<size_t>(a - 1)] = true;
+  }
+  MeanGeometry g;
+  g.in_elements = in.elements();
+  g.reduced = 1;
+  std::vector<int64_t> kept_shape;
+  for (int64_t d = 0; d < rank; ++d) {
+    if (reduce[static_cast<size_t>(d)]) {
+      g.reduced *= in.shape[static_cast<size_t>(d)];
+    } else {
+      kept_shape.push_back(in.shape[static_cast<size_t>(d)]);
+    }
+  }
+  g.out_elements = g.in_elements / g.reduced;
+  if (out.elements() != g.out_elements) {
+    check.Fail("output '" + out.name + "' has " + std::to_string(out.elements()) + " values per record, expected " +
+               std::to_string(g.out_elements));
+  }
+  g.out_index.resize(static_cast<size_t>(g.in_elements));
+  std::vector<int64_t> index(static_cast<size_t>(rank), 0);
+  for (int64_t e = 0; e < g.in_elements; ++e) {
+    int64_t o = 0;
+    for (int64_t d = 0; d < rank; ++d) {
+      if (!reduce[static_cast<size_t>(d)]) o = o * in.shape[static_cast<size_t>(d)] + index[static_cast<size_t>(d)];
+    }
+    g.out_index[static_cast<size_t>(e)] = o;
+    for (int64_t d = rank - 1; d >= 0; --d) {
+      if (++index[static_cast<size_t>(d)] < in.shape[static_cast<size_t>(d)]) break;
+      index[static_cast<size_t>(d)] = 0;
+    }
+  }
+  return g;
+}
+
+class MeanInt8 final : public Kernel {
+ public:
+  MeanInt8(const OpChecker& check, Numerics numerics) : numerics_(numerics) {
+    g_ = CheckMean(check);
+    const Tensor& in = check.Input(0);
+    const Tensor& out = check.Output(0);
+    check.ExpectActivationQuantization(in, "input");
+    check.ExpectActivationQuantization(out, "output");
+    const float in_scale = in.scales[0], out_scale = out.scales[0];
+    input_zero_point_ = in.zero_points[0];
+    output_zero_point_ = out.zero_points[0];
+    // XNNPACK's mean: the int32 sum of raw values, scaled by
+    // (input_scale / output_scale) * (1 / n) and shifted by a float zero point
+    // that absorbs n * input_zero_point.
+    scale_ = (in_scale / out_scale) * (1.0f / static_cast<float>(g_.reduced));
+    shifted_zero_point_ = static_cast<float>(output_zero_point_) -
+                          static_cast<float>(static_cast<int32_t>(g_.reduced) * input_zero_point_) * scale_;
+    // TFLite's reference QuantizedMeanOrSum: a fixed-point multiplier for
+    // input_scale / output_scale, divided by n in integers before use.
+    int32_t multiplier = 0;
+    int shift = 0;
+    QuantizeMultiplier(static_cast<double>(in_scale) / static_cast<double>(out_scale), &multiplier, &shift);
+    const uint64_t n = static_cast<uint64_t>(g_.reduced);
+    int divisor_shift = 63 - __builtin_clzll(n);
+    divisor_shift = std::min(divisor_shift, 32);
+    divisor_shift = std::min(divisor_shift, 31 + shift);
+    reference_multiplier_ = static_cast<int32_t>((static_cast<int64_t>(multiplier) << divisor_shift) /
+                                                 static_cast<int64_t>(n));
+    reference_shift_ = shift - divisor_shift;
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const int8_t* x = arena.at<int8_t>(in_id_);
+    int8_t* y = arena.at<int8_t>(out_id_);
+    std::vector<int32_t> sums(static_cast<size_t>(g_.out_elements));
+    for (int64_t b = 0; b < batch; ++b) {
+      std::fill(sums.begin(), sums.end(), 0);
+      const int8_t* xb = x + b * g_.in_elements;
+      for (int64_t e = 0; e < g_.in_elements; ++e) sums[static_cast<size_t>(g_.out_index[static_cast<size_t>(e)])] += xb[e];
+      int8_t* yb = y + b * g_.out_elements;
+      for (int64_t o = 0; o < g_.out_elements; ++o) {
+        const int32_t sum = sums[static_cast<size_t>(o)];
+        if (numerics_ == Numerics::kLitertReference) {
+          const int32_t shifted = sum - input_zero_point_ * static_cast<int32_t>(g_.reduced);
+          const int32_t v =
+              MultiplyByQuantizedMultiplier(shifted, reference_multiplier_, reference_shift_) + output_zero_point_;
+          yb[o] = static_cast<int8_t>(std::min(std::max(v, -128), 127));
+        } else {
+          const float r = std::nearbyint(static_cast<float>(sum) * scale_ + shifted_zero_point_);
+          yb[o] = static_cast<int8_t>(std::min(std::max(r, -128.0f), 127.0f));
+        }
+      }
+    }
+  }
+
+ private:
+  Numerics numerics_;
+  MeanGeometry g_;
+  int32_t input_zero_point_ = 0, output_zero_point_ = 0;
+  float scale_ = 0.0f, shifted_zero_point_ = 0.0f;
+  int32_t reference_multiplier_ = 0;
+  int reference_shift_ = 0;
+  int in_id_ = 0, out_id_ = 0;
+};
+
+class MeanFloat final : public Kernel {
+ public:
+  explicit MeanFloat(const OpChecker& check) {
+    g_ = CheckMean(check);
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const float* x = arena.at<float>(in_id_);
+    float* y = arena.at<float>(out_id_);
+    std::vector<float> sums(static_cast<size_t>(g_.out_elements));
+    for (int64_t b = 0; b < batch; ++b) {
+      std::fill(sums.begin(), sums.end(), 0.0f);
+      const float* xb = x + b * g_.in_elements;
+      for (int64_t e = 0; e < g_.in_elements; ++e) sums[static_cast<size_t>(g_.out_index[static_cast<size_t>(e)])] += xb[e];
+      for (int64_t o = 0; o < g_.out_elements; ++o) {
+        y[b * g_.out_elements + o] = sums[static_cast<size_t>(o)] / static_cast<float>(g_.reduced);
+      }
+    }
+  }
+
+ private:
+  MeanGeometry g_;
+  int in_id_ = 0, out_id_ = 0;
+};
+
+}  // namespace
+
+void RegisterPooling(Registry& registry) {
+  registry["MAX_POOL_2D"] = [](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
+    if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kInt8) {
+      return std::make_unique<MaxPool<int8_t>>(check, numerics);
+    }
+    if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kFloat32) {
+      return std::make_unique<MaxPool<float>>(check, numerics);
+    }
+    check.Fail("input must be int8 or float32");
+  };
+  registry["AVERAGE_POOL_2D"] = [](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
+    if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kInt8) {
+      return std::make_unique<AvgPoolInt8>(check, numerics);
+    }
+    if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kFloat32) {
+      return std::make_unique<AvgPoolFloat>(check);
+    }
+    check.Fail("input must be int8 or float32");
+  };
+  registry["MEAN"] = [](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
+    if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kInt8) {
+      return std::make_unique<MeanInt8>(check, numerics);
+    }
+    if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kFloat32) {
+      return std::make_unique<MeanFloat>(check);
+    }
+    check.Fail("input must be int8 or float32");
+  };
+}
+
+}  // namespace kernels
+}  // namespace edgemia

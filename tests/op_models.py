@@ -1,0 +1,104 @@
+"""Small Keras models that exercise each TFLite op the native kernel runs.
+
+Each builder returns a Keras model; `convert` turns it into an int8 (or
+float32) .tflite file with the TFLite converter, as edgemia's export does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _layers():
+    from edgemia._tf import import_keras
+
+    keras = import_keras()
+    return keras, keras.layers
+
+
+def conv_variants():
+    keras, L = _layers()
+    x = keras.Input((11, 10, 3))
+    a = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+    b = L.Conv2D(6, 5, strides=2, padding="valid", activation="relu6")(a)
+    c = L.Conv2D(4, 3, padding="same")(b)
+    d = L.Conv2D(6, 1, padding="same", groups=2, activation="relu")(c)
+    e = L.Conv2D(5, 3, strides=(2, 1), padding="same")(d)
+    return keras.Model(x, L.Dense(7)(L.Flatten()(e)))
+
+
+def depthwise_variants():
+    keras, L = _layers()
+    x = keras.Input((12, 12, 3))
+    h = L.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    h = L.DepthwiseConv2D(3, strides=2, depth_multiplier=2, padding="valid", activation="relu6")(h)
+    h = L.DepthwiseConv2D(2, padding="same")(h)
+    return keras.Model(x, L.Dense(6)(L.Flatten()(h)))
+
+
+def pooling_variants():
+    keras, L = _layers()
+    x = keras.Input((13, 12, 4))
+    h = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+    a = L.MaxPooling2D(2)(h)
+    a = L.MaxPooling2D(3, strides=2, padding="same")(a)
+    b = L.AveragePooling2D(2)(h)
+    b = L.AveragePooling2D(3, strides=2, padding="same")(b)
+    c = L.GlobalAveragePooling2D()(h)
+    d = L.GlobalAveragePooling2D(keepdims=True)(b)
+    merged = L.Concatenate()([L.Flatten()(a), L.Flatten()(b), c, L.Flatten()(d)])
+    return keras.Model(x, L.Dense(5)(merged))
+
+
+def elementwise_variants():
+    keras, L = _layers()
+    x = keras.Input((8, 8, 3))
+    a = L.Conv2D(6, 3, padding="same")(x)
+    b = L.Conv2D(6, 1, padding="same", activation="relu")(x)
+    h = L.Add()([a, b])
+    h = L.Multiply()([h, b])
+    h = L.Concatenate()([h, a])
+    h = L.ZeroPadding2D(((1, 2), (0, 1)))(h)
+    h = L.Conv2D(4, 3, strides=2)(h)
+    h = L.Activation("relu")(L.Add()([h, h]))
+    return keras.Model(x, L.Dense(5)(L.Flatten()(h)))
+
+
+def dense_heads(softmax: bool):
+    keras, L = _layers()
+    x = keras.Input((20,))
+    h = L.Dense(16, activation="sigmoid")(x)
+    h = L.Dense(12, activation="tanh")(h)
+    h = L.Dense(10, activation="relu6")(h)
+    out = L.Dense(4)(h)
+    if softmax:
+        out = L.Softmax()(out)
+    return keras.Model(x, out)
+
+
+BUILDERS = {
+    "conv": conv_variants,
+    "depthwise": depthwise_variants,
+    "pooling": pooling_variants,
+    "elementwise": elementwise_variants,
+    "dense": lambda: dense_heads(softmax=False),
+    "softmax": lambda: dense_heads(softmax=True),
+}
+
+
+def calibration_data(model, n: int = 200, seed: int = 0) -> np.ndarray:
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).uniform(-2.0, 2.0, size=(n, *shape)).astype(np.float32)
+
+
+def convert(model, path, int8_io: bool = True) -> None:
+    """Train `model` briefly, then write it as a full-integer int8 .tflite file."""
+    from edgemia.compression.tflite_export import export_int8
+
+    data = calibration_data(model)
+    # A short fit so that weights and activations are not all near zero.
+    model.compile(optimizer="adam", loss="mse")
+    target = np.random.default_rng(1).normal(size=(len(data), *model.outputs[0].shape[1:]))
+    model.fit(data, target, epochs=2, verbose=0)
+    with open(path, "wb") as f:
+        f.write(export_int8(model, data, int8_io=int8_io))

@@ -1,0 +1,110 @@
+"""Each op of the native kernel against LiteRT on real converted models.
+
+`litert` numerics must equal LiteRT's default interpreter (XNNPACK delegate)
+and `litert-reference` numerics its BUILTIN_REF op resolver, byte for byte,
+on random records and on edge inputs (all -128, all 127, and alternating
+extremes that overflow a 16-bit pair sum).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgemia.runtime.native import NativeSession
+from edgemia.runtime.tflite_model import read_tflite
+from edgemia.errors import ModelFormatError
+from op_models import BUILDERS, convert
+
+pytestmark = pytest.mark.slow
+
+RESOLVERS = {"litert": "AUTO", "litert-reference": "BUILTIN_REF"}
+
+
+@pytest.fixture(scope="module")
+def op_models(tmp_path_factory):
+    from edgemia._tf import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(3)
+    folder = tmp_path_factory.mktemp("op-models")
+    paths = {}
+    for name, build in BUILDERS.items():
+        paths[name] = folder / f"{name}.tflite"
+        convert(build(), paths[name])
+    paths["float-io"] = folder / "float-io.tflite"
+    convert(BUILDERS["elementwise"](), paths["float-io"], int8_io=False)
+    return paths
+
+
+def edge_inputs(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, size=(n, *shape)).astype(np.int8)
+    x[0] = -128
+    x[1] = 127
+    alternating = np.resize(np.array([-128, 127], dtype=np.int8), int(np.prod(shape)))
+    x[2] = alternating.reshape(shape)
+    x[3] = -alternating.reshape(shape) - 1
+    return x
+
+
+def run_litert(path, x: np.ndarray, resolver: str) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=getattr(OpResolverType, resolver))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("numerics", list(RESOLVERS))
+@pytest.mark.parametrize("name", ["conv", "depthwise", "pooling", "elementwise", "dense"])
+def test_int8_model_equals_litert(op_models, name, numerics):
+    model = read_tflite(op_models[name])
+    x = edge_inputs(model.input().shape[1:], 1200, seed=len(name))
+    expected = run_litert(op_models[name], x, RESOLVERS[numerics])
+    got = NativeSession(model, numerics=numerics, threads=2).run(x)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_int8_softmax_equals_litert(op_models):
+    model = read_tflite(op_models["softmax"])
+    x = edge_inputs(model.input().shape[1:], 5000, seed=9)
+    expected = run_litert(op_models["softmax"], x, "AUTO")
+    np.testing.assert_array_equal(NativeSession(model).run(x), expected)
+
+
+def test_reference_softmax_rejected(op_models):
+    model = read_tflite(op_models["softmax"])
+    with pytest.raises(ModelFormatError, match="SOFTMAX is not available in litert-reference"):
+        NativeSession(model, numerics="litert-reference")
+
+
+@pytest.mark.parametrize("numerics", list(RESOLVERS))
+def test_float_io_quantize_and_dequantize(op_models, numerics):
+    model = read_tflite(op_models["float-io"])
+    kinds = [op.kind for op in model.operators]
+    assert kinds[0] == "QUANTIZE"
+    assert kinds[-1] == "DEQUANTIZE"
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-3.0, 3.0, size=(1000, *model.input().shape[1:])).astype(np.float32)
+    # Values on exact multiples of half a quantization step probe the rounding.
+    scale = float(model.tensors[model.operators[0].outputs[0]].scales[0])
+    x[:50] = (rng.integers(-300, 300, size=x[:50].shape) + 0.5).astype(np.float32) * np.float32(scale)
+    expected = run_litert(op_models["float-io"], x, RESOLVERS[numerics])
+    got = NativeSession(model, numerics=numerics).run(x)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["LOGISTIC", "TANH"])
+def test_lookup_ops_exhaustive(op_models, kind):
+    # All 256 int8 inputs through the whole dense model, one per record.
+    model = read_tflite(op_models["dense"])
+    assert kind in {op.kind for op in model.operators}
+    x = np.repeat(np.arange(-128, 128, dtype=np.int8)[:, None], model.input().shape[1], axis=1)
+    for numerics, resolver in RESOLVERS.items():
+        np.testing.assert_array_equal(NativeSession(model, numerics=numerics).run(x), run_litert(op_models["dense"], x, resolver))
