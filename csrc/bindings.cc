@@ -6,6 +6,7 @@
 #include <string>
 #include <thread>
 
+#include "gemm/gemm.h"
 #include "graph.h"
 
 namespace py = pybind11;
@@ -105,6 +106,35 @@ PYBIND11_MODULE(_native, m) {
   m.doc() = "edgemia's native batch-inference kernel";
   py::register_exception<edgemia::ModelError>(m, "ModelError", PyExc_ValueError);
   m.def("supported_ops", &edgemia::SupportedOps, "Names of the op kinds the native kernel runs.");
+  m.def(
+      "gemm_s8",
+      [](const std::string& isa, py::array_t<int8_t, py::array::c_style> a,
+         py::array_t<int8_t, py::array::c_style> b) {
+        if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(1)) {
+          throw py::value_error("a must be [m, k] and b [n, k] with the same k");
+        }
+        const edgemia::gemm::Int8Gemm* path = nullptr;
+        for (const auto* candidate : edgemia::gemm::AvailableGemms()) {
+          if (candidate->name == isa) path = candidate;
+        }
+        if (path == nullptr) throw py::value_error("instruction-set path '" + isa + "' is not available here");
+        const int64_t m = a.shape(0), n = b.shape(0), k = a.shape(1);
+        edgemia::gemm::PackedB packed;
+        path->pack(b.data(), n, k, &packed);
+        py::array_t<int32_t> c({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
+        if (m > 0 && n > 0) path->run(a.data(), k, m, packed, c.mutable_data(), n);
+        return c;
+      },
+      py::arg("isa"), py::arg("a"), py::arg("b"),
+      "Exact int32 product a @ b.T of int8 matrices on one instruction-set path (for tests).");
+  m.def(
+      "available_isas",
+      [] {
+        std::vector<std::string> names;
+        for (const auto* path : edgemia::gemm::AvailableGemms()) names.push_back(path->name);
+        return names;
+      },
+      "Instruction-set paths this build and CPU can run, fastest last.");
 
   py::class_<Graph>(m, "Graph")
       .def(py::init<>())

@@ -1,5 +1,7 @@
 #include "graph.h"
 
+#include "gemm/gemm.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -10,9 +12,6 @@
 namespace edgemia {
 
 namespace {
-
-// Records per chunk: each thread works through whole chunks with its own arena.
-constexpr int64_t kChunkRecords = 64;
 
 // Largest activation record accepted, so that a corrupt shape cannot make the
 // arena allocation fail or wrap around.
@@ -192,12 +191,19 @@ void Graph::Finalize(const std::vector<int>& inputs, const std::vector<int>& out
     throw ModelError("the activations of one record need " + std::to_string(arena_record_bytes) +
                      " bytes, more than the supported " + std::to_string(kMaxArenaRecordBytes));
   }
+  gemm_ = &gemm::SelectGemm();
   kernels_.clear();
-  for (const OpSpec& op : ops_) kernels_.push_back(MakeKernel(op, tensors_, numerics));
+  scratch_bytes_ = 0;
+  for (const OpSpec& op : ops_) {
+    kernels_.push_back(MakeKernel(op, tensors_, numerics, *gemm_));
+    scratch_bytes_ = std::max(scratch_bytes_, kernels_.back()->ScratchBytes());
+  }
   inputs_ = inputs;
   outputs_ = outputs;
   finalized_ = true;
 }
+
+const char* Graph::isa() const { return gemm_ != nullptr ? gemm_->name : gemm::SelectGemm().name; }
 
 void Graph::RunChunk(const uint8_t* input, int64_t batch, const std::vector<uint8_t*>& outputs,
                      Arena& arena) const {
@@ -226,6 +232,7 @@ void Graph::Run(const void* input, int64_t count, const std::vector<void*>& outp
   // allocation failure raises in the caller instead of inside a worker.
   std::vector<Arena> arenas(static_cast<size_t>(workers));
   for (Arena& arena : arenas) {
+    arena.scratch.resize(static_cast<size_t>(scratch_bytes_));
     arena.buffers.resize(tensors_.size());
     for (size_t id = 0; id < tensors_.size(); ++id) {
       if (!tensors_[id].constant) {

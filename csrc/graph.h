@@ -73,9 +73,17 @@ struct OpSpec {
   std::map<std::string, double> float_options;  // e.g. softmax beta
 };
 
+namespace gemm {
+struct Int8Gemm;
+}
+
+// Records per chunk: each thread works through whole chunks with its own arena.
+constexpr int64_t kChunkRecords = 64;
+
 // Per-thread storage for every activation tensor of a chunk of records.
 struct Arena {
   std::vector<std::vector<uint8_t>> buffers;  // indexed by tensor id
+  std::vector<uint8_t> scratch;               // shared by the kernels, which run one at a time
   template <typename T>
   T* at(int tensor) {
     return reinterpret_cast<T*>(buffers[static_cast<size_t>(tensor)].data());
@@ -87,6 +95,8 @@ class Kernel {
  public:
   virtual ~Kernel() = default;
   virtual void Run(Arena& arena, int64_t batch) const = 0;
+  // Bytes of Arena::scratch that Run() needs for up to kChunkRecords records.
+  virtual int64_t ScratchBytes() const { return 0; }
 };
 
 class Graph {
@@ -105,7 +115,7 @@ class Graph {
   const std::vector<int>& inputs() const { return inputs_; }
   const std::vector<int>& outputs() const { return outputs_; }
   bool finalized() const { return finalized_; }
-  const char* isa() const { return "scalar"; }
+  const char* isa() const;
 
  private:
   void RunChunk(const uint8_t* input, int64_t batch, const std::vector<uint8_t*>& outputs,
@@ -117,11 +127,13 @@ class Graph {
   std::vector<int> inputs_;
   std::vector<int> outputs_;
   bool finalized_ = false;
+  const gemm::Int8Gemm* gemm_ = nullptr;
+  int64_t scratch_bytes_ = 0;
 };
 
 // Builds the kernel for one op; defined in kernels/registry.cc.
 std::unique_ptr<Kernel> MakeKernel(const OpSpec& op, const std::vector<Tensor>& tensors,
-                                   Numerics numerics);
+                                   Numerics numerics, const gemm::Int8Gemm& gemm);
 
 // Names of the op kinds the native kernel runs.
 std::vector<std::string> SupportedOps();

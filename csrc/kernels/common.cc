@@ -199,6 +199,21 @@ void QuantizeMultiplier(double real, int32_t* multiplier, int* shift) {
   *multiplier = static_cast<int32_t>(q_fixed);
 }
 
+std::vector<int32_t> FoldInputZeroPoint(const OpChecker& check, const std::vector<int32_t>& bias, const int8_t* w,
+                                        int64_t channels, int64_t depth, int32_t input_zero_point) {
+  std::vector<int32_t> folded(static_cast<size_t>(channels));
+  for (int64_t c = 0; c < channels; ++c) {
+    int64_t sum = 0;
+    for (int64_t k = 0; k < depth; ++k) sum += w[c * depth + k];
+    const int64_t value = static_cast<int64_t>(bias[static_cast<size_t>(c)]) - int64_t{input_zero_point} * sum;
+    if (value < std::numeric_limits<int32_t>::min() || value > std::numeric_limits<int32_t>::max()) {
+      check.Fail("channel " + std::to_string(c) + " has a bias and weight sum outside int32");
+    }
+    folded[static_cast<size_t>(c)] = static_cast<int32_t>(value);
+  }
+  return folded;
+}
+
 Broadcast MakeBroadcast(const OpChecker& check, const Tensor& a, const Tensor& b, const Tensor& out) {
   // A constant operand carries the batch dimension in its shape; drop leading
   // ones beyond the record rank so that it lines up with the activations.

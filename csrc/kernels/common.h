@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../gemm/gemm.h"
 #include "../graph.h"
 
 namespace edgemia {
@@ -20,13 +21,16 @@ namespace kernels {
 
 class OpChecker {
  public:
-  OpChecker(const OpSpec& op, const std::vector<Tensor>& tensors) : op_(op), tensors_(tensors) {}
+  OpChecker(const OpSpec& op, const std::vector<Tensor>& tensors, const gemm::Int8Gemm& gemm)
+      : op_(op), tensors_(tensors), gemm_(gemm) {}
 
   [[noreturn]] void Fail(const std::string& message) const {
     throw ModelError("operator " + op_.name + " (" + op_.kind + "): " + message);
   }
 
   const OpSpec& op() const { return op_; }
+  // The int8 GEMM path the graph runs on.
+  const gemm::Int8Gemm& gemm() const { return gemm_; }
 
   void ExpectArity(size_t min_inputs, size_t max_inputs, size_t outputs) const;
 
@@ -70,6 +74,7 @@ class OpChecker {
  private:
   const OpSpec& op_;
   const std::vector<Tensor>& tensors_;
+  const gemm::Int8Gemm& gemm_;
 };
 
 // ---------------------------------------------------------------------------
@@ -193,6 +198,15 @@ struct Broadcast {
     }
   }
 };
+
+// Rows of A per call of the GEMM path; scratch buffers are sized for this.
+constexpr int64_t kGemmRows = 64;
+
+// bias[c] - input_zero_point * sum_k w[c][k] for row-major weights w
+// [channels][depth], so that a GEMM on raw int8 inputs gives the exact sum
+// over (x - zero_point) * w. Fails if a value leaves int32.
+std::vector<int32_t> FoldInputZeroPoint(const OpChecker& check, const std::vector<int32_t>& bias, const int8_t* w,
+                                        int64_t channels, int64_t depth, int32_t input_zero_point);
 
 // Computes the broadcast of `a` and `b`; fails unless the result equals `out`.
 Broadcast MakeBroadcast(const OpChecker& check, const Tensor& a, const Tensor& b, const Tensor& out);

@@ -90,6 +90,15 @@ inline void ForEachTap(const ConvGeometry& g, int64_t oy, int64_t ox, Tap&& tap)
   }
 }
 
+void CheckInt8Tensors(const OpChecker& check, const Tensor& in, const Tensor& filter, const Tensor& out,
+                      int channel_dim) {
+  check.ExpectDType(filter, DType::kInt8, "filter");
+  check.ExpectDType(out, DType::kInt8, "output");
+  check.ExpectActivationQuantization(in, "input");
+  check.ExpectActivationQuantization(out, "output");
+  check.ExpectWeightQuantization(filter, channel_dim);
+}
+
 template <typename T>
 std::vector<T> BiasOrZero(const OpChecker& check, int64_t channels, DType dtype) {
   std::vector<T> bias(static_cast<size_t>(channels), T{0});
@@ -103,18 +112,114 @@ std::vector<T> BiasOrZero(const OpChecker& check, int64_t channels, DType dtype)
   return bias;
 }
 
+// Grouped (or plain) int8 convolution: each output position's taps are
+// gathered into an im2col row, padded with the input zero point, and one GEMM
+// per group gives the exact int32 sums.
 class ConvInt8 final : public Kernel {
  public:
-  ConvInt8(const OpChecker& check, Numerics numerics, bool depthwise) : depthwise_(depthwise) {
-    g_ = CheckGeometry(check, depthwise);
+  ConvInt8(const OpChecker& check, Numerics numerics) : gemm_(&check.gemm()) {
+    g_ = CheckGeometry(check, false);
     const Tensor& in = check.Input(0);
     const Tensor& filter = check.Input(1);
     const Tensor& out = check.Output(0);
-    check.ExpectDType(filter, DType::kInt8, "filter");
-    check.ExpectDType(out, DType::kInt8, "output");
-    check.ExpectActivationQuantization(in, "input");
-    check.ExpectActivationQuantization(out, "output");
-    check.ExpectWeightQuantization(filter, depthwise ? 3 : 0);
+    CheckInt8Tensors(check, in, filter, out, 0);
+    group_out_ = g_.out_c / g_.groups;
+    depth_ = g_.k_h * g_.k_w * g_.filter_c;
+    input_zero_point_ = in.zero_points[0];
+    const int8_t* w = filter.as<int8_t>();
+    const std::vector<int32_t> bias = BiasOrZero<int32_t>(check, g_.out_c, DType::kInt32);
+    folded_bias_ = FoldInputZeroPoint(check, bias, w, g_.out_c, depth_, input_zero_point_);
+    packed_.resize(static_cast<size_t>(g_.groups));
+    for (int64_t group = 0; group < g_.groups; ++group) {
+      gemm_->pack(w + group * group_out_ * depth_, group_out_, depth_, &packed_[static_cast<size_t>(group)]);
+    }
+    // A 1x1 convolution with stride 1 reads its GEMM rows straight from the input.
+    direct_ = g_.k_h == 1 && g_.k_w == 1 && g_.stride_h == 1 && g_.stride_w == 1 && g_.groups == 1;
+    const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kFixedPoint
+                                                                 : ChannelRequantizer::Formula::kFp32;
+    requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.out_c, check.ActivationOption(), numerics);
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  int64_t ScratchBytes() const override {
+    return kGemmRows * depth_ + kGemmRows * group_out_ * static_cast<int64_t>(sizeof(int32_t));
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const int8_t* x = arena.at<int8_t>(in_id_);
+    int8_t* y = arena.at<int8_t>(out_id_);
+    int8_t* rows = reinterpret_cast<int8_t*>(arena.scratch.data());
+    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data() + kGemmRows * depth_);
+    const ConvGeometry& g = g_;
+    const int64_t positions = batch * g.out_h * g.out_w;
+    for (int64_t p0 = 0; p0 < positions; p0 += kGemmRows) {
+      const int64_t m = std::min(kGemmRows, positions - p0);
+      for (int64_t group = 0; group < g.groups; ++group) {
+        const int8_t* a = rows;
+        int64_t a_stride = depth_;
+        if (direct_) {
+          a = x + p0 * g.in_c;
+          a_stride = g.in_c;
+        } else {
+          for (int64_t i = 0; i < m; ++i) GatherRow(x, p0 + i, group, rows + i * depth_);
+        }
+        gemm_->run(a, a_stride, m, packed_[static_cast<size_t>(group)], acc, group_out_);
+        for (int64_t i = 0; i < m; ++i) {
+          int8_t* yp = y + (p0 + i) * g.out_c + group * group_out_;
+          const int32_t* ai = acc + i * group_out_;
+          for (int64_t j = 0; j < group_out_; ++j) {
+            const int64_t oc = group * group_out_ + j;
+            yp[j] = requantize_(ai[j] + folded_bias_[static_cast<size_t>(oc)], oc);
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  // Writes the taps of output position `position` (batch-major) for one
+  // group, in the filter's (ky, kx, channel) order.
+  void GatherRow(const int8_t* x, int64_t position, int64_t group, int8_t* row) const {
+    const ConvGeometry& g = g_;
+    const int64_t b = position / (g.out_h * g.out_w);
+    const int64_t oy = (position / g.out_w) % g.out_h;
+    const int64_t ox = position % g.out_w;
+    const int8_t* xb = x + b * g.in_h * g.in_w * g.in_c + group * g.filter_c;
+    for (int64_t ky = 0; ky < g.k_h; ++ky) {
+      const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+      for (int64_t kx = 0; kx < g.k_w; ++kx) {
+        const int64_t ix = ox * g.stride_w - g.pad_left + kx * g.dilation_w;
+        int8_t* dst = row + (ky * g.k_w + kx) * g.filter_c;
+        if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) {
+          std::memset(dst, static_cast<int8_t>(input_zero_point_), static_cast<size_t>(g.filter_c));
+        } else {
+          std::memcpy(dst, xb + (iy * g.in_w + ix) * g.in_c, static_cast<size_t>(g.filter_c));
+        }
+      }
+    }
+  }
+
+  ConvGeometry g_;
+  const gemm::Int8Gemm* gemm_;
+  int64_t group_out_ = 0, depth_ = 0;
+  int32_t input_zero_point_ = 0;
+  std::vector<gemm::PackedB> packed_;
+  std::vector<int32_t> folded_bias_;
+  bool direct_ = false;
+  ChannelRequantizer requantize_;
+  int in_id_ = 0, out_id_ = 0;
+};
+
+// Depthwise int8 convolution: direct loops over the taps.
+class DepthwiseInt8 final : public Kernel {
+ public:
+  DepthwiseInt8(const OpChecker& check, Numerics numerics) {
+    g_ = CheckGeometry(check, true);
+    const Tensor& in = check.Input(0);
+    const Tensor& filter = check.Input(1);
+    const Tensor& out = check.Output(0);
+    CheckInt8Tensors(check, in, filter, out, 3);
     filter_ = filter.as<int8_t>();
     bias_ = BiasOrZero<int32_t>(check, g_.out_c, DType::kInt32);
     input_zero_point_ = in.zero_points[0];
@@ -129,7 +234,6 @@ class ConvInt8 final : public Kernel {
     const int8_t* x = arena.at<int8_t>(in_id_);
     int8_t* y = arena.at<int8_t>(out_id_);
     const ConvGeometry& g = g_;
-    const int64_t group_out = g.out_c / g.groups;
     for (int64_t b = 0; b < batch; ++b) {
       const int8_t* xb = x + b * g.in_h * g.in_w * g.in_c;
       for (int64_t oy = 0; oy < g.out_h; ++oy) {
@@ -137,22 +241,11 @@ class ConvInt8 final : public Kernel {
           int8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
           for (int64_t oc = 0; oc < g.out_c; ++oc) {
             int32_t acc = bias_[static_cast<size_t>(oc)];
-            if (depthwise_) {
-              const int64_t ic = oc / g.depth_multiplier;
-              ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
-                const int32_t w = filter_[(ky * g.k_w + kx) * g.out_c + oc];
-                acc += w * (static_cast<int32_t>(xb[(iy * g.in_w + ix) * g.in_c + ic]) - input_zero_point_);
-              });
-            } else {
-              const int64_t ic0 = (oc / group_out) * g.filter_c;
-              ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
-                const int8_t* xp = xb + (iy * g.in_w + ix) * g.in_c + ic0;
-                const int8_t* wp = filter_ + ((oc * g.k_h + ky) * g.k_w + kx) * g.filter_c;
-                for (int64_t ic = 0; ic < g.filter_c; ++ic) {
-                  acc += static_cast<int32_t>(wp[ic]) * (static_cast<int32_t>(xp[ic]) - input_zero_point_);
-                }
-              });
-            }
+            const int64_t ic = oc / g.depth_multiplier;
+            ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
+              const int32_t w = filter_[(ky * g.k_w + kx) * g.out_c + oc];
+              acc += w * (static_cast<int32_t>(xb[(iy * g.in_w + ix) * g.in_c + ic]) - input_zero_point_);
+            });
             yp[oc] = requantize_(acc, oc);
           }
         }
@@ -161,7 +254,6 @@ class ConvInt8 final : public Kernel {
   }
 
  private:
-  bool depthwise_ = false;
   ConvGeometry g_;
   const int8_t* filter_ = nullptr;
   std::vector<int32_t> bias_;
@@ -228,7 +320,8 @@ std::unique_ptr<Kernel> MakeConv(const OpChecker& check, Numerics numerics, bool
   check.ExpectArity(2, 3, 1);
   switch (check.Input(0).dtype) {
     case DType::kInt8:
-      return std::make_unique<ConvInt8>(check, numerics, depthwise);
+      if (depthwise) return std::make_unique<DepthwiseInt8>(check, numerics);
+      return std::make_unique<ConvInt8>(check, numerics);
     case DType::kFloat32:
       return std::make_unique<ConvFloat>(check, depthwise);
     default:

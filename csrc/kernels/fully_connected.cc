@@ -50,7 +50,7 @@ std::vector<T> BiasOrZero(const OpChecker& check, int64_t units, DType dtype) {
 
 class FullyConnectedInt8 final : public Kernel {
  public:
-  FullyConnectedInt8(const OpChecker& check, Numerics numerics) {
+  FullyConnectedInt8(const OpChecker& check, Numerics numerics) : gemm_(&check.gemm()) {
     g_ = CheckGeometry(check);
     const Tensor& in = check.Input(0);
     const Tensor& filter = check.Input(1);
@@ -60,9 +60,10 @@ class FullyConnectedInt8 final : public Kernel {
     check.ExpectActivationQuantization(in, "input");
     check.ExpectActivationQuantization(out, "output");
     check.ExpectWeightQuantization(filter, 0);
-    filter_ = filter.as<int8_t>();
-    bias_ = BiasOrZero<int32_t>(check, g_.units, DType::kInt32);
-    input_zero_point_ = in.zero_points[0];
+    const int8_t* w = filter.as<int8_t>();
+    gemm_->pack(w, g_.units, g_.depth, &packed_);
+    const std::vector<int32_t> bias = BiasOrZero<int32_t>(check, g_.units, DType::kInt32);
+    folded_bias_ = FoldInputZeroPoint(check, bias, w, g_.units, g_.depth, in.zero_points[0]);
     // TFLite's reference fully connected requantizes in double precision
     // with std::round; XNNPACK uses its float32 stage.
     const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kDouble
@@ -72,28 +73,29 @@ class FullyConnectedInt8 final : public Kernel {
     out_id_ = check.op().outputs[0];
   }
 
+  int64_t ScratchBytes() const override { return kGemmRows * g_.units * static_cast<int64_t>(sizeof(int32_t)); }
+
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);
     int8_t* y = arena.at<int8_t>(out_id_);
+    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data());
     const int64_t rows = batch * g_.rows;
-    for (int64_t r = 0; r < rows; ++r) {
-      const int8_t* xr = x + r * g_.depth;
-      for (int64_t u = 0; u < g_.units; ++u) {
-        const int8_t* wr = filter_ + u * g_.depth;
-        int32_t acc = bias_[static_cast<size_t>(u)];
-        for (int64_t k = 0; k < g_.depth; ++k) {
-          acc += static_cast<int32_t>(wr[k]) * (static_cast<int32_t>(xr[k]) - input_zero_point_);
-        }
-        y[r * g_.units + u] = requantize_(acc, u);
+    for (int64_t r0 = 0; r0 < rows; r0 += kGemmRows) {
+      const int64_t m = std::min(kGemmRows, rows - r0);
+      gemm_->run(x + r0 * g_.depth, g_.depth, m, packed_, acc, g_.units);
+      for (int64_t i = 0; i < m; ++i) {
+        const int32_t* ai = acc + i * g_.units;
+        int8_t* yi = y + (r0 + i) * g_.units;
+        for (int64_t u = 0; u < g_.units; ++u) yi[u] = requantize_(ai[u] + folded_bias_[static_cast<size_t>(u)], u);
       }
     }
   }
 
  private:
   FcGeometry g_;
-  const int8_t* filter_ = nullptr;
-  std::vector<int32_t> bias_;
-  int32_t input_zero_point_ = 0;
+  const gemm::Int8Gemm* gemm_;
+  gemm::PackedB packed_;
+  std::vector<int32_t> folded_bias_;
   ChannelRequantizer requantize_;
   int in_id_ = 0, out_id_ = 0;
 };

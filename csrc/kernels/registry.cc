@@ -25,8 +25,9 @@ std::vector<std::string> SupportedOps() {
   return names;
 }
 
-std::unique_ptr<Kernel> MakeKernel(const OpSpec& op, const std::vector<Tensor>& tensors, Numerics numerics) {
-  const kernels::OpChecker check(op, tensors);
+std::unique_ptr<Kernel> MakeKernel(const OpSpec& op, const std::vector<Tensor>& tensors, Numerics numerics,
+                                   const gemm::Int8Gemm& gemm) {
+  const kernels::OpChecker check(op, tensors, gemm);
   const auto& registry = kernels::AllKernels();
   const auto it = registry.find(op.kind);
   if (it == registry.end()) {
