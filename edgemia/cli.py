@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--threads", type=_non_negative_int, default=0,
                          help="inference threads; 0 uses every core (default: 0)")
     capture.add_argument("--numerics", default=None, metavar="MODE",
-                         help="numerics mode of the native kernel (default: litert for .tflite)")
+                         help="numerics mode of the native kernel: litert (LiteRT's default path) or "
+                         "litert-reference (TFLite's reference kernels); default: litert")
     return parser
 
 

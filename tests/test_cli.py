@@ -86,3 +86,42 @@ def test_capture_does_not_import_tensorflow(default_run, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout
+
+
+@pytest.mark.slow
+def test_capture_reference_numerics(default_run, tmp_path):
+    out, _ = default_run
+    target = tmp_path / "capture.npz"
+    result = run_cli("capture", "--model", str(out / "artifacts" / "int8.tflite"),
+                     "--data", str(out / "data" / "members.npz"), "--backend", "native",
+                     "--numerics", "litert-reference", "--out", str(target))
+    assert result.returncode == 0, result.stderr
+    capture, _ = load_capture(target)
+    assert capture.meta["numerics"] == "litert-reference"
+
+
+@pytest.mark.slow
+def test_capture_unknown_numerics(default_run, tmp_path):
+    out, _ = default_run
+    result = run_cli("capture", "--model", str(out / "artifacts" / "int8.tflite"),
+                     "--data", str(out / "data" / "members.npz"), "--backend", "native",
+                     "--numerics", "fast", "--out", str(tmp_path / "c.npz"))
+    assert result.returncode == 2
+    assert "valid modes: litert, litert-reference" in result.stderr
+
+
+@pytest.mark.slow
+def test_capture_unknown_isa(default_run, tmp_path):
+    out, _ = default_run
+    env_script = (
+        "import os, sys\n"
+        "os.environ['EDGEMIA_ISA'] = 'sse9'\n"
+        "from edgemia.cli import main\n"
+        f"sys.exit(main(['capture', '--model', {str(out / 'artifacts' / 'int8.tflite')!r}, "
+        f"'--data', {str(out / 'data' / 'members.npz')!r}, '--backend', 'native', "
+        f"'--out', {str(tmp_path / 'c.npz')!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", env_script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "EDGEMIA_ISA='sse9'" in result.stderr
+    assert "available: scalar" in result.stderr

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from edgemia.errors import ModelFormatError
+from edgemia.errors import InputError, ModelFormatError
 from edgemia.runtime.io import check_io
 from edgemia.runtime.tflite_model import OperatorInfo, TensorInfo, TfliteModel
 
@@ -154,6 +154,12 @@ class NativeSession:
             )
         check_io(model)
         native = _load_extension()
+        requested = os.environ.get("EDGEMIA_ISA", "")
+        if requested and requested not in native.available_isas():
+            raise InputError(
+                f"EDGEMIA_ISA={requested!r} is not an instruction-set path this build and CPU can "
+                f"run; available: {', '.join(native.available_isas())}; unset it to choose automatically"
+            )
         self.model = model
         self.numerics = numerics
         self.threads = threads if threads > 0 else (os.cpu_count() or 1)
