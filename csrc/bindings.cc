@@ -18,7 +18,7 @@ DType ParseDType(const std::string& name) {
   if (name == "float32") return DType::kFloat32;
   if (name == "int8") return DType::kInt8;
   if (name == "int32") return DType::kInt32;
-  throw ModelError("tensor dtype '" + name + "' is not supported; supported are float32, int8 and int32");
+  throw UnsupportedError("tensor dtype '" + name + "' is not supported; supported are float32, int8 and int32");
 }
 
 Numerics ParseNumerics(const std::string& name) {
@@ -104,7 +104,9 @@ py::list Run(const Graph& graph, const py::array& input, int threads) {
 PYBIND11_MODULE(_native, m) {
   using edgemia::Graph;
   m.doc() = "edgemia's native batch-inference kernel";
-  py::register_exception<edgemia::ModelError>(m, "ModelError", PyExc_ValueError);
+  const auto model_error = py::register_exception<edgemia::ModelError>(m, "ModelError", PyExc_ValueError);
+  // Registered after ModelError, so that its translator is tried first.
+  py::register_exception<edgemia::UnsupportedError>(m, "UnsupportedError", model_error.ptr());
   m.def("supported_ops", &edgemia::SupportedOps, "Names of the op kinds the native kernel runs.");
   m.def(
       "gemm_s8",

@@ -146,7 +146,7 @@ void Graph::Finalize(const std::vector<int>& inputs, const std::vector<int>& out
                      Numerics numerics) {
   if (finalized_) throw ModelError("graph is already finalized");
   if (inputs.size() != 1 || outputs.empty()) {
-    throw ModelError("the graph has " + std::to_string(inputs.size()) + " inputs and " +
+    throw UnsupportedError("the graph has " + std::to_string(inputs.size()) + " inputs and " +
                      std::to_string(outputs.size()) +
                      " outputs; exactly one input and at least one output are supported");
   }

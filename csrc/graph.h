@@ -22,6 +22,14 @@ class ModelError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A well-formed model that uses an op, type or parameter the native kernel
+// does not run. The binding raises it as edgemia._native.UnsupportedError, a
+// subclass of ModelError, so that callers can tell it from a corrupt file.
+class UnsupportedError : public ModelError {
+ public:
+  using ModelError::ModelError;
+};
+
 enum class DType : int { kFloat32, kInt8, kInt32 };
 
 size_t ElementSize(DType dtype);

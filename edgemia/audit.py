@@ -2,6 +2,7 @@
 
 Run directory layout:
 
+    run.json                                                  configuration and status
     data/records.npz, data/members.npz, data/nonmembers.npz   records files
     artifacts/float.keras, artifacts/<variant>.tflite         trained and exported models
     captures/<variant>/<backend>/target.npz                   capture bundle (with `member`)
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,21 +23,25 @@ from typing import Callable, ContextManager, Iterator
 import numpy as np
 
 import edgemia
-from edgemia.attacks import DESCRIPTIONS, check_attack_names, run_attack
+from edgemia.attacks import ATTACKS, DESCRIPTIONS, check_attack_names, run_attack
 from edgemia.attacks.bundle import CaptureBundle
-from edgemia.compression.variants import check_variant_names, export_variant
+from edgemia.compression.variants import VARIANTS, check_variant_names, export_variant
 from edgemia.data.builtin import DATASETS, load_dataset
 from edgemia.data.records import save_records
 from edgemia.errors import InputError
 from edgemia.reporting.environment import environment
 from edgemia.reporting.markdown import render
-from edgemia.runtime.capture import Capture, check_backend_names, run_capture, save_capture
+from edgemia.runtime.capture import BACKENDS, Capture, check_backend_names, run_capture, save_capture
 from edgemia.stats.roc import attack_metrics
 from edgemia.util import atomic_save_npz, atomic_write_json, atomic_write_text, sha256_file
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+
+# Written first and updated last; a directory holding it is an edgemia run.
+RUN_MARKER = "run.json"
+_RUN_OUTPUTS = ("data", "artifacts", "captures", "report.json", "report.md")
 
 
 @dataclass
@@ -54,11 +60,13 @@ class AuditConfig:
     def validate(self) -> None:
         if self.dataset not in DATASETS:
             raise InputError(f"unknown data set '{self.dataset}'; valid names: {', '.join(DATASETS)}")
+        valid = {"variant": VARIANTS, "backend": BACKENDS, "attack": ATTACKS}
         for kind, names in (("variant", self.variants), ("backend", self.backends), ("attack", self.attacks)):
             if not names:
-                raise InputError(f"the {kind} list is empty")
-            if len(set(names)) != len(names):
-                raise InputError(f"the {kind} list {names} names an entry twice")
+                raise InputError(f"the {kind} list is empty; valid {kind}s: {', '.join(valid[kind])}")
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise InputError(f"the {kind} list names {', '.join(repeated)} more than once")
         check_variant_names(self.variants)
         check_backend_names(self.backends)
         check_attack_names(self.attacks)
@@ -110,12 +118,75 @@ def _agreement(variant: str, captures: dict[str, Capture]) -> list[dict]:
     return rows
 
 
+def prepare_run_dir(out: Path) -> None:
+    """Create `out`, or clear the outputs of an earlier run in it.
+
+    A non-empty directory that is not an edgemia run is refused, so that an
+    audit never deletes or mixes with files it did not write.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / RUN_MARKER).is_file():
+            raise InputError(
+                f"--out {out}: is a non-empty directory without {RUN_MARKER}, so not an edgemia run; "
+                "choose a new or empty directory"
+            )
+        for name in _RUN_OUTPUTS:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create the run directory ({exc.strerror or exc})") from exc
+
+
+def _write_marker(out: Path, config: AuditConfig, status: str, started: str, error: str | None = None) -> None:
+    marker = {
+        "status": status,  # running, complete or failed
+        "started": started,
+        "edgemia_version": edgemia.__version__,
+        "config": {
+            "dataset": config.dataset,
+            "seed": config.seed,
+            "variants": config.variants,
+            "backends": config.backends,
+            "attacks": config.attacks,
+            "threads": config.threads,
+            "epochs": config.epochs,
+        },
+    }
+    if status != "running":
+        marker["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if error:
+        marker["error"] = error
+    atomic_write_json(out / RUN_MARKER, marker)
+
+
 def run_audit(config: AuditConfig, stage: ProgressStage = _silent_stage) -> dict:
-    """Run the whole audit into `config.out` and return the report dict."""
+    """Run the whole audit into `config.out` and return the report dict.
+
+    `run.json` in the run directory records whether the run is running,
+    complete or failed; a failed or interrupted run leaves no report.
+    """
     config.validate()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(out)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _write_marker(out, config, "running", created)
+    try:
+        report = _run_stages(config, out, created, stage)
+    except BaseException as exc:
+        _write_marker(out, config, "failed", created, error=f"{type(exc).__name__}: {exc}")
+        raise
+    _write_marker(out, config, "complete", created)
+    return report
+
+
+def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressStage) -> dict:
 
     # Data: a stratified 50/50 split into members and non-members.
     with stage("Loading data", 1) as advance:
@@ -218,6 +289,13 @@ def run_audit(config: AuditConfig, stage: ProgressStage = _silent_stage) -> dict
             "n_nonmembers": len(data.nonmembers),
             "n_classes": data.n_classes,
             "records": "data/records.npz",
+            "records_sha256": sha256_file(out / "data" / "records.npz"),
+        },
+        "config": {
+            "variants": config.variants,
+            "backends": config.backends,
+            "attacks": config.attacks,
+            "threads": config.threads,
         },
         "target": {
             "recipe": recipe.to_dict(),

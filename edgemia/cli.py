@@ -19,7 +19,8 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import edgemia
-from edgemia.errors import EdgemiaError
+from edgemia.errors import EdgemiaError, InputError
+from edgemia.util import check_output_file
 
 logger = logging.getLogger("edgemia")
 
@@ -32,21 +33,23 @@ def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; expected 0 or more")
-    return value
+def _bounded_int(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected 1 or more")
-    return value
+# Seeds seed numpy and TensorFlow, which take 32-bit unsigned values.
+_seed = _bounded_int(0, 2**32 - 1)
+_threads = _bounded_int(0, 1024)
+_epochs = _bounded_int(1, 100_000)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edgemia {edgemia.__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
+    # Accepted after the command name too; SUPPRESS keeps the value given before it.
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                           help="log more (-v info, -vv debug)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     audit = commands.add_parser(
         "audit",
+        parents=[verbosity],
         help="train a target, export its variants, capture logits and attack them",
         description="Train the target on the members of a built-in data set, export each variant, "
         "capture logits on each backend and compare membership leakage. With no options: digits, "
@@ -73,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--out", type=Path, default=None,
                        help="run directory (default: runs/<dataset>-seed<seed>)")
-    audit.add_argument("--seed", type=_non_negative_int, default=0,
-                       help="seed of the member split and of training (default: 0)")
+    audit.add_argument("--seed", type=_seed, default=0,
+                       help="seed of the member split and of training, 0..2^32-1 (default: 0)")
     audit.add_argument("--dataset", default="digits", metavar="NAME",
                        help=f"built-in data set: {', '.join(DATASETS)} (default: digits)")
     audit.add_argument("--variants", default=DEFAULT_VARIANTS, metavar="LIST",
@@ -83,13 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"comma-separated backends from: {', '.join(BACKENDS)} (default: {DEFAULT_BACKENDS})")
     audit.add_argument("--attacks", default=DEFAULT_ATTACKS, metavar="LIST",
                        help=f"comma-separated attacks from: {', '.join(ATTACKS)} (default: {DEFAULT_ATTACKS})")
-    audit.add_argument("--epochs", type=_positive_int, default=None,
+    audit.add_argument("--epochs", type=_epochs, default=None,
                        help="training epochs (default: the data set's recipe)")
-    audit.add_argument("--threads", type=_non_negative_int, default=0,
-                       help="inference threads per backend; 0 uses every core (default: 0)")
+    audit.add_argument("--threads", type=_threads, default=0,
+                       help="inference threads per backend, 0..1024; 0 uses every core (default: 0)")
 
     capture = commands.add_parser(
         "capture",
+        parents=[verbosity],
         help="run one exported model over a records file and write a capture file",
         description="Run one exported model over a records file (.npz with x, y and optionally "
         "record_id) and write the logits, labels, raw outputs and metadata to a capture file. "
@@ -100,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--backend", required=True, metavar="NAME",
                          help=f"backend: {', '.join(BACKENDS)}")
     capture.add_argument("--out", type=Path, required=True, help="capture file to write (.npz)")
-    capture.add_argument("--threads", type=_non_negative_int, default=0,
-                         help="inference threads; 0 uses every core (default: 0)")
+    capture.add_argument("--threads", type=_threads, default=0,
+                         help="inference threads, 0..1024; 0 uses every core (default: 0)")
     capture.add_argument("--numerics", default=None, metavar="MODE",
                          help="numerics mode of the native kernel: litert (LiteRT's default path) or "
                          "litert-reference (TFLite's reference kernels); default: litert")
@@ -116,6 +125,21 @@ def _progress_stage(progress: Progress):
         progress.update(task, completed=total)
 
     return stage
+
+
+def _check_audit_packages(backends: list[str]) -> None:
+    """Fail with install advice when the packages of the `audit` extra are missing."""
+    import importlib.util
+
+    needed = {"sklearn": "scikit-learn", "tensorflow": "tensorflow", "keras": "keras"}
+    if "litert" in backends:
+        needed["ai_edge_litert"] = "ai-edge-litert"
+    missing = [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise InputError(
+            f"edgemia audit needs {', '.join(missing)}, which this installation lacks; "
+            "install them with: pip install 'edgemia[audit]'"
+        )
 
 
 def _run_audit(args: argparse.Namespace, console: Console) -> int:
@@ -134,6 +158,7 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         epochs=args.epochs,
     )
     config.validate()
+    _check_audit_packages(config.backends)
     start = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -143,7 +168,9 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         f"Target accuracy: {report['target']['accuracy']['members']:.4f} on members, "
         f"{report['target']['accuracy']['nonmembers']:.4f} on non-members."
     )
-    console.print(f"Run directory: {out} (report.json, report.md); {time.perf_counter() - start:.0f} s.")
+    console.print(
+        f"Run directory: {out} (report.json, report.md); {time.perf_counter() - start:.0f} s.", soft_wrap=True
+    )
     return 0
 
 
@@ -152,16 +179,21 @@ def _run_capture(args: argparse.Namespace, console: Console) -> int:
     from edgemia.runtime.capture import check_backend_names, run_capture, save_capture
 
     check_backend_names([args.backend])
+    out = check_output_file(args.out, "--out", inputs=(args.model, args.data))
     records = load_records(args.data)
     capture = run_capture(
         args.model, records, args.backend, threads=args.threads, numerics=args.numerics,
         records_source=str(args.data),
     )
-    save_capture(args.out, capture)
+    try:
+        save_capture(out, capture)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write the capture file ({exc.strerror or exc})") from exc
     console.print(
         f"Captured {len(capture)} records with {args.backend} "
         f"({capture.meta['numerics']} numerics, {capture.meta['isa']}, {capture.meta['threads']} threads) "
-        f"in {capture.meta['inference_seconds']:.3f} s; accuracy {capture.accuracy:.4f}. Wrote {args.out}."
+        f"in {capture.meta['inference_seconds']:.3f} s; accuracy {capture.accuracy:.4f}. Wrote {out}.",
+        soft_wrap=True,
     )
     return 0
 
@@ -173,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if not console.is_terminal:
         # Logs and pipes get the full table instead of rich's 80-column default.
         console = Console(stderr=False, width=120)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(getattr(args, "verbose", 0), 2)]
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=Console(stderr=True))])
     commands = {"audit": _run_audit, "capture": _run_capture}
     try:

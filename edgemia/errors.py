@@ -19,3 +19,7 @@ class RecordsError(InputError):
 
 class ModelFormatError(InputError):
     """A model file that is missing, truncated, corrupt or uses unsupported features."""
+
+
+class UnsupportedModelError(ModelFormatError):
+    """A well-formed model that uses an op, type or parameter the native kernel does not run."""

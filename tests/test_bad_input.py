@@ -51,6 +51,39 @@ def test_bad_records_rejected(default_run, good_records, tmp_path, mutate, expec
     assert not target.exists()
 
 
+@pytest.mark.parametrize(
+    "arrays,expected",
+    [
+        (lambda r: {**r, "record_id": np.arange(len(r["y"]), dtype=np.uint64) + np.uint64(2**63)},
+         "beyond the int64 range"),
+        (lambda r: {**r, "y": np.where(np.arange(len(r["y"])) == 3, 1e30, r["y"]).astype(np.float64)},
+         "labels above 2^31 (first at row 3)"),
+        (lambda r: {**r, "x": np.where(np.arange(len(r["y"]))[:, None, None, None] == 7, 1e300, r["x"].astype(np.float64))},
+         "beyond the float32 range"),
+        (lambda r: {**r, "group_": np.zeros(len(r["y"]))}, "without an attribute name"),
+    ],
+    ids=["uint64-ids", "huge-label", "huge-feature", "empty-group-name"],
+)
+def test_records_edge_values_rejected(default_run, good_records, tmp_path, arrays, expected):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays(good_records))
+    result = _capture(default_run, path, tmp_path / "c.npz")
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+
+
+def test_records_zip_without_npy(default_run, tmp_path):
+    import zipfile
+
+    path = tmp_path / "records.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", "not an array")
+        archive.writestr("y.npy", "nor this")
+    result = _capture(default_run, path, tmp_path / "c.npz")
+    assert result.returncode == 2
+    assert "not .npy arrays" in result.stderr or "not a readable" in result.stderr
+
+
 def test_records_not_npz(default_run, tmp_path):
     path = tmp_path / "records.npz"
     path.write_text("x,y\n1,2\n")

@@ -34,10 +34,50 @@ def test_unknown_list_entry_lists_valid_names(tmp_path, option, value, message):
     assert message in result.stderr
 
 
-def test_negative_seed_is_usage_error(tmp_path):
-    result = run_cli("audit", "--seed", "-1", "--out", str(tmp_path))
+@pytest.mark.parametrize("option,value", [("--seed", "-1"), ("--seed", "4294967296"), ("--threads", "100000000000"),
+                                          ("--epochs", "0")])
+def test_out_of_range_numbers_are_usage_errors(tmp_path, option, value):
+    target = tmp_path / "run"
+    result = run_cli("audit", option, value, "--out", str(target))
     assert result.returncode == 2
-    assert "negative" in result.stderr
+    assert "is outside" in result.stderr
+    assert not target.exists()
+
+
+def test_audit_refuses_foreign_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    result = run_cli("audit", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "not an edgemia run" in result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_audit_out_is_a_file(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = run_cli("audit", "--out", str(target))
+    assert result.returncode == 2
+    assert "not a directory" in result.stderr
+
+
+def test_missing_audit_packages_named(monkeypatch):
+    import importlib.util
+
+    from edgemia import cli
+    from edgemia.errors import InputError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    with pytest.raises(InputError, match=r"scikit-learn.*pip install 'edgemia\[audit\]'"):
+        cli._check_audit_packages(["native"])
+
+
+def test_verbose_after_command():
+    from edgemia import cli
+
+    args = cli.build_parser().parse_args(["capture", "-v", "--model", "m", "--data", "d", "--backend", "native",
+                                          "--out", "o"])
+    assert args.verbose == 1
 
 
 def test_unknown_capture_backend(tmp_path):
@@ -125,3 +165,52 @@ def test_capture_unknown_isa(default_run, tmp_path):
     assert result.returncode == 2
     assert "EDGEMIA_ISA='sse9'" in result.stderr
     assert "available: scalar" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["same-as-data", "same-as-model", "directory", "under-file", "empty"])
+def test_capture_refuses_bad_out(default_run, tmp_path, case):
+    out, _ = default_run
+    data = tmp_path / "records.npz"
+    data.write_bytes((out / "data" / "members.npz").read_bytes())
+    model = tmp_path / "model.tflite"
+    model.write_bytes((out / "artifacts" / "int8.tflite").read_bytes())
+    (tmp_path / "file").write_text("x")
+    target = {"same-as-data": str(data), "same-as-model": str(model), "directory": str(tmp_path),
+              "under-file": str(tmp_path / "file" / "c.npz"), "empty": ""}[case]
+    before = (data.read_bytes(), model.read_bytes())
+    result = run_cli("capture", "--model", str(model), "--data", str(data), "--backend", "native", "--out", target)
+    assert result.returncode == 2, result.stderr
+    assert "--out" in result.stderr
+    assert (data.read_bytes(), model.read_bytes()) == before
+
+
+@pytest.mark.slow
+def test_capture_follows_symlink_and_keeps_permissions(default_run, tmp_path):
+    out, _ = default_run
+    real = tmp_path / "real.npz"
+    real.write_text("old")
+    link = tmp_path / "link.npz"
+    link.symlink_to(real)
+    result = run_cli("capture", "--model", str(out / "artifacts" / "int8.tflite"), "--data",
+                     str(out / "data" / "members.npz"), "--backend", "native", "--out", str(link))
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink()
+    assert load_capture(real)[0].logits.shape == (898, 10)
+    assert real.stat().st_mode & 0o044 == 0o044  # readable by group and others under the usual umask
+
+
+@pytest.mark.slow
+def test_audit_rerun_clears_stale_outputs(tmp_path):
+    first = run_cli("audit", "--dataset", "breast-cancer", "--epochs", "3", "--out", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    stale = tmp_path / "captures" / "stale.txt"
+    stale.write_text("from an older run")
+    second = run_cli("audit", "--dataset", "breast-cancer", "--epochs", "3", "--variants", "float",
+                     "--backends", "native", "--out", str(tmp_path))
+    assert second.returncode == 0, second.stderr
+    assert not stale.exists()
+    assert not (tmp_path / "artifacts" / "int8.tflite").exists()
+    marker = json.loads((tmp_path / "run.json").read_text())
+    assert marker["status"] == "complete"
+    assert marker["config"]["variants"] == ["float"]

@@ -47,7 +47,8 @@ def build_conv(x_shape, w, bias, in_q, w_scales, out_q, out_shape, stride, dilat
     g = _native.Graph()
     x = g.add_tensor("x", "int8", list(x_shape), None, [in_q[0]], [in_q[1]], 0)
     wt = g.add_tensor("w", "int8", list(w.shape), w.tobytes(), list(w_scales), [0] * len(w_scales), 0)
-    b = g.add_tensor("b", "int32", [len(bias)], bias.astype(np.int32).tobytes(), [], [], 0)
+    bias_scales = [float(np.float32(in_q[0]) * np.float32(s)) for s in w_scales]
+    b = g.add_tensor("b", "int32", [len(bias)], bias.astype(np.int32).tobytes(), bias_scales, [0] * len(bias), 0)
     y = g.add_tensor("y", "int8", list(out_shape), None, [out_q[0]], [out_q[1]], 0)
     g.add_op("CONV_2D", "0", [x, wt, b], [y], {
         "stride_h": stride, "stride_w": stride, "dilation_h": dilation, "dilation_w": dilation,
@@ -198,3 +199,15 @@ def test_unknown_numerics_mode_rejected():
     g, x = _graph_with_input()
     with pytest.raises(_native.ModelError, match="numerics mode 'fast'"):
         g.finalize([x], [x], "fast")
+
+
+def test_unquantized_bias_unsupported_in_litert_mode():
+    # LiteRT's XNNPACK delegate rejects such a bias and falls back to other kernels.
+    g = _native.Graph()
+    x = g.add_tensor("x", "int8", [4], None, [0.1], [0], 0)
+    w = g.add_tensor("w", "int8", [2, 4], b"\x01" * 8, [0.1], [0], 0)
+    b = g.add_tensor("b", "int32", [2], b"\x00" * 8, [], [], 0)
+    y = g.add_tensor("y", "int8", [2], None, [0.1], [0], 0)
+    g.add_op("FULLY_CONNECTED", "0", [x, w, b], [y], {"activation": 0})
+    with pytest.raises(_native.UnsupportedError, match="bias 'b' has no quantization parameters"):
+        g.finalize([x], [y], "litert")

@@ -89,7 +89,7 @@ Factory MakeTranscendental(float (*f)(float)) {
       return std::make_unique<LookupInt8>(ids, PopulateTable(in, out, f));
     }
     if (in.dtype == DType::kFloat32) return std::make_unique<UnaryFloat>(ids, f);
-    check.Fail("input must be int8 or float32");
+    check.Unsupported("input must be int8 or float32");
   };
 }
 
@@ -116,7 +116,7 @@ Factory MakeClamp(Activation act) {
       ActivationBounds(act, &lo, &hi);
       return std::make_unique<UnaryFloat>(ids, [lo, hi](float v) { return std::min(std::max(v, lo), hi); });
     }
-    check.Fail("input must be int8 or float32");
+    check.Unsupported("input must be int8 or float32");
   };
 }
 
@@ -210,12 +210,12 @@ std::unique_ptr<Kernel> MakeSoftmax(const OpChecker& check, Numerics numerics) {
       // TODO: TFLite's reference int8 softmax runs gemmlowp fixed-point
       // exp and reciprocal; until that is reproduced, refuse rather than
       // return bytes that differ from it in rare cases.
-      check.Fail("int8 SOFTMAX is not available in litert-reference numerics yet; use litert numerics");
+      check.Unsupported("int8 SOFTMAX is not available in litert-reference numerics yet; use litert numerics");
     }
     return std::make_unique<SoftmaxInt8>(check, ids, depth, beta);
   }
   if (in.dtype == DType::kFloat32) return std::make_unique<SoftmaxFloat>(ids, depth, beta);
-  check.Fail("input must be int8 or float32");
+  check.Unsupported("input must be int8 or float32");
 }
 
 // ---------------------------------------------------------------------------
@@ -279,7 +279,7 @@ std::unique_ptr<Kernel> MakeQuantize(const OpChecker& check, Numerics numerics) 
     check.ExpectActivationQuantization(out, "output");
     return std::make_unique<QuantizeFloatToInt8>(ids, out, numerics);
   }
-  check.Fail(std::string("quantizing ") + DTypeName(in.dtype) + " to " + DTypeName(out.dtype) +
+  check.Unsupported(std::string("quantizing ") + DTypeName(in.dtype) + " to " + DTypeName(out.dtype) +
              " is not supported; supported is float32 to int8");
 }
 
@@ -291,7 +291,7 @@ std::unique_ptr<Kernel> MakeDequantize(const OpChecker& check, Numerics) {
     check.ExpectActivationQuantization(in, "input");
     return std::make_unique<DequantizeInt8>(ids, in);
   }
-  check.Fail(std::string("dequantizing ") + DTypeName(in.dtype) + " to " + DTypeName(out.dtype) +
+  check.Unsupported(std::string("dequantizing ") + DTypeName(in.dtype) + " to " + DTypeName(out.dtype) +
              " is not supported; supported is int8 to float32");
 }
 

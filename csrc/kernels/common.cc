@@ -43,7 +43,7 @@ Padding OpChecker::PaddingOption() const {
 Activation OpChecker::ActivationOption() const {
   const int64_t v = OptionOr("activation", 0);
   if (v < 0 || v > 3) {
-    Fail("fused activation code " + std::to_string(v) +
+    Unsupported("fused activation code " + std::to_string(v) +
          " is not supported; supported are NONE, RELU, RELU_N1_TO_1 and RELU6");
   }
   return static_cast<Activation>(v);
@@ -201,6 +201,12 @@ void QuantizeMultiplier(double real, int32_t* multiplier, int* shift) {
 
 std::vector<int32_t> FoldInputZeroPoint(const OpChecker& check, const std::vector<int32_t>& bias, const int8_t* w,
                                         int64_t channels, int64_t depth, int32_t input_zero_point) {
+  // 2^31 / (128 * 128): deeper sums of int8 products could leave int32.
+  constexpr int64_t kMaxExactDepth = 131071;
+  if (depth > kMaxExactDepth) {
+    check.Unsupported("depth " + std::to_string(depth) + " exceeds " + std::to_string(kMaxExactDepth) +
+                      ", beyond which int8 sums can leave int32");
+  }
   std::vector<int32_t> folded(static_cast<size_t>(channels));
   for (int64_t c = 0; c < channels; ++c) {
     int64_t sum = 0;
@@ -262,10 +268,33 @@ Broadcast MakeBroadcast(const OpChecker& check, const Tensor& a, const Tensor& b
 namespace edgemia {
 namespace kernels {
 
+void CheckXnnpackAccepts(const OpChecker& check, const Tensor& input, const Tensor& filter, const Tensor& output) {
+  // LiteRT's XNNPACK delegate refuses these, and LiteRT then runs the op on
+  // its builtin kernels, whose arithmetic the litert mode does not follow.
+  const char* fallback = "; LiteRT's default path then uses kernels whose arithmetic this numerics mode does not "
+                         "reproduce (try litert-reference)";
+  for (const Tensor* t : {&input, &filter, &output}) {
+    for (float s : t->scales) {
+      if (!std::isnormal(s)) check.Unsupported("'" + t->name + "' has a subnormal quantization scale" + fallback);
+    }
+  }
+  if (check.InputId(2) >= 0) {
+    const Tensor& bias = check.Input(2);
+    if (bias.scales.empty()) check.Unsupported("bias '" + bias.name + "' has no quantization parameters" + fallback);
+    for (size_t c = 0; c < bias.scales.size(); ++c) {
+      if (!std::isnormal(bias.scales[c]) || bias.zero_points[c] != 0) {
+        check.Unsupported("bias '" + bias.name + "' has scale " + std::to_string(bias.scales[c]) + " and zero point " +
+                          std::to_string(bias.zero_points[c]) + " in channel " + std::to_string(c) + fallback);
+      }
+    }
+  }
+}
+
 ChannelRequantizer::ChannelRequantizer(const OpChecker& check, Formula formula, const Tensor& input,
                                        const Tensor& filter, const Tensor& output, int64_t channels,
                                        Activation activation, Numerics numerics)
     : formula_(formula), zero_point_(output.zero_points[0]) {
+  if (numerics == Numerics::kLitert) CheckXnnpackAccepts(check, input, filter, output);
   range_ = ActivationRange(activation, output.scales[0], zero_point_, numerics);
   if (range_.lo >= range_.hi) check.Fail("the fused activation leaves an empty int8 output range");
   min_less_zero_point_ = static_cast<float>(range_.lo - zero_point_);
@@ -280,7 +309,7 @@ ChannelRequantizer::ChannelRequantizer(const OpChecker& check, Formula formula, 
     // XNNPACK's operator set-up: (input_scale * kernel_scale) / output_scale in float32.
     fp32_scale_[c] = input.scales[0] * w_scale / output.scales[0];
     if (formula == Formula::kFp32 && !(fp32_scale_[c] < 256.0f)) {
-      check.Fail("requantization scale " + std::to_string(fp32_scale_[c]) + " of channel " + std::to_string(c) +
+      check.Unsupported("requantization scale " + std::to_string(fp32_scale_[c]) + " of channel " + std::to_string(c) +
                  " is 256 or more, which LiteRT's int8 path does not accept");
     }
     // TFLite's PopulateConvolutionQuantizationParams: double product and quotient.

@@ -27,6 +27,10 @@ class OpChecker {
   [[noreturn]] void Fail(const std::string& message) const {
     throw ModelError("operator " + op_.name + " (" + op_.kind + "): " + message);
   }
+  // For valid models that use something the native kernel does not run.
+  [[noreturn]] void Unsupported(const std::string& message) const {
+    throw UnsupportedError("operator " + op_.name + " (" + op_.kind + "): " + message);
+  }
 
   const OpSpec& op() const { return op_; }
   // The int8 GEMM path the graph runs on.
@@ -159,6 +163,13 @@ inline int32_t MultiplyByQuantizedMultiplierSmallerThanOne(int32_t x, int32_t mu
   return RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x, multiplier), -shift);
 }
 
+// int32 addition that wraps around like the runtimes' accumulators, without
+// the undefined behaviour of signed overflow (reachable only with extreme
+// biases).
+inline int32_t WrappingAdd(int32_t a, int32_t b) {
+  return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
+}
+
 // Half-away-from-zero rounding, as std::round and TfLiteRound.
 inline float RoundHalfAway(float v) { return std::round(v); }
 
@@ -224,6 +235,11 @@ inline const T* RecordPointer(const Tensor& t, const T* arena_data, int64_t reco
 
 namespace edgemia {
 namespace kernels {
+
+// Fails with UnsupportedError for parameters that LiteRT's XNNPACK delegate
+// does not accept (subnormal scales, a bias without quantization parameters
+// or with a non-zero zero point).
+void CheckXnnpackAccepts(const OpChecker& check, const Tensor& input, const Tensor& filter, const Tensor& output);
 
 // Per-channel int8 output stage of conv, depthwise conv and fully connected,
 // in the formula of the numerics mode.

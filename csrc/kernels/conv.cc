@@ -244,7 +244,7 @@ class DepthwiseInt8 final : public Kernel {
             const int64_t ic = oc / g.depth_multiplier;
             ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
               const int32_t w = filter_[(ky * g.k_w + kx) * g.out_c + oc];
-              acc += w * (static_cast<int32_t>(xb[(iy * g.in_w + ix) * g.in_c + ic]) - input_zero_point_);
+              acc = WrappingAdd(acc, w * (static_cast<int32_t>(xb[(iy * g.in_w + ix) * g.in_c + ic]) - input_zero_point_));
             });
             yp[oc] = requantize_(acc, oc);
           }
@@ -325,7 +325,7 @@ std::unique_ptr<Kernel> MakeConv(const OpChecker& check, Numerics numerics, bool
     case DType::kFloat32:
       return std::make_unique<ConvFloat>(check, depthwise);
     default:
-      check.Fail(std::string("input dtype ") + DTypeName(check.Input(0).dtype) + " is not supported");
+      check.Unsupported(std::string("input dtype ") + DTypeName(check.Input(0).dtype) + " is not supported");
   }
 }
 

@@ -94,7 +94,7 @@ Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numeric
       QuantizeMultiplier(twice_max / (static_cast<double>(1 << 20) * static_cast<double>(so)), &p.ref_out_multiplier,
                          &p.ref_out_shift);
       if (p.ref_a_shift > 0 || p.ref_b_shift > 0 || p.ref_out_shift > 0) {
-        check.Fail("operand scales give an ADD multiplier of one or more, which TFLite does not accept");
+        check.Unsupported("operand scales give an ADD multiplier of one or more, which TFLite does not accept");
       }
     } else {
       QuantizeMultiplier(static_cast<double>(sa) * static_cast<double>(sb) / static_cast<double>(so),
@@ -106,7 +106,7 @@ Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numeric
     const float a_ratio = sa / so, b_ratio = sb / so;
     const float max_ratio = std::max(a_ratio, b_ratio);
     if (!(a_ratio >= 0x1.0p-10f && b_ratio >= 0x1.0p-10f && max_ratio < 0x1.0p+8f)) {
-      check.Fail("operand to output scale ratios " + std::to_string(a_ratio) + " and " + std::to_string(b_ratio) +
+      check.Unsupported("operand to output scale ratios " + std::to_string(a_ratio) + " and " + std::to_string(b_ratio) +
                  " are outside [2^-10, 2^8), the range of LiteRT's int8 ADD");
     }
     int exponent = 0;
@@ -119,7 +119,7 @@ Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numeric
   } else {
     p.mul_scale = sa * sb / so;
     if (!(p.mul_scale >= 0x1.0p-16f && p.mul_scale < 0x1.0p+8f)) {
-      check.Fail("requantization scale " + std::to_string(p.mul_scale) +
+      check.Unsupported("requantization scale " + std::to_string(p.mul_scale) +
                  " is outside [2^-16, 2^8), the range of LiteRT's int8 MUL");
     }
   }
@@ -185,7 +185,7 @@ Factory MakeFactory(BinaryKind kind) {
       case DType::kFloat32:
         return std::make_unique<BinaryFloat>(check, kind);
       default:
-        check.Fail(std::string("operand dtype ") + DTypeName(check.Input(0).dtype) + " is not supported");
+        check.Unsupported(std::string("operand dtype ") + DTypeName(check.Input(0).dtype) + " is not supported");
     }
   };
 }

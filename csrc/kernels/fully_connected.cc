@@ -18,7 +18,7 @@ FcGeometry CheckGeometry(const OpChecker& check) {
   check.ExpectConstant(filter, "filter");
   check.ExpectRank(filter, 2, "filter");
   if (check.OptionOr("weights_format", 0) != 0) {
-    check.Fail("shuffled weight formats are not supported; export with the default weights format");
+    check.Unsupported("shuffled weight formats are not supported; export with the default weights format");
   }
   FcGeometry g;
   g.units = filter.shape[0];
@@ -147,7 +147,7 @@ void RegisterFullyConnected(Registry& registry) {
       case DType::kFloat32:
         return std::make_unique<FullyConnectedFloat>(check);
       default:
-        check.Fail(std::string("input dtype ") + DTypeName(check.Input(0).dtype) + " is not supported");
+        check.Unsupported(std::string("input dtype ") + DTypeName(check.Input(0).dtype) + " is not supported");
     }
   };
 }

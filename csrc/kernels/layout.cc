@@ -53,12 +53,12 @@ class Pad final : public Kernel {
     // The paddings cover the batch axis too, which must not be padded.
     check.ExpectShape(paddings, {static_cast<int64_t>(rank + 1), 2}, "paddings");
     const int32_t* p = paddings.as<int32_t>();
-    if (p[0] != 0 || p[1] != 0) check.Fail("padding the batch axis is not supported");
+    if (p[0] != 0 || p[1] != 0) check.Unsupported("padding the batch axis is not supported");
     before_.resize(rank);
     std::vector<int64_t> expected(rank);
     for (size_t d = 0; d < rank; ++d) {
       const int32_t lo = p[2 * (d + 1)], hi = p[2 * (d + 1) + 1];
-      if (lo < 0 || hi < 0) check.Fail("negative paddings are not supported");
+      if (lo < 0 || hi < 0) check.Unsupported("negative paddings are not supported");
       before_[d] = lo;
       expected[d] = in.shape[d] + lo + hi;
     }
@@ -90,7 +90,7 @@ class Pad final : public Kernel {
       }
       std::memcpy(pad_bytes_.data(), &value, sizeof(value));
     } else {
-      check.Fail("input must be int8 or float32");
+      check.Unsupported("input must be int8 or float32");
     }
     in_elements_ = in.elements();
     out_elements_ = out.elements();
@@ -139,7 +139,7 @@ class Concatenation final : public Kernel {
     const size_t rank = out.shape.size();
     int64_t axis = check.Option("axis");
     if (axis < 0) axis += static_cast<int64_t>(rank) + 1;
-    if (axis == 0) check.Fail("concatenation along the batch axis is not supported");
+    if (axis == 0) check.Unsupported("concatenation along the batch axis is not supported");
     if (axis < 1 || axis > static_cast<int64_t>(rank)) check.Fail("axis " + std::to_string(axis) + " is out of range");
     const size_t a = static_cast<size_t>(axis - 1);
     outer_ = 1;
@@ -175,7 +175,7 @@ class Concatenation final : public Kernel {
           part.zero_point = out.zero_points[0];
         }
       } else if (out.dtype != DType::kFloat32) {
-        check.Fail("inputs must be int8 or float32");
+        check.Unsupported("inputs must be int8 or float32");
       }
       parts_.push_back(part);
     }

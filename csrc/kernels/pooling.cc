@@ -203,7 +203,7 @@ MeanGeometry CheckMean(const OpChecker& check) {
   for (int64_t i = 0; i < axes.elements(); ++i) {
     int64_t a = axis[i];
     if (a < 0) a += rank + 1;
-    if (a == 0) check.Fail("reducing over the batch axis is not supported");
+    if (a == 0) check.Unsupported("reducing over the batch axis is not supported");
     if (a < 1 || a > rank) check.Fail("axis " + std::to_string(axis[i]) + " is out of range");
     reduce[static_cast<size_t>(a - 1)] = true;
   }
@@ -343,7 +343,7 @@ void RegisterPooling(Registry& registry) {
     if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kFloat32) {
       return std::make_unique<MaxPool<float>>(check, numerics);
     }
-    check.Fail("input must be int8 or float32");
+    check.Unsupported("input must be int8 or float32");
   };
   registry["AVERAGE_POOL_2D"] = [](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
     if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kInt8) {
@@ -352,7 +352,7 @@ void RegisterPooling(Registry& registry) {
     if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kFloat32) {
       return std::make_unique<AvgPoolFloat>(check);
     }
-    check.Fail("input must be int8 or float32");
+    check.Unsupported("input must be int8 or float32");
   };
   registry["MEAN"] = [](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
     if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kInt8) {
@@ -361,7 +361,7 @@ void RegisterPooling(Registry& registry) {
     if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kFloat32) {
       return std::make_unique<MeanFloat>(check);
     }
-    check.Fail("input must be int8 or float32");
+    check.Unsupported("input must be int8 or float32");
   };
 }
 

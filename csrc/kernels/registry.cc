@@ -33,7 +33,7 @@ std::unique_ptr<Kernel> MakeKernel(const OpSpec& op, const std::vector<Tensor>& 
   if (it == registry.end()) {
     std::string supported;
     for (const auto& entry : registry) supported += (supported.empty() ? "" : ", ") + entry.first;
-    check.Fail("operator is not supported by the native kernel; supported are " + supported);
+    check.Unsupported("operator is not supported by the native kernel; supported are " + supported);
   }
   return it->second(check, numerics);
 }

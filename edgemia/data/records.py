@@ -67,13 +67,22 @@ def validate_records(records: Records, source: str) -> Records:
         raise RecordsError(f"{source}: 'x' has no rows; a records file needs at least one record")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise RecordsError(f"{source}: 'x' has dtype {x.dtype}; expected float32 features")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    bad = ~np.isfinite(x.reshape(n, -1)).all(axis=1)
-    if bad.any():
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x.reshape(n, -1)).all(axis=1)
+        if bad.any():
+            raise RecordsError(
+                f"{source}: 'x' has NaN or infinite values in {int(bad.sum())} rows "
+                f"(first at row {_first_row(bad)}); impute or drop those records"
+            )
+    float32_max = float(np.finfo(np.float32).max)
+    with np.errstate(over="ignore", invalid="ignore"):
+        too_large = (np.abs(x.reshape(n, -1)) > float32_max).any(axis=1)
+    if too_large.any():
         raise RecordsError(
-            f"{source}: 'x' has NaN or infinite values in {int(bad.sum())} rows "
-            f"(first at row {_first_row(bad)}); impute or drop those records"
+            f"{source}: 'x' has values beyond the float32 range in {int(too_large.sum())} rows "
+            f"(first at row {_first_row(too_large)}); rescale the features"
         )
+    x = np.ascontiguousarray(x, dtype=np.float32)
 
     if y.ndim != 1:
         raise RecordsError(f"{source}: 'y' has shape {y.shape}; expected one label per record, [n]")
@@ -83,7 +92,8 @@ def validate_records(records: Records, source: str) -> Records:
             f"(first unmatched row {min(n, y.shape[0])}); both need one row per record"
         )
     if np.issubdtype(y.dtype, np.floating):
-        fractional = ~np.isfinite(y) | (y != np.round(y))
+        with np.errstate(invalid="ignore"):
+            fractional = ~np.isfinite(y) | (y != np.round(y))
         if fractional.any():
             raise RecordsError(
                 f"{source}: 'y' has {int(fractional.sum())} non-integer labels "
@@ -91,6 +101,13 @@ def validate_records(records: Records, source: str) -> Records:
             )
     elif not np.issubdtype(y.dtype, np.integer):
         raise RecordsError(f"{source}: 'y' has dtype {y.dtype}; expected int64 class indices")
+    # Checked before the cast, so that huge values are not wrapped into negative ones.
+    huge = y > 2**31
+    if huge.any():
+        raise RecordsError(
+            f"{source}: 'y' has {int(huge.sum())} labels above 2^31 "
+            f"(first at row {_first_row(huge)}); labels must be class indices 0..C-1"
+        )
     y = y.astype(np.int64)
     negative = y < 0
     if negative.any():
@@ -104,6 +121,13 @@ def validate_records(records: Records, source: str) -> Records:
         raise RecordsError(f"{source}: 'record_id' has shape {record_id.shape}; expected [{n}]")
     if not np.issubdtype(record_id.dtype, np.integer):
         raise RecordsError(f"{source}: 'record_id' has dtype {record_id.dtype}; expected integers")
+    if record_id.dtype == np.uint64:
+        beyond = record_id > np.uint64(np.iinfo(np.int64).max)
+        if beyond.any():
+            raise RecordsError(
+                f"{source}: 'record_id' has {int(beyond.sum())} ids beyond the int64 range "
+                f"(first at row {_first_row(beyond)}); renumber the records"
+            )
     record_id = record_id.astype(np.int64)
     _, first_index, counts = np.unique(record_id, return_index=True, return_counts=True)
     if (counts > 1).any():
@@ -117,6 +141,8 @@ def validate_records(records: Records, source: str) -> Records:
 
     groups = {}
     for name, values in records.groups.items():
+        if not name:
+            raise RecordsError(f"{source}: a field is named '{GROUP_PREFIX}' without an attribute name")
         if values.ndim != 1 or values.shape[0] != n:
             raise RecordsError(
                 f"{source}: '{GROUP_PREFIX}{name}' has shape {values.shape}; expected [{n}]"
@@ -152,6 +178,8 @@ def load_records(path: str | Path) -> Records:
     """Read and validate a records file."""
     path = Path(path)
     source = str(path)
+    if path.is_dir():
+        raise RecordsError(f"{source}: is a directory; pass a records file (.npz)")
     if not path.is_file():
         raise RecordsError(f"{source}: records file not found")
     with open(path, "rb") as f:
@@ -172,6 +200,11 @@ def load_records(path: str | Path) -> Records:
             f"{source}: contains an array that needs pickle to load, which is not allowed ({exc}); "
             "store numeric arrays only"
         ) from exc
+    not_arrays = sorted(key for key, value in arrays.items() if not isinstance(value, np.ndarray))
+    if not_arrays:
+        raise RecordsError(
+            f"{source}: members {', '.join(not_arrays)} are not .npy arrays; write records with numpy.savez"
+        )
 
     for key in ("x", "y"):
         if key not in arrays:

@@ -11,10 +11,17 @@ def _level_label(level: str) -> str:
     return f"{float(level) * 100:g}%"
 
 
-def render(report: dict) -> str:
+def _rate_with_fpr(attack: dict, level: str) -> str:
+    tpr = attack["tpr_at_fpr"][level]
+    if tpr is None:
+        return "n/m"
+    return f"{tpr:.4f} ({attack['fpr_achieved'][level]:.4f})"
+
+
+def _header(report: dict) -> list[str]:
     dataset = report["dataset"]
     target = report["target"]
-    levels = list(report["variants"][0]["attacks"][0]["tpr_at_fpr"]) if report["variants"] else []
+    config = report.get("config", {})
     lines = [
         f"# edgemia audit: {dataset['name']}",
         "",
@@ -24,49 +31,81 @@ def render(report: dict) -> str:
         f"Target: `{target['recipe']['architecture']}`, {target['recipe']['epochs']} epochs; "
         f"accuracy {target['accuracy']['members']:.4f} on members, "
         f"{target['accuracy']['nonmembers']:.4f} on non-members (Keras, float32).",
+    ]
+    if config:
+        lines += [
+            "",
+            f"Run of {report['created']}: variants {', '.join(config['variants'])}; backends "
+            f"{', '.join(config['backends'])}; attacks {', '.join(config['attacks'])}. Records file "
+            f"`{dataset['records']}`, sha256 `{dataset.get('records_sha256', 'not recorded')}`.",
+        ]
+    return lines
+
+
+def _leakage_table(report: dict, levels: list[str]) -> list[str]:
+    lines = [
         "",
         "## Leakage per variant, backend and attack",
         "",
         "| variant | backend | accuracy (members / non-members) | attack | AUC | "
-        + " | ".join(f"TPR at {_level_label(level)} FPR" for level in levels)
+        + " | ".join(f"TPR at {_level_label(level)} FPR (achieved FPR)" for level in levels)
         + " | balanced accuracy | advantage |",
         "|---|---|---|---|---:|" + "---:|" * len(levels) + "---:|---:|",
     ]
-
     for variant in report["variants"]:
         accuracy = variant["accuracy"]
         for attack in variant["attacks"]:
-            rates = " | ".join(fmt_rate(attack["tpr_at_fpr"][level]) for level in levels)
+            rates = " | ".join(_rate_with_fpr(attack, level) for level in levels)
             lines.append(
                 f"| {variant['name']} | {variant['backend']} | "
                 f"{accuracy['members']:.4f} / {accuracy['nonmembers']:.4f} | {attack['name']} | "
                 f"{attack['auc']:.4f} | {rates} | {attack['balanced_accuracy']:.4f} | "
                 f"{attack['advantage']:.4f} |"
             )
-
+    dataset = report["dataset"]
     lines += [
         "",
-        f"n/m: not measurable. With {dataset['n_nonmembers']} non-members the smallest "
-        f"resolvable FPR is {report['fpr_resolution']:.5f}. Advantage is max(TPR - FPR) over "
-        "thresholds; balanced accuracy is max((TPR + 1 - FPR) / 2).",
+        f"n/m: not measurable. With {dataset['n_nonmembers']} non-members the smallest resolvable "
+        f"FPR is {report['fpr_resolution']:.5f}. The TPR at an FPR level is read off the ROC curve "
+        "without interpolation, at the threshold with the smallest FPR that reaches it. Balanced "
+        "accuracy is max((TPR + 1 - FPR) / 2) and advantage max(TPR - FPR) over all thresholds: "
+        "the threshold is chosen knowing which records are members, so both are upper bounds for "
+        "an attacker who must fix a threshold in advance. No confidence intervals are computed yet, "
+        "so small differences between variants may be noise.",
     ]
+    if report.get("attacks"):
+        lines += ["", "Attacks:", ""]
+        lines += [f"- `{name}`: {description}" for name, description in report["attacks"].items()]
+    return lines
 
-    if report.get("backend_agreement"):
-        lines += [
-            "",
-            "## Backend agreement",
-            "",
-            "| variant | backends | identical records | largest logit difference |",
-            "|---|---|---:|---:|",
-        ]
-        for row in report["backend_agreement"]:
-            lines.append(
-                f"| {row['variant']} | {' vs '.join(row['backends'])} | "
-                f"{row['identical_records']} / {row['n_records']} | "
-                f"{row['max_abs_logit_difference']:.3g} |"
-            )
 
-    lines += ["", "## Artifacts", "", "| variant | file | bytes | sha256 |", "|---|---|---:|---|"]
+def _agreement(report: dict) -> list[str]:
+    rows = report.get("backend_agreement") or []
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Backend agreement",
+        "",
+        "| variant | backends | identical records | largest logit difference |",
+        "|---|---|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['variant']} | {' vs '.join(row['backends'])} | "
+            f"{row['identical_records']} / {row['n_records']} | {row['max_abs_logit_difference']:.3g} |"
+        )
+    lines += [
+        "",
+        "int8 variants must be identical record for record: the native kernel reproduces the "
+        "runtime's integer arithmetic. Float variants differ in the last bits, because the native "
+        "kernel adds in another order than XNNPACK; the largest difference shows by how much.",
+    ]
+    return lines
+
+
+def _artifacts_and_environment(report: dict) -> list[str]:
+    lines = ["", "## Artifacts", "", "| variant | file | bytes | sha256 |", "|---|---|---:|---|"]
     seen = set()
     for variant in report["variants"]:
         artifact = variant["artifact"]
@@ -76,7 +115,6 @@ def render(report: dict) -> str:
         lines.append(
             f"| {variant['name']} | `{artifact['path']}` | {artifact['bytes']} | `{artifact['sha256']}` |"
         )
-
     env = report["environment"]
     packages = ", ".join(f"{name} {version}" for name, version in env["packages"].items())
     lines += [
@@ -87,4 +125,14 @@ def render(report: dict) -> str:
         f"Host {env['host']} ({env['machine']}, {env['cpu']}).",
         "",
     ]
+    return lines
+
+
+def render(report: dict) -> str:
+    """Render a report dict as Markdown."""
+    levels = list(report["variants"][0]["attacks"][0]["tpr_at_fpr"]) if report["variants"] else []
+    lines = _header(report)
+    lines += _leakage_table(report, levels)
+    lines += _agreement(report)
+    lines += _artifacts_and_environment(report)
     return "\n".join(lines)

@@ -89,9 +89,12 @@ def run_capture(
     check_against_model(records, records_source, record_shape(model.input()), n_classes)
 
     x = quantize_input(records.x, model.input())
-    start = time.perf_counter()
-    raw = session.run(x)
-    seconds = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        raw = session.run(x)
+        seconds = time.perf_counter() - start
+    finally:
+        session.close()
     if raw.shape != (len(records), n_classes):
         raise ModelFormatError(
             f"{model_path}: backend {backend} returned output of shape {raw.shape}, "

@@ -6,10 +6,14 @@ their outputs are compared on equal terms.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from edgemia.errors import ModelFormatError
+from edgemia.errors import ModelFormatError, UnsupportedModelError
 from edgemia.runtime.tflite_model import TensorInfo, TfliteModel
+
+logger = logging.getLogger(__name__)
 
 SUPPORTED_IO_DTYPES = (np.dtype(np.float32), np.dtype(np.int8))
 
@@ -18,12 +22,12 @@ def check_io(model: TfliteModel) -> None:
     """Check that the model's input and output tensors are ones capture can feed and read."""
     for role, info in (("input", model.input()), ("output", model.output())):
         if info.dtype not in SUPPORTED_IO_DTYPES:
-            raise ModelFormatError(
+            raise UnsupportedModelError(
                 f"{model.path}: the {role} {info.label()} has type {info.type_name}; "
                 "edgemia captures models with float32 or int8 input and output"
             )
         if info.dtype == np.int8 and info.scales.size != 1:
-            raise ModelFormatError(
+            raise UnsupportedModelError(
                 f"{model.path}: the {role} {info.label()} is int8 but has "
                 f"{info.scales.size} quantization scales; expected one (per-tensor)"
             )
@@ -58,6 +62,15 @@ def quantize_input(x: np.ndarray, info: TensorInfo) -> np.ndarray:
     scale = np.float32(info.scales[0])
     zero_point = np.float32(info.zero_points[0])
     q = np.rint(x / scale) + zero_point
+    clamped = (q < -128) | (q > 127)
+    if clamped.any():
+        logger.warning(
+            "%.2f%% of the input values lie outside the int8 input range [%g, %g] and were clamped; "
+            "the records may differ from the data the model was calibrated on",
+            100.0 * clamped.mean(),
+            float((-128 - zero_point) * scale),
+            float((127 - zero_point) * scale),
+        )
     return np.clip(q, -128, 127).astype(np.int8)
 
 

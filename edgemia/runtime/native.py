@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from edgemia.errors import InputError, ModelFormatError
+from edgemia.errors import InputError, ModelFormatError, UnsupportedModelError
 from edgemia.runtime.io import check_io
 from edgemia.runtime.tflite_model import OperatorInfo, TensorInfo, TfliteModel
 
@@ -25,11 +25,15 @@ _FOLDED_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
 _NATIVE_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.int8): "int8", np.dtype(np.int32): "int32"}
 
 
+class NativeKernelMissing(InputError):
+    """The compiled kernel is not importable in this installation."""
+
+
 def _load_extension():
     try:
         from edgemia import _native
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ModelFormatError(
+        raise NativeKernelMissing(
             f"the native kernel is not built ({exc}); reinstall edgemia with `pip install .`"
         ) from exc
     return _native
@@ -47,13 +51,16 @@ class _Folder:
     def fail(self, op: OperatorInfo, message: str) -> ModelFormatError:
         return ModelFormatError(f"{self.model.path}: {op.label()}: {message}")
 
+    def unsupported(self, op: OperatorInfo, message: str) -> UnsupportedModelError:
+        return UnsupportedModelError(f"{self.model.path}: {op.label()}: {message}")
+
     def known(self, op: OperatorInfo, position: int) -> np.ndarray:
         if position >= len(op.inputs) or op.inputs[position] < 0:
             raise self.fail(op, f"input {position} is missing")
         tensor_id = op.inputs[position]
         if tensor_id not in self.values:
             tensor = self.model.tensors[tensor_id]
-            raise self.fail(
+            raise self.unsupported(
                 op,
                 f"input {tensor.label()} is computed from the data, so the op cannot be "
                 "evaluated at load time; the native kernel folds shape computations only",
@@ -87,9 +94,9 @@ class _Folder:
         x = np.asarray(self.known(op, 0))
         begin, end, strides = (np.asarray(self.known(op, i)).reshape(-1) for i in (1, 2, 3))
         if x.ndim != 1 or begin.size != 1 or end.size != 1 or strides.size != 1:
-            raise self.fail(op, "only one-dimensional slices of shape vectors can be folded")
+            raise self.unsupported(op, "only one-dimensional slices of shape vectors can be folded")
         if op.options.get("ellipsis_mask") or op.options.get("new_axis_mask"):
-            raise self.fail(op, "ellipsis and new-axis masks are not supported")
+            raise self.unsupported(op, "ellipsis and new-axis masks are not supported")
         stride = int(strides[0])
         if stride == 0:
             raise self.fail(op, "stride is 0")
@@ -106,13 +113,13 @@ class _Folder:
 def _record_shape(model: TfliteModel, tensor: TensorInfo) -> list[int]:
     """Shape of one record of an activation tensor, checking that dimension 0 is the batch."""
     if not tensor.shape:
-        raise ModelFormatError(
+        raise UnsupportedModelError(
             f"{model.path}: activation {tensor.label()} has no batch dimension; "
             "the native kernel runs models whose activations are [batch, ...]"
         )
     dynamic = tensor.shape_signature is not None and tensor.shape_signature[:1] == (-1,)
     if tensor.shape[0] != 1 and not dynamic:
-        raise ModelFormatError(
+        raise UnsupportedModelError(
             f"{model.path}: activation {tensor.label()} has a fixed batch of {tensor.shape[0]}; "
             "export the model with batch 1 or a dynamic batch"
         )
@@ -127,7 +134,7 @@ def _reshape_target(model: TfliteModel, folder: _Folder, op: OperatorInfo, in_el
     else:
         target = list(model.tensors[op.outputs[0]].shape)
     if not target or target[0] not in (1, -1):
-        raise folder.fail(
+        raise folder.unsupported(
             op, f"new shape {target} does not keep the batch as dimension 0, which the native kernel needs"
         )
     record = target[1:]
@@ -168,8 +175,13 @@ class NativeSession:
         self._graph = native.Graph()
         try:
             self._build(native)
+        except native.UnsupportedError as exc:
+            raise UnsupportedModelError(f"{model.path}: {exc}") from exc
         except native.ModelError as exc:
             raise ModelFormatError(f"{model.path}: {exc}") from exc
+        except (TypeError, OverflowError) as exc:
+            # A value that does not fit the kernel's types, e.g. a zero point beyond int32.
+            raise ModelFormatError(f"{model.path}: a tensor parameter is out of range ({exc})") from exc
 
     @property
     def isa(self) -> str:
@@ -187,11 +199,16 @@ class NativeSession:
             tensor = model.tensors[tensor_id]
             dtype = _NATIVE_DTYPES.get(tensor.dtype) if tensor.dtype is not None else None
             if dtype is None:
-                raise ModelFormatError(
+                raise UnsupportedModelError(
                     f"{model.path}: {tensor.label()} has type {tensor.type_name}, which the native "
                     "kernel does not support (supported: float32, int8, int32)"
                 )
-            constant = tensor.data is not None
+            constant = tensor.constant
+            if constant and tensor.data is None:
+                raise UnsupportedModelError(
+                    f"{model.path}: constant {tensor.label()} has type {tensor.type_name}, which the "
+                    "native kernel does not read"
+                )
             if constant:
                 dims = list(tensor.shape)
                 data = np.ascontiguousarray(tensor.data).tobytes()
@@ -217,14 +234,14 @@ class NativeSession:
                 folder.fold(op)
                 continue
             if op.kind not in kernel_ops:
-                raise ModelFormatError(
+                raise UnsupportedModelError(
                     f"{model.path}: {op.label()} is not supported by the native kernel; supported "
                     f"ops: {', '.join(sorted(kernel_ops))}, plus {', '.join(_FOLDED_OPS)} on shapes"
                 )
             if op.kind == "RESHAPE":
                 source = op.inputs[0] if op.inputs else -1
                 if source < 0 or source in folder.values:
-                    raise folder.fail(op, "reshapes a constant, which the native kernel does not run")
+                    raise folder.unsupported(op, "reshapes a constant, which the native kernel does not run")
                 native_id(source)
                 in_elements = int(np.prod(record_shapes[source], dtype=np.int64))
                 target = _reshape_target(model, folder, op, in_elements)
@@ -251,3 +268,6 @@ class NativeSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run a batch of inputs already in the input tensor's dtype; return the raw output."""
         return self._graph.run(np.ascontiguousarray(x), self.threads)[0]
+
+    def close(self) -> None:
+        """Release nothing: the graph lives as long as the session object."""

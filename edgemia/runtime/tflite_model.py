@@ -41,14 +41,15 @@ class TensorInfo:
 
     index: int
     name: str
-    dtype: np.dtype | None  # None for types edgemia does not read (string, int4, ...)
+    dtype: np.dtype | None  # None for types edgemia does not read (string, int4, float16, ...)
     type_name: str
     shape: tuple[int, ...]
     shape_signature: tuple[int, ...] | None
-    data: np.ndarray | None  # constant tensors: values with `shape`
+    data: np.ndarray | None  # constant tensors of a readable type: values with `shape`
     scales: np.ndarray  # float32, empty when not quantized
     zero_points: np.ndarray  # int64
     quantized_dimension: int
+    constant: bool = False  # has a data buffer, even when its type is not readable
 
     @property
     def quantized(self) -> bool:
@@ -233,16 +234,15 @@ def _read_tensor(path: Path, raw: bytes, model, subgraph, index: int) -> TensorI
             raise _fail(
                 path, f"{label} has {scales.size} quantization scales but {zero_points.size} zero points"
             )
+        outside = (zero_points < -(2**31)) | (zero_points >= 2**31)
+        if outside.any():
+            raise _fail(path, f"{label} has zero point {int(zero_points[outside][0])} outside the int32 range")
+        if not np.isfinite(scales).all():
+            raise _fail(path, f"{label} has a quantization scale that is NaN or infinite")
 
     data = None
     payload = _buffer_bytes(path, raw, model, t.Buffer())
-    if payload is not None:
-        if dtype is None:
-            raise _fail(
-                path,
-                f"{label} holds constant data of type {_TYPE_NAMES.get(type_code, type_code)}, "
-                "which edgemia cannot read",
-            )
+    if payload is not None and dtype is not None:
         expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if len(payload) != expected:
             raise _fail(
@@ -262,6 +262,7 @@ def _read_tensor(path: Path, raw: bytes, model, subgraph, index: int) -> TensorI
         scales=scales,
         zero_points=zero_points,
         quantized_dimension=quantized_dimension,
+        constant=payload is not None,
     )
 
 
@@ -277,6 +278,8 @@ def _check_index_list(path: Path, values, n_tensors: int, owner: str, allow_omit
 def read_tflite(path: str | Path) -> TfliteModel:
     """Parse and check a .tflite file's main subgraph."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFormatError(f"{path}: is a directory; pass a model file (.tflite)")
     if not path.is_file():
         raise ModelFormatError(f"{path}: model file not found")
     raw = path.read_bytes()
