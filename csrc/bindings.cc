@@ -24,7 +24,9 @@ DType ParseDType(const std::string& name) {
 Numerics ParseNumerics(const std::string& name) {
   if (name == "litert") return Numerics::kLitert;
   if (name == "litert-reference") return Numerics::kLitertReference;
-  throw ModelError("numerics mode '" + name + "' is not supported; supported are 'litert' and 'litert-reference'");
+  if (name == "onnxruntime") return Numerics::kOnnxRuntime;
+  throw ModelError("numerics mode '" + name +
+                   "' is not supported; supported are 'litert', 'litert-reference' and 'onnxruntime'");
 }
 
 py::dtype NumpyDType(DType dtype) {

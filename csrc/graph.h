@@ -44,13 +44,18 @@ enum class Numerics : int {
   // Micro and CMSIS-NN follow: fixed-point multipliers with gemmlowp double
   // rounding, half away from zero.
   kLitertReference,
+  // ONNX Runtime's CPU provider (MLAS) on a QDQ graph after its fusions:
+  // float32 scale, round half to even, like kLitert, but without LiteRT's
+  // fused activations and with QuantizeLinear dividing by the scale.
+  kOnnxRuntime,
 };
 
 // Fused activation codes, numbered as in the TFLite schema.
 enum class Activation : int { kNone = 0, kRelu = 1, kReluN1To1 = 2, kRelu6 = 3 };
 
-// Padding codes, numbered as in the TFLite schema.
-enum class Padding : int { kSame = 0, kValid = 1 };
+// Padding codes: SAME and VALID numbered as in the TFLite schema, EXPLICIT
+// for ONNX's per-edge pads (options pad_top, pad_bottom, pad_left, pad_right).
+enum class Padding : int { kSame = 0, kValid = 1, kExplicit = 2 };
 
 struct Tensor {
   std::string name;

@@ -16,13 +16,14 @@ def _layers():
     return keras, keras.layers
 
 
-def conv_variants():
+def conv_variants(groups: int = 2):
+    """Convolutions of several shapes; tf2onnx cannot export grouped ones, so ONNX tests pass groups=1."""
     keras, L = _layers()
     x = keras.Input((11, 10, 3))
     a = L.Conv2D(8, 3, padding="same", activation="relu")(x)
     b = L.Conv2D(6, 5, strides=2, padding="valid", activation="relu6")(a)
     c = L.Conv2D(4, 3, padding="same")(b)
-    d = L.Conv2D(6, 1, padding="same", groups=2, activation="relu")(c)
+    d = L.Conv2D(6, 1, padding="same", groups=groups, activation="relu")(c)
     e = L.Conv2D(5, 3, strides=(2, 1), padding="same")(d)
     return keras.Model(x, L.Dense(7)(L.Flatten()(e)))
 
@@ -76,7 +77,16 @@ def dense_heads(softmax: bool):
     return keras.Model(x, out)
 
 
+def relu_mlp():
+    keras, L = _layers()
+    x = keras.Input((20,))
+    h = L.Dense(16, activation="relu")(x)
+    h = L.Dense(12, activation="relu")(h)
+    return keras.Model(x, L.Dense(4)(h))
+
+
 BUILDERS = {
+    "mlp": relu_mlp,
     "conv": conv_variants,
     "depthwise": depthwise_variants,
     "pooling": pooling_variants,

@@ -238,6 +238,11 @@ class QuantizeFloatToInt8 final : public Kernel {
         // TFLite reference: round(x / scale) half away from zero, then clamp.
         const float q = std::min(std::max(RoundHalfAway(x[i] / scale_), -512.0f), 512.0f);
         y[i] = static_cast<int8_t>(std::min(std::max(static_cast<int32_t>(q) + zero_point_, -128), 127));
+      } else if (numerics_ == Numerics::kOnnxRuntime) {
+        // MLAS QuantizeLinear: divide by the scale, round half to even, add
+        // the zero point and clamp, all in float.
+        const float q = std::nearbyint(x[i] / scale_) + static_cast<float>(zero_point_);
+        y[i] = static_cast<int8_t>(std::min(std::max(q, -128.0f), 127.0f));
       } else {
         // XNNPACK's f32 -> qs8 conversion: multiply by the inverse scale,
         // clamp, round half to even.

@@ -34,9 +34,7 @@ int64_t OpChecker::PositiveOption(const std::string& key, int64_t max_value) con
 
 Padding OpChecker::PaddingOption() const {
   const int64_t v = Option("padding");
-  if (v != static_cast<int64_t>(Padding::kSame) && v != static_cast<int64_t>(Padding::kValid)) {
-    Fail("padding code " + std::to_string(v) + " is not SAME (0) or VALID (1)");
-  }
+  if (v < 0 || v > 2) Fail("padding code " + std::to_string(v) + " is not SAME (0), VALID (1) or EXPLICIT (2)");
   return static_cast<Padding>(v);
 }
 
@@ -117,6 +115,23 @@ std::string OpChecker::ShapeText(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+Window OpChecker::SpatialWindow(bool height, int64_t in, int64_t kernel, int64_t stride, int64_t dilation) const {
+  const Padding padding = PaddingOption();
+  if (padding != Padding::kExplicit) return ComputeWindow(in, kernel, stride, dilation, padding);
+  const int64_t before = Option(height ? "pad_top" : "pad_left");
+  const int64_t after = Option(height ? "pad_bottom" : "pad_right");
+  const int64_t effective = (kernel - 1) * dilation + 1;
+  if (before < 0 || after < 0 || before >= effective || after >= effective) {
+    Fail("explicit padding " + std::to_string(before) + ", " + std::to_string(after) +
+         " must lie in 0.." + std::to_string(effective - 1));
+  }
+  Window w;
+  w.pad_before = before;
+  const int64_t padded = in + before + after;
+  w.out = padded >= effective ? (padded - effective) / stride + 1 : 0;
+  return w;
+}
+
 Window ComputeWindow(int64_t in, int64_t kernel, int64_t stride, int64_t dilation, Padding padding) {
   const int64_t effective = (kernel - 1) * dilation + 1;
   Window w;
@@ -170,6 +185,11 @@ Int8Range ActivationRange(Activation act, float scale, int32_t zero_point, Numer
   float lo = 0.0f, hi = 0.0f;
   ActivationBounds(act, &lo, &hi);
   Int8Range range;
+  if (numerics == Numerics::kOnnxRuntime) {
+    // QLinear ops have no fused activation: a Relu is folded into the output's
+    // quantization range by the quantizer.
+    if (act != Activation::kNone) return range;
+  }
   if (numerics == Numerics::kLitertReference) {
     range.lo = act == Activation::kNone ? -128 : QuantizeBoundTflite(lo, scale, zero_point);
     range.hi = std::isinf(hi) ? 127 : QuantizeBoundTflite(hi, scale, zero_point);

@@ -16,6 +16,12 @@
 namespace edgemia {
 namespace kernels {
 
+// Output size and leading padding of one spatial dimension.
+struct Window {
+  int64_t out = 0;
+  int64_t pad_before = 0;
+};
+
 // ---------------------------------------------------------------------------
 // Load-time checks. Every kernel constructor runs these, so Run() needs none.
 
@@ -59,6 +65,9 @@ class OpChecker {
   int64_t OptionOr(const std::string& key, int64_t fallback) const;
   int64_t PositiveOption(const std::string& key, int64_t max_value = 1 << 16) const;
   Padding PaddingOption() const;
+  // Output size and leading padding along height or width, for SAME, VALID
+  // or EXPLICIT padding.
+  Window SpatialWindow(bool height, int64_t in, int64_t kernel, int64_t stride, int64_t dilation) const;
   Activation ActivationOption() const;
 
   void ExpectDType(const Tensor& t, DType dtype, const char* role) const;
@@ -84,11 +93,6 @@ class OpChecker {
 // ---------------------------------------------------------------------------
 // Window geometry, as TFLite computes it: SAME gives ceil(in / stride) outputs
 // and puts the odd padding element at the end.
-
-struct Window {
-  int64_t out = 0;
-  int64_t pad_before = 0;
-};
 
 Window ComputeWindow(int64_t in, int64_t kernel, int64_t stride, int64_t dilation, Padding padding);
 

@@ -63,9 +63,8 @@ ConvGeometry CheckGeometry(const OpChecker& check, bool depthwise) {
                  " groups");
     }
   }
-  const Padding padding = check.PaddingOption();
-  const Window wh = ComputeWindow(g.in_h, g.k_h, g.stride_h, g.dilation_h, padding);
-  const Window ww = ComputeWindow(g.in_w, g.k_w, g.stride_w, g.dilation_w, padding);
+  const Window wh = check.SpatialWindow(true, g.in_h, g.k_h, g.stride_h, g.dilation_h);
+  const Window ww = check.SpatialWindow(false, g.in_w, g.k_w, g.stride_w, g.dilation_w);
   g.out_h = wh.out;
   g.out_w = ww.out;
   g.pad_top = wh.pad_before;

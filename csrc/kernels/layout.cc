@@ -229,9 +229,81 @@ class Concatenation final : public Kernel {
   int out_id_ = 0;
 };
 
+// ---------------------------------------------------------------------------
+// TRANSPOSE of the record axes; options perm0, perm1, ... give, for each
+// output axis, the input axis it reads (record coordinates, batch excluded).
+
+class Transpose final : public Kernel {
+ public:
+  explicit Transpose(const OpChecker& check) {
+    check.ExpectArity(1, 1, 1);
+    const Tensor& in = check.Input(0);
+    const Tensor& out = check.Output(0);
+    check.ExpectActivation(in, "input");
+    check.ExpectDType(out, in.dtype, "output");
+    check.ExpectSameQuantization(in, out);
+    const size_t rank = in.shape.size();
+    std::vector<bool> seen(rank, false);
+    std::vector<int64_t> expected(rank);
+    perm_.resize(rank);
+    for (size_t d = 0; d < rank; ++d) {
+      const int64_t p = check.Option("perm" + std::to_string(d));
+      if (p < 0 || p >= static_cast<int64_t>(rank) || seen[static_cast<size_t>(p)]) {
+        check.Fail("perm" + std::to_string(d) + " = " + std::to_string(p) + " is not a permutation of the record axes");
+      }
+      seen[static_cast<size_t>(p)] = true;
+      perm_[d] = p;
+      expected[d] = in.shape[static_cast<size_t>(p)];
+    }
+    check.ExpectShape(out, expected, "output");
+    // Input strides, in elements, read in output-axis order.
+    std::vector<int64_t> in_strides(rank, 1);
+    for (size_t d = rank; d-- > 1;) in_strides[d - 1] = in_strides[d] * in.shape[d];
+    strides_.resize(rank);
+    for (size_t d = 0; d < rank; ++d) strides_[d] = in_strides[static_cast<size_t>(perm_[d])];
+    out_shape_ = out.shape;
+    elements_ = in.elements();
+    element_size_ = ElementSize(in.dtype);
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const uint8_t* x = arena.at<uint8_t>(in_id_);
+    uint8_t* y = arena.at<uint8_t>(out_id_);
+    const size_t rank = out_shape_.size();
+    const int64_t es = static_cast<int64_t>(element_size_);
+    for (int64_t b = 0; b < batch; ++b) {
+      const uint8_t* xb = x + b * elements_ * es;
+      uint8_t* yb = y + b * elements_ * es;
+      std::vector<int64_t> index(rank, 0);
+      int64_t offset = 0;
+      for (int64_t i = 0; i < elements_; ++i) {
+        std::memcpy(yb + i * es, xb + offset * es, element_size_);
+        for (size_t d = rank; d-- > 0;) {
+          ++index[d];
+          offset += strides_[d];
+          if (index[d] < out_shape_[d]) break;
+          offset -= strides_[d] * out_shape_[d];
+          index[d] = 0;
+        }
+      }
+    }
+  }
+
+ private:
+  std::vector<int64_t> perm_, strides_, out_shape_;
+  int64_t elements_ = 0;
+  size_t element_size_ = 1;
+  int in_id_ = 0, out_id_ = 0;
+};
+
 }  // namespace
 
 void RegisterLayout(Registry& registry) {
+  registry["TRANSPOSE"] = [](const OpChecker& check, Numerics) -> std::unique_ptr<Kernel> {
+    return std::make_unique<Transpose>(check);
+  };
   const Factory reshape = [](const OpChecker& check, Numerics) -> std::unique_ptr<Kernel> {
     check.ExpectArity(1, 2, 1);
     return std::make_unique<Reshape>(check);

@@ -29,9 +29,8 @@ PoolGeometry CheckPool(const OpChecker& check) {
   g.k_w = check.PositiveOption("filter_w");
   g.stride_h = check.PositiveOption("stride_h");
   g.stride_w = check.PositiveOption("stride_w");
-  const Padding padding = check.PaddingOption();
-  const Window wh = ComputeWindow(g.in_h, g.k_h, g.stride_h, 1, padding);
-  const Window ww = ComputeWindow(g.in_w, g.k_w, g.stride_w, 1, padding);
+  const Window wh = check.SpatialWindow(true, g.in_h, g.k_h, g.stride_h, 1);
+  const Window ww = check.SpatialWindow(false, g.in_w, g.k_w, g.stride_w, 1);
   g.out_h = wh.out;
   g.out_w = ww.out;
   g.pad_top = wh.pad_before;

@@ -27,7 +27,10 @@ from edgemia.runtime.io import check_classifier_output, dequantize_output, quant
 from edgemia.runtime.tflite_model import TfliteModel, read_tflite
 from edgemia.util import atomic_save_npz
 
-BACKENDS = ("native", "litert")
+BACKENDS = ("native", "litert", "onnxruntime")
+
+# The model formats each backend runs.
+BACKEND_FORMATS = {"native": ("tflite", "onnx"), "litert": ("tflite",), "onnxruntime": ("onnx",)}
 
 
 @dataclass
@@ -54,18 +57,35 @@ def check_backend_names(names: list[str]) -> None:
         )
 
 
-def open_session(model: TfliteModel, backend: str, threads: int = 0, numerics: str | None = None):
-    """Load `model` into `backend`; returns an object with `run(x) -> raw output`."""
+def read_model(model_path: str | Path):
+    """Read a .tflite or .onnx file; returns (model, format)."""
+    model_path = Path(model_path)
+    suffix = model_path.suffix.lower()
+    if suffix == ".tflite":
+        return read_tflite(model_path), "tflite"
+    if suffix == ".onnx":
+        from edgemia.runtime.onnx_model import read_onnx
+
+        return read_onnx(model_path), "onnx"
+    raise ModelFormatError(f"{model_path}: unknown model format '{suffix}'; edgemia reads .tflite and .onnx files")
+
+
+def open_session(model, backend: str, threads: int = 0, numerics: str | None = None):
+    """Load `model` into `backend`; returns an object with `run(x) -> raw output` and `close()`."""
     check_backend_names([backend])
     if backend == "native":
         from edgemia.runtime.native import NativeSession
 
-        return NativeSession(model, threads=threads, numerics=numerics or "litert")
-    if numerics not in (None, "litert"):
-        raise InputError(f"the litert backend computes 'litert' numerics only, not '{numerics}'")
-    from edgemia.runtime.litert import LiteRTSession
+        return NativeSession(model, threads=threads, numerics=numerics)
+    if numerics not in (None, backend):
+        raise InputError(f"the {backend} backend computes '{backend}' numerics only, not '{numerics}'")
+    if backend == "litert":
+        from edgemia.runtime.litert import LiteRTSession
 
-    return LiteRTSession(model, threads=threads)
+        return LiteRTSession(model, threads=threads)
+    from edgemia.runtime.onnxruntime import OnnxRuntimeSession
+
+    return OnnxRuntimeSession(model, threads=threads)
 
 
 def run_capture(
@@ -78,11 +98,13 @@ def run_capture(
 ) -> Capture:
     """Run the model in `model_path` over `records` on `backend` and return the capture."""
     model_path = Path(model_path)
-    if model_path.suffix.lower() != ".tflite":
-        raise ModelFormatError(
-            f"{model_path}: only .tflite models can be captured so far (got '{model_path.suffix}')"
+    check_backend_names([backend])
+    model, model_format = read_model(model_path)
+    if model_format not in BACKEND_FORMATS[backend]:
+        raise InputError(
+            f"{model_path}: the {backend} backend runs {' and '.join(BACKEND_FORMATS[backend])} models, "
+            f"not {model_format}"
         )
-    model = read_tflite(model_path)
     check_classifier_output(model)
     session = open_session(model, backend, threads=threads, numerics=numerics)
     n_classes = int(model.output().shape[-1])

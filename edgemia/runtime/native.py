@@ -18,7 +18,8 @@ from edgemia.runtime.tflite_model import OperatorInfo, TensorInfo, TfliteModel
 
 logger = logging.getLogger(__name__)
 
-NUMERICS_MODES = ("litert", "litert-reference")
+# Numerics modes by model format; the first is the default.
+NUMERICS_MODES = {"tflite": ("litert", "litert-reference"), "onnx": ("onnxruntime",)}
 
 # Ops evaluated at load time on constant int32 shape vectors.
 _FOLDED_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
@@ -149,16 +150,22 @@ def _reshape_target(model: TfliteModel, folder: _Folder, op: OperatorInfo, in_el
 
 
 class NativeSession:
-    """A .tflite model loaded into the native kernel, ready to run batches."""
+    """A .tflite or .onnx model loaded into the native kernel, ready to run batches."""
 
     backend = "native"
 
-    def __init__(self, model: TfliteModel, threads: int = 0, numerics: str = "litert"):
-        if numerics not in NUMERICS_MODES:
-            raise ModelFormatError(
-                f"numerics mode '{numerics}' is not supported for TFLite models; valid modes: "
-                f"{', '.join(NUMERICS_MODES)}"
+    def __init__(self, model, threads: int = 0, numerics: str | None = None):
+        from edgemia.runtime.onnx_model import OnnxModel
+
+        model_format = "onnx" if isinstance(model, OnnxModel) else "tflite"
+        modes = NUMERICS_MODES[model_format]
+        numerics = numerics or modes[0]
+        if numerics not in modes:
+            raise InputError(
+                f"numerics mode '{numerics}' is not supported for {model_format} models; valid modes: "
+                f"{', '.join(modes)}"
             )
+        self.format = model_format
         check_io(model)
         native = _load_extension()
         requested = os.environ.get("EDGEMIA_ISA", "")
@@ -174,7 +181,13 @@ class NativeSession:
         self.output = model.output()
         self._graph = native.Graph()
         try:
-            self._build(native)
+            if model_format == "onnx":
+                from edgemia.runtime.onnx_model import build_native_graph
+
+                input_id, output_id = build_native_graph(model, self._graph)
+                self._graph.finalize([input_id], [output_id], self.numerics)
+            else:
+                self._build(native)
         except native.UnsupportedError as exc:
             raise UnsupportedModelError(f"{model.path}: {exc}") from exc
         except native.ModelError as exc:

@@ -1,0 +1,653 @@
+"""Read an .onnx file and translate it into the native kernel's graph form.
+
+Two kinds of graph are accepted: float32 graphs (Conv, Gemm, MatMul, Relu,
+MaxPool, AveragePool, Reshape, Flatten, Transpose, Squeeze), and int8 QDQ
+graphs as ONNX Runtime's quantize_static writes them. A QDQ graph is
+translated the way ONNX Runtime fuses it: DequantizeLinear -> Conv/Gemm/MatMul
+-> QuantizeLinear becomes one integer op, and QuantizeLinear /
+DequantizeLinear pairs around MaxPool, Reshape and Transpose disappear. Any
+other pattern would run in float inside ONNX Runtime, which the integer
+kernels do not reproduce, so it is reported as unsupported.
+
+ONNX convolutions are NCHW while the native kernels are NHWC: activations
+that the ONNX graph holds as [C, H, W] are stored as [H, W, C], and a
+TRANSPOSE is inserted only where the layouts meet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgemia.errors import ModelFormatError, UnsupportedModelError
+from edgemia.runtime.tflite_model import TensorInfo
+
+
+@dataclass
+class OnnxModel:
+    path: Path
+    sha256: str
+    proto: object  # onnx.ModelProto
+    input_info: TensorInfo
+    output_info: TensorInfo
+
+    def input(self) -> TensorInfo:
+        return self.input_info
+
+    def output(self) -> TensorInfo:
+        return self.output_info
+
+
+_ELEMENT_TYPES = {1: np.dtype(np.float32), 3: np.dtype(np.int8), 6: np.dtype(np.int32), 7: np.dtype(np.int64)}
+
+
+def _value_info(path: Path, value, role: str, index: int) -> TensorInfo:
+    tensor_type = value.type.tensor_type
+    dtype = _ELEMENT_TYPES.get(tensor_type.elem_type)
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
+    if not dims:
+        raise UnsupportedModelError(f"{path}: the {role} '{value.name}' has no shape")
+    if any(d <= 0 for d in dims[1:]):
+        raise UnsupportedModelError(
+            f"{path}: the {role} '{value.name}' has shape {dims}; only the batch dimension may be dynamic"
+        )
+    return TensorInfo(
+        index=index,
+        name=value.name,
+        dtype=dtype,
+        type_name=str(dtype) if dtype is not None else f"onnx type {tensor_type.elem_type}",
+        shape=(1, *dims[1:]),
+        shape_signature=(dims[0], *dims[1:]),
+        data=None,
+        scales=np.zeros(0, np.float32),
+        zero_points=np.zeros(0, np.int64),
+        quantized_dimension=0,
+    )
+
+
+def read_onnx(path: str | Path) -> OnnxModel:
+    """Parse and check an .onnx file: one float32 input and one float32 output."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFormatError(f"{path}: is a directory; pass a model file (.onnx)")
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: model file not found")
+    raw = path.read_bytes()
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError
+    except ImportError as exc:
+        raise ModelFormatError(f"reading .onnx files needs the onnx package ({exc}); pip install onnx") from exc
+    try:
+        proto = onnx.load_from_string(raw)
+        onnx.checker.check_model(proto)
+    except (DecodeError, onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        raise ModelFormatError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from exc
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = [value for value in proto.graph.input if value.name not in initializers]
+    if len(inputs) != 1 or len(proto.graph.output) != 1:
+        raise UnsupportedModelError(
+            f"{path}: the model has {len(inputs)} inputs and {len(proto.graph.output)} outputs; edgemia "
+            "captures models with one input and one output"
+        )
+    return OnnxModel(
+        path=path,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        proto=proto,
+        input_info=_value_info(path, inputs[0], "input", 0),
+        output_info=_value_info(path, proto.graph.output[0], "output", 1),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Translation into the native graph.
+
+
+@dataclass
+class _Value:
+    """An activation already in the native graph."""
+
+    native_id: int
+    dtype: str  # "float32" or "int8"
+    shape: list[int]  # logical ONNX shape without the batch
+    nhwc: bool = False  # logical [C, H, W] stored as [H, W, C]
+    scale: float = 0.0
+    zero_point: int = 0
+
+    def physical_shape(self) -> list[int]:
+        if self.nhwc:
+            c, h, w = self.shape
+            return [h, w, c]
+        return list(self.shape)
+
+
+@dataclass
+class _Dequantized:
+    """The float output of DequantizeLinear on an int8 activation."""
+
+    source: _Value
+
+
+@dataclass
+class _QuantizedConstant:
+    """DequantizeLinear of an initializer: integer data with scales and zero points."""
+
+    data: np.ndarray
+    scales: np.ndarray
+    zero_points: np.ndarray
+    axis: int
+
+
+@dataclass
+class _Translator:
+    model: OnnxModel
+    graph: object  # edgemia._native.Graph
+    values: dict = field(default_factory=dict)  # ONNX name -> _Value | _Dequantized | _QuantizedConstant
+    constants: dict = field(default_factory=dict)  # ONNX name -> np.ndarray
+    consumers: dict = field(default_factory=dict)  # ONNX name -> list of nodes
+    skipped: set = field(default_factory=set)  # ids of nodes folded into an earlier op
+    ops: int = 0
+
+    # -- helpers -------------------------------------------------------------
+
+    def fail(self, node, message: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.model.path}: node '{node.name}' ({node.op_type}): {message}")
+
+    def unsupported(self, node, message: str) -> UnsupportedModelError:
+        return UnsupportedModelError(f"{self.model.path}: node '{node.name}' ({node.op_type}): {message}")
+
+    def add_activation(self, name: str, dtype: str, physical: list[int], scale: float = 0.0, zero_point: int = 0) -> int:
+        quant = ([float(np.float32(scale))], [int(zero_point)]) if dtype == "int8" else ([], [])
+        return self.graph.add_tensor(name, dtype, physical, None, quant[0], quant[1], 0)
+
+    def add_constant(self, name: str, array: np.ndarray, dtype: str, scales=(), zero_points=(), axis: int = 0) -> int:
+        data = np.ascontiguousarray(array).tobytes()
+        return self.graph.add_tensor(
+            name, dtype, list(array.shape), data, [float(s) for s in scales], [int(z) for z in zero_points], axis
+        )
+
+    def add_op(self, kind: str, node_name: str, inputs: list[int], outputs: list[int], options=None) -> None:
+        self.graph.add_op(kind, node_name, inputs, outputs, options or {}, {})
+        self.ops += 1
+
+    def scalar(self, node, name: str):
+        if name not in self.constants:
+            raise self.unsupported(node, f"'{name}' must be a constant")
+        value = self.constants[name]
+        if value.size != 1:
+            raise self.unsupported(node, f"'{name}' must hold one value (per-tensor quantization)")
+        return value.reshape(-1)[0]
+
+    def sole_consumer(self, name: str):
+        nodes = self.consumers.get(name, [])
+        outputs = {output.name for output in self.model.proto.graph.output}
+        return nodes[0] if len(nodes) == 1 and name not in outputs else None
+
+    def attributes(self, node) -> dict:
+        from onnx import helper
+
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def as_layout(self, value: _Value, nhwc: bool, node) -> _Value:
+        """Return `value` stored in the requested layout, inserting a TRANSPOSE if needed."""
+        if value.nhwc == nhwc:
+            return value
+        if len(value.shape) != 3:
+            raise self.unsupported(node, f"needs a [C, H, W] activation, got shape {value.shape}")
+        c, h, w = value.shape
+        # [C, H, W] -> [H, W, C] reads axes (1, 2, 0); the reverse reads (2, 0, 1).
+        perm = (1, 2, 0) if nhwc else (2, 0, 1)
+        physical = [h, w, c] if nhwc else [c, h, w]
+        converted = _Value(0, value.dtype, value.shape, nhwc, value.scale, value.zero_point)
+        converted.native_id = self.add_activation(f"{node.name}:layout", value.dtype, physical, value.scale,
+                                                  value.zero_point)
+        if _moves_only_unit_axes(value.physical_shape(), perm):
+            # Only axes of size 1 move, so the bytes stay in order: a reshape suffices.
+            self.add_op("RESHAPE", f"{node.name}:layout", [value.native_id], [converted.native_id])
+        else:
+            self.add_op("TRANSPOSE", f"{node.name}:layout", [value.native_id], [converted.native_id],
+                        {f"perm{i}": p for i, p in enumerate(perm)})
+        return converted
+
+    # -- translation ---------------------------------------------------------
+
+    def run(self) -> tuple[int, int]:
+        from onnx import numpy_helper
+
+        proto = self.model.proto
+        for init in proto.graph.initializer:
+            self.constants[init.name] = numpy_helper.to_array(init)
+        for node in proto.graph.node:
+            if node.op_type == "Constant":
+                attrs = self.attributes(node)
+                if "value" not in attrs:
+                    raise self.unsupported(node, "only tensor constants are supported")
+                self.constants[node.output[0]] = numpy_helper.to_array(attrs["value"])
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+        info = self.model.input()
+        input_value = _Value(self.add_activation(info.name, "float32", list(info.shape[1:])), "float32",
+                             list(info.shape[1:]))
+        self.values[info.name] = input_value
+
+        for node in proto.graph.node:
+            if id(node) in self.skipped or node.op_type == "Constant":
+                continue
+            handler = getattr(self, f"_{node.op_type}", None)
+            if handler is None:
+                raise self.unsupported(node, "this ONNX op is not supported by the native kernel")
+            handler(node)
+
+        output = proto.graph.output[0].name
+        value = self.values.get(output)
+        if isinstance(value, _Dequantized):
+            source = self.as_layout(value.source, False, _NodeName(output))
+            out_id = self.add_activation(output, "float32", source.shape)
+            self.add_op("DEQUANTIZE", output, [source.native_id], [out_id])
+        elif isinstance(value, _Value):
+            if value.dtype != "float32":
+                raise UnsupportedModelError(f"{self.model.path}: the output '{output}' is not float32")
+            out_id = self.as_layout(value, False, _NodeName(output)).native_id
+        else:
+            raise ModelFormatError(f"{self.model.path}: no node computes the output '{output}'")
+        return input_value.native_id, out_id
+
+    # DequantizeLinear / QuantizeLinear ------------------------------------
+
+    def _DequantizeLinear(self, node) -> None:
+        source = node.input[0]
+        scale = self.constants.get(node.input[1])
+        zero_point = self.constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if scale is None:
+            raise self.unsupported(node, "the scale must be a constant")
+        if source in self.constants:
+            data = self.constants[source]
+            if data.dtype not in (np.int8, np.int32):
+                raise self.unsupported(node, f"constant '{source}' has type {data.dtype}; int8 or int32 expected")
+            zp = np.zeros_like(scale, dtype=np.int64) if zero_point is None else zero_point.astype(np.int64)
+            axis = int(self.attributes(node).get("axis", 1))
+            self.values[node.output[0]] = _QuantizedConstant(data, scale.astype(np.float32).reshape(-1),
+                                                             zp.reshape(-1), axis)
+            return
+        value = self.values.get(source)
+        if not isinstance(value, _Value) or value.dtype != "int8":
+            raise self.unsupported(node, f"'{source}' is not an int8 activation")
+        if float(np.float32(self.scalar(node, node.input[1]))) != value.scale or (
+            zero_point is not None and int(self.scalar(node, node.input[2])) != value.zero_point
+        ):
+            raise self.unsupported(node, "dequantizes with parameters other than the tensor was quantized with")
+        self.values[node.output[0]] = _Dequantized(value)
+
+    def _QuantizeLinear(self, node) -> None:
+        value = self.values.get(node.input[0])
+        if isinstance(value, _Dequantized):
+            # A Q that repeats the DQ's parameters gives back the int8 values.
+            same = (float(np.float32(self.scalar(node, node.input[1]))) == value.source.scale
+                    and int(self.scalar(node, node.input[2])) == value.source.zero_point)
+            if not same:
+                raise self.unsupported(node, "requantizing to other parameters is not supported")
+            self.values[node.output[0]] = value.source
+            return
+        if not isinstance(value, _Value) or value.dtype != "float32":
+            raise self.unsupported(node, f"'{node.input[0]}' is not a float activation")
+        scale = float(np.float32(self.scalar(node, node.input[1])))
+        zero_point = self.scalar(node, node.input[2]) if len(node.input) > 2 else np.int8(0)
+        if np.asarray(zero_point).dtype != np.int8:
+            raise self.unsupported(node, "only int8 quantization is supported (not uint8)")
+        out = _Value(0, "int8", value.shape, value.nhwc, scale, int(zero_point))
+        out.native_id = self.add_activation(node.output[0], "int8", value.physical_shape(), scale, int(zero_point))
+        self.add_op("QUANTIZE", node.name, [value.native_id], [out.native_id])
+        self.values[node.output[0]] = out
+
+    def _fused_output(self, node):
+        """The QuantizeLinear that consumes `node`'s output, with its scale and zero point."""
+        q = self.sole_consumer(node.output[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            raise self.unsupported(
+                node,
+                "its inputs are dequantized int8 values but its output is not quantized again, so ONNX "
+                "Runtime would run it in float; re-quantize the model with quantize_static",
+            )
+        scale = float(np.float32(self.scalar(q, q.input[1])))
+        zero_point = self.scalar(q, q.input[2])
+        if np.asarray(zero_point).dtype != np.int8:
+            raise self.unsupported(q, "only int8 quantization is supported (not uint8)")
+        self.skipped.add(id(q))
+        return q, scale, int(zero_point)
+
+    def _weights(self, node, name: str, channel_axis: int) -> _QuantizedConstant:
+        weights = self.values.get(name)
+        if not isinstance(weights, _QuantizedConstant) or weights.data.dtype != np.int8:
+            raise self.unsupported(node, f"weights '{name}' must be a dequantized int8 constant")
+        if (weights.zero_points != 0).any():
+            raise self.unsupported(node, "weights must be symmetric (zero point 0)")
+        if weights.scales.size > 1 and weights.axis % weights.data.ndim != channel_axis:
+            raise self.unsupported(node, f"per-channel weight scales must lie on axis {channel_axis}")
+        return weights
+
+    def _bias(self, node, name: str | None, channels: int):
+        if not name:
+            return None
+        bias = self.values.get(name)
+        if not isinstance(bias, _QuantizedConstant) or bias.data.dtype != np.int32 or bias.data.shape != (channels,):
+            raise self.unsupported(node, f"bias '{name}' must be a dequantized int32 constant of {channels} values")
+        return bias
+
+    # Conv ---------------------------------------------------------------
+
+    def _conv_options(self, node, kernel: list[int]) -> dict:
+        attrs = self.attributes(node)
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise self.unsupported(node, "auto_pad is not supported; export with explicit pads")
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        strides = list(attrs.get("strides", [1, 1]))
+        dilations = list(attrs.get("dilations", [1, 1]))
+        if len(pads) != 4 or len(strides) != 2 or len(dilations) != 2 or len(kernel) != 2:
+            raise self.unsupported(node, "only 2-D windows are supported")
+        return {
+            "padding": 2, "pad_top": pads[0], "pad_left": pads[1], "pad_bottom": pads[2], "pad_right": pads[3],
+            "stride_h": strides[0], "stride_w": strides[1], "dilation_h": dilations[0], "dilation_w": dilations[1],
+            "activation": 0,
+        }
+
+    def _Conv(self, node) -> None:
+        x = self.values.get(node.input[0])
+        group = int(self.attributes(node).get("group", 1))
+        if isinstance(x, _Dequantized):
+            weights = self._weights(node, node.input[1], 0)
+            o, i, kh, kw = weights.data.shape
+            bias = self._bias(node, node.input[2] if len(node.input) > 2 else None, o)
+            q, scale, zero_point = self._fused_output(node)
+            source = self.as_layout(x.source, True, node)
+            options = self._conv_options(node, [kh, kw])
+            w_ohwi = np.ascontiguousarray(weights.data.transpose(0, 2, 3, 1))
+            depthwise = group > 1 and i == 1 and group == source.shape[0]
+            if depthwise:
+                # A grouped conv with one input channel per group is a depthwise conv: filter [1, H, W, O].
+                w_id = self.add_constant(node.input[1], np.ascontiguousarray(w_ohwi.transpose(3, 1, 2, 0)), "int8",
+                                         weights.scales, weights.zero_points, 3)
+                options["depth_multiplier"] = o // group
+            else:
+                w_id = self.add_constant(node.input[1], w_ohwi, "int8", weights.scales, weights.zero_points, 0)
+            inputs = [source.native_id, w_id, -1]
+            if bias is not None:
+                inputs[2] = self.add_constant(node.input[2], bias.data, "int32", bias.scales, bias.zero_points, 0)
+            out = self._conv_output(node, q.output[0], source, o, [kh, kw], options, "int8", scale, zero_point)
+            self.add_op("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", node.name, inputs, [out.native_id], options)
+            self.values[q.output[0]] = out
+            return
+        if not isinstance(x, _Value) or x.dtype != "float32":
+            raise self.unsupported(node, "the input must be float32 or a dequantized int8 activation")
+        w = self.constants.get(node.input[1])
+        if w is None or w.ndim != 4:
+            raise self.unsupported(node, "the weights must be a constant [O, I, H, W] tensor")
+        o, _, kh, kw = w.shape
+        source = self.as_layout(x, True, node)
+        options = self._conv_options(node, [kh, kw])
+        inputs = [source.native_id, self.add_constant(node.input[1], np.ascontiguousarray(
+            w.astype(np.float32).transpose(0, 2, 3, 1)), "float32"), -1]
+        if len(node.input) > 2 and node.input[2]:
+            inputs[2] = self.add_constant(node.input[2], self.constants[node.input[2]].astype(np.float32), "float32")
+        out = self._conv_output(node, node.output[0], source, o, [kh, kw], options, "float32")
+        self.add_op("CONV_2D", node.name, inputs, [out.native_id], options)
+        self.values[node.output[0]] = out
+
+    def _conv_output(self, node, name, source: _Value, channels, kernel, options, dtype, scale=0.0, zero_point=0):
+        _, h, w = source.shape
+        effective_h = (kernel[0] - 1) * options.get("dilation_h", 1) + 1
+        effective_w = (kernel[1] - 1) * options.get("dilation_w", 1) + 1
+        out_h = (h + options["pad_top"] + options["pad_bottom"] - effective_h) // options["stride_h"] + 1
+        out_w = (w + options["pad_left"] + options["pad_right"] - effective_w) // options["stride_w"] + 1
+        if out_h < 1 or out_w < 1:
+            raise self.fail(node, f"the window does not fit the {h}x{w} input")
+        value = _Value(0, dtype, [channels, out_h, out_w], True, scale, zero_point)
+        value.native_id = self.add_activation(name, dtype, value.physical_shape(), scale, zero_point)
+        return value
+
+    # Gemm / MatMul --------------------------------------------------------
+
+    def _fully_connected(self, node, a_name: str, weights_nk, scales, zero_points, bias, float_bias=None) -> None:
+        a = self.values.get(a_name)
+        quantized = isinstance(a, _Dequantized)
+        source = a.source if quantized else a
+        if not isinstance(source, _Value):
+            raise self.unsupported(node, f"'{a_name}' is not an activation")
+        source = self.as_layout(source, False, node)
+        if len(source.shape) != 1:
+            raise self.unsupported(node, f"the input must be [batch, features], got features {source.shape}")
+        units, depth = weights_nk.shape
+        if source.shape[0] != depth:
+            raise self.fail(node, f"the input has {source.shape[0]} features but the weights expect {depth}")
+        if quantized:
+            q, scale, zero_point = self._fused_output(node)
+            w_id = self.add_constant(f"{node.name}:weights", weights_nk, "int8", scales, zero_points, 0)
+            inputs = [source.native_id, w_id, -1]
+            if bias is not None:
+                inputs[2] = self.add_constant(f"{node.name}:bias", bias.data, "int32", bias.scales, bias.zero_points, 0)
+            out = _Value(self.add_activation(q.output[0], "int8", [units], scale, zero_point), "int8", [units],
+                         False, scale, zero_point)
+            self.add_op("FULLY_CONNECTED", node.name, inputs, [out.native_id], {"activation": 0})
+            self.values[q.output[0]] = out
+            return
+        w_id = self.add_constant(f"{node.name}:weights", weights_nk.astype(np.float32), "float32")
+        inputs = [source.native_id, w_id, -1]
+        if float_bias is not None:
+            inputs[2] = self.add_constant(f"{node.name}:bias", float_bias.astype(np.float32), "float32")
+        out = _Value(self.add_activation(node.output[0], "float32", [units]), "float32", [units])
+        self.add_op("FULLY_CONNECTED", node.name, inputs, [out.native_id], {"activation": 0})
+        self.values[node.output[0]] = out
+
+    def _Gemm(self, node) -> None:
+        attrs = self.attributes(node)
+        if attrs.get("transA", 0) or float(attrs.get("alpha", 1.0)) != 1.0 or float(attrs.get("beta", 1.0)) != 1.0:
+            raise self.unsupported(node, "only Gemm with transA = 0, alpha = 1 and beta = 1 is supported")
+        trans_b = bool(attrs.get("transB", 0))
+        has_bias = len(node.input) > 2 and bool(node.input[2])
+        if isinstance(self.values.get(node.input[0]), _Dequantized):
+            weights = self._weights(node, node.input[1], 0 if trans_b else 1)
+            data = weights.data if trans_b else weights.data.T
+            bias = self._bias(node, node.input[2] if has_bias else None, data.shape[0])
+            self._fully_connected(node, node.input[0], np.ascontiguousarray(data), weights.scales,
+                                  weights.zero_points, bias)
+            return
+        w = self.constants.get(node.input[1])
+        if w is None or w.ndim != 2:
+            raise self.unsupported(node, "the weights must be a constant matrix")
+        data = w if trans_b else w.T
+        float_bias = self.constants.get(node.input[2]) if has_bias else None
+        if has_bias and (float_bias is None or float_bias.shape != (data.shape[0],)):
+            raise self.unsupported(node, "the bias must be a constant vector")
+        self._fully_connected(node, node.input[0], np.ascontiguousarray(data), (), (), None, float_bias)
+
+    def _MatMul(self, node) -> None:
+        if isinstance(self.values.get(node.input[0]), _Dequantized):
+            weights = self._weights(node, node.input[1], 1)
+            self._fully_connected(node, node.input[0], np.ascontiguousarray(weights.data.T), weights.scales,
+                                  weights.zero_points, None)
+            return
+        w = self.constants.get(node.input[1])
+        if w is None or w.ndim != 2:
+            raise self.unsupported(node, "the second operand must be a constant matrix")
+        self._fully_connected(node, node.input[0], np.ascontiguousarray(w.T), (), (), None)
+
+    # Pooling, activations and layout --------------------------------------
+
+    def _pass_through(self, node, kind: str | None, options: dict, nhwc: bool, out_shape) -> None:
+        """Emit a data-movement or pooling op, on int8 when ONNX Runtime drops the QDQ pair around it.
+
+        With `kind` None no op is emitted: the output shares the input's bytes.
+        """
+        x = self.values.get(node.input[0])
+        if isinstance(x, _Dequantized):
+            q = self.sole_consumer(node.output[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                raise self.unsupported(node, "a dequantized input must be quantized again after this op")
+            scale = float(np.float32(self.scalar(q, q.input[1])))
+            zero_point = int(self.scalar(q, q.input[2]))
+            if scale != x.source.scale or zero_point != x.source.zero_point:
+                raise self.unsupported(node, "the quantization changes across this op, so ONNX Runtime keeps it in float")
+            self.skipped.add(id(q))
+            source, name = x.source, q.output[0]
+        elif isinstance(x, _Value):
+            source, name = x, node.output[0]
+        else:
+            raise self.unsupported(node, f"'{node.input[0]}' is not an activation")
+        if kind is None:
+            self.values[name] = _Value(source.native_id, source.dtype, out_shape(source.shape), nhwc, source.scale,
+                                       source.zero_point)
+            return
+        source = self.as_layout(source, nhwc, node)
+        shape = out_shape(source.shape)
+        out = _Value(0, source.dtype, shape, nhwc, source.scale, source.zero_point)
+        out.native_id = self.add_activation(name, source.dtype, out.physical_shape(), source.scale, source.zero_point)
+        self.add_op(kind, node.name, [source.native_id], [out.native_id], options)
+        self.values[name] = out
+
+    def _pool(self, node, kind: str) -> None:
+        attrs = self.attributes(node)
+        kernel = list(attrs.get("kernel_shape", []))
+        if kind == "AVERAGE_POOL_2D" and attrs.get("count_include_pad", 0):
+            raise self.unsupported(node, "count_include_pad = 1 is not supported")
+        if attrs.get("ceil_mode", 0):
+            raise self.unsupported(node, "ceil_mode = 1 is not supported")
+        options = self._conv_options(node, kernel)
+        if options["dilation_h"] != 1 or options["dilation_w"] != 1:
+            raise self.unsupported(node, "dilated pooling is not supported")
+        options.update(filter_h=kernel[0], filter_w=kernel[1])
+        for key in ("dilation_h", "dilation_w"):
+            options.pop(key)
+
+        def out_shape(shape):
+            c, h, w = shape
+            out_h = (h + options["pad_top"] + options["pad_bottom"] - kernel[0]) // options["stride_h"] + 1
+            out_w = (w + options["pad_left"] + options["pad_right"] - kernel[1]) // options["stride_w"] + 1
+            return [c, out_h, out_w]
+
+        if kind == "AVERAGE_POOL_2D" and isinstance(self.values.get(node.input[0]), _Dequantized):
+            raise self.unsupported(node, "int8 average pooling (ONNX Runtime's QLinearAveragePool) is not reproduced")
+        self._pass_through(node, kind, options, True, out_shape)
+
+    def _MaxPool(self, node) -> None:
+        if len(node.output) > 1 and node.output[1]:
+            raise self.unsupported(node, "the indices output is not supported")
+        self._pool(node, "MAX_POOL_2D")
+
+    def _AveragePool(self, node) -> None:
+        self._pool(node, "AVERAGE_POOL_2D")
+
+    def _Relu(self, node) -> None:
+        x = self.values.get(node.input[0])
+        if not isinstance(x, _Value) or x.dtype != "float32":
+            raise self.unsupported(node, "only float Relu is supported; quantize_static folds Relu into the range")
+        self._pass_through(node, "RELU", {}, x.nhwc, lambda shape: list(shape))
+
+    def _float_unary(self, node, kind: str) -> None:
+        x = self.values.get(node.input[0])
+        if not isinstance(x, _Value) or x.dtype != "float32":
+            raise self.unsupported(
+                node,
+                "only float inputs are supported; ONNX Runtime computes its int8 version with a table built "
+                "from its own approximations, which the native kernel does not reproduce",
+            )
+        self._pass_through(node, kind, {}, x.nhwc, lambda shape: list(shape))
+
+    def _Clip(self, node) -> None:
+        bounds = []
+        for position in (1, 2):
+            name = node.input[position] if len(node.input) > position else ""
+            if not name:
+                bounds.append(None)
+            elif name in self.constants:
+                bounds.append(float(self.constants[name].reshape(-1)[0]))
+            else:
+                raise self.unsupported(node, "clip bounds must be constants")
+        kinds = {(0.0, None): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
+        kind = kinds.get(tuple(bounds))
+        if kind is None:
+            raise self.unsupported(node, f"only Clip to [0, inf), [0, 6] or [-1, 1] is supported, not {bounds}")
+        x = self.values.get(node.input[0])
+        if not isinstance(x, _Value) or x.dtype != "float32":
+            raise self.unsupported(node, "only float Clip is supported; quantize_static folds it into the range")
+        self._pass_through(node, kind, {}, x.nhwc, lambda shape: list(shape))
+
+    def _Sigmoid(self, node) -> None:
+        self._float_unary(node, "LOGISTIC")
+
+    def _Tanh(self, node) -> None:
+        self._float_unary(node, "TANH")
+
+    def _reshape_to(self, node, target: list[int]) -> None:
+        x = self.values.get(node.input[0])
+        source = x.source if isinstance(x, _Dequantized) else x
+        if not isinstance(source, _Value):
+            raise self.unsupported(node, f"'{node.input[0]}' is not an activation")
+        elements = int(np.prod(source.shape))
+        if -1 in target:
+            known = int(np.prod([d for d in target if d != -1]))
+            if known == 0 or elements % known:
+                raise self.fail(node, f"shape {target} does not divide {elements} values")
+            target = [elements // known if d == -1 else d for d in target]
+        if int(np.prod(target)) != elements:
+            raise self.fail(node, f"shape {target} does not hold {elements} values")
+        self._pass_through(node, "RESHAPE", {}, False, lambda shape: list(target))
+
+    def _Reshape(self, node) -> None:
+        shape = self.constants.get(node.input[1])
+        if shape is None:
+            raise self.unsupported(node, "the target shape must be a constant")
+        shape = [int(d) for d in shape.reshape(-1)]
+        x = self.values.get(node.input[0])
+        source = x.source if isinstance(x, _Dequantized) else x
+        if not shape or shape[0] not in (-1, 0):
+            raise self.unsupported(node, f"target shape {shape} must keep the batch as dimension 0 (0 or -1)")
+        record = [source.shape[i - 1] if d == 0 and i - 1 < len(source.shape) else d
+                  for i, d in enumerate(shape)][1:]
+        self._reshape_to(node, record)
+
+    def _Flatten(self, node) -> None:
+        if int(self.attributes(node).get("axis", 1)) != 1:
+            raise self.unsupported(node, "only Flatten with axis 1 is supported")
+        self._reshape_to(node, [-1])
+
+    def _Squeeze(self, node) -> None:
+        x = self.values.get(node.input[0])
+        source = x.source if isinstance(x, _Dequantized) else x
+        self._reshape_to(node, [d for d in source.shape if d != 1])
+
+    def _Transpose(self, node) -> None:
+        perm = [int(p) for p in self.attributes(node).get("perm", [])]
+        x = self.values.get(node.input[0])
+        source = x.source if isinstance(x, _Dequantized) else x
+        if not isinstance(source, _Value) or not perm or perm[0] != 0:
+            raise self.unsupported(node, "only transposes that keep the batch first are supported")
+        record_perm = [p - 1 for p in perm[1:]]
+        if source.nhwc and record_perm == [1, 2, 0]:
+            # [C, H, W] held as [H, W, C] becomes [H, W, C]: the bytes already are.
+            self._pass_through(node, None, {}, False, lambda shape: [shape[1], shape[2], shape[0]])
+            return
+        options = {f"perm{i}": p for i, p in enumerate(record_perm)}
+        self._pass_through(node, "TRANSPOSE", options, False, lambda shape: [shape[p] for p in record_perm])
+
+
+
+@dataclass
+class _NodeName:
+    """A stand-in node for messages about graph outputs."""
+
+    name: str
+    op_type: str = "output"
+
+
+def _moves_only_unit_axes(shape: list[int], perm: tuple[int, ...]) -> bool:
+    """True when permuting `shape` by `perm` leaves the bytes in the same order."""
+    kept = [axis for axis in perm if shape[axis] != 1]
+    return kept == sorted(kept)
+
+
+def build_native_graph(model: OnnxModel, graph) -> tuple[int, int]:
+    """Add the translated model to `graph`; returns the native input and output tensor ids."""
+    return _Translator(model, graph).run()

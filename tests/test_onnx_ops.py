@@ -1,0 +1,111 @@
+"""ONNX models on the native kernel against ONNX Runtime.
+
+int8 QDQ models (ONNX Runtime's quantize_static) must equal ONNX Runtime's
+fused integer kernels byte for byte; float models agree up to the order of
+additions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgemia.compression.onnx_export import export_float, export_int8
+from edgemia.errors import UnsupportedModelError
+from edgemia.runtime.native import NativeSession
+from edgemia.runtime.onnx_model import read_onnx
+from op_models import BUILDERS, calibration_data, conv_variants
+
+pytestmark = pytest.mark.slow
+
+ONNX_MODELS = ["conv", "depthwise", "mlp"]
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory):
+    from edgemia._tf import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(5)
+    folder = tmp_path_factory.mktemp("onnx-models")
+    paths = {}
+    for name in [*ONNX_MODELS, "maxpool", "elementwise", "dense"]:
+        if name == "conv":
+            model = conv_variants(groups=1)
+        else:
+            model = BUILDERS[name]() if name in BUILDERS else _maxpool_model(keras)
+        data = calibration_data(model)
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(data, np.random.default_rng(2).normal(size=(len(data), *model.outputs[0].shape[1:])),
+                  epochs=2, verbose=0)
+        paths[f"{name}-float"] = folder / f"{name}-float.onnx"
+        export_float(model, paths[f"{name}-float"])
+        paths[f"{name}-int8"] = folder / f"{name}-int8.onnx"
+        export_int8(paths[f"{name}-float"], data, paths[f"{name}-int8"])
+    return paths
+
+
+def _maxpool_model(keras):
+    layers = keras.layers
+    x = keras.Input((13, 12, 4))
+    h = layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    h = layers.MaxPooling2D(2)(h)
+    h = layers.MaxPooling2D(3, strides=2, padding="same")(h)
+    h = layers.Conv2D(6, 3, strides=2, padding="valid", activation="relu")(h)
+    return keras.Model(x, layers.Dense(5)(layers.Flatten()(h)))
+
+
+def run_onnxruntime(path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def records_for(model, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = model.input().shape[1:]
+    x = rng.uniform(-2.5, 2.5, size=(n, *shape)).astype(np.float32)
+    x[0] = -100.0  # saturates the int8 input
+    x[1] = 100.0
+    return x
+
+
+@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool"])
+def test_int8_onnx_equals_onnxruntime(onnx_models, name):
+    model = read_onnx(onnx_models[f"{name}-int8"])
+    x = records_for(model, 1500, seed=len(name))
+    expected = run_onnxruntime(onnx_models[f"{name}-int8"], x)
+    got = NativeSession(model, threads=2).run(x)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool"])
+def test_float_onnx_close_to_onnxruntime(onnx_models, name):
+    model = read_onnx(onnx_models[f"{name}-float"])
+    x = records_for(model, 300, seed=1)
+    expected = run_onnxruntime(onnx_models[f"{name}-float"], x)
+    got = NativeSession(model).run(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,op", [("elementwise", "Add"), ("dense", "Sigmoid")])
+def test_unreproduced_int8_ops_reported_unsupported(onnx_models, name, op):
+    model = read_onnx(onnx_models[f"{name}-int8"])
+    with pytest.raises(UnsupportedModelError, match=op):
+        NativeSession(model)
+
+
+def test_float_sigmoid_and_tanh(onnx_models):
+    model = read_onnx(onnx_models["dense-float"])
+    x = records_for(model, 300, seed=2)
+    np.testing.assert_allclose(NativeSession(model).run(x), run_onnxruntime(onnx_models["dense-float"], x),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_numerics_mode_checked(onnx_models):
+    from edgemia.errors import InputError
+
+    model = read_onnx(onnx_models["mlp-int8"])
+    with pytest.raises(InputError, match="valid modes: onnxruntime"):
+        NativeSession(model, numerics="litert")
