@@ -25,7 +25,7 @@ def test_unknown_dataset_lists_valid_names(tmp_path):
     [
         ("--variants", "float,int3", "valid variants: float, int8"),
         ("--backends", "litert,onnx", "valid backends: native, litert"),
-        ("--attacks", "loss,lira", "valid attacks: loss, confidence"),
+        ("--attacks", "loss,label-only", "valid attacks: loss, confidence, lira, lira-offline, rmia, rmia-offline"),
     ],
 )
 def test_unknown_list_entry_lists_valid_names(tmp_path, option, value, message):
