@@ -106,3 +106,17 @@ def test_offline_record_never_left_out_rejected():
 def test_gamma_must_be_positive():
     with pytest.raises(ValueError, match="gamma"):
         pairwise_scores(np.zeros(4), np.array([True, True, False, False]), gamma=0.0)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 2.0])
+def test_single_query_score_follows_ratio(gamma):
+    # With one query per record, the fraction of dominated z cannot fall as the ratio grows.
+    rng = np.random.default_rng(16)
+    log_ratio = rng.normal(size=500)
+    population = rng.random(500) < 0.5
+    scores = pairwise_scores(log_ratio, population, gamma)
+    order = np.argsort(log_ratio)
+    ours = scores[order]
+    # Records inside the population skip themselves, so compare counts of dominated z.
+    counts = np.round(ours * np.where(population[order], population.sum() - 1, population.sum()))
+    assert (np.diff(counts) >= 0).all()

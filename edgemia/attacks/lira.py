@@ -112,32 +112,27 @@ def offline_scores(
     return (target_phi - mean_out) / _std(reference_phi, out_mask, variance, "OUT")
 
 
-def _signals(bundle: CaptureBundle) -> tuple[np.ndarray, np.ndarray]:
+def _score(bundle: CaptureBundle, attack: str, variance: str, in_models: int, out_models: int):
+    """Check the bundle's references, then score with `online_scores` or `offline_scores`."""
+    _check_variance(variance)
+    bundle.require_references(attack, in_models=in_models, out_models=out_models)
     labels = bundle.target.labels
-    return (
-        logit_scaled_confidence(bundle.target.logits, labels),
-        logit_scaled_confidence(bundle.reference_logits(), labels),
-    )
+    target_phi = logit_scaled_confidence(bundle.target.logits, labels)
+    reference_phi = logit_scaled_confidence(bundle.reference_logits(), labels)
+    compute = online_scores if attack == ONLINE else offline_scores
+    try:
+        scores = compute(target_phi, reference_phi, bundle.in_mask, variance)
+    except InputError as exc:
+        raise InputError(f"{bundle.location}: attack '{attack}': {exc}") from exc
+    return scores, {"variance": variance, "reference_models": bundle.n_references}
 
 
 def score_online(bundle: CaptureBundle, variance: str = "pooled") -> tuple[np.ndarray, dict]:
     """Return the online LiRA scores of `bundle` and the settings used."""
     minimum = 2 if variance == "per-record" else 1
-    bundle.require_references(ONLINE, in_models=minimum, out_models=minimum)
-    target_phi, reference_phi = _signals(bundle)
-    try:
-        scores = online_scores(target_phi, reference_phi, bundle.in_mask, variance)
-    except InputError as exc:
-        raise InputError(f"{bundle.location}: attack '{ONLINE}': {exc}") from exc
-    return scores, {"variance": variance, "reference_models": bundle.n_references}
+    return _score(bundle, ONLINE, variance, in_models=minimum, out_models=minimum)
 
 
 def score_offline(bundle: CaptureBundle, variance: str = "pooled") -> tuple[np.ndarray, dict]:
     """Return the offline LiRA scores of `bundle` and the settings used."""
-    bundle.require_references(OFFLINE, out_models=2 if variance == "per-record" else 1)
-    target_phi, reference_phi = _signals(bundle)
-    try:
-        scores = offline_scores(target_phi, reference_phi, bundle.in_mask, variance)
-    except InputError as exc:
-        raise InputError(f"{bundle.location}: attack '{OFFLINE}': {exc}") from exc
-    return scores, {"variance": variance, "reference_models": bundle.n_references}
+    return _score(bundle, OFFLINE, variance, in_models=0, out_models=2 if variance == "per-record" else 1)

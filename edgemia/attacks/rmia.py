@@ -15,13 +15,16 @@ Offline RMIA uses only the OUT models and corrects for their missing IN half
 with Pr(x) = ((1 + a) Pr_OUT(x) + (1 - a)) / 2, where a is chosen from a grid
 by attacking each reference model with the others (leave-one-out).
 
-With one query per record, as here, score(x) increases with the ratio
-p(x|theta) / Pr(x), so gamma only changes which records tie. The pairwise
-form matters when several augmented queries vote, which edgemia does not do.
+With one query per record, as here, the number of population records that x
+dominates grows with the ratio p(x|theta) / Pr(x), so gamma only changes
+which records tie. The pairwise form matters when several augmented queries
+vote, which edgemia does not do.
 All probabilities are handled as logarithms, exact where p rounds to 1.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,28 +45,55 @@ DEFAULT_GAMMA = 1.0
 A_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
 
+@dataclass
+class _ReferenceMeans:
+    """Per-record means of the selected reference models' p and 1 - p, the part of Pr(x) without a."""
+
+    mean_other: np.ndarray  # mean of 1 - p, exact where p rounds to 1
+    log_mean_p: np.ndarray  # log of the mean of p, exact where p is tiny
+
+
+@dataclass
+class _ReferenceProbabilities:
+    """log p and 1 - p of every reference model on every record, [K, n], computed once."""
+
+    log_p: np.ndarray
+    other: np.ndarray
+
+    @classmethod
+    def from_phi(cls, reference_phi: np.ndarray) -> _ReferenceProbabilities:
+        return cls(log_p=log_true_probability(reference_phi), other=np.exp(log_other_probability(reference_phi)))
+
+
+def _reference_means(probabilities: _ReferenceProbabilities, mask: np.ndarray) -> _ReferenceMeans:
+    counts = mask.sum(axis=0)
+    if (counts == 0).any():
+        raise ValueError("every record needs at least one selected reference model")
+    mean_other = np.where(mask, probabilities.other, 0.0).sum(axis=0) / counts
+    log_p = np.where(mask, probabilities.log_p, -np.inf)
+    top = log_p.max(axis=0)
+    log_mean_p = top + np.log(np.exp(log_p - top).sum(axis=0)) - np.log(counts)
+    return _ReferenceMeans(mean_other=mean_other, log_mean_p=log_mean_p)
+
+
+def _log_prior(means: _ReferenceMeans, a: float) -> np.ndarray:
+    half_weight = (1.0 + a) / 2.0
+    # Where Pr(x) is near 1: Pr = 1 - ((1 + a) / 2) * mean(1 - p), without cancellation.
+    shortfall = half_weight * means.mean_other
+    near_one = np.log1p(-np.minimum(shortfall, 0.5))
+    # Elsewhere: the sum of the two terms, in logarithms so that tiny p keep their value.
+    with np.errstate(divide="ignore"):
+        log_sum = np.logaddexp(np.log(half_weight) + means.log_mean_p, np.log((1.0 - a) / 2.0))
+    return np.where(shortfall < 0.5, near_one, log_sum)
+
+
 def log_reference_probability(reference_phi: np.ndarray, mask: np.ndarray, a: float = 1.0) -> np.ndarray:
     """log Pr(x) = log(((1 + a) * mean p + (1 - a)) / 2), the mean over the selected references.
 
     `reference_phi` and `mask` are [K, n]. With a = 1 this is the log of the
     plain mean. Every record needs at least one selected reference.
     """
-    counts = mask.sum(axis=0)
-    if (counts == 0).any():
-        raise ValueError("every record needs at least one selected reference model")
-    half_weight = (1.0 + a) / 2.0
-    # Where Pr(x) is near 1: Pr = 1 - ((1 + a) / 2) * mean(1 - p), without cancellation.
-    mean_other = np.where(mask, np.exp(log_other_probability(reference_phi)), 0.0).sum(axis=0) / counts
-    shortfall = half_weight * mean_other
-    # Elsewhere: the sum of the two terms, in logarithms so that tiny p keep their value.
-    log_p = np.where(mask, log_true_probability(reference_phi), -np.inf)
-    top = log_p.max(axis=0)
-    log_mean_p = top + np.log(np.exp(log_p - top).sum(axis=0)) - np.log(counts)
-    with np.errstate(divide="ignore"):
-        log_rest = np.log((1.0 - a) / 2.0)
-        log_sum = np.logaddexp(np.log(half_weight) + log_mean_p, log_rest)
-        near_one = np.log1p(-np.minimum(shortfall, 0.5))
-    return np.where(shortfall < 0.5, near_one, log_sum)
+    return _log_prior(_reference_means(_ReferenceProbabilities.from_phi(reference_phi), mask), a)
 
 
 def pairwise_scores(log_ratio: np.ndarray, population: np.ndarray, gamma: float = DEFAULT_GAMMA) -> np.ndarray:
@@ -87,10 +117,6 @@ def pairwise_scores(log_ratio: np.ndarray, population: np.ndarray, gamma: float 
     return dominated / comparisons
 
 
-def _offline_log_ratio(log_p_target, reference_phi, out_mask, a):
-    return log_p_target - log_reference_probability(reference_phi, out_mask, a)
-
-
 def calibrate_offline_a(
     reference_phi: np.ndarray, in_mask: np.ndarray, gamma: float = DEFAULT_GAMMA, grid=A_GRID
 ) -> tuple[float, dict[float, float]]:
@@ -102,6 +128,7 @@ def calibrate_offline_a(
     skipped for that j. Returns the chosen a and the mean AUC of every grid value.
     """
     n_references = reference_phi.shape[0]
+    probabilities = _ReferenceProbabilities.from_phi(reference_phi)
     totals = dict.fromkeys(grid, 0.0)
     evaluated = 0
     for j in range(n_references):
@@ -111,10 +138,13 @@ def calibrate_offline_a(
         members = in_mask[j, usable]
         if members.all() or members.sum() == 0 or (~members).sum() < 2:
             continue
-        log_p = log_true_probability(reference_phi[j, usable])
+        log_p = probabilities.log_p[j, usable]
+        others_probabilities = _ReferenceProbabilities(
+            log_p=probabilities.log_p[others][:, usable], other=probabilities.other[others][:, usable]
+        )
+        means = _reference_means(others_probabilities, out_others[:, usable])
         for a in grid:
-            log_ratio = _offline_log_ratio(log_p, reference_phi[others][:, usable], out_others[:, usable], a)
-            scores = pairwise_scores(log_ratio, ~members, gamma)
+            scores = pairwise_scores(log_p - _log_prior(means, a), ~members, gamma)
             totals[a] += auc(roc_curve(scores, members))
         evaluated += 1
     if evaluated == 0:
@@ -153,7 +183,7 @@ def score_offline(bundle: CaptureBundle, gamma: float = DEFAULT_GAMMA) -> tuple[
         a, mean_auc = calibrate_offline_a(reference_phi, bundle.in_mask, gamma)
     except InputError as exc:
         raise InputError(f"{bundle.location}: attack '{OFFLINE}': {exc}") from exc
-    log_ratio = _offline_log_ratio(log_p, reference_phi, ~bundle.in_mask, a)
+    log_ratio = log_p - log_reference_probability(reference_phi, ~bundle.in_mask, a)
     scores = pairwise_scores(log_ratio, ~bundle.member, gamma)
     parameters = {
         "gamma": gamma,
