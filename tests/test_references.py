@@ -66,3 +66,36 @@ def test_training_deterministic_per_seed_and_k():
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+
+
+@pytest.mark.slow
+def test_worker_processes_build_same_models(tmp_path):
+    from edgemia.data.builtin import load_dataset
+    from edgemia.data.records import save_records
+    from edgemia.references import ReferenceTask, build_references
+    from edgemia.runtime.capture import load_capture
+    from edgemia.training.train import RECIPES, Recipe
+
+    data = load_dataset("breast-cancer", 0)
+    pool, _ = data.all_records()
+    masks = reference_in_masks(len(pool), 2, seed=0)
+    recipe = Recipe(**{**RECIPES["breast-cancer"].to_dict(), "epochs": 3})
+    raw = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs-{jobs}"
+        save_records(pool, out / "data" / "records.npz")
+        tasks = [
+            ReferenceTask(
+                out=out, records_path=out / "data" / "records.npz", in_mask=masks[k], n_classes=2,
+                recipe=recipe, seed=0, k=k, variants=("float", "int8"), backends=("native",),
+            )
+            for k in range(2)
+        ]
+        summaries = build_references(tasks, jobs=jobs)
+        assert [summary["k"] for summary in summaries] == [0, 1]
+        for k in range(2):
+            capture, extras = load_capture(out / "captures" / "int8" / "native" / f"reference-{k}.npz")
+            np.testing.assert_array_equal(extras["in_mask"], masks[k])
+            raw[jobs, k] = capture.raw
+    for k in range(2):
+        np.testing.assert_array_equal(raw[1, k], raw[2, k])

@@ -7,8 +7,89 @@ def fmt_rate(value: float | None) -> str:
     return "n/m" if value is None else f"{value:.4f}"
 
 
+def fmt_interval(interval: list[float] | None) -> str:
+    return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def fmt_difference(value: float | None) -> str:
+    return "n/m" if value is None else f"{value:+.4f}"
+
+
 def _level_label(level: str) -> str:
     return f"{float(level) * 100:g}%"
+
+
+def _comparison_lines(report: dict, levels: list[str]) -> list[str]:
+    rows = [
+        (variant, attack)
+        for variant in report["variants"]
+        for attack in variant["attacks"]
+        if "versus_float" in attack
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Change versus the float baseline",
+        "",
+        "Variant minus float on the same backend and records; a positive change means the variant "
+        "leaks more. p: DeLong's two-sided test of equal AUCs. Intervals: paired bootstrap.",
+        "",
+        "| variant | backend | attack | AUC change | 95% CI | p | "
+        + " | ".join(f"TPR change at {_level_label(level)} FPR" for level in levels)
+        + " |",
+        "|---|---|---|---:|---:|---:|" + "---:|" * len(levels),
+    ]
+    for variant, attack in rows:
+        versus = attack["versus_float"]
+        changes = []
+        for level in levels:
+            change = fmt_difference(versus["tpr_at_fpr_difference"][level])
+            interval = versus.get("tpr_at_fpr_difference_ci", {}).get(level)
+            changes.append(change if interval is None else f"{change} {fmt_interval(interval)}")
+        lines.append(
+            f"| {variant['name']} | {variant['backend']} | {attack['name']} | "
+            f"{fmt_difference(versus['auc_difference'])} | {fmt_interval(versus.get('auc_difference_ci'))} | "
+            f"{versus['auc_difference_p_value']:.3g} | " + " | ".join(changes) + " |"
+        )
+    return lines
+
+
+def _reference_lines(report: dict) -> list[str]:
+    references = report.get("references")
+    if not references or not references["count"]:
+        return []
+    models = references["models"]
+    accuracy_in = sum(model["accuracy"]["in"] for model in models) / len(models)
+    accuracy_out = sum(model["accuracy"]["out"] for model in models) / len(models)
+    return [
+        "",
+        "## Reference models",
+        "",
+        f"{references['count']} models with the target's recipe and compression, each trained on "
+        "a random half of all audit records, so that every record is IN for exactly half of them. "
+        f"Mean float accuracy {accuracy_in:.4f} on their IN records and {accuracy_out:.4f} on their "
+        f"OUT records. Built in {references['seconds']:.0f} s with {references['jobs']} process(es).",
+    ]
+
+
+def _parameter_lines(report: dict) -> list[str]:
+    lines = []
+    for variant in report["variants"]:
+        for attack in variant["attacks"]:
+            calibrated = attack.get("parameters", {}).get("a")
+            if calibrated is not None:
+                lines.append(f"| {variant['name']} | {variant['backend']} | {attack['name']} | {calibrated:g} |")
+    if not lines:
+        return []
+    return [
+        "",
+        "Offline RMIA's a, chosen by attacking each reference model with the others:",
+        "",
+        "| variant | backend | attack | a |",
+        "|---|---|---|---:|",
+        *lines,
+    ]
 
 
 def render(report: dict) -> str:
@@ -27,10 +108,10 @@ def render(report: dict) -> str:
         "",
         "## Leakage per variant, backend and attack",
         "",
-        "| variant | backend | accuracy (members / non-members) | attack | AUC | "
+        "| variant | backend | accuracy (members / non-members) | attack | AUC | AUC 95% CI | "
         + " | ".join(f"TPR at {_level_label(level)} FPR" for level in levels)
         + " | balanced accuracy | advantage |",
-        "|---|---|---|---|---:|" + "---:|" * len(levels) + "---:|---:|",
+        "|---|---|---|---|---:|---:|" + "---:|" * len(levels) + "---:|---:|",
     ]
 
     for variant in report["variants"]:
@@ -40,8 +121,8 @@ def render(report: dict) -> str:
             lines.append(
                 f"| {variant['name']} | {variant['backend']} | "
                 f"{accuracy['members']:.4f} / {accuracy['nonmembers']:.4f} | {attack['name']} | "
-                f"{attack['auc']:.4f} | {rates} | {attack['balanced_accuracy']:.4f} | "
-                f"{attack['advantage']:.4f} |"
+                f"{attack['auc']:.4f} | {fmt_interval(attack.get('ci', {}).get('auc'))} | {rates} | "
+                f"{attack['balanced_accuracy']:.4f} | {attack['advantage']:.4f} |"
             )
 
     lines += [
@@ -50,6 +131,15 @@ def render(report: dict) -> str:
         f"resolvable FPR is {report['fpr_resolution']:.5f}. Advantage is max(TPR - FPR) over "
         "thresholds; balanced accuracy is max((TPR + 1 - FPR) / 2).",
     ]
+    if report.get("bootstrap"):
+        lines += [
+            "",
+            f"Intervals: percentile bootstrap over {report['bootstrap']['resamples']} resamples, "
+            "drawn separately from members and non-members, the same resamples for every row.",
+        ]
+    lines += _comparison_lines(report, levels)
+    lines += _reference_lines(report)
+    lines += _parameter_lines(report)
 
     if report.get("backend_agreement"):
         lines += [
