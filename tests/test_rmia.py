@@ -120,3 +120,11 @@ def test_single_query_score_follows_ratio(gamma):
     # Records inside the population skip themselves, so compare counts of dominated z.
     counts = np.round(ours * np.where(population[order], population.sum() - 1, population.sum()))
     assert (np.diff(counts) >= 0).all()
+
+
+def test_single_nonmember_rejected():
+    target_phi, member, reference_phi, in_mask = gaussian_population(20, 4, seed=17)
+    member = np.ones(20, bool)
+    member[3] = False
+    with pytest.raises(InputError, match="attack 'rmia' compares records .* at least 2 of them, got 1"):
+        score_attack("rmia", bundle_from_phi(target_phi, member, reference_phi, in_mask))

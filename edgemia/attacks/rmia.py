@@ -157,7 +157,14 @@ def calibrate_offline_a(
     return float(best), mean_auc
 
 
-def _signals(bundle: CaptureBundle) -> tuple[np.ndarray, np.ndarray]:
+def _signals(bundle: CaptureBundle, attack: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return log p of the target [n] and phi of the references [K, n], after checking the population."""
+    n_nonmembers = int((~bundle.member).sum())
+    if n_nonmembers < 2:
+        raise InputError(
+            f"{bundle.location}: attack '{attack}' compares records with the target's non-members "
+            f"and needs at least 2 of them, got {n_nonmembers}"
+        )
     labels = bundle.target.labels
     return (
         log_true_probability(logit_scaled_confidence(bundle.target.logits, labels)),
@@ -168,7 +175,7 @@ def _signals(bundle: CaptureBundle) -> tuple[np.ndarray, np.ndarray]:
 def score_online(bundle: CaptureBundle, gamma: float = DEFAULT_GAMMA) -> tuple[np.ndarray, dict]:
     """Return the online RMIA scores of `bundle` and the settings used."""
     bundle.require_references(ONLINE, in_models=1, out_models=1)
-    log_p, reference_phi = _signals(bundle)
+    log_p, reference_phi = _signals(bundle, ONLINE)
     all_models = np.ones_like(bundle.in_mask)
     log_ratio = log_p - log_reference_probability(reference_phi, all_models)
     scores = pairwise_scores(log_ratio, ~bundle.member, gamma)
@@ -178,7 +185,7 @@ def score_online(bundle: CaptureBundle, gamma: float = DEFAULT_GAMMA) -> tuple[n
 def score_offline(bundle: CaptureBundle, gamma: float = DEFAULT_GAMMA) -> tuple[np.ndarray, dict]:
     """Return the offline RMIA scores of `bundle`, with a calibrated on its reference models."""
     bundle.require_references(OFFLINE, out_models=1)
-    log_p, reference_phi = _signals(bundle)
+    log_p, reference_phi = _signals(bundle, OFFLINE)
     try:
         a, mean_auc = calibrate_offline_a(reference_phi, bundle.in_mask, gamma)
     except InputError as exc:
