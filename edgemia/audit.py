@@ -5,9 +5,22 @@ Run directory layout:
     run.json                                                  configuration and status
     data/records.npz, data/members.npz, data/nonmembers.npz   records files
     artifacts/float.keras, artifacts/<variant>.tflite         trained and exported models
+    artifacts/references/<k>/<variant>.tflite                 reference model k, exported as each variant
     captures/<variant>/<backend>/target.npz                   capture bundle (with `member`)
+    captures/<variant>/<backend>/reference-<k>.npz            ... and its reference models (with `in_mask`)
     captures/<variant>/<backend>/scores.npz                   per-record scores per attack
     report.json, report.md
+
+report.json stays at schema_version 1: fields are only added, and the first
+version's fields keep their names and meaning. Each attack row adds
+`parameters`, `ci` and, for compressed variants, `versus_float` (described in
+edgemia.evaluation). The top level adds three fields:
+
+    references     count, jobs, seconds, and per model k: training_seed, n_in,
+                   training_seconds, seconds, accuracy (in, out) of the float
+                   Keras model, artifacts
+    bootstrap      resamples, confidence, seed; null when switched off
+    stage_seconds  wall time of each pipeline stage
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,17 +37,26 @@ from typing import Callable, ContextManager, Iterator
 import numpy as np
 
 import edgemia
-from edgemia.attacks import ATTACKS, DESCRIPTIONS, check_attack_names, run_attack
-from edgemia.attacks.bundle import CaptureBundle
+from edgemia.attacks import ATTACKS, DESCRIPTIONS, REFERENCE_ATTACKS, check_attack_names
+from edgemia.attacks.bundle import load_bundle
 from edgemia.compression.variants import VARIANTS, check_variant_names, export_variant
 from edgemia.data.builtin import DATASETS, load_dataset
 from edgemia.data.records import save_records
 from edgemia.errors import InputError
+from edgemia.evaluation import (
+    BundleEvaluation,
+    compare_with_baseline,
+    default_attacks,
+    evaluate_bundle,
+    write_scores,
+)
+from edgemia.references import ReferenceTask, build_references, default_jobs
 from edgemia.reporting.environment import environment
 from edgemia.reporting.markdown import render
 from edgemia.runtime.capture import BACKENDS, Capture, check_backend_names, run_capture, save_capture
-from edgemia.stats.roc import attack_metrics
-from edgemia.util import atomic_save_npz, atomic_write_json, atomic_write_text, sha256_file
+from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, stratified_resamples
+from edgemia.training.references import check_reference_count, reference_in_masks
+from edgemia.util import atomic_write_json, atomic_write_text, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +76,18 @@ class AuditConfig:
     seed: int = 0
     variants: list[str] = field(default_factory=lambda: ["float", "int8"])
     backends: list[str] = field(default_factory=lambda: ["litert", "native"])
-    attacks: list[str] = field(default_factory=lambda: ["loss", "confidence"])
+    attacks: list[str] | None = None  # None: every attack the reference count allows
     threads: int = 0  # 0: every core
     epochs: int | None = None  # None: the data set's recipe
+    references: int = 16  # reference models; 0 or even, every record IN for half of them
+    jobs: int | None = None  # worker processes that build reference models; None: default_jobs()
+    bootstrap: int = DEFAULT_RESAMPLES  # bootstrap resamples; 0 switches intervals off
+
+    def __post_init__(self) -> None:
+        if self.attacks is None:
+            self.attacks = default_attacks(self.references)
+        if self.jobs is None:
+            self.jobs = default_jobs()
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -74,6 +106,18 @@ class AuditConfig:
             raise InputError(f"epochs must be at least 1, got {self.epochs}")
         if self.seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {self.seed}")
+        check_reference_count(self.references)
+        needing = [name for name in self.attacks if name in REFERENCE_ATTACKS]
+        if needing and self.references < 4:
+            raise InputError(
+                f"attacks {', '.join(needing)} need at least 4 reference models (2 IN and 2 OUT for "
+                f"each record), got {self.references}; set an even number such as 16, or choose "
+                "attacks that need none (loss, confidence)"
+            )
+        if self.jobs < 1:
+            raise InputError(f"jobs must be at least 1, got {self.jobs}")
+        if self.bootstrap < 0:
+            raise InputError(f"bootstrap resamples must be 0 (off) or more, got {self.bootstrap}")
 
 
 # A progress stage is entered with a description and a total count of steps;
@@ -118,6 +162,51 @@ def _agreement(variant: str, captures: dict[str, Capture]) -> list[dict]:
     return rows
 
 
+def _variant_row(name: str, backend: str, out: Path, artifact, capture: Capture, member: np.ndarray) -> dict:
+    """Report entry of one variant on one backend, before its attack rows are added."""
+    capture_path = out / "captures" / name / backend / "target.npz"
+    return {
+        "name": name,
+        "backend": backend,
+        "artifact": artifact.to_dict(relative_to=out),
+        "capture": {
+            "path": str(capture_path.relative_to(out)),
+            "sha256": sha256_file(capture_path),
+            "numerics": capture.meta["numerics"],
+            "isa": capture.meta["isa"],
+            "threads": capture.meta["threads"],
+            "inference_seconds": capture.meta["inference_seconds"],
+        },
+        "accuracy": {
+            "members": float(np.mean(np.argmax(capture.logits[member], 1) == capture.labels[member])),
+            "nonmembers": float(np.mean(np.argmax(capture.logits[~member], 1) == capture.labels[~member])),
+        },
+    }
+
+
+def _evaluate_captures(
+    config: AuditConfig, out: Path, member: np.ndarray, stage: ProgressStage
+) -> dict[tuple[str, str], BundleEvaluation]:
+    """Attack every variant's bundle on every backend; compare compressed variants with float."""
+    resamples = stratified_resamples(member, config.bootstrap, config.seed) if config.bootstrap else None
+    evaluations = {}
+    n_steps = len(config.variants) * len(config.backends) * len(config.attacks)
+    with stage("Running attacks", n_steps) as advance:
+        for name in config.variants:
+            for backend in config.backends:
+                bundle_dir = out / "captures" / name / backend
+                bundle = load_bundle(bundle_dir)
+                evaluation = evaluate_bundle(bundle, config.attacks, resamples, DEFAULT_CONFIDENCE, advance)
+                write_scores(bundle_dir, bundle, evaluation)
+                evaluations[name, backend] = evaluation
+
+    if "float" in config.variants:
+        for (name, backend), evaluation in evaluations.items():
+            if name != "float":
+                compare_with_baseline(evaluation, evaluations["float", backend], member, DEFAULT_CONFIDENCE)
+    return evaluations
+
+
 def prepare_run_dir(out: Path) -> None:
     """Create `out`, or clear the outputs of an earlier run in it.
 
@@ -157,6 +246,8 @@ def _write_marker(out: Path, config: AuditConfig, status: str, started: str, err
             "attacks": config.attacks,
             "threads": config.threads,
             "epochs": config.epochs,
+            "references": config.references,
+            "bootstrap": config.bootstrap,
         },
     }
     if status != "running":
@@ -187,15 +278,19 @@ def run_audit(config: AuditConfig, stage: ProgressStage = _silent_stage) -> dict
 
 
 def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressStage) -> dict:
+    stage_seconds = {}
+    clock = time.perf_counter()
 
     # Data: a stratified 50/50 split into members and non-members.
     with stage("Loading data", 1) as advance:
         data = load_dataset(config.dataset, config.seed)
         all_records, member = data.all_records()
-        save_records(all_records, out / "data" / "records.npz")
+        records_path = out / "data" / "records.npz"
+        save_records(all_records, records_path)
         save_records(data.members, out / "data" / "members.npz")
         save_records(data.nonmembers, out / "data" / "nonmembers.npz")
         advance()
+    stage_seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
 
     # Training: the float target, on the members only.
     from edgemia.training.train import RECIPES, Recipe, train_target
@@ -208,6 +303,7 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     keras_path = out / "artifacts" / "float.keras"
     keras_path.parent.mkdir(parents=True, exist_ok=True)
     trained.model.save(keras_path)
+    stage_seconds["target_training"], clock = time.perf_counter() - clock, time.perf_counter()
 
     # Compression: one exported file per variant, calibrated on the members.
     artifacts = {}
@@ -224,54 +320,36 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
             for backend in config.backends:
                 capture = run_capture(
                     artifacts[name].path, all_records, backend, threads=config.threads,
-                    records_source=str(out / "data" / "records.npz"),
+                    records_source=str(records_path),
                 )
                 save_capture(out / "captures" / name / backend / "target.npz", capture, member=member)
                 captures[name][backend] = capture
                 advance()
+    stage_seconds["export_and_capture"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    # Attacks and metrics.
+    # Reference models: the audit pool is every record, each IN for half of the models.
+    in_masks = reference_in_masks(len(all_records), config.references, config.seed)
+    tasks = [
+        ReferenceTask(
+            out=out, records_path=records_path, in_mask=in_masks[k], n_classes=data.n_classes,
+            recipe=recipe, seed=config.seed, k=k, variants=tuple(config.variants),
+            backends=tuple(config.backends), threads=config.threads,
+        )
+        for k in range(config.references)
+    ]
+    with stage(f"Building {len(tasks)} reference models", len(tasks)) as advance:
+        reference_summaries = build_references(tasks, jobs=config.jobs, advance=advance)
+    stage_seconds["references"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    # Attacks and statistics, on each capture bundle.
+    evaluations = _evaluate_captures(config, out, member, stage)
     variants = []
-    n_steps = len(config.variants) * len(config.backends) * len(config.attacks)
-    with stage("Running attacks", n_steps) as advance:
-        for name in config.variants:
-            for backend in config.backends:
-                capture = captures[name][backend]
-                bundle = CaptureBundle(target=capture, member=member)
-                scores = {}
-                attack_rows = []
-                for attack in config.attacks:
-                    scores[attack] = run_attack(attack, bundle)
-                    metrics = attack_metrics(scores[attack], member)
-                    attack_rows.append({"name": attack, **metrics.to_dict()})
-                    advance()
-                bundle_dir = out / "captures" / name / backend
-                atomic_save_npz(
-                    bundle_dir / "scores.npz", record_id=capture.record_id, member=member, **scores
-                )
-                capture_path = bundle_dir / "target.npz"
-                variants.append(
-                    {
-                        "name": name,
-                        "backend": backend,
-                        "artifact": artifacts[name].to_dict(relative_to=out),
-                        "capture": {
-                            "path": str(capture_path.relative_to(out)),
-                            "sha256": sha256_file(capture_path),
-                            "numerics": capture.meta["numerics"],
-                            "isa": capture.meta["isa"],
-                            "threads": capture.meta["threads"],
-                            "inference_seconds": capture.meta["inference_seconds"],
-                        },
-                        "accuracy": {
-                            "members": float(np.mean(np.argmax(capture.logits[member], 1) == capture.labels[member])),
-                            "nonmembers": float(
-                                np.mean(np.argmax(capture.logits[~member], 1) == capture.labels[~member])
-                            ),
-                        },
-                        "attacks": attack_rows,
-                    }
-                )
+    for name in config.variants:
+        for backend in config.backends:
+            row = _variant_row(name, backend, out, artifacts[name], captures[name][backend], member)
+            row["attacks"] = list(evaluations[name, backend].rows.values())
+            variants.append(row)
+    stage_seconds["attacks"] = time.perf_counter() - clock
 
     agreement = []
     for name in config.variants:
@@ -289,7 +367,7 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
             "n_nonmembers": len(data.nonmembers),
             "n_classes": data.n_classes,
             "records": "data/records.npz",
-            "records_sha256": sha256_file(out / "data" / "records.npz"),
+            "records_sha256": sha256_file(records_path),
         },
         "config": {
             "variants": config.variants,
@@ -305,8 +383,20 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         },
         "attacks": {name: DESCRIPTIONS[name] for name in config.attacks},
         "fpr_resolution": 1.0 / len(data.nonmembers),
+        "references": {
+            "count": config.references,
+            "jobs": config.jobs,
+            "seconds": stage_seconds["references"],
+            "models": reference_summaries,
+        },
+        "bootstrap": (
+            {"resamples": config.bootstrap, "confidence": DEFAULT_CONFIDENCE, "seed": config.seed}
+            if config.bootstrap
+            else None
+        ),
         "variants": variants,
         "backend_agreement": agreement,
+        "stage_seconds": stage_seconds,
         "environment": environment(),
     }
     atomic_write_json(out / "report.json", report)

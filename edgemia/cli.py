@@ -26,7 +26,6 @@ logger = logging.getLogger("edgemia")
 
 DEFAULT_VARIANTS = "float,int8"
 DEFAULT_BACKENDS = "litert,native"
-DEFAULT_ATTACKS = "loss,confidence"
 
 
 def _names(text: str) -> list[str]:
@@ -50,6 +49,9 @@ def _bounded_int(low: int, high: int):
 _seed = _bounded_int(0, 2**32 - 1)
 _threads = _bounded_int(0, 1024)
 _epochs = _bounded_int(1, 100_000)
+_references = _bounded_int(0, 4096)
+_jobs = _bounded_int(1, 64)
+_resamples = _bounded_int(0, 1_000_000)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,12 +91,44 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"comma-separated variants from: {', '.join(VARIANTS)} (default: {DEFAULT_VARIANTS})")
     audit.add_argument("--backends", default=DEFAULT_BACKENDS, metavar="LIST",
                        help=f"comma-separated backends from: {', '.join(BACKENDS)} (default: {DEFAULT_BACKENDS})")
-    audit.add_argument("--attacks", default=DEFAULT_ATTACKS, metavar="LIST",
-                       help=f"comma-separated attacks from: {', '.join(ATTACKS)} (default: {DEFAULT_ATTACKS})")
+    audit.add_argument("--attacks", default=None, metavar="LIST",
+                       help=f"comma-separated attacks from: {', '.join(ATTACKS)} (default: all of them, or "
+                       "loss and confidence with --references 0)")
     audit.add_argument("--epochs", type=_epochs, default=None,
-                       help="training epochs (default: the data set's recipe)")
+                       help="training epochs of the target and reference models (default: the data set's recipe)")
     audit.add_argument("--threads", type=_threads, default=0,
                        help="inference threads per backend, 0..1024; 0 uses every core (default: 0)")
+    audit.add_argument("--references", type=_references, default=16, metavar="K",
+                       help="reference models for LiRA and RMIA, an even number; every record is IN for "
+                       "half of them; 0 skips them (default: 16)")
+    audit.add_argument("--jobs", type=_jobs, default=None,
+                       help="worker processes that build reference models in parallel, each with its own "
+                       "TensorFlow (about 0.7 GB); the models do not depend on it (default: one per "
+                       "core, at most 4)")
+    audit.add_argument("--bootstrap", type=_resamples, default=1000, metavar="N",
+                       help="bootstrap resamples for 95%% confidence intervals; 0 switches them off "
+                       "(default: 1000)")
+
+    attack = commands.add_parser(
+        "attack",
+        parents=[verbosity],
+        help="run membership-inference attacks on a capture bundle",
+        description="Run attacks on a capture bundle directory: target.npz (a capture file with a "
+        "bool 'member' field) and optional reference-<k>.npz files (capture files with a bool "
+        "'in_mask' field), all over the same records in the same order. Writes scores.npz and "
+        "attack.json. Does not import TensorFlow.",
+    )
+    attack.add_argument("bundle", type=Path, help="capture bundle directory")
+    attack.add_argument("--attacks", default=None, metavar="LIST",
+                        help=f"comma-separated attacks from: {', '.join(ATTACKS)} (default: every attack "
+                        "the bundle supports)")
+    attack.add_argument("--bootstrap", type=_resamples, default=1000, metavar="N",
+                        help="bootstrap resamples for 95%% confidence intervals; 0 switches them off "
+                        "(default: 1000)")
+    attack.add_argument("--seed", type=_seed, default=0,
+                        help="seed of the bootstrap resamples (default: 0)")
+    attack.add_argument("--out", type=Path, default=None,
+                        help="directory for scores.npz and attack.json (default: the bundle directory)")
 
     capture = commands.add_parser(
         "capture",
@@ -153,9 +187,12 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         seed=args.seed,
         variants=_names(args.variants),
         backends=_names(args.backends),
-        attacks=_names(args.attacks),
+        attacks=_names(args.attacks) if args.attacks is not None else None,
         threads=args.threads,
         epochs=args.epochs,
+        references=args.references,
+        jobs=args.jobs,
+        bootstrap=args.bootstrap,
     )
     config.validate()
     _check_audit_packages(config.backends)
@@ -198,6 +235,17 @@ def _run_capture(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _run_attack(args: argparse.Namespace, console: Console) -> int:
+    from edgemia.evaluation import attack_bundle
+    from edgemia.reporting.console import print_attack_summary
+
+    attacks = _names(args.attacks) if args.attacks is not None else None
+    result = attack_bundle(args.bundle, attacks, args.bootstrap, args.seed, out=args.out)
+    print_attack_summary(result, console)
+    console.print(f"Wrote {result['scores']} and attack.json beside it.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -207,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         console = Console(stderr=False, width=120)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(getattr(args, "verbose", 0), 2)]
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=Console(stderr=True))])
-    commands = {"audit": _run_audit, "capture": _run_capture}
+    commands = {"audit": _run_audit, "capture": _run_capture, "attack": _run_attack}
     try:
         return commands[args.command](args, console)
     except EdgemiaError as exc:

@@ -34,3 +34,20 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
             text=True,
             timeout=600,
         )
+
+
+def run_main_without_tensorflow(argv: list[str], cwd) -> subprocess.CompletedProcess:
+    """Run edgemia.cli.main(argv) in a fresh process; it prints 'LOADED []' if TensorFlow stayed out.
+
+    The process starts in `cwd`, which must not be the source tree, so that the
+    installed package is imported.
+    """
+    code = (
+        "import sys\n"
+        "from edgemia.cli import main\n"
+        f"rc = main({argv!r})\n"
+        "assert rc == 0, rc\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'))\n"
+        "print('LOADED', loaded)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)

@@ -51,7 +51,7 @@ def test_confidence_score_ignores_label():
 def test_unknown_attack_lists_valid_names():
     bundle = CaptureBundle(target=_capture([[1.0, 0.0], [0.0, 1.0]], [0, 1]), member=[True, False])
     with pytest.raises(InputError, match="valid attacks: loss, confidence"):
-        run_attack("lira", bundle)
+        run_attack("label-only", bundle)
 
 
 def test_bundle_needs_both_classes():

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from conftest import run_cli
+from edgemia.attacks.bundle import load_bundle
 from edgemia.data.records import load_records
 from edgemia.runtime.capture import load_capture, run_capture
 from edgemia.runtime.io import quantize_input
@@ -68,7 +70,9 @@ def test_report_json_fields(default_run):
         assert sha256_file(out / artifact["path"]) == artifact["sha256"]
         assert (out / artifact["path"]).stat().st_size == artifact["bytes"]
         assert set(variant["accuracy"]) == {"members", "nonmembers"}
-        assert {a["name"] for a in variant["attacks"]} == {"loss", "confidence"}
+        assert {a["name"] for a in variant["attacks"]} == {
+            "loss", "confidence", "lira-online", "lira-offline", "rmia", "rmia-offline"
+        }
         for attack in variant["attacks"]:
             assert 0.0 <= attack["auc"] <= 1.0
             # 899 non-members cannot resolve an FPR of 0.1%.
@@ -95,7 +99,12 @@ def test_int8_backends_agree_in_report(default_run):
         next(v for v in report["variants"] if v["name"] == "int8" and v["backend"] == b)
         for b in ("native", "litert")
     )
-    assert native["attacks"] == litert["attacks"]
+    # Identical scores give identical rows, except the comparison with float, whose
+    # two backends differ by about 1e-5 in their logits.
+    def without_comparison(rows):
+        return [{key: value for key, value in row.items() if key != "versus_float"} for row in rows]
+
+    assert without_comparison(native["attacks"]) == without_comparison(litert["attacks"])
 
 
 def test_capture_bundle_files(default_run):
@@ -119,3 +128,78 @@ def test_capture_is_repeatable(default_run):
     second = run_capture(out / "artifacts" / "int8.tflite", records, "native", threads=2)
     np.testing.assert_array_equal(first.raw, second.raw)
     np.testing.assert_array_equal(first.logits, second.logits)
+
+
+def test_reference_bundles_complete(default_run):
+    out, report = default_run
+    assert report["references"]["count"] == 16
+    for variant in ("float", "int8"):
+        for backend in ("litert", "native"):
+            bundle = load_bundle(out / "captures" / variant / backend)
+            assert bundle.n_references == 16
+            # Every record is IN for exactly 8 of the 16 reference models.
+            assert (bundle.in_mask.sum(axis=0) == 8).all()
+            for reference in bundle.references:
+                assert reference.meta["backend"] == backend
+            assert bundle.references[3].meta["reference"]["k"] == 3
+
+
+def test_reference_models_share_recipe_and_masks(default_run):
+    out, report = default_run
+    float_bundle = load_bundle(out / "captures" / "float" / "native")
+    int8_bundle = load_bundle(out / "captures" / "int8" / "litert")
+    np.testing.assert_array_equal(float_bundle.in_mask, int8_bundle.in_mask)
+    for model in report["references"]["models"]:
+        int8_model = read_tflite(out / model["artifacts"]["int8"]["path"])
+        assert int8_model.input().dtype == np.int8
+        assert model["accuracy"]["in"] == 1.0
+        assert model["n_in"] == int(float_bundle.in_mask[model["k"]].sum())
+    seeds = {model["training_seed"] for model in report["references"]["models"]}
+    assert len(seeds) == 16
+
+
+def test_reference_attacks_in_report(default_run):
+    _, report = default_run
+    for variant in report["variants"]:
+        rows = {attack["name"]: attack for attack in variant["attacks"]}
+        assert set(rows) == {"loss", "confidence", "lira-online", "lira-offline", "rmia", "rmia-offline"}
+        for attack in rows.values():
+            low, high = attack["ci"]["auc"]
+            assert low <= attack["auc"] <= high
+            assert attack["ci"]["tpr_at_fpr"]["0.001"] is None
+            assert ("versus_float" in attack) == (variant["name"] != "float")
+        assert rows["rmia-offline"]["parameters"]["a"] in [round(0.1 * i, 1) for i in range(11)]
+        # Calibrating per record separates members better than a global loss threshold.
+        assert rows["lira-online"]["auc"] > rows["loss"]["auc"]
+        assert rows["rmia"]["auc"] > rows["loss"]["auc"]
+
+
+def test_int8_comparison_with_float(default_run):
+    _, report = default_run
+    int8 = next(v for v in report["variants"] if v["name"] == "int8" and v["backend"] == "native")
+    float_rows = {
+        attack["name"]: attack
+        for attack in next(v for v in report["variants"] if v["name"] == "float" and v["backend"] == "native")["attacks"]
+    }
+    for attack in int8["attacks"]:
+        versus = attack["versus_float"]
+        assert versus["auc_difference"] == pytest.approx(attack["auc"] - float_rows[attack["name"]]["auc"], abs=1e-12)
+        assert 0.0 <= versus["auc_difference_p_value"] <= 1.0
+        low, high = versus["auc_difference_ci"]
+        assert low <= high
+
+
+def test_attack_command_reproduces_report(default_run, tmp_path):
+    out, report = default_run
+    result = run_cli("attack", str(out / "captures" / "int8" / "native"), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / "attack.json").read_text())
+    assert written["n_references"] == 16
+    expected = next(v for v in report["variants"] if v["name"] == "int8" and v["backend"] == "native")
+    for ours, theirs in zip(written["attacks"], expected["attacks"]):
+        assert ours["name"] == theirs["name"]
+        assert ours["auc"] == theirs["auc"]
+        assert ours["tpr_at_fpr"] == theirs["tpr_at_fpr"]
+        assert ours["ci"] == theirs["ci"]
+    with np.load(tmp_path / "scores.npz") as scores:
+        assert set(scores.files) == {"record_id", "member", "loss", "confidence", "lira-online", "lira-offline", "rmia", "rmia-offline"}

@@ -5,48 +5,79 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from edgemia.reporting.markdown import fmt_rate
+from edgemia.reporting.markdown import fmt_difference, fmt_interval, fmt_rate
+
+
+def _levels(attack_rows: list[dict]) -> list[str]:
+    return list(attack_rows[0]["tpr_at_fpr"]) if attack_rows else []
+
+
+def _attack_table(title: str, rows: list[tuple[list[str], dict]], levels: list[str], prefix: list[str]) -> Table:
+    """Table with the `prefix` columns, then each attack's metrics, interval and change versus float."""
+    table = Table(title=title, caption="TPR at FPR; CI: 95% bootstrap interval of the AUC")
+    for name in prefix:
+        table.add_column(name)
+    table.add_column("attack")
+    table.add_column("AUC", justify="right")
+    table.add_column("CI", justify="right")
+    for level in levels:
+        table.add_column(f"{float(level) * 100:g}%", justify="right")
+    table.add_column("adv.", justify="right")
+    table.add_column("AUC vs float (p)", justify="right")
+    for cells, attack in rows:
+        versus = attack.get("versus_float")
+        table.add_row(
+            *cells,
+            attack["name"],
+            f"{attack['auc']:.4f}",
+            fmt_interval(attack.get("ci", {}).get("auc")),
+            *(fmt_rate(attack["tpr_at_fpr"][level]) for level in levels),
+            f"{attack['advantage']:.4f}",
+            "" if versus is None else f"{fmt_difference(versus['auc_difference'])} ({versus['auc_difference_p_value']:.2g})",
+        )
+    return table
 
 
 def summary_table(report: dict) -> Table:
     variants = report["variants"]
-    levels = list(variants[0]["attacks"][0]["tpr_at_fpr"]) if variants else []
-    table = Table(
-        title=f"Membership leakage: {report['dataset']['name']}",
-        caption="TPR at FPR; acc.: accuracy on members / non-members",
-    )
-    table.add_column("variant")
-    table.add_column("backend")
-    table.add_column("attack")
-    table.add_column("AUC", justify="right")
-    for level in levels:
-        table.add_column(f"{float(level) * 100:g}%", justify="right")
-    table.add_column("adv.", justify="right")
-    table.add_column("acc.", justify="right")
+    levels = _levels(variants[0]["attacks"]) if variants else []
+    rows = []
     for variant in variants:
         accuracy = f"{variant['accuracy']['members']:.3f}/{variant['accuracy']['nonmembers']:.3f}"
         for attack in variant["attacks"]:
-            table.add_row(
-                variant["name"],
-                variant["backend"],
-                attack["name"],
-                f"{attack['auc']:.4f}",
-                *(fmt_rate(attack["tpr_at_fpr"][level]) for level in levels),
-                f"{attack['advantage']:.4f}",
-                accuracy,
-            )
-    return table
+            rows.append(([variant["name"], variant["backend"], accuracy], attack))
+    return _attack_table(
+        f"Membership leakage: {report['dataset']['name']}", rows, levels, ["variant", "backend", "acc."]
+    )
 
 
 def print_summary(report: dict, console: Console) -> None:
     console.print(summary_table(report))
     console.print(
         f"n/m: not measurable with {report['dataset']['n_nonmembers']} non-members "
-        f"(smallest resolvable FPR {report['fpr_resolution']:.5f})."
+        f"(smallest resolvable FPR {report['fpr_resolution']:.5f}). acc.: accuracy on members / "
+        "non-members. AUC vs float: variant minus float, DeLong's p-value."
     )
+    references = report.get("references")
+    if references and references["count"]:
+        console.print(
+            f"{references['count']} reference models, {references['seconds']:.0f} s "
+            f"with {references['jobs']} process(es)."
+        )
     for row in report.get("backend_agreement", []):
         console.print(
             f"{row['variant']}: {' and '.join(row['backends'])} give identical outputs on "
             f"{row['identical_records']} of {row['n_records']} records "
             f"(largest logit difference {row['max_abs_logit_difference']:.3g})."
         )
+
+
+def print_attack_summary(result: dict, console: Console) -> None:
+    """Print the attack rows of one capture bundle (the `edgemia attack` result)."""
+    rows = [([], attack) for attack in result["attacks"]]
+    title = f"Membership leakage: {result['bundle']} ({result['n_references']} reference models)"
+    console.print(_attack_table(title, rows, _levels(result["attacks"]), []))
+    console.print(
+        f"{result['n_members']} members, {result['n_nonmembers']} non-members; n/m: not measurable "
+        f"(smallest resolvable FPR {result['fpr_resolution']:.5f})."
+    )

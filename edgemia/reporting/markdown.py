@@ -7,6 +7,87 @@ def fmt_rate(value: float | None) -> str:
     return "n/m" if value is None else f"{value:.4f}"
 
 
+def fmt_interval(interval: list[float] | None) -> str:
+    return "" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def fmt_difference(value: float | None) -> str:
+    return "n/m" if value is None else f"{value:+.4f}"
+
+
+def _comparison_lines(report: dict, levels: list[str]) -> list[str]:
+    rows = [
+        (variant, attack)
+        for variant in report["variants"]
+        for attack in variant["attacks"]
+        if "versus_float" in attack
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Change versus the float baseline",
+        "",
+        "Variant minus float on the same backend and records; a positive change means the variant "
+        "leaks more. p: DeLong's two-sided test of equal AUCs. Intervals: paired bootstrap.",
+        "",
+        "| variant | backend | attack | AUC change | 95% CI | p | "
+        + " | ".join(f"TPR change at {_level_label(level)} FPR" for level in levels)
+        + " |",
+        "|---|---|---|---:|---:|---:|" + "---:|" * len(levels),
+    ]
+    for variant, attack in rows:
+        versus = attack["versus_float"]
+        changes = []
+        for level in levels:
+            change = fmt_difference(versus["tpr_at_fpr_difference"][level])
+            interval = versus.get("tpr_at_fpr_difference_ci", {}).get(level)
+            changes.append(change if interval is None else f"{change} {fmt_interval(interval)}")
+        lines.append(
+            f"| {variant['name']} | {variant['backend']} | {attack['name']} | "
+            f"{fmt_difference(versus['auc_difference'])} | {fmt_interval(versus.get('auc_difference_ci'))} | "
+            f"{versus['auc_difference_p_value']:.3g} | " + " | ".join(changes) + " |"
+        )
+    return lines
+
+
+def _reference_lines(report: dict) -> list[str]:
+    references = report.get("references")
+    if not references or not references["count"]:
+        return []
+    models = references["models"]
+    accuracy_in = sum(model["accuracy"]["in"] for model in models) / len(models)
+    accuracy_out = sum(model["accuracy"]["out"] for model in models) / len(models)
+    return [
+        "",
+        "## Reference models",
+        "",
+        f"{references['count']} models with the target's recipe and compression, each trained on "
+        "a random half of all audit records, so that every record is IN for exactly half of them. "
+        f"Mean float accuracy {accuracy_in:.4f} on their IN records and {accuracy_out:.4f} on their "
+        f"OUT records. Built in {references['seconds']:.0f} s with {references['jobs']} process(es).",
+    ]
+
+
+def _parameter_lines(report: dict) -> list[str]:
+    lines = []
+    for variant in report["variants"]:
+        for attack in variant["attacks"]:
+            calibrated = attack.get("parameters", {}).get("a")
+            if calibrated is not None:
+                lines.append(f"| {variant['name']} | {variant['backend']} | {attack['name']} | {calibrated:g} |")
+    if not lines:
+        return []
+    return [
+        "",
+        "Offline RMIA's a, chosen by attacking each reference model with the others:",
+        "",
+        "| variant | backend | attack | a |",
+        "|---|---|---|---:|",
+        *lines,
+    ]
+
+
 def _level_label(level: str) -> str:
     return f"{float(level) * 100:g}%"
 
@@ -47,10 +128,10 @@ def _leakage_table(report: dict, levels: list[str]) -> list[str]:
         "",
         "## Leakage per variant, backend and attack",
         "",
-        "| variant | backend | accuracy (members / non-members) | attack | AUC | "
+        "| variant | backend | accuracy (members / non-members) | attack | AUC | AUC 95% CI | "
         + " | ".join(f"TPR at {_level_label(level)} FPR (achieved FPR)" for level in levels)
         + " | balanced accuracy | advantage |",
-        "|---|---|---|---|---:|" + "---:|" * len(levels) + "---:|---:|",
+        "|---|---|---|---|---:|---:|" + "---:|" * len(levels) + "---:|---:|",
     ]
     for variant in report["variants"]:
         accuracy = variant["accuracy"]
@@ -59,8 +140,8 @@ def _leakage_table(report: dict, levels: list[str]) -> list[str]:
             lines.append(
                 f"| {variant['name']} | {variant['backend']} | "
                 f"{accuracy['members']:.4f} / {accuracy['nonmembers']:.4f} | {attack['name']} | "
-                f"{attack['auc']:.4f} | {rates} | {attack['balanced_accuracy']:.4f} | "
-                f"{attack['advantage']:.4f} |"
+                f"{attack['auc']:.4f} | {fmt_interval(attack.get('ci', {}).get('auc'))} | {rates} | "
+                f"{attack['balanced_accuracy']:.4f} | {attack['advantage']:.4f} |"
             )
     dataset = report["dataset"]
     lines += [
@@ -70,9 +151,14 @@ def _leakage_table(report: dict, levels: list[str]) -> list[str]:
         "without interpolation, at the threshold with the smallest FPR that reaches it. Balanced "
         "accuracy is max((TPR + 1 - FPR) / 2) and advantage max(TPR - FPR) over all thresholds: "
         "the threshold is chosen knowing which records are members, so both are upper bounds for "
-        "an attacker who must fix a threshold in advance. No confidence intervals are computed yet, "
-        "so small differences between variants may be noise.",
+        "an attacker who must fix a threshold in advance.",
     ]
+    if report.get("bootstrap"):
+        lines += [
+            "",
+            f"Intervals: percentile bootstrap over {report['bootstrap']['resamples']} resamples, "
+            "drawn separately from members and non-members, the same resamples for every row.",
+        ]
     if report.get("attacks"):
         lines += ["", "Attacks:", ""]
         lines += [f"- `{name}`: {description}" for name, description in report["attacks"].items()]
@@ -133,6 +219,9 @@ def render(report: dict) -> str:
     levels = list(report["variants"][0]["attacks"][0]["tpr_at_fpr"]) if report["variants"] else []
     lines = _header(report)
     lines += _leakage_table(report, levels)
+    lines += _comparison_lines(report, levels)
+    lines += _reference_lines(report)
+    lines += _parameter_lines(report)
     lines += _agreement(report)
     lines += _artifacts_and_environment(report)
     return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""Time each attack, the bootstrap and DeLong's test on a synthetic capture bundle.
+
+Usage: .venv/bin/python benchmarks/attacks.py [--records N] [--references K] [--resamples B]
+
+The bundle has two-class captures whose LiRA signal is Gaussian, so the timing
+does not depend on TensorFlow or on a trained model. Each step runs three
+times and the fastest time is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+
+from edgemia.attacks import ATTACKS, score_attack
+from edgemia.attacks.bundle import CaptureBundle
+from edgemia.runtime.capture import Capture
+from edgemia.stats.bootstrap import metric_draws, stratified_resamples
+from edgemia.stats.compare import delong_test
+
+
+def _capture(phi: np.ndarray) -> Capture:
+    logits = np.zeros((phi.size, 2), dtype=np.float32)
+    logits[:, 1] = phi
+    return Capture(
+        logits=logits, labels=np.ones(phi.size, np.int64), record_id=np.arange(phi.size), raw=logits,
+        meta={"backend": "native"},
+    )
+
+
+def _bundle(n_records: int, n_references: int) -> CaptureBundle:
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(0.0, 3.0, n_records)
+    member = rng.permutation(np.arange(n_records) < n_records // 2)
+    column = np.repeat((np.arange(n_references) < n_references // 2)[:, np.newaxis], n_records, axis=1)
+    in_mask = rng.permuted(column, axis=0)
+    reference_phi = difficulty + in_mask + rng.normal(size=(n_references, n_records))
+    return CaptureBundle(
+        target=_capture(difficulty + member + rng.normal(size=n_records)),
+        member=member,
+        references=[_capture(row) for row in reference_phi],
+        in_mask=in_mask,
+    )
+
+
+def _fastest(function, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1797)
+    parser.add_argument("--references", type=int, default=16)
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args()
+
+    bundle = _bundle(args.records, args.references)
+    print(f"{platform.node()} ({platform.machine()}), {args.records} records, {args.references} reference models")
+    print(f"{'step':<34} {'seconds':>8}")
+    scores = {}
+    for name in ATTACKS:
+        seconds = _fastest(lambda: scores.__setitem__(name, score_attack(name, bundle).scores))
+        print(f"{'attack ' + name:<34} {seconds:8.3f}")
+
+    resamples = stratified_resamples(bundle.member, args.resamples, seed=0)
+    seconds = _fastest(lambda: metric_draws(scores["lira-online"], bundle.member, resamples))
+    print(f"{f'bootstrap, {args.resamples} resamples':<34} {seconds:8.3f}")
+    seconds = _fastest(lambda: delong_test(scores["lira-online"], scores["rmia"], bundle.member))
+    print(f"{'DeLong test':<34} {seconds:8.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Reference models for the audit: each one trained, compressed and captured like the target.
+
+Reference model k trains with the target's recipe on its IN records. It is
+exported as every variant the audit compares, with int8 calibrated on its own
+training records as the target's is on the members. Each variant is captured
+on every backend over all audit records, and written beside the target's
+capture as captures/<variant>/<backend>/reference-<k>.npz with `in_mask`, so
+each of those directories is a complete capture bundle.
+
+build_reference does all of this for one k from a ReferenceTask that names
+only files and values, so tasks can run in worker processes (build_references
+with jobs > 1) or, later, on other machines.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgemia.attacks.bundle import reference_file_name
+from edgemia.compression.variants import export_variant
+from edgemia.data.records import load_records
+from edgemia.runtime.capture import run_capture, save_capture
+from edgemia.training.references import reference_seed, train_reference
+from edgemia.training.train import Recipe
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReferenceTask:
+    """Inputs that decide reference model k; every path is inside the run directory `out`."""
+
+    out: Path
+    records_path: Path  # all audit records, in the order of the target's captures
+    in_mask: np.ndarray  # bool [n]: the records model k trains on
+    n_classes: int
+    recipe: Recipe
+    seed: int  # the audit's seed; the model's own seed is reference_seed(seed, k)
+    k: int
+    variants: tuple[str, ...]
+    backends: tuple[str, ...]
+    threads: int = 0  # inference threads per capture; 0 uses every core
+
+
+def reference_artifact_dir(out: Path, k: int) -> Path:
+    return Path(out) / "artifacts" / "references" / str(k)
+
+
+def build_reference(task: ReferenceTask) -> dict:
+    """Train, export and capture reference model k; return its summary for the report."""
+    start = time.perf_counter()
+    pool = load_records(task.records_path)
+    trained = train_reference(pool, task.in_mask, task.n_classes, task.recipe, task.seed, task.k)
+
+    artifacts = {}
+    for variant in task.variants:
+        artifact = export_variant(
+            variant, trained.model, pool.x[task.in_mask], reference_artifact_dir(task.out, task.k)
+        )
+        artifacts[variant] = artifact.to_dict(relative_to=task.out)
+        for backend in task.backends:
+            capture = run_capture(
+                artifact.path, pool, backend, threads=task.threads, records_source=str(task.records_path)
+            )
+            capture.meta["reference"] = {"k": task.k, "training_seed": reference_seed(task.seed, task.k)}
+            path = task.out / "captures" / variant / backend / reference_file_name(task.k)
+            save_capture(path, capture, in_mask=task.in_mask)
+
+    return {
+        "k": task.k,
+        "training_seed": reference_seed(task.seed, task.k),
+        "n_in": int(task.in_mask.sum()),
+        "training_seconds": trained.seconds,
+        "seconds": time.perf_counter() - start,
+        "accuracy": {"in": trained.accuracy_members, "out": trained.accuracy_nonmembers},
+        "artifacts": artifacts,
+    }
+
+
+# Each worker process holds its own TensorFlow, about 0.7 GB while it trains a digits
+# model (max RSS, measured), so the default stops at 4 workers, about 3 GB.
+MAX_DEFAULT_JOBS = 4
+
+
+def default_jobs() -> int:
+    """Return the default number of worker processes: one per core, at most MAX_DEFAULT_JOBS."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+
+
+def build_references(
+    tasks: list[ReferenceTask], jobs: int = 1, advance: Callable[[], None] = lambda: None
+) -> list[dict]:
+    """Build every task's reference model, in this process (jobs=1) or in `jobs` worker processes.
+
+    Returns the summaries in task order. The models and captures do not
+    depend on `jobs`. A failure in any task stops the remaining ones and is
+    raised here.
+    """
+    if jobs <= 1 or len(tasks) <= 1:
+        summaries = []
+        for task in tasks:
+            summaries.append(build_reference(task))
+            advance()
+        return summaries
+
+    # TensorFlow is not fork-safe once imported, so workers start fresh ("spawn").
+    # Workers keep TensorFlow's default thread counts. Even with op determinism the
+    # weights depend on the number of intra-op threads: one thread per worker changed
+    # int8 outputs by one step on some digits records. Equal counts keep the models
+    # independent of `jobs`.
+    context = multiprocessing.get_context("spawn")
+    logger.info("building %d reference models in %d processes", len(tasks), jobs)
+    summaries: dict[int, dict] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as executor:
+        futures = {executor.submit(build_reference, task): task.k for task in tasks}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    logger.error("reference model %d failed: %s", futures[future], future.exception())
+                    raise future.exception()
+                summaries[futures[future]] = future.result()
+                advance()
+    return [summaries[task.k] for task in tasks]

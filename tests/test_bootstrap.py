@@ -1,0 +1,104 @@
+"""Bootstrap intervals: per-resample metrics, scipy's bootstrap, and coverage of a known AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import bootstrap, norm, rankdata
+
+from edgemia.stats.bootstrap import metric_draws, stratified_resamples
+from edgemia.stats.roc import attack_metrics
+
+
+def _scores(n=400, seed=0, ties=False):
+    rng = np.random.default_rng(seed)
+    member = rng.random(n) < 0.5
+    scores = rng.normal(member * 0.5, 1.0)
+    if ties:
+        scores = np.round(scores / 0.5) * 0.5  # few distinct values, as int8 outputs give
+    return scores, member
+
+
+def _mann_whitney_auc(members, nonmembers):
+    """AUC from the rank sum of the members (ties get midranks, so they count one half)."""
+    ranks = rankdata(np.r_[members, nonmembers])
+    m, n = members.size, nonmembers.size
+    return (ranks[:m].sum() - m * (m + 1) / 2) / (m * n)
+
+
+def test_resamples_keep_both_counts():
+    _, member = _scores()
+    resamples = stratified_resamples(member, 50, seed=1)
+    assert resamples.shape == (50, member.size)
+    assert (member[resamples].sum(axis=1) == member.sum()).all()
+    np.testing.assert_array_equal(resamples, stratified_resamples(member, 50, seed=1))
+    assert not np.array_equal(resamples, stratified_resamples(member, 50, seed=2))
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["continuous", "ties"])
+def test_draws_equal_metrics_of_each_resample(ties):
+    scores, member = _scores(ties=ties)
+    resamples = stratified_resamples(member, 30, seed=3)
+    draws = metric_draws(scores, member, resamples, levels=(0.0, 0.001, 0.01, 0.1))
+    assert draws.tpr_at_fpr[0.001] is None  # about 200 non-members cannot resolve 0.1%
+    for b, rows in enumerate(resamples):
+        direct = attack_metrics(scores[rows], member[rows], levels=(0.0, 0.01, 0.1))
+        assert draws.auc[b] == pytest.approx(direct.auc, abs=1e-12)
+        assert draws.balanced_accuracy[b] == pytest.approx(direct.balanced_accuracy, abs=1e-12)
+        assert draws.advantage[b] == pytest.approx(direct.advantage, abs=1e-12)
+        for level in (0.0, 0.01, 0.1):
+            assert draws.tpr_at_fpr[level][b] == pytest.approx(direct.tpr_at_fpr[level], abs=1e-12)
+
+
+def test_auc_interval_matches_scipy_bootstrap():
+    scores, member = _scores(seed=4)
+    ours = metric_draws(scores, member, stratified_resamples(member, 4000, seed=5)).intervals(0.95)["auc"]
+
+    # scipy resamples each sample separately when given several: the same stratified scheme.
+    reference = bootstrap(
+        (scores[member], scores[~member]), _mann_whitney_auc, n_resamples=4000, method="percentile",
+        vectorized=False, random_state=6,
+    ).confidence_interval
+    assert ours[0] == pytest.approx(reference.low, abs=0.01)
+    assert ours[1] == pytest.approx(reference.high, abs=0.01)
+
+
+def test_paired_difference_matches_scipy_bootstrap():
+    scores, member = _scores(seed=7)
+    rng = np.random.default_rng(8)
+    other = scores + rng.normal(0.0, 0.5, scores.size)  # correlated with `scores`, slightly weaker
+    resamples = stratified_resamples(member, 4000, seed=9)
+    ours = metric_draws(scores, member, resamples).minus(metric_draws(other, member, resamples))
+    low, high = ours.intervals(0.95)["auc"]
+
+    def difference(member_rows, nonmember_rows):
+        return _mann_whitney_auc(scores[member_rows], scores[nonmember_rows]) - _mann_whitney_auc(
+            other[member_rows], other[nonmember_rows]
+        )
+
+    reference = bootstrap(
+        (np.flatnonzero(member), np.flatnonzero(~member)), difference, n_resamples=4000,
+        method="percentile", vectorized=False, random_state=10,
+    ).confidence_interval
+    assert low == pytest.approx(reference.low, abs=0.01)
+    assert high == pytest.approx(reference.high, abs=0.01)
+
+
+def test_interval_covers_known_auc():
+    # Binormal scores with a unit shift have AUC Phi(1 / sqrt(2)).
+    true_auc = norm.cdf(1.0 / np.sqrt(2.0))
+    covered = 0
+    for repetition in range(100):
+        rng = np.random.default_rng(100 + repetition)
+        member = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+        scores = rng.normal(member * 1.0, 1.0)
+        resamples = stratified_resamples(member, 300, seed=repetition)
+        low, high = metric_draws(scores, member, resamples).intervals(0.95)["auc"]
+        covered += low <= true_auc <= high
+    assert 86 <= covered <= 100
+
+
+def test_non_stratified_resamples_rejected():
+    scores, member = _scores(n=20)
+    with pytest.raises(ValueError, match="stratified"):
+        metric_draws(scores, member, np.zeros((2, 20), dtype=np.int64))
