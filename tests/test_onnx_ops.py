@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgemia.compression.onnx_export import export_float, export_int8
+from edgemia.compression.onnx_export import export_float, export_int4, export_int8
 from edgemia.errors import UnsupportedModelError
 from edgemia.runtime.native import NativeSession
 from edgemia.runtime.onnx_model import read_onnx
@@ -42,6 +42,13 @@ def onnx_models(tmp_path_factory):
         export_float(model, paths[f"{name}-float"])
         paths[f"{name}-int8"] = folder / f"{name}-int8.onnx"
         export_int8(paths[f"{name}-float"], data, paths[f"{name}-int8"])
+        if name in ("mlp", "maxpool"):
+            unfused = folder / f"{name}-unfused.onnx"
+            export_float(model, unfused, fuse=False)
+            for symmetric in (True, False):
+                key = f"{name}-int4-{'sym' if symmetric else 'asym'}"
+                paths[key] = folder / f"{key}.onnx"
+                export_int4(unfused, paths[key], block_size=16 if name == "mlp" else 32, symmetric=symmetric)
     return paths
 
 
@@ -109,3 +116,19 @@ def test_onnx_numerics_mode_checked(onnx_models):
     model = read_onnx(onnx_models["mlp-int8"])
     with pytest.raises(InputError, match="valid modes: onnxruntime"):
         NativeSession(model, numerics="litert")
+
+
+@pytest.mark.parametrize("key", ["mlp-int4-sym", "mlp-int4-asym", "maxpool-int4-sym", "maxpool-int4-asym"])
+def test_int4_matmulnbits_close_to_onnxruntime(onnx_models, key):
+    import onnx
+
+    kinds = {node.op_type for node in onnx.load(str(onnx_models[key])).graph.node}
+    assert "MatMulNBits" in kinds
+    assert "MatMul" not in kinds
+    model = read_onnx(onnx_models[key])
+    x = records_for(model, 500, seed=3)
+    expected = run_onnxruntime(onnx_models[key], x)
+    got = NativeSession(model).run(x)
+    # Both dequantize the 4-bit weights and multiply in float32; only the order of additions differs.
+    difference = float(np.abs(got - expected).max())
+    assert difference < 1e-4 * max(1.0, float(np.abs(expected).max())), difference

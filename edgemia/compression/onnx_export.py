@@ -156,3 +156,28 @@ def export_int8(float_path: Path, calibration_x: np.ndarray, path: Path, method:
             weight_type=QuantType.QInt8,
             calibrate_method=methods[method],
         )
+
+
+def export_int4(float_path: Path, path: Path, block_size: int = 32, symmetric: bool = True) -> None:
+    """Quantize every MatMul's weights to 4 bits, block-wise (ONNX Runtime's MatMulNBits).
+
+    `float_path` must hold the unfused float graph (export_float with
+    fuse=False): the quantizer rewrites MatMul nodes and leaves Gemm alone.
+    Activations stay float32; convolutions are not quantized.
+    """
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ValueError(f"block size {block_size} must be a power of two, 16 or more")
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(float_path)), bits=4, block_size=block_size,
+                                     is_symmetric=symmetric)
+    with native_stderr_to_log("ONNX Runtime int4 quantization"):
+        quiet = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
+        try:
+            quantizer.process()
+        finally:
+            quiet.setLevel(level)
+    quantizer.model.save_model_to_file(str(path))

@@ -474,6 +474,78 @@ class _Translator:
             raise self.unsupported(node, "the second operand must be a constant matrix")
         self._fully_connected(node, node.input[0], np.ascontiguousarray(w.T), (), (), None)
 
+    def _MatMulNBits(self, node) -> None:
+        """Weight-only int4 MatMul (com.microsoft): the weights are dequantized once, at load.
+
+        ONNX Runtime's default accuracy level dequantizes block by block and
+        multiplies in float32 too, so the outputs agree up to float rounding.
+        """
+        attrs = self.attributes(node)
+        bits, block = int(attrs.get("bits", 4)), int(attrs.get("block_size", 0))
+        k, n = int(attrs.get("K", 0)), int(attrs.get("N", 0))
+        if bits != 4:
+            raise self.unsupported(node, f"only 4-bit weights are supported, not {bits}")
+        if block < 16 or block & (block - 1) or k < 1 or n < 1:
+            raise self.fail(node, f"invalid K={k}, N={n} or block_size={block}")
+        if len(node.input) > 4 and node.input[4]:
+            raise self.unsupported(node, "the g_idx input is not supported")
+        names = list(node.input) + [""] * (6 - len(node.input))
+        packed = self.constants.get(names[1])
+        scales = self.constants.get(names[2])
+        if packed is None or scales is None:
+            raise self.unsupported(node, "the packed weights and scales must be constants")
+        k_blocks = -(-k // block)
+        if packed.dtype != np.uint8 or packed.size != n * k_blocks * (block // 2):
+            raise self.fail(node, f"packed weights of {packed.size} bytes do not match N={n}, K={k}, block_size={block}")
+        if scales.size != n * k_blocks:
+            raise self.fail(node, f"{scales.size} scales do not match N={n} and {k_blocks} blocks")
+        nibbles = np.empty((n, k_blocks, block), dtype=np.float32)
+        bytes_ = packed.reshape(n, k_blocks, block // 2)
+        nibbles[:, :, 0::2] = bytes_ & 0x0F  # the low nibble holds the even element
+        nibbles[:, :, 1::2] = bytes_ >> 4
+        if names[3]:
+            zero_points = self.constants.get(names[3])
+            if zero_points is None:
+                raise self.unsupported(node, "the zero points must be constants")
+            if zero_points.dtype == np.uint8:
+                unpacked = np.empty((n, 2 * zero_points.reshape(n, -1).shape[1]), dtype=np.float32)
+                unpacked[:, 0::2] = zero_points.reshape(n, -1) & 0x0F
+                unpacked[:, 1::2] = zero_points.reshape(n, -1) >> 4
+                zero = unpacked[:, :k_blocks]
+            else:
+                zero = zero_points.astype(np.float32).reshape(n, k_blocks)
+        else:
+            zero = np.full((n, k_blocks), 8.0, dtype=np.float32)  # the default for 4 bits
+        weights = (nibbles - zero[:, :, None]) * scales.astype(np.float32).reshape(n, k_blocks)[:, :, None]
+        weights = np.ascontiguousarray(weights.reshape(n, k_blocks * block)[:, :k].astype(np.float32))
+        bias = self.constants.get(names[5]) if names[5] else None
+        if names[5] and (bias is None or bias.shape != (n,)):
+            raise self.unsupported(node, "the bias must be a constant vector of N values")
+        self._fully_connected(node, node.input[0], weights, (), (), None, bias)
+
+    def _Add(self, node) -> None:
+        operands = [self.values.get(name) for name in node.input]
+        if any(isinstance(value, _Dequantized) for value in operands):
+            raise self.unsupported(node, "int8 Add (ONNX Runtime's QLinearAdd) is not reproduced yet")
+        if sum(isinstance(value, _Value) for value in operands) == 0:
+            raise self.unsupported(node, "adding two constants is not supported")
+        inputs, shape, nhwc = [], None, False
+        for name, value in zip(node.input, operands):
+            if isinstance(value, _Value):
+                if value.dtype != "float32":
+                    raise self.unsupported(node, "only float Add is supported")
+                value = self.as_layout(value, False, node)
+                inputs.append(value.native_id)
+                shape = value.shape
+            elif name in self.constants:
+                inputs.append(self.add_constant(f"{node.name}:{name}", self.constants[name].astype(np.float32),
+                                                "float32"))
+            else:
+                raise self.unsupported(node, f"'{name}' is neither an activation nor a constant")
+        out = _Value(self.add_activation(node.output[0], "float32", list(shape)), "float32", list(shape), nhwc)
+        self.add_op("ADD", node.name, inputs, [out.native_id], {"activation": 0})
+        self.values[node.output[0]] = out
+
     # Pooling, activations and layout --------------------------------------
 
     def _pass_through(self, node, kind: str | None, options: dict, nhwc: bool, out_shape) -> None:
