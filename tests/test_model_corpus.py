@@ -93,3 +93,46 @@ def test_mutated_models_fail_cleanly(default_run, tmp_path, variant):
                 assert str(path) in str(exc), f"{kind} mutation {i} on {backend}: {exc}"
                 outcomes["rejected"] += 1
     assert outcomes["rejected"] > 0
+
+
+@pytest.fixture(scope="module")
+def digits_onnx(default_run, tmp_path_factory):
+    from edgemia._tf import import_keras
+    from edgemia.compression.onnx_export import export_float, export_int8
+    from edgemia.data.records import load_records as load
+
+    out, _ = default_run
+    keras = import_keras()
+    model = keras.saving.load_model(out / "artifacts" / "float.keras")
+    folder = tmp_path_factory.mktemp("onnx-corpus")
+    export_float(model, folder / "float.onnx")
+    export_int8(folder / "float.onnx", load(out / "data" / "members.npz").x[:200], folder / "int8.onnx")
+    return folder
+
+
+@pytest.mark.parametrize("variant", ["int8", "float"])
+def test_mutated_onnx_models_fail_cleanly(default_run, digits_onnx, tmp_path, variant):
+    out, _ = default_run
+    records = load_records(out / "data" / "members.npz").subset(np.arange(64))
+    data = (digits_onnx / f"{variant}.onnx").read_bytes()
+    rng = random.Random(len(variant))
+    rejected = 0
+    for i in range(60):
+        mutated = bytearray(data)
+        kind = rng.choice(["flip", "byte", "truncate"])
+        if kind == "truncate":
+            mutated = mutated[: rng.randrange(len(mutated))]
+        else:
+            for _ in range(rng.choice([1, 2, 4])):
+                position = rng.randrange(len(mutated))
+                mutated[position] = mutated[position] ^ (1 << rng.randrange(8)) if kind == "flip" else rng.randrange(256)
+        path = tmp_path / f"m{i}.onnx"
+        path.write_bytes(bytes(mutated))
+        backends = ["native", "onnxruntime"] if i % 3 == 0 else ["native"]
+        for backend in backends:
+            try:
+                run_capture(path, records, backend, threads=1)
+            except InputError as exc:
+                assert str(path) in str(exc), f"{kind} mutation {i} on {backend}: {exc}"
+                rejected += 1
+    assert rejected > 0
