@@ -77,6 +77,16 @@ def dense_heads(softmax: bool):
     return keras.Model(x, out)
 
 
+def dilated_variants():
+    """Dilated convolutions, which the converter lowers to SPACE_TO_BATCH_ND and BATCH_TO_SPACE_ND."""
+    keras, L = _layers()
+    x = keras.Input((13, 11, 3))
+    h = L.Conv2D(8, 3, padding="same", dilation_rate=2, activation="relu")(x)
+    h = L.Conv2D(6, 3, padding="valid", dilation_rate=(2, 3))(h)
+    h = L.DepthwiseConv2D(3, padding="same", dilation_rate=2)(h)
+    return keras.Model(x, L.Dense(4)(L.Flatten()(h)))
+
+
 def relu_mlp():
     keras, L = _layers()
     x = keras.Input((20,))
@@ -87,6 +97,7 @@ def relu_mlp():
 
 BUILDERS = {
     "mlp": relu_mlp,
+    "dilated": dilated_variants,
     "conv": conv_variants,
     "depthwise": depthwise_variants,
     "pooling": pooling_variants,

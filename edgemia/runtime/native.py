@@ -26,6 +26,63 @@ _FOLDED_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
 _NATIVE_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.int8): "int8", np.dtype(np.int32): "int32"}
 
 
+def _fuse_dilated_convolutions(model: TfliteModel) -> list[OperatorInfo]:
+    """Rewrite SPACE_TO_BATCH_ND -> (DEPTHWISE_)CONV_2D -> BATCH_TO_SPACE_ND into one dilated conv.
+
+    The TFLite converter lowers a dilated convolution into this chain: the
+    batch-to-space pair pads the input, splits it into block phases that the
+    convolution runs on with VALID padding, and crops the result. One
+    convolution with dilation equal to the block, explicit padding
+    (paddings minus crops) and the same filter computes the same sums, and
+    keeps the batch dimension the native kernel relies on.
+    """
+    operators = list(model.operators)
+    readers: dict[int, list[int]] = {}
+    for position, op in enumerate(operators):
+        for tensor in op.inputs:
+            readers.setdefault(tensor, []).append(position)
+    result, skip = [], set()
+    for position, op in enumerate(operators):
+        if position in skip:
+            continue
+        if op.kind != "SPACE_TO_BATCH_ND" or len(readers.get(op.outputs[0], [])) != 1:
+            result.append(op)
+            continue
+        conv_at = readers[op.outputs[0]][0]
+        conv = operators[conv_at]
+        b2s_positions = readers.get(conv.outputs[0], []) if conv.outputs else []
+        if conv.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or len(b2s_positions) != 1:
+            result.append(op)
+            continue
+        b2s = operators[b2s_positions[0]]
+        block = model.tensors[op.inputs[1]].data if len(op.inputs) > 1 else None
+        paddings = model.tensors[op.inputs[2]].data if len(op.inputs) > 2 else None
+        b2s_block = model.tensors[b2s.inputs[1]].data if len(b2s.inputs) > 1 else None
+        crops = model.tensors[b2s.inputs[2]].data if len(b2s.inputs) > 2 else None
+        plain_conv = (conv.options.get("padding") == 1 and conv.options.get("stride_h") == 1
+                      and conv.options.get("stride_w") == 1 and conv.options.get("dilation_h") == 1
+                      and conv.options.get("dilation_w") == 1)
+        if (b2s.kind != "BATCH_TO_SPACE_ND" or not plain_conv or any(v is None for v in (block, paddings, b2s_block, crops))
+                or block.shape != (2,) or paddings.shape != (2, 2) or crops.shape != (2, 2)
+                or not np.array_equal(block, b2s_block)):
+            result.append(op)
+            continue
+        pads = paddings.astype(np.int64) - crops.astype(np.int64)
+        if (pads < 0).any():
+            result.append(op)
+            continue
+        options = dict(conv.options)
+        options.update(
+            padding=2, dilation_h=int(block[0]), dilation_w=int(block[1]),
+            pad_top=int(pads[0, 0]), pad_bottom=int(pads[0, 1]), pad_left=int(pads[1, 0]), pad_right=int(pads[1, 1]),
+        )
+        fused = OperatorInfo(index=conv.index, kind=conv.kind, inputs=[op.inputs[0], *conv.inputs[1:]],
+                             outputs=list(b2s.outputs), options=options)
+        result.append(fused)
+        skip.update({conv_at, b2s_positions[0]})
+    return result
+
+
 class NativeKernelMissing(InputError):
     """The compiled kernel is not importable in this installation."""
 
@@ -242,7 +299,7 @@ class NativeSession:
 
         kernel_ops = set(native.supported_ops())
         native_id(model.inputs[0])
-        for op in model.operators:
+        for op in _fuse_dilated_convolutions(model):
             if op.kind in _FOLDED_OPS:
                 folder.fold(op)
                 continue
