@@ -125,6 +125,10 @@ class ConvInt8 final : public Kernel {
     CheckInt8Tensors(check, in, filter, out, 0);
     group_out_ = g_.out_c / g_.groups;
     depth_ = g_.k_h * g_.k_w * g_.filter_c;
+    if (depth_ > gemm::kMaxDepth) {
+      check.Fail("filter depth " + std::to_string(depth_) + " exceeds " + std::to_string(gemm::kMaxDepth) +
+                 ", the largest for which int32 sums are exact");
+    }
     input_zero_point_ = in.zero_points[0];
     const int8_t* w = filter.as<int8_t>();
     const std::vector<int32_t> bias = BiasOrZero<int32_t>(check, g_.out_c, DType::kInt32);
@@ -135,6 +139,26 @@ class ConvInt8 final : public Kernel {
     }
     // A 1x1 convolution with stride 1 reads its GEMM rows straight from the input.
     direct_ = g_.k_h == 1 && g_.k_w == 1 && g_.stride_h == 1 && g_.stride_w == 1 && g_.groups == 1;
+    // The taps of one filter row are adjacent in the input when they are
+    // adjacent pixels and the group spans all channels.
+    row_contiguous_ = g_.dilation_w == 1 && g_.groups == 1;
+    tap_begin_.resize(static_cast<size_t>(g_.out_w));
+    tap_end_.resize(static_cast<size_t>(g_.out_w));
+    for (int64_t ox = 0; ox < g_.out_w; ++ox) {
+      int64_t begin = g_.k_w, end = 0;
+      for (int64_t kx = 0; kx < g_.k_w; ++kx) {
+        const int64_t ix = ox * g_.stride_w - g_.pad_left + kx * g_.dilation_w;
+        if (ix >= 0 && ix < g_.in_w) {
+          begin = std::min(begin, kx);
+          end = kx + 1;
+        }
+      }
+      tap_begin_[static_cast<size_t>(ox)] = begin < end ? begin : 0;
+      tap_end_[static_cast<size_t>(ox)] = begin < end ? end : 0;
+    }
+    // Small filters take more rows per GEMM call, so that the call overhead
+    // stays small next to the arithmetic; about 16 KiB of im2col rows.
+    gemm_rows_ = std::max<int64_t>(kGemmRows, std::min<int64_t>(512, 16384 / depth_ / 16 * 16));
     const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kFixedPoint
                                                                  : ChannelRequantizer::Formula::kFp32;
     requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.out_c, check.ActivationOption(), numerics);
@@ -143,18 +167,18 @@ class ConvInt8 final : public Kernel {
   }
 
   int64_t ScratchBytes() const override {
-    return kGemmRows * depth_ + kGemmRows * group_out_ * static_cast<int64_t>(sizeof(int32_t));
+    return gemm_rows_ * depth_ + gemm_rows_ * group_out_ * static_cast<int64_t>(sizeof(int32_t));
   }
 
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);
     int8_t* y = arena.at<int8_t>(out_id_);
     int8_t* rows = reinterpret_cast<int8_t*>(arena.scratch.data());
-    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data() + kGemmRows * depth_);
+    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data() + gemm_rows_ * depth_);
     const ConvGeometry& g = g_;
     const int64_t positions = batch * g.out_h * g.out_w;
-    for (int64_t p0 = 0; p0 < positions; p0 += kGemmRows) {
-      const int64_t m = std::min(kGemmRows, positions - p0);
+    for (int64_t p0 = 0; p0 < positions; p0 += gemm_rows_) {
+      const int64_t m = std::min(gemm_rows_, positions - p0);
       for (int64_t group = 0; group < g.groups; ++group) {
         const int8_t* a = rows;
         int64_t a_stride = depth_;
@@ -162,9 +186,16 @@ class ConvInt8 final : public Kernel {
           a = x + p0 * g.in_c;
           a_stride = g.in_c;
         } else {
-          for (int64_t i = 0; i < m; ++i) GatherRow(x, p0 + i, group, rows + i * depth_);
+          GatherRows(x, p0, m, group, rows);
         }
         gemm_->run(a, a_stride, m, packed_[static_cast<size_t>(group)], acc, group_out_);
+        if (requantize_.is_fp32()) {
+          const int64_t first = group * group_out_;
+          gemm_->requantize_fp32(acc, group_out_, m, group_out_,
+                                 requantize_.Fp32Stage(folded_bias_.data() + first, first), y + p0 * g.out_c + first,
+                                 g.out_c);
+          continue;
+        }
         for (int64_t i = 0; i < m; ++i) {
           int8_t* yp = y + (p0 + i) * g.out_c + group * group_out_;
           const int32_t* ai = acc + i * group_out_;
@@ -178,26 +209,74 @@ class ConvInt8 final : public Kernel {
   }
 
  private:
-  // Writes the taps of output position `position` (batch-major) for one
-  // group, in the filter's (ky, kx, channel) order.
-  void GatherRow(const int8_t* x, int64_t position, int64_t group, int8_t* row) const {
-    const ConvGeometry& g = g_;
-    const int64_t b = position / (g.out_h * g.out_w);
-    const int64_t oy = (position / g.out_w) % g.out_h;
-    const int64_t ox = position % g.out_w;
-    const int8_t* xb = x + b * g.in_h * g.in_w * g.in_c + group * g.filter_c;
-    for (int64_t ky = 0; ky < g.k_h; ++ky) {
-      const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
-      for (int64_t kx = 0; kx < g.k_w; ++kx) {
-        const int64_t ix = ox * g.stride_w - g.pad_left + kx * g.dilation_w;
-        int8_t* dst = row + (ky * g.k_w + kx) * g.filter_c;
-        if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) {
-          std::memset(dst, static_cast<int8_t>(input_zero_point_), static_cast<size_t>(g.filter_c));
+  // Writes the im2col rows of output positions [first, first + count)
+  // (batch-major) for one group, depth_ bytes apart: the taps of each
+  // position in the filter's (ky, kx, channel) order, with the input zero
+  // point for taps in the padding.
+  void GatherRows(const int8_t* x, int64_t first, int64_t count, int64_t group, int8_t* rows) const {
+    // Locals, not members: the int8 stores below may alias any object, so
+    // the compiler would reload every member after each of them.
+    const ConvGeometry g = g_;
+    const int64_t depth = depth_;
+    const bool row_contiguous = row_contiguous_;
+    const int64_t* tap_begin = tap_begin_.data();
+    const int64_t* tap_end = tap_end_.data();
+    const auto zero_point = static_cast<int8_t>(input_zero_point_);
+    const int64_t span = g.k_w * g.filter_c;  // bytes of one filter row
+    const int64_t image_bytes = g.in_h * g.in_w * g.in_c;
+    const int64_t line_bytes = g.in_w * g.in_c;
+
+    int64_t b = first / (g.out_h * g.out_w);
+    int64_t oy = (first / g.out_w) % g.out_h;
+    int64_t ox = first % g.out_w;
+    for (int64_t i = 0; i < count; ++i) {
+      int8_t* row = rows + i * depth;
+      const int8_t* xb = x + b * image_bytes + group * g.filter_c;
+      const int64_t begin = tap_begin[ox];
+      const int64_t end = tap_end[ox];
+      const int64_t ix0 = ox * g.stride_w - g.pad_left;
+      for (int64_t ky = 0; ky < g.k_h; ++ky) {
+        const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+        int8_t* dst = row + ky * span;
+        if (iy < 0 || iy >= g.in_h || begin == end) {
+          FillWords(dst, zero_point, span);
+          continue;
+        }
+        const int8_t* src = xb + iy * line_bytes;
+        FillWords(dst, zero_point, begin * g.filter_c);
+        if (row_contiguous) {
+          CopyWords(dst + begin * g.filter_c, src + (ix0 + begin) * g.in_c, (end - begin) * g.filter_c);
         } else {
-          std::memcpy(dst, xb + (iy * g.in_w + ix) * g.in_c, static_cast<size_t>(g.filter_c));
+          for (int64_t kx = begin; kx < end; ++kx) {
+            CopyWords(dst + kx * g.filter_c, src + (ix0 + kx * g.dilation_w) * g.in_c, g.filter_c);
+          }
+        }
+        FillWords(dst + end * g.filter_c, zero_point, (g.k_w - end) * g.filter_c);
+      }
+      if (++ox == g.out_w) {
+        ox = 0;
+        if (++oy == g.out_h) {
+          oy = 0;
+          ++b;
         }
       }
     }
+  }
+
+  // memcpy and memset in whole 16-byte words, for the short runs of most
+  // filters, where a library call costs more than the copy. They may read up
+  // to 15 bytes past src + n, which kArenaSlack allows, and write up to 15
+  // bytes past dst + n. GatherRows writes each row from the front, so the
+  // next run rewrites those bytes. Past the last row they land in the GEMM's
+  // accumulators, which the GEMM writes next, or in the scratch's slack.
+  static void CopyWords(int8_t* dst, const int8_t* src, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) std::memcpy(dst + i, src + i, 16);
+  }
+
+  static void FillWords(int8_t* dst, int8_t value, int64_t n) {
+    int8_t word[16];
+    std::memset(word, value, sizeof(word));
+    for (int64_t i = 0; i < n; i += 16) std::memcpy(dst + i, word, 16);
   }
 
   ConvGeometry g_;
@@ -207,6 +286,10 @@ class ConvInt8 final : public Kernel {
   std::vector<gemm::PackedB> packed_;
   std::vector<int32_t> folded_bias_;
   bool direct_ = false;
+  bool row_contiguous_ = false;
+  // Taps kx in [tap_begin_[ox], tap_end_[ox]) of output column ox are inside the image.
+  std::vector<int64_t> tap_begin_, tap_end_;
+  int64_t gemm_rows_ = kGemmRows;  // im2col rows per GEMM call
   ChannelRequantizer requantize_;
   int in_id_ = 0, out_id_ = 0;
 };
