@@ -294,10 +294,11 @@ class ConvInt8 final : public Kernel {
   int in_id_ = 0, out_id_ = 0;
 };
 
-// Depthwise int8 convolution: direct loops over the taps.
+// Depthwise int8 convolution: direct loops over the taps, one output row at
+// a time, through the GEMM path's output stage.
 class DepthwiseInt8 final : public Kernel {
  public:
-  DepthwiseInt8(const OpChecker& check, Numerics numerics) {
+  DepthwiseInt8(const OpChecker& check, Numerics numerics) : gemm_(&check.gemm()) {
     g_ = CheckGeometry(check, true);
     const Tensor& in = check.Input(0);
     const Tensor& filter = check.Input(1);
@@ -313,24 +314,54 @@ class DepthwiseInt8 final : public Kernel {
     out_id_ = check.op().outputs[0];
   }
 
+  int64_t ScratchBytes() const override { return g_.out_w * g_.out_c * static_cast<int64_t>(sizeof(int32_t)); }
+
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);
     int8_t* y = arena.at<int8_t>(out_id_);
-    const ConvGeometry& g = g_;
+    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data());
+    // Locals, not members: the int8 stores below may alias any object, so
+    // the compiler would reload every member after each of them.
+    const ConvGeometry g = g_;
+    const int8_t* filter = filter_;
+    const int32_t zero_point = input_zero_point_;
+    const int64_t row_values = g.out_w * g.out_c;
     for (int64_t b = 0; b < batch; ++b) {
       const int8_t* xb = x + b * g.in_h * g.in_w * g.in_c;
       for (int64_t oy = 0; oy < g.out_h; ++oy) {
+        // The sums of one output row, channels innermost so that the
+        // compiler vectorizes them; the bias comes with the output stage.
+        std::fill(acc, acc + row_values, 0);
         for (int64_t ox = 0; ox < g.out_w; ++ox) {
-          int8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
-          for (int64_t oc = 0; oc < g.out_c; ++oc) {
-            int32_t acc = bias_[static_cast<size_t>(oc)];
-            const int64_t ic = oc / g.depth_multiplier;
-            ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
-              const int32_t w = filter_[(ky * g.k_w + kx) * g.out_c + oc];
-              acc += w * (static_cast<int32_t>(xb[(iy * g.in_w + ix) * g.in_c + ic]) - input_zero_point_);
-            });
-            yp[oc] = requantize_(acc, oc);
-          }
+          int32_t* sums = acc + ox * g.out_c;
+          ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
+            const int8_t* xp = xb + (iy * g.in_w + ix) * g.in_c;
+            const int8_t* wp = filter + (ky * g.k_w + kx) * g.out_c;
+            if (g.depth_multiplier == 1) {
+              // |w * (x - zero_point)| <= 128 * 255, so the product fits int16.
+              for (int64_t c = 0; c < g.out_c; ++c) {
+                sums[c] += static_cast<int16_t>(static_cast<int16_t>(wp[c]) * static_cast<int16_t>(xp[c] - zero_point));
+              }
+              return;
+            }
+            for (int64_t ic = 0; ic < g.in_c; ++ic) {
+              const int32_t xv = xp[ic] - zero_point;
+              for (int64_t m = 0; m < g.depth_multiplier; ++m) {
+                const int64_t oc = ic * g.depth_multiplier + m;
+                sums[oc] += wp[oc] * xv;
+              }
+            }
+          });
+        }
+        int8_t* yrow = y + (b * g.out_h + oy) * row_values;
+        if (requantize_.is_fp32()) {
+          gemm_->requantize_fp32(acc, g.out_c, g.out_w, g.out_c, requantize_.Fp32Stage(bias_.data(), 0), yrow,
+                                 g.out_c);
+          continue;
+        }
+        for (int64_t i = 0; i < row_values; ++i) {
+          const int64_t oc = i % g.out_c;
+          yrow[i] = requantize_(acc[i] + bias_[static_cast<size_t>(oc)], oc);
         }
       }
     }
@@ -338,6 +369,7 @@ class DepthwiseInt8 final : public Kernel {
 
  private:
   ConvGeometry g_;
+  const gemm::Int8Gemm* gemm_;
   const int8_t* filter_ = nullptr;
   std::vector<int32_t> bias_;
   int32_t input_zero_point_ = 0;
