@@ -6,6 +6,7 @@
 // holds, so nothing saturates. (vpmaddubsw, the u8 x s8 instruction, would
 // saturate its int16 pair sums and is not used.)
 #include "gemm.h"
+#include "tiling.h"
 
 #if defined(__x86_64__) && defined(__AVX2__)
 
@@ -20,8 +21,6 @@ namespace {
 constexpr int64_t kMr = 6;              // rows of A per microkernel call
 constexpr int64_t kNr = 16;             // columns per weight panel: two ymm of 8 int32
 constexpr int64_t kRowBlock = 16 * kMr;  // rows of A packed at a time
-
-int64_t RoundUp(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 // Panel p holds columns [16p, 16p + 16) (the last one 8 wide when at most 8
 // columns remain). For each pair of k it stores two int16 per column:
@@ -115,35 +114,24 @@ constexpr Microkernel kMicrokernels[2][kMr] = {
 
 void RunAvx2(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride) {
   const int64_t kp = RoundUp(b.k, 2);
-  const int64_t panels = (b.n + kNr - 1) / kNr;
-  const int64_t block = m < kRowBlock ? m : kRowBlock;
-  auto* packed = reinterpret_cast<int16_t*>(ThreadScratch(block * kp * static_cast<int64_t>(sizeof(int16_t))));
+  auto* packed = reinterpret_cast<int16_t*>(
+      ThreadScratch((m < kRowBlock ? m : kRowBlock) * kp * static_cast<int64_t>(sizeof(int16_t))));
   const auto* weights = reinterpret_cast<const int16_t*>(b.panels());
-  for (int64_t m0 = 0; m0 < m; m0 += kRowBlock) {
-    const int64_t rows = m - m0 < kRowBlock ? m - m0 : kRowBlock;
-    PackRows(a + m0 * a_stride, a_stride, rows, b.k, kp, packed);
-    // Panel-outer order: a panel (16 columns x kp int16) stays in cache for every row tile.
-    for (int64_t p = 0; p < panels; ++p) {
-      const int64_t width = b.n - p * kNr < kNr ? b.n - p * kNr : kNr;
-      const int nb = width > 8 ? 2 : 1;
-      const int16_t* panel = weights + p * kNr * kp;
-      // Row tiles of equal height (within one), so that no tile is much
-      // shorter and slower than the others.
-      const int64_t tiles = (rows + kMr - 1) / kMr;
-      for (int64_t t = 0, i = 0; t < tiles; ++t) {
-        const int64_t mr = rows / tiles + (t < rows % tiles ? 1 : 0);
-        kMicrokernels[nb - 1][mr - 1](packed + i * kp, kp, panel, kp / 2, c + (m0 + i) * c_stride + p * kNr,
-                                      c_stride, width);
-        i += mr;
-      }
-    }
-  }
+  ForEachTile(
+      m, b.n, kMr, kNr, kRowBlock,
+      [&](int64_t first, int64_t rows) { PackRows(a + first * a_stride, a_stride, rows, b.k, kp, packed); },
+      [&](int64_t first, int64_t offset, int64_t rows, int64_t panel, int64_t width) {
+        kMicrokernels[width > 8 ? 1 : 0][rows - 1](packed + offset * kp, kp, weights + panel * kNr * kp, kp / 2,
+                                                   c + (first + offset) * c_stride + panel * kNr, c_stride, width);
+      });
 }
 
 // Eight outputs of the fp32 stage, written to y[0..7].
-inline void Requantize8(__m256i acc, __m256i bias, __m256 scale, __m256 lo, __m256 hi, __m256i zero_point,
-                        int8_t* y) {
-  __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), scale);
+inline void Requantize8(const int32_t* acc, const int32_t* bias, const float* scale, __m256 lo, __m256 hi,
+                        __m256i zero_point, int8_t* y) {
+  const __m256i sum = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc)),
+                                       _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias)));
+  __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(sum), _mm256_loadu_ps(scale));
   f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
   // vcvtps2dq rounds in the MXCSR mode, as std::nearbyint does.
   const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(f), zero_point);
@@ -157,32 +145,10 @@ void qs8_requantize_fp32__avx2(const int32_t* acc, int64_t acc_stride, int64_t m
   const __m256 lo = _mm256_set1_ps(stage.min_less_zero_point);
   const __m256 hi = _mm256_set1_ps(stage.max_less_zero_point);
   const __m256i zero_point = _mm256_set1_epi32(stage.zero_point);
-  const int64_t full = n / 8 * 8;
-  for (int64_t i = 0; i < m; ++i) {
-    const int32_t* ai = acc + i * acc_stride;
-    int8_t* yi = y + i * y_stride;
-    for (int64_t j = 0; j < full; j += 8) {
-      Requantize8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ai + j)),
-                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(stage.bias + j)),
-                  _mm256_loadu_ps(stage.scale + j), lo, hi, zero_point, yi + j);
-    }
-    if (full < n) {
-      // The last columns go through zero-padded copies, since reading or
-      // writing past n could leave the buffers.
-      const auto rest = static_cast<size_t>(n - full);
-      alignas(32) int32_t acc_tail[8] = {};
-      alignas(32) int32_t bias_tail[8] = {};
-      alignas(32) float scale_tail[8] = {};
-      int8_t y_tail[8];
-      std::memcpy(acc_tail, ai + full, rest * sizeof(int32_t));
-      std::memcpy(bias_tail, stage.bias + full, rest * sizeof(int32_t));
-      std::memcpy(scale_tail, stage.scale + full, rest * sizeof(float));
-      Requantize8(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc_tail)),
-                  _mm256_load_si256(reinterpret_cast<const __m256i*>(bias_tail)), _mm256_load_ps(scale_tail), lo,
-                  hi, zero_point, y_tail);
-      std::memcpy(yi + full, y_tail, rest);
-    }
-  }
+  ForEachColumnBlock<8>(acc, acc_stride, m, n, stage, y, y_stride,
+                        [&](const int32_t* a, const int32_t* bias, const float* scale, int8_t* out) {
+                          Requantize8(a, bias, scale, lo, hi, zero_point, out);
+                        });
 }
 
 // Six independent vpmaddwd + vpaddd chains with their own operands: the

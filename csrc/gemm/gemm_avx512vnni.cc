@@ -8,6 +8,7 @@
 // weights are packed, to cancel the excess. Int32 additions wrap, so the
 // result is exact whenever it fits in int32.
 #include "gemm.h"
+#include "tiling.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
     defined(__AVX512VNNI__)
@@ -28,8 +29,6 @@ namespace {
 constexpr int64_t kMr = 12;          // rows of A per microkernel call
 constexpr int64_t kNr = 32;          // columns per weight panel: two zmm of 16 int32
 constexpr int64_t kRowBlock = 8 * kMr;  // rows of A packed at a time
-
-int64_t RoundUp(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 // Panel p holds columns [32p, 32p + 32) (the last one 16 wide when at most 16
 // columns remain). For each group of four k it stores 4 bytes per column:
@@ -179,29 +178,15 @@ constexpr Microkernel kMicrokernels[2][kMr] = {
 
 void RunAvx512Vnni(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride) {
   const int64_t kp = RoundUp(b.k, 4);
-  const int64_t panels = (b.n + kNr - 1) / kNr;
-  const int64_t block = m < kRowBlock ? m : kRowBlock;
-  int8_t* packed = ThreadScratch(block * kp);
-  for (int64_t m0 = 0; m0 < m; m0 += kRowBlock) {
-    const int64_t rows = m - m0 < kRowBlock ? m - m0 : kRowBlock;
-    PackRows(a + m0 * a_stride, a_stride, rows, b.k, kp, packed);
-    // Panel-outer order: a panel (32 columns x kp bytes) stays in cache for every row tile.
-    for (int64_t p = 0; p < panels; ++p) {
-      const int64_t width = b.n - p * kNr < kNr ? b.n - p * kNr : kNr;
-      const int nb = width > 16 ? 2 : 1;
-      const int8_t* panel = b.panels() + p * kNr * kp;
-      const int32_t* correction = b.column.data() + p * kNr;
-      // Row tiles of equal height (within one), so that no tile is much
-      // shorter and slower than the others: 64 rows give 11, 11, 11, 11, 10, 10.
-      const int64_t tiles = (rows + kMr - 1) / kMr;
-      for (int64_t t = 0, i = 0; t < tiles; ++t) {
-        const int64_t mr = rows / tiles + (t < rows % tiles ? 1 : 0);
-        kMicrokernels[nb - 1][mr - 1](packed + i * kp, kp, correction, panel, kp / 4,
-                                      c + (m0 + i) * c_stride + p * kNr, c_stride, width);
-        i += mr;
-      }
-    }
-  }
+  int8_t* packed = ThreadScratch((m < kRowBlock ? m : kRowBlock) * kp);
+  ForEachTile(
+      m, b.n, kMr, kNr, kRowBlock,
+      [&](int64_t first, int64_t rows) { PackRows(a + first * a_stride, a_stride, rows, b.k, kp, packed); },
+      [&](int64_t first, int64_t offset, int64_t rows, int64_t panel, int64_t width) {
+        kMicrokernels[width > 16 ? 1 : 0][rows - 1](packed + offset * kp, kp, b.column.data() + panel * kNr,
+                                                    b.panels() + panel * kNr * kp, kp / 4,
+                                                    c + (first + offset) * c_stride + panel * kNr, c_stride, width);
+      });
 }
 
 // 16 outputs of the fp32 stage; lanes outside `mask` are neither read nor written.

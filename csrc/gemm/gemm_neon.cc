@@ -8,6 +8,7 @@
 // sum is formed in int32. (smlal, which would add a second product in int16,
 // is not used.)
 #include "gemm.h"
+#include "tiling.h"
 
 #if defined(__aarch64__) && defined(__ARM_NEON)
 
@@ -23,8 +24,6 @@ constexpr int64_t kMr = 4;              // rows of A per microkernel call
 constexpr int64_t kNr = 4;              // columns per weight panel
 constexpr int64_t kKc = 16;             // k per step: one q register of int8
 constexpr int64_t kRowBlock = 32 * kMr;  // rows of A packed at a time
-
-int64_t RoundUp(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 // Panel p holds columns [4p, 4p + 4). For each step of 16 k it stores 16
 // bytes of column 0, then of columns 1, 2 and 3. Padding holds zeros.
@@ -97,23 +96,14 @@ constexpr Microkernel kMicrokernels[kMr] = {
 
 void RunNeon(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride) {
   const int64_t kp = RoundUp(b.k, kKc);
-  const int64_t panels = (b.n + kNr - 1) / kNr;
-  const int64_t block = m < kRowBlock ? m : kRowBlock;
-  int8_t* packed = ThreadScratch(block * kp);
-  for (int64_t m0 = 0; m0 < m; m0 += kRowBlock) {
-    const int64_t rows = m - m0 < kRowBlock ? m - m0 : kRowBlock;
-    PackRows(a + m0 * a_stride, a_stride, rows, b.k, kp, packed);
-    // Panel-outer order: a panel (4 columns x kp bytes) stays in cache for every row tile.
-    for (int64_t p = 0; p < panels; ++p) {
-      const int64_t width = b.n - p * kNr < kNr ? b.n - p * kNr : kNr;
-      const int8_t* panel = b.panels() + p * kNr * kp;
-      for (int64_t i = 0; i < rows; i += kMr) {
-        const int64_t mr = rows - i < kMr ? rows - i : kMr;
-        kMicrokernels[mr - 1](packed + i * kp, kp, panel, kp / kKc, c + (m0 + i) * c_stride + p * kNr, c_stride,
-                              width);
-      }
-    }
-  }
+  int8_t* packed = ThreadScratch((m < kRowBlock ? m : kRowBlock) * kp);
+  ForEachTile(
+      m, b.n, kMr, kNr, kRowBlock,
+      [&](int64_t first, int64_t rows) { PackRows(a + first * a_stride, a_stride, rows, b.k, kp, packed); },
+      [&](int64_t first, int64_t offset, int64_t rows, int64_t panel, int64_t width) {
+        kMicrokernels[rows - 1](packed + offset * kp, kp, b.panels() + panel * kNr * kp, kp / kKc,
+                                c + (first + offset) * c_stride + panel * kNr, c_stride, width);
+      });
 }
 
 // Four outputs of the fp32 stage.
@@ -131,37 +121,15 @@ void qs8_requantize_fp32__neon(const int32_t* acc, int64_t acc_stride, int64_t m
   const float32x4_t lo = vdupq_n_f32(stage.min_less_zero_point);
   const float32x4_t hi = vdupq_n_f32(stage.max_less_zero_point);
   const int32x4_t zero_point = vdupq_n_s32(stage.zero_point);
-  const int64_t full = n / 8 * 8;
-  for (int64_t i = 0; i < m; ++i) {
-    const int32_t* ai = acc + i * acc_stride;
-    int8_t* yi = y + i * y_stride;
-    for (int64_t j = 0; j < full; j += 8) {
-      const int32x4_t q0 = Requantize4(vld1q_s32(ai + j), vld1q_s32(stage.bias + j), vld1q_f32(stage.scale + j),
-                                       lo, hi, zero_point);
-      const int32x4_t q1 = Requantize4(vld1q_s32(ai + j + 4), vld1q_s32(stage.bias + j + 4),
-                                       vld1q_f32(stage.scale + j + 4), lo, hi, zero_point);
-      // The values are already in -128..127, so the saturating narrows are exact.
-      vst1_s8(yi + j, vqmovn_s16(vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1))));
-    }
-    if (full < n) {
-      // The last columns go through zero-padded copies, since reading or
-      // writing past n could leave the buffers.
-      const auto rest = static_cast<size_t>(n - full);
-      int32_t acc_tail[8] = {};
-      int32_t bias_tail[8] = {};
-      float scale_tail[8] = {};
-      int8_t y_tail[8];
-      std::memcpy(acc_tail, ai + full, rest * sizeof(int32_t));
-      std::memcpy(bias_tail, stage.bias + full, rest * sizeof(int32_t));
-      std::memcpy(scale_tail, stage.scale + full, rest * sizeof(float));
-      const int32x4_t q0 = Requantize4(vld1q_s32(acc_tail), vld1q_s32(bias_tail), vld1q_f32(scale_tail), lo, hi,
-                                       zero_point);
-      const int32x4_t q1 = Requantize4(vld1q_s32(acc_tail + 4), vld1q_s32(bias_tail + 4),
-                                       vld1q_f32(scale_tail + 4), lo, hi, zero_point);
-      vst1_s8(y_tail, vqmovn_s16(vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1))));
-      std::memcpy(yi + full, y_tail, rest);
-    }
-  }
+  ForEachColumnBlock<8>(acc, acc_stride, m, n, stage, y, y_stride,
+                        [&](const int32_t* a, const int32_t* bias, const float* scale, int8_t* out) {
+                          const int32x4_t q0 = Requantize4(vld1q_s32(a), vld1q_s32(bias), vld1q_f32(scale), lo, hi,
+                                                           zero_point);
+                          const int32x4_t q1 = Requantize4(vld1q_s32(a + 4), vld1q_s32(bias + 4),
+                                                           vld1q_f32(scale + 4), lo, hi, zero_point);
+                          // The values are already in -128..127, so the saturating narrows are exact.
+                          vst1_s8(out, vqmovn_s16(vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1))));
+                        });
 }
 
 // The instructions of the microkernel above: eight smull or smull2 (eight

@@ -4,6 +4,7 @@
 // sdot multiplies four pairs of int8 and adds them into an int32 lane, with
 // no narrower intermediate, so every sum is exact.
 #include "gemm.h"
+#include "tiling.h"
 
 #if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
 
@@ -19,8 +20,6 @@ constexpr int64_t kMr = 4;              // rows of A per microkernel call
 constexpr int64_t kNr = 16;             // columns per weight panel: four q registers of int32
 constexpr int64_t kKc = 16;             // k per step: one q register of int8 per row
 constexpr int64_t kRowBlock = 32 * kMr;  // rows of A packed at a time
-
-int64_t RoundUp(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 // Panel p holds columns [16p, 16p + 16). For each group of four k it stores
 // 4 bytes per column, columns in order, so that each q register holds four
@@ -98,23 +97,14 @@ constexpr Microkernel kMicrokernels[kMr] = {
 
 void RunNeonDot(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride) {
   const int64_t kp = RoundUp(b.k, kKc);
-  const int64_t panels = (b.n + kNr - 1) / kNr;
-  const int64_t block = m < kRowBlock ? m : kRowBlock;
-  int8_t* packed = ThreadScratch(block * kp);
-  for (int64_t m0 = 0; m0 < m; m0 += kRowBlock) {
-    const int64_t rows = m - m0 < kRowBlock ? m - m0 : kRowBlock;
-    PackRows(a + m0 * a_stride, a_stride, rows, b.k, kp, packed);
-    // Panel-outer order: a panel (16 columns x kp bytes) stays in cache for every row tile.
-    for (int64_t p = 0; p < panels; ++p) {
-      const int64_t width = b.n - p * kNr < kNr ? b.n - p * kNr : kNr;
-      const int8_t* panel = b.panels() + p * kNr * kp;
-      for (int64_t i = 0; i < rows; i += kMr) {
-        const int64_t mr = rows - i < kMr ? rows - i : kMr;
-        kMicrokernels[mr - 1](packed + i * kp, kp, panel, kp / kKc, c + (m0 + i) * c_stride + p * kNr, c_stride,
-                              width);
-      }
-    }
-  }
+  int8_t* packed = ThreadScratch((m < kRowBlock ? m : kRowBlock) * kp);
+  ForEachTile(
+      m, b.n, kMr, kNr, kRowBlock,
+      [&](int64_t first, int64_t rows) { PackRows(a + first * a_stride, a_stride, rows, b.k, kp, packed); },
+      [&](int64_t first, int64_t offset, int64_t rows, int64_t panel, int64_t width) {
+        kMicrokernels[rows - 1](packed + offset * kp, kp, b.panels() + panel * kNr * kp, kp / kKc,
+                                c + (first + offset) * c_stride + panel * kNr, c_stride, width);
+      });
 }
 
 // Twelve independent sdot chains, 16 multiply-accumulates per sdot. Written
