@@ -198,7 +198,9 @@ void Graph::Finalize(const std::vector<int>& inputs, const std::vector<int>& out
   for (const OpSpec& op : ops_) {
     kernels_.push_back(MakeKernel(op, tensors_, numerics, *gemm_));
     scratch_bytes_ = std::max(scratch_bytes_, kernels_.back()->ScratchBytes());
+    work_per_record_ += kernels_.back()->MacsPerRecord();
   }
+  work_per_record_ += arena_record_bytes;
   inputs_ = inputs;
   outputs_ = outputs;
   finalized_ = true;
@@ -252,9 +254,14 @@ void Graph::Run(const void* input, int64_t count, const std::vector<void*>& outp
   if (!finalized_) throw std::logic_error("Graph::Run called before Finalize");
   if (outputs.size() != outputs_.size()) throw std::logic_error("wrong number of output buffers");
   if (count <= 0) return;
-  // Chunks of kChunkRecords, or smaller so that a small batch still gives
-  // every thread a share.
-  threads = std::max(1, threads);
+  // A thread gets work only if it has about a million multiply-accumulates
+  // to do (a few microseconds): below that, waking it costs more than it
+  // saves, and far more when other processes hold the cores. Chunks have
+  // kChunkRecords records, or fewer so that a small batch still gives every
+  // thread a share.
+  constexpr int64_t kMinWorkPerThread = int64_t{1} << 20;
+  const int64_t useful = std::max<int64_t>(1, count * work_per_record_ / kMinWorkPerThread);
+  threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, useful)));
   const int64_t chunk = std::min(kChunkRecords, (count + threads - 1) / threads);
   const int64_t chunks = (count + chunk - 1) / chunk;
   const int workers = static_cast<int>(std::min<int64_t>(threads, chunks));

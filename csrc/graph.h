@@ -104,6 +104,9 @@ class Kernel {
   virtual void Run(Arena& arena, int64_t batch) const = 0;
   // Bytes of Arena::scratch that Run() needs for up to kChunkRecords records.
   virtual int64_t ScratchBytes() const { return 0; }
+  // Multiply-accumulates per record, for deciding whether a batch is worth
+  // splitting over threads; 0 for ops that do none.
+  virtual int64_t MacsPerRecord() const { return 0; }
 };
 
 class Graph {
@@ -141,6 +144,7 @@ class Graph {
   bool finalized_ = false;
   const gemm::Int8Gemm* gemm_ = nullptr;
   int64_t scratch_bytes_ = 0;
+  int64_t work_per_record_ = 0;  // multiply-accumulates plus activation bytes
   // Arenas of finished runs. Allocating and zeroing them costs more than a
   // small model's whole batch, so they are kept for the next run.
   mutable std::mutex arenas_mutex_;

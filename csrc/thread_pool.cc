@@ -64,14 +64,21 @@ void ThreadPool::Run(int workers, const std::function<void(int)>& task) {
     }
     task_ = &task;
     workers_ = workers;
-    pending_.store(workers - 1);
+    open_ = true;
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   task(0);
-  if (!SpinUntil([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+  // When the caller's call returns, the work is shared out. A pool thread
+  // that has not joined by now (because another process holds its core,
+  // say) is not waited for: it skips the job when it wakes.
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    open_ = false;
+  }
+  if (!SpinUntil([this] { return active_.load(std::memory_order_acquire) == 0; })) {
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_.load() == 0; });
+    done_.wait(lock, [this] { return active_.load() == 0; });
   }
 }
 
@@ -80,15 +87,15 @@ void ThreadPool::WorkerLoop(int index, int64_t seen) {
     SpinUntil([&] { return generation_.load(std::memory_order_acquire) != seen; });
     std::unique_lock<std::mutex> lock(mutex_);
     wake_.wait(lock, [&] { return generation_.load() != seen; });
-    // Read the job under the lock: a thread without work in one job may
-    // already see the next one, and must see all of it.
+    // Join under the lock, so that the caller's closing of the job and this
+    // check cannot interleave.
     seen = generation_.load();
+    if (!open_ || index >= workers_) continue;
     const std::function<void(int)>* task = task_;
-    const int workers = workers_;
+    active_.fetch_add(1);
     lock.unlock();
-    if (index >= workers) continue;
     (*task)(index);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> done_lock(mutex_);
       done_.notify_one();
     }

@@ -21,9 +21,12 @@ class ThreadPool {
   // destructor waits on threads; a child process after fork() gets a new one.
   static ThreadPool& Shared();
 
-  // Calls task(w) once for each w in [0, workers), on `workers` threads of
-  // which the caller is one (w = 0), and returns when all calls are done.
-  // Callers from several threads take turns. `task` must not throw.
+  // Calls task(w) for w = 0 on the caller and for w in [1, workers) on pool
+  // threads that are free to start while the caller runs its own call; a
+  // pool thread that wakes after that skips the job. `task` must therefore
+  // share its work out dynamically (for example from an atomic counter) and
+  // must not throw. Returns when every started call is done. Callers from
+  // several threads take turns.
   void Run(int workers, const std::function<void(int)>& task);
 
  private:
@@ -33,14 +36,15 @@ class ThreadPool {
 
   std::mutex run_mutex_;  // held for a whole Run, so that jobs do not interleave
 
-  std::mutex mutex_;
+  std::mutex mutex_;  // guards the job fields below and the thread list
   std::condition_variable wake_;
   std::condition_variable done_;
   std::vector<std::thread> threads_;  // worker w is threads_[w - 1]
   const std::function<void(int)>* task_ = nullptr;
-  int workers_ = 0;                   // of the current job, caller included
+  int workers_ = 0;    // of the current job, caller included
+  bool open_ = false;  // whether pool threads may still join the current job
   std::atomic<int64_t> generation_{0};  // incremented for every job
-  std::atomic<int> pending_{0};       // pool threads still working on the current job
+  std::atomic<int> active_{0};          // pool threads inside the current job's task
 };
 
 }  // namespace edgemia

@@ -169,6 +169,7 @@ class ConvInt8 final : public Kernel {
   int64_t ScratchBytes() const override {
     return gemm_rows_ * depth_ + gemm_rows_ * group_out_ * static_cast<int64_t>(sizeof(int32_t));
   }
+  int64_t MacsPerRecord() const override { return g_.out_h * g_.out_w * g_.out_c * depth_; }
 
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);
@@ -315,6 +316,7 @@ class DepthwiseInt8 final : public Kernel {
   }
 
   int64_t ScratchBytes() const override { return g_.out_w * g_.out_c * static_cast<int64_t>(sizeof(int32_t)); }
+  int64_t MacsPerRecord() const override { return g_.out_h * g_.out_w * g_.out_c * g_.k_h * g_.k_w; }
 
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);

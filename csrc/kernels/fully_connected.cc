@@ -78,6 +78,7 @@ class FullyConnectedInt8 final : public Kernel {
   }
 
   int64_t ScratchBytes() const override { return kGemmRows * g_.units * static_cast<int64_t>(sizeof(int32_t)); }
+  int64_t MacsPerRecord() const override { return g_.rows * g_.units * g_.depth; }
 
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);
