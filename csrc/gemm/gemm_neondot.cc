@@ -35,15 +35,6 @@ void PackS8S32Nr16C4(const int8_t* b, int64_t n, int64_t k, PackedB* out) {
   }
 }
 
-// Rows of A copied to a contiguous block with k padded with zeros to a
-// multiple of 16.
-void PackRows(const int8_t* a, int64_t a_stride, int64_t rows, int64_t k, int64_t kp, int8_t* packed) {
-  for (int64_t i = 0; i < rows; ++i) {
-    std::memcpy(packed + i * kp, a + i * a_stride, static_cast<size_t>(k));
-    std::memset(packed + i * kp + k, 0, static_cast<size_t>(kp - k));
-  }
-}
-
 // Group G of four k: every row's lane G of its 16 bytes against four q
 // registers of weights. The lane must be a constant, hence the template.
 template <int MR, int G>
@@ -100,7 +91,7 @@ void RunNeonDot(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, 
   int8_t* packed = ThreadScratch((m < kRowBlock ? m : kRowBlock) * kp);
   ForEachTile(
       m, b.n, kMr, kNr, kRowBlock,
-      [&](int64_t first, int64_t rows) { PackRows(a + first * a_stride, a_stride, rows, b.k, kp, packed); },
+      [&](int64_t first, int64_t rows) { PackRowsPadded(a + first * a_stride, a_stride, rows, b.k, kp, packed); },
       [&](int64_t first, int64_t offset, int64_t rows, int64_t panel, int64_t width) {
         kMicrokernels[rows - 1](packed + offset * kp, kp, b.panels() + panel * kNr * kp, kp / kKc,
                                 c + (first + offset) * c_stride + panel * kNr, c_stride, width);

@@ -1,7 +1,7 @@
-// Loop structure shared by the vector GEMM paths: rows of A in blocks that
-// the path packs, weight panels outermost within a block so that a panel
-// stays in cache for all its row tiles, row tiles of equal height, and the
-// column blocks of the output stage.
+// Loop structure shared by the vector GEMM paths. Rows of A go in blocks
+// that the path packs. Within a block the weight panels are outermost, so
+// that a panel stays in cache for all its row tiles, and the row tiles have
+// equal heights. The output stage goes over columns in fixed-width blocks.
 #pragma once
 
 #include <cstdint>
@@ -20,10 +20,10 @@ constexpr int64_t RoundUp(int64_t value, int64_t multiple) { return (value + mul
 // For each block of at most `row_block` rows of A, calls pack(first_row,
 // rows), then tile(first_row, offset, tile_rows, panel, width) for every
 // panel of `nr` columns (`width` of them real) and every row tile, which
-// starts `offset` rows into the block. A block
-// splits into tiles of at most `mr` rows whose heights differ by at most
-// one, so that no tile is much shorter and slower than the rest: 64 rows in
-// tiles of up to 12 become 11, 11, 11, 11, 10, 10.
+// starts `offset` rows into the block. A block splits into tiles of at most
+// `mr` rows whose heights differ by at most one, so that no tile is much
+// shorter and slower than the rest. For example, 64 rows in tiles of up to
+// 12 become 11, 11, 11, 11, 10, 10.
 template <typename Pack, typename Tile>
 void ForEachTile(int64_t m, int64_t n, int64_t mr, int64_t nr, int64_t row_block, Pack&& pack, Tile&& tile) {
   const int64_t panels = (n + nr - 1) / nr;
@@ -39,6 +39,15 @@ void ForEachTile(int64_t m, int64_t n, int64_t mr, int64_t nr, int64_t row_block
         offset += tile_rows;
       }
     }
+  }
+}
+
+// Copies `rows` rows of A (k bytes each, a_stride apart) to a contiguous
+// block with rows of kp bytes, padded with zeros.
+inline void PackRowsPadded(const int8_t* a, int64_t a_stride, int64_t rows, int64_t k, int64_t kp, int8_t* packed) {
+  for (int64_t i = 0; i < rows; ++i) {
+    std::memcpy(packed + i * kp, a + i * a_stride, static_cast<size_t>(k));
+    std::memset(packed + i * kp + k, 0, static_cast<size_t>(kp - k));
   }
 }
 
