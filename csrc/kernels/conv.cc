@@ -392,6 +392,10 @@ class ConvFloat final : public Kernel {
     out_id_ = check.op().outputs[0];
   }
 
+  int64_t MacsPerRecord() const override {
+    return g_.out_h * g_.out_w * g_.out_c * g_.k_h * g_.k_w * (depthwise_ ? 1 : g_.filter_c);
+  }
+
   void Run(Arena& arena, int64_t batch) const override {
     const float* x = arena.at<float>(in_id_);
     float* y = arena.at<float>(out_id_);

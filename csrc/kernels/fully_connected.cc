@@ -123,6 +123,8 @@ class FullyConnectedFloat final : public Kernel {
     out_id_ = check.op().outputs[0];
   }
 
+  int64_t MacsPerRecord() const override { return g_.rows * g_.units * g_.depth; }
+
   void Run(Arena& arena, int64_t batch) const override {
     const float* x = arena.at<float>(in_id_);
     float* y = arena.at<float>(out_id_);
