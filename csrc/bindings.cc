@@ -59,6 +59,16 @@ int AddTensor(Graph& graph, const std::string& name, const std::string& dtype,
   return graph.AddTensor(std::move(t));
 }
 
+// The instruction-set path named `isa`, if this build and CPU can run it.
+const gemm::Int8Gemm* FindPath(const std::string& isa) {
+  std::string names;
+  for (const gemm::Int8Gemm* path : gemm::AvailableGemms()) {
+    if (path->name == isa) return path;
+    names += (names.empty() ? "" : ", ") + std::string(path->name);
+  }
+  throw py::value_error("instruction-set path '" + isa + "' is not available here; available: " + names);
+}
+
 py::list Run(const Graph& graph, const py::array& input, int threads) {
   if (!graph.finalized()) throw ModelError("the graph is not finalized");
   const Tensor& in = graph.tensor(graph.inputs()[0]);
@@ -104,6 +114,7 @@ py::list Run(const Graph& graph, const py::array& input, int threads) {
 }  // namespace edgemia
 
 PYBIND11_MODULE(_native, m) {
+  using edgemia::FindPath;
   using edgemia::Graph;
   m.doc() = "edgemia's native batch-inference kernel";
   const auto model_error = py::register_exception<edgemia::ModelError>(m, "ModelError", PyExc_ValueError);
@@ -112,25 +123,68 @@ PYBIND11_MODULE(_native, m) {
   m.def("supported_ops", &edgemia::SupportedOps, "Names of the op kinds the native kernel runs.");
   m.def(
       "gemm_s8",
-      [](const std::string& isa, py::array_t<int8_t, py::array::c_style> a,
-         py::array_t<int8_t, py::array::c_style> b) {
+      [](const std::string& isa, py::array_t<int8_t> a, py::array_t<int8_t, py::array::c_style> b) {
         if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(1)) {
           throw py::value_error("a must be [m, k] and b [n, k] with the same k");
         }
-        const edgemia::gemm::Int8Gemm* path = nullptr;
-        for (const auto* candidate : edgemia::gemm::AvailableGemms()) {
-          if (candidate->name == isa) path = candidate;
+        if (a.shape(1) < 1 || a.shape(1) > edgemia::gemm::kMaxDepth) {
+          throw py::value_error("k is " + std::to_string(a.shape(1)) + "; it must be in 1.." +
+                                std::to_string(edgemia::gemm::kMaxDepth));
         }
-        if (path == nullptr) throw py::value_error("instruction-set path '" + isa + "' is not available here");
+        if ((a.shape(1) > 1 && a.strides(1) != 1) || (a.shape(0) > 1 && a.strides(0) < a.shape(1))) {
+          throw py::value_error("the rows of a must be contiguous and must not overlap");
+        }
+        const edgemia::gemm::Int8Gemm* path = FindPath(isa);
         const int64_t m = a.shape(0), n = b.shape(0), k = a.shape(1);
         edgemia::gemm::PackedB packed;
-        path->pack(b.data(), n, k, &packed);
+        if (n > 0) path->pack(b.data(), n, k, &packed);
         py::array_t<int32_t> c({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
-        if (m > 0 && n > 0) path->run(a.data(), k, m, packed, c.mutable_data(), n);
+        if (m > 0 && n > 0) path->run(a.data(), a.strides(0), m, packed, c.mutable_data(), n);
         return c;
       },
       py::arg("isa"), py::arg("a"), py::arg("b"),
-      "Exact int32 product a @ b.T of int8 matrices on one instruction-set path (for tests).");
+      "Exact int32 product a @ b.T of int8 matrices on one instruction-set path (for tests). The rows of a "
+      "may be a strided view.");
+  m.def(
+      "requantize_fp32",
+      [](const std::string& isa, py::array_t<int32_t, py::array::c_style> acc,
+         py::array_t<int32_t, py::array::c_style> bias, py::array_t<float, py::array::c_style> scale,
+         float min_less_zero_point, float max_less_zero_point, int32_t zero_point) {
+        if (acc.ndim() != 2 || bias.ndim() != 1 || scale.ndim() != 1 || bias.shape(0) != acc.shape(1) ||
+            scale.shape(0) != acc.shape(1)) {
+          throw py::value_error("acc must be [m, n], and bias and scale [n]");
+        }
+        const edgemia::gemm::Int8Gemm* path = FindPath(isa);
+        const int64_t m = acc.shape(0), n = acc.shape(1);
+        edgemia::gemm::Fp32Requantization stage;
+        stage.bias = bias.data();
+        stage.scale = scale.data();
+        stage.min_less_zero_point = min_less_zero_point;
+        stage.max_less_zero_point = max_less_zero_point;
+        stage.zero_point = zero_point;
+        py::array_t<int8_t> y({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
+        if (m > 0 && n > 0) path->requantize_fp32(acc.data(), n, m, n, stage, y.mutable_data(), n);
+        return y;
+      },
+      py::arg("isa"), py::arg("acc"), py::arg("bias"), py::arg("scale"), py::arg("min_less_zero_point"),
+      py::arg("max_less_zero_point"), py::arg("zero_point"),
+      "The fp32 output stage of one instruction-set path on int32 sums [m, n] (for tests).");
+  m.def(
+      "int8_peak_gmacs",
+      [](const std::string& isa, int threads) {
+        const edgemia::gemm::Int8Gemm* path = FindPath(isa);
+        if (path->peak_loop == nullptr) {
+          throw py::value_error("instruction-set path '" + isa + "' has no peak loop; the scalar path is "
+                                "vectorized by the compiler, so no scalar loop bounds it");
+        }
+        if (threads < 1) throw py::value_error("threads must be at least 1, got " + std::to_string(threads));
+        py::gil_scoped_release release;
+        return edgemia::gemm::MeasurePeakGmacs(*path, threads, 0.2);
+      },
+      py::arg("isa"), py::arg("threads") = 1,
+      "Peak int8 multiply-accumulates per second, in billions, of one instruction-set path on `threads` "
+      "threads: the best of three runs of about 0.2 s of a register-only loop of the path's widest "
+      "multiply-accumulate instruction.");
   m.def(
       "available_isas",
       [] {

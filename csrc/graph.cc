@@ -1,6 +1,7 @@
 #include "graph.h"
 
 #include "gemm/gemm.h"
+#include "thread_pool.h"
 
 #include <algorithm>
 #include <atomic>
@@ -197,7 +198,9 @@ void Graph::Finalize(const std::vector<int>& inputs, const std::vector<int>& out
   for (const OpSpec& op : ops_) {
     kernels_.push_back(MakeKernel(op, tensors_, numerics, *gemm_));
     scratch_bytes_ = std::max(scratch_bytes_, kernels_.back()->ScratchBytes());
+    work_per_record_ += kernels_.back()->MacsPerRecord();
   }
+  work_per_record_ += arena_record_bytes;
   inputs_ = inputs;
   outputs_ = outputs;
   finalized_ = true;
@@ -218,35 +221,65 @@ void Graph::RunChunk(const uint8_t* input, int64_t batch, const std::vector<uint
   }
 }
 
+std::unique_ptr<Arena> Graph::TakeArena(int64_t records) const {
+  std::unique_ptr<Arena> arena;
+  {
+    std::lock_guard<std::mutex> lock(arenas_mutex_);
+    if (!idle_arenas_.empty()) {
+      arena = std::move(idle_arenas_.back());
+      idle_arenas_.pop_back();
+    }
+  }
+  if (arena == nullptr) arena = std::make_unique<Arena>();
+  if (arena->records < records) {
+    arena->scratch.resize(static_cast<size_t>(scratch_bytes_ + kArenaSlack));
+    arena->buffers.resize(tensors_.size());
+    for (size_t id = 0; id < tensors_.size(); ++id) {
+      if (!tensors_[id].constant) {
+        arena->buffers[id].resize(static_cast<size_t>(records * tensors_[id].bytes() + kArenaSlack));
+      }
+    }
+    arena->records = records;
+  }
+  return arena;
+}
+
+void Graph::ReturnArena(std::unique_ptr<Arena> arena) const {
+  std::lock_guard<std::mutex> lock(arenas_mutex_);
+  idle_arenas_.push_back(std::move(arena));
+}
+
 void Graph::Run(const void* input, int64_t count, const std::vector<void*>& outputs,
                 int threads) const {
   if (!finalized_) throw std::logic_error("Graph::Run called before Finalize");
   if (outputs.size() != outputs_.size()) throw std::logic_error("wrong number of output buffers");
   if (count <= 0) return;
-  const int64_t chunks = (count + kChunkRecords - 1) / kChunkRecords;
-  const int workers = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, chunks)));
+  // A thread gets work only if it has about a million multiply-accumulates
+  // to do (a few microseconds): below that, waking it costs more than it
+  // saves, and far more when other processes hold the cores. Chunks have
+  // kChunkRecords records, or fewer so that a small batch still gives every
+  // thread a share.
+  constexpr int64_t kMinWorkPerThread = int64_t{1} << 20;
+  const int64_t useful = std::max<int64_t>(1, count * work_per_record_ / kMinWorkPerThread);
+  threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, useful)));
+  const int64_t chunk = std::min(kChunkRecords, (count + threads - 1) / threads);
+  const int64_t chunks = (count + chunk - 1) / chunk;
+  const int workers = static_cast<int>(std::min<int64_t>(threads, chunks));
   const auto* in_bytes = static_cast<const uint8_t*>(input);
   const int64_t in_record = tensors_[static_cast<size_t>(inputs_[0])].bytes();
 
-  // Arenas are allocated here, before any thread starts, so that an
-  // allocation failure raises in the caller instead of inside a worker.
-  std::vector<Arena> arenas(static_cast<size_t>(workers));
-  for (Arena& arena : arenas) {
-    arena.scratch.resize(static_cast<size_t>(scratch_bytes_));
-    arena.buffers.resize(tensors_.size());
-    for (size_t id = 0; id < tensors_.size(); ++id) {
-      if (!tensors_[id].constant) {
-        arena.buffers[id].resize(static_cast<size_t>(kChunkRecords * tensors_[id].bytes()));
-      }
-    }
-  }
+  // Arenas are taken here, before any thread starts, so that an allocation
+  // failure raises in the caller instead of inside a worker.
+  std::vector<std::unique_ptr<Arena>> arenas;
+  for (int w = 0; w < workers; ++w) arenas.push_back(TakeArena(chunk));
 
   std::atomic<int64_t> next_chunk{0};
-  auto worker = [&](Arena& arena) {
+  const std::function<void(int)> worker = [&](int w) {
+    Arena& arena = *arenas[static_cast<size_t>(w)];
     std::vector<uint8_t*> out_ptrs(outputs_.size());
     for (int64_t c = next_chunk++; c < chunks; c = next_chunk++) {
-      const int64_t first = c * kChunkRecords;
-      const int64_t batch = std::min(kChunkRecords, count - first);
+      const int64_t first = c * chunk;
+      const int64_t batch = std::min(chunk, count - first);
       for (size_t i = 0; i < outputs_.size(); ++i) {
         const int64_t out_record = tensors_[static_cast<size_t>(outputs_[i])].bytes();
         out_ptrs[i] = static_cast<uint8_t*>(outputs[i]) + first * out_record;
@@ -254,11 +287,12 @@ void Graph::Run(const void* input, int64_t count, const std::vector<void*>& outp
       RunChunk(in_bytes + first * in_record, batch, out_ptrs, arena);
     }
   };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(workers - 1));
-  for (int i = 1; i < workers; ++i) pool.emplace_back(worker, std::ref(arenas[static_cast<size_t>(i)]));
-  worker(arenas[0]);
-  for (auto& t : pool) t.join();
+  if (workers == 1) {
+    worker(0);
+  } else {
+    ThreadPool::Shared().Run(workers, worker);
+  }
+  for (auto& arena : arenas) ReturnArena(std::move(arena));
 }
 
 }  // namespace edgemia

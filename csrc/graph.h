@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -90,13 +91,19 @@ namespace gemm {
 struct Int8Gemm;
 }
 
-// Records per chunk: each thread works through whole chunks with its own arena.
+// Most records per chunk: each thread works through whole chunks with its own arena.
 constexpr int64_t kChunkRecords = 64;
+
+// Bytes after the end of every arena buffer and of the scratch that kernels
+// may read, so that a kernel can copy short runs in whole 16-byte words.
+// Their contents are unspecified.
+constexpr int64_t kArenaSlack = 64;
 
 // Per-thread storage for every activation tensor of a chunk of records.
 struct Arena {
   std::vector<std::vector<uint8_t>> buffers;  // indexed by tensor id
   std::vector<uint8_t> scratch;               // shared by the kernels, which run one at a time
+  int64_t records = 0;                        // chunk size the buffers have room for
   template <typename T>
   T* at(int tensor) {
     return reinterpret_cast<T*>(buffers[static_cast<size_t>(tensor)].data());
@@ -110,6 +117,9 @@ class Kernel {
   virtual void Run(Arena& arena, int64_t batch) const = 0;
   // Bytes of Arena::scratch that Run() needs for up to kChunkRecords records.
   virtual int64_t ScratchBytes() const { return 0; }
+  // Multiply-accumulates per record, for deciding whether a batch is worth
+  // splitting over threads; 0 for ops that do none.
+  virtual int64_t MacsPerRecord() const { return 0; }
 };
 
 class Graph {
@@ -120,8 +130,9 @@ class Graph {
 
   // Runs `count` records. `input` holds count * input record bytes, and each
   // outputs[i] has room for count * output record bytes. Splits the records
-  // over `threads` threads; each record is computed the same way whatever
-  // the split, so the bytes do not depend on the thread count.
+  // into chunks of at most kChunkRecords over `threads` threads; each record
+  // is computed the same way whatever the split, so the bytes do not depend
+  // on the thread count. Safe to call from several threads at once.
   void Run(const void* input, int64_t count, const std::vector<void*>& outputs, int threads) const;
 
   const Tensor& tensor(int id) const { return tensors_.at(static_cast<size_t>(id)); }
@@ -133,6 +144,10 @@ class Graph {
  private:
   void RunChunk(const uint8_t* input, int64_t batch, const std::vector<uint8_t*>& outputs,
                 Arena& arena) const;
+  // An arena with room for `records` records, reused from an earlier Run
+  // when one is idle; hand it back with ReturnArena.
+  std::unique_ptr<Arena> TakeArena(int64_t records) const;
+  void ReturnArena(std::unique_ptr<Arena> arena) const;
 
   std::vector<Tensor> tensors_;
   std::vector<OpSpec> ops_;
@@ -142,6 +157,11 @@ class Graph {
   bool finalized_ = false;
   const gemm::Int8Gemm* gemm_ = nullptr;
   int64_t scratch_bytes_ = 0;
+  int64_t work_per_record_ = 0;  // multiply-accumulates plus activation bytes
+  // Arenas of finished runs. Allocating and zeroing them costs more than a
+  // small model's whole batch, so they are kept for the next run.
+  mutable std::mutex arenas_mutex_;
+  mutable std::vector<std::unique_ptr<Arena>> idle_arenas_;
 };
 
 // Builds the kernel for one op; defined in kernels/registry.cc.

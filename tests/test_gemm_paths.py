@@ -1,6 +1,9 @@
-"""Every instruction-set path of the int8 GEMM returns the exact integer product."""
+"""Every instruction-set path of the int8 GEMM returns the exact integer product, and
+its fp32 output stage the same bytes as the scalar reference."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -18,7 +21,14 @@ SHAPES = [
     (2, 1000, 300),
     (130, 10, 784),
     (7, 33, 1),
+    (97, 48, 1024),
+    (200, 3, 2),
 ]
+# Sizes around every tile edge of every path: rows per tile (4, 6, 12), columns
+# per panel (4, 8, 16, 32) and k per step (2, 4, 16, 64).
+EDGE_M = [1, 2, 4, 5, 6, 7, 11, 12, 13, 25, 96, 97]
+EDGE_N = [1, 2, 3, 4, 5, 8, 9, 15, 16, 17, 31, 32, 33, 48, 65]
+EDGE_K = [1, 2, 3, 4, 5, 15, 16, 17, 63, 64, 65, 129]
 
 
 def exact_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -35,6 +45,16 @@ def test_path_exact_on_random(isa, m, n, k):
 
 
 @pytest.mark.parametrize("isa", PATHS)
+def test_path_exact_on_tile_edges(isa):
+    rng = np.random.default_rng(7)
+    for m, n, k in itertools.product(EDGE_M, EDGE_N, EDGE_K):
+        a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+        b = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        got = _native.gemm_s8(isa, a, b)
+        assert np.array_equal(got, exact_product(a, b)), f"{isa} differs at m={m} n={n} k={k}"
+
+
+@pytest.mark.parametrize("isa", PATHS)
 def test_path_exact_on_extremes(isa):
     # -128 * -128 pairs overflow a 16-bit pair sum; 127 * -128 does on u8 x s8 paths.
     k = 515
@@ -44,12 +64,92 @@ def test_path_exact_on_extremes(isa):
     np.testing.assert_array_equal(_native.gemm_s8(isa, a, b), exact_product(a, b))
 
 
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("value", [-128, 127])
+def test_path_exact_at_largest_sums(isa, value):
+    # The largest depth the contract allows, with every product at its extreme:
+    # 131071 * 16384 is just below 2^31.
+    k = 131071
+    a = np.full((3, k), -128, dtype=np.int8)
+    b = np.full((2, k), value, dtype=np.int8)
+    np.testing.assert_array_equal(_native.gemm_s8(isa, a, b), exact_product(a, b))
+
+
+@pytest.mark.parametrize("isa", PATHS)
+def test_path_reads_strided_rows(isa):
+    # A conv's 1x1 GEMM reads rows of a wider tensor: only k of every stride bytes.
+    rng = np.random.default_rng(11)
+    wide = rng.integers(-128, 128, size=(37, 100), dtype=np.int8)
+    b = rng.integers(-128, 128, size=(19, 45), dtype=np.int8)
+    a = wide[:, 10:55]
+    assert a.strides == (100, 1)
+    np.testing.assert_array_equal(_native.gemm_s8(isa, a, b), exact_product(a, b))
+
+
+def test_gemm_rejects_bad_depth():
+    a = np.zeros((2, 0), dtype=np.int8)
+    with pytest.raises(ValueError, match="k is 0"):
+        _native.gemm_s8("scalar", a, np.zeros((3, 0), dtype=np.int8))
+
+
 def test_unsigned_bytes_example():
     # Unsigned 210, 198, 234 are int8 82, 70, 106 after subtracting 128.
     a = (np.array([[210, 198, 234]]) - 128).astype(np.int8)
     b = np.array([[-81, -80, 127]], dtype=np.int8)
     for isa in PATHS:
         assert _native.gemm_s8(isa, a, b)[0, 0] == 82 * -81 + 70 * -80 + 106 * 127
+
+
+def requantize_reference(acc, bias, scale, lo, hi, zero_point):
+    """XNNPACK's fp32 output stage in numpy float32, rounding half to even."""
+    f = (acc + bias).astype(np.float32) * scale
+    f = np.clip(f, np.float32(lo), np.float32(hi))
+    return (np.rint(f).astype(np.int32) + zero_point).astype(np.int8)
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 16, 17, 33, 64])
+def test_output_stage_matches_reference(isa, n):
+    rng = np.random.default_rng(n)
+    m = 13
+    acc = rng.integers(-40000, 40000, size=(m, n), dtype=np.int32)
+    bias = rng.integers(-3000, 3000, size=n, dtype=np.int32)
+    scale = rng.uniform(0.0005, 0.01, size=n).astype(np.float32)
+    # Sums that land exactly on x.5 after scaling probe the tie rule.
+    scale[0] = np.float32(0.5)
+    acc[:, 0] = np.arange(m) * 2 + 1 - bias[0]
+    lo, hi, zero_point = -128.0 - 5, 127.0 - 5, 5
+    got = _native.requantize_fp32(isa, acc, bias, scale, lo, hi, zero_point)
+    np.testing.assert_array_equal(got, requantize_reference(acc, bias, scale, lo, hi, zero_point))
+    np.testing.assert_array_equal(got, _native.requantize_fp32("scalar", acc, bias, scale, lo, hi, zero_point))
+
+
+@pytest.mark.parametrize("isa", PATHS)
+def test_output_stage_clamps_to_activation_range(isa):
+    # A fused ReLU with zero point -128 keeps outputs in -128..127 but clamps at 0 in float.
+    acc = np.array([[-1000, -1, 0, 1, 1000, 10**9, -(10**9)]], dtype=np.int32)
+    bias = np.zeros(7, dtype=np.int32)
+    scale = np.full(7, 0.25, dtype=np.float32)
+    got = _native.requantize_fp32(isa, acc, bias, scale, 0.0, 255.0, -128)
+    np.testing.assert_array_equal(got, [[-128, -128, -128, -128, 122, 127, -128]])
+
+
+@pytest.mark.parametrize("isa", PATHS[1:])
+def test_peak_is_positive(isa):
+    assert _native.int8_peak_gmacs(isa, 1) > 0
+
+
+def test_peak_rejects_scalar_and_bad_threads():
+    with pytest.raises(ValueError, match="no peak loop"):
+        _native.int8_peak_gmacs("scalar", 1)
+    if len(PATHS) > 1:
+        with pytest.raises(ValueError, match="threads must be at least 1"):
+            _native.int8_peak_gmacs(PATHS[-1], 0)
+
+
+def test_unknown_path_lists_available():
+    with pytest.raises(ValueError, match="available: scalar"):
+        _native.gemm_s8("sse9", np.zeros((1, 1), np.int8), np.zeros((1, 1), np.int8))
 
 
 def test_scalar_always_available():

@@ -3,9 +3,12 @@
 // Every implementation computes C[m][n] = sum_k A[m][k] * B[n][k] over signed
 // int8 A and B with int32 accumulation, so the result is the exact integer
 // sum whatever the instruction set: no intermediate is saturated. The op
-// kernels add bias and zero-point terms and requantize afterwards.
+// kernels add bias and zero-point terms and requantize afterwards, through
+// the path's output stage.
 #pragma once
 
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -13,22 +16,59 @@
 namespace edgemia {
 namespace gemm {
 
+// Largest depth k for which every sum fits in int32: |a * b| <= 128 * 128 =
+// 2^14, so k terms stay below 2^31 while k < 2^17. Callers check it at load
+// time.
+constexpr int64_t kMaxDepth = (int64_t{1} << 17) - 1;
+
 // Weights B [n][k] rearranged for one implementation's inner loop.
 struct PackedB {
   int64_t n = 0;
   int64_t k = 0;
   std::vector<int8_t> data;      // layout private to the implementation
+  int64_t offset = 0;            // first byte of the layout in `data`; 64-byte aligned after packing
   std::vector<int32_t> column;   // per-column values the implementation needs (e.g. sums)
+
+  const int8_t* panels() const { return data.data() + offset; }
 };
+
+// The fp32 output stage of XNNPACK's int8 GEMMs (LiteRT's default path, and
+// ONNX Runtime's MLAS): y[i][j] = clamp(float(acc[i][j] + bias[j]) * scale[j])
+// rounded half to even, plus the output zero point.
+struct Fp32Requantization {
+  const int32_t* bias = nullptr;   // [n], added to the int32 sum before scaling
+  const float* scale = nullptr;    // [n], input_scale * weight_scale / output_scale in float32
+  float min_less_zero_point = -128.0f;  // output range minus the zero point, both in -255..255
+  float max_less_zero_point = 127.0f;
+  int32_t zero_point = 0;
+};
+
+// One element of the fp32 output stage. std::nearbyint rounds in the current
+// rounding mode, which is round half to even unless a caller changed it.
+inline int8_t RequantizeFp32(int32_t acc, float scale, float min_less_zero_point, float max_less_zero_point,
+                             int32_t zero_point) {
+  float f = static_cast<float>(acc) * scale;
+  f = f < min_less_zero_point ? min_less_zero_point : f;
+  f = f > max_less_zero_point ? max_less_zero_point : f;
+  return static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(f)) + zero_point);
+}
 
 struct Int8Gemm {
   const char* name;  // instruction-set path, e.g. "scalar", "avx2"
-  // Rearranges row-major B [n][k] into `out`.
+  // Rearranges row-major B [n][k] into `out`; n >= 1 and 1 <= k <= kMaxDepth.
   void (*pack)(const int8_t* b, int64_t n, int64_t k, PackedB* out);
   // C[i][j] = sum_k A[i][k] * B[j][k] for i < m, j < n. A is row-major with
   // row stride a_stride (bytes); C is row-major with row stride c_stride
-  // (elements).
+  // (elements). Reads exactly the m rows of k bytes of A.
   void (*run)(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride);
+  // y[i][j] = RequantizeFp32(acc[i][j] + stage.bias[j], stage.scale[j], ...)
+  // for i < m, j < n, with row strides in elements.
+  void (*requantize_fp32)(const int32_t* acc, int64_t acc_stride, int64_t m, int64_t n,
+                          const Fp32Requantization& stage, int8_t* y, int64_t y_stride);
+  // Runs `iterations` rounds of the microkernel's multiply-accumulate
+  // instructions on registers only, and returns the number of int8
+  // multiply-accumulates done (for peak measurements). nullptr for scalar.
+  int64_t (*peak_loop)(int64_t iterations);
 };
 
 // The portable reference; every other path must return identical results.
@@ -47,6 +87,25 @@ std::vector<const Int8Gemm*> AvailableGemms();
 // The path to use: the EDGEMIA_ISA environment variable when set (an error
 // if that path is unknown or unavailable here), else the fastest available.
 const Int8Gemm& SelectGemm();
+
+// ---------------------------------------------------------------------------
+// Storage helpers for the instruction-set files. They live in portable code
+// so that the files compiled with wider instruction sets instantiate no
+// std::vector member: the linker keeps one copy of such a template for the
+// whole library, and it must not be one that a plainer CPU cannot execute.
+
+// Sizes out->data for `bytes` of layout starting at a 64-byte boundary and
+// out->column for `columns` values (zeroed), sets n, k and offset, and
+// returns the start of the layout.
+int8_t* PreparePackedB(PackedB* out, int64_t n, int64_t k, int64_t bytes, int64_t columns);
+
+// A 64-byte aligned buffer of at least `bytes` owned by the calling thread,
+// valid until that thread's next call.
+int8_t* ThreadScratch(int64_t bytes);
+
+// Average int8 multiply-accumulates per second, in billions, that `threads`
+// threads reach in path.peak_loop over about `seconds` of wall time.
+double MeasurePeakGmacs(const Int8Gemm& path, int threads, double seconds);
 
 }  // namespace gemm
 }  // namespace edgemia

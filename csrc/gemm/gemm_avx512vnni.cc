@@ -1,11 +1,282 @@
-// int8 GEMM for the avx512vnni instruction-set path.
+// int8 GEMM for the avx512vnni instruction-set path (AVX-512 F, BW, VL and VNNI).
+//
+// vpdpbusd multiplies unsigned by signed bytes and adds groups of four
+// products into int32 lanes without saturating anything in between. The
+// activations are packed as a + 128 (unsigned) and the weights stay signed,
+// so each sum is sum_k (a + 128) * b = sum_k a * b + 128 * sum_k b; every
+// accumulator starts at -128 * sum_k b of its column, computed when the
+// weights are packed, to cancel the excess. Int32 additions wrap, so the
+// result is exact whenever it fits in int32.
 #include "gemm.h"
+#include "tiling.h"
+
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512VNNI__)
+
+// GCC 12's AVX-512 headers start some intrinsics from a deliberately
+// uninitialized vector, which -Wextra reports at every use.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <immintrin.h>
+
+#include <cstring>
+
+namespace edgemia {
+namespace gemm {
+namespace {
+
+constexpr int64_t kMr = 12;          // rows of A per microkernel call
+constexpr int64_t kNr = 32;          // columns per weight panel: two zmm of 16 int32
+constexpr int64_t kRowBlock = 8 * kMr;  // rows of A packed at a time
+
+// Panel p holds columns [32p, 32p + 32) (the last one 16 wide when at most 16
+// columns remain). For each group of four k it stores 4 bytes per column:
+// columns 0..15 of the panel, then 16..31. Padding rows and columns hold 0.
+// out->column[j] = -128 * sum_k b[j][k], padded with zeros to whole panels.
+void PackS8S32Nr32C4(const int8_t* b, int64_t n, int64_t k, PackedB* out) {
+  const int64_t kp = RoundUp(k, 4);
+  const int64_t panels = (n + kNr - 1) / kNr;
+  int8_t* data = PreparePackedB(out, n, k, panels * kNr * kp, panels * kNr);
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t width = n - p * kNr < kNr ? n - p * kNr : kNr;
+    const int64_t panel_width = width > 16 ? kNr : 16;
+    int8_t* panel = data + p * kNr * kp;
+    for (int64_t j = 0; j < width; ++j) {
+      const int8_t* bj = b + (p * kNr + j) * k;
+      int32_t sum = 0;
+      for (int64_t q = 0; q < k; ++q) {
+        panel[(q / 4) * panel_width * 4 + j * 4 + q % 4] = bj[q];
+        sum += bj[q];
+      }
+      out->column[static_cast<size_t>(p * kNr + j)] = -128 * sum;
+    }
+  }
+}
+
+// A mask of the lowest min(n, 64) bits; n may be zero or negative.
+inline __mmask64 LowBits(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
+}
+
+// Rows of A copied to a contiguous block as a + 128, with k padded to a
+// multiple of 4 (the padding meets zero weights, so its value is irrelevant).
+void PackRows(const int8_t* a, int64_t a_stride, int64_t rows, int64_t k, int64_t kp, int8_t* packed) {
+  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t i = 0; i < rows; ++i) {
+    const int8_t* ai = a + i * a_stride;
+    int8_t* pi = packed + i * kp;
+    for (int64_t q = 0; q < kp; q += 64) {
+      // Masked loads and stores touch only the row's k bytes and the block's kp.
+      const __m512i bytes = _mm512_maskz_loadu_epi8(LowBits(k - q), ai + q);
+      _mm512_mask_storeu_epi8(pi + q, LowBits(kp - q), _mm512_xor_si512(bytes, sign));
+    }
+  }
+}
+
+// C[MR rows][16 * NB columns] = A . B for one panel. Rows of `a` (packed,
+// a + 128) are kp bytes apart, `groups` = kp / 4, and correction[j] is
+// -128 * sum_k b[j][k] for the panel's columns. With one or two rows there are too few
+// accumulators to hide the latency of vpdpbusd, so kSets sets of them take
+// turns over the groups of k and are added at the end.
+template <int MR, int NB>
+void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t kp, const int32_t* correction, const int8_t* w,
+                                     int64_t groups, int32_t* c, int64_t c_stride, int64_t width) {
+  __m512i start[NB];
+#pragma GCC unroll 2
+  for (int q = 0; q < NB; ++q) start[q] = _mm512_loadu_si512(correction + 16 * q);
+  constexpr int kSets = MR <= 2 ? 4 : 1;
+  __m512i acc[kSets][MR][NB];
+#pragma GCC unroll 4
+  for (int s = 0; s < kSets; ++s) {
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 2
+      for (int q = 0; q < NB; ++q) acc[s][r][q] = s == 0 ? start[q] : _mm512_setzero_si512();
+    }
+  }
+  int64_t g = 0;
+  for (; g + kSets <= groups; g += kSets) {
+#pragma GCC unroll 4
+    for (int s = 0; s < kSets; ++s) {
+      __m512i b[NB];
+#pragma GCC unroll 2
+      for (int q = 0; q < NB; ++q) b[q] = _mm512_load_si512(w + q * 64);
+      w += NB * 64;
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; ++r) {
+        int32_t a4;
+        std::memcpy(&a4, a + r * kp + (g + s) * 4, 4);
+        const __m512i va = _mm512_set1_epi32(a4);
+#pragma GCC unroll 2
+        for (int q = 0; q < NB; ++q) acc[s][r][q] = _mm512_dpbusd_epi32(acc[s][r][q], va, b[q]);
+      }
+    }
+  }
+  if (kSets > 1) {
+    for (; g < groups; ++g) {
+      __m512i b[NB];
+#pragma GCC unroll 2
+      for (int q = 0; q < NB; ++q) b[q] = _mm512_load_si512(w + q * 64);
+      w += NB * 64;
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; ++r) {
+        int32_t a4;
+        std::memcpy(&a4, a + r * kp + g * 4, 4);
+        const __m512i va = _mm512_set1_epi32(a4);
+#pragma GCC unroll 2
+        for (int q = 0; q < NB; ++q) acc[0][r][q] = _mm512_dpbusd_epi32(acc[0][r][q], va, b[q]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int s = 1; s < kSets; ++s) {
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 2
+        for (int q = 0; q < NB; ++q) acc[0][r][q] = _mm512_add_epi32(acc[0][r][q], acc[s][r][q]);
+      }
+    }
+  }
+  // A partial panel goes through a local tile: masked stores straight from
+  // the accumulators make GCC 12 spill them inside the loop above.
+  int32_t* out = c;
+  int64_t out_stride = c_stride;
+  alignas(64) int32_t tile[MR][16 * NB];
+  if (width < 16 * NB) {
+    out = &tile[0][0];
+    out_stride = 16 * NB;
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 2
+    for (int q = 0; q < NB; ++q) _mm512_storeu_si512(out + r * out_stride + 16 * q, acc[0][r][q]);
+  }
+  if (out != c) {
+    for (int r = 0; r < MR; ++r) std::memcpy(c + r * c_stride, tile[r], static_cast<size_t>(width) * sizeof(int32_t));
+  }
+}
+
+using Microkernel = void (*)(const int8_t*, int64_t, const int32_t*, const int8_t*, int64_t, int32_t*, int64_t,
+                             int64_t);
+
+// kMicrokernels[NB - 1][MR - 1].
+constexpr Microkernel kMicrokernels[2][kMr] = {
+    {s8s32_gemm_MRx32c4__avx512vnni<1, 1>, s8s32_gemm_MRx32c4__avx512vnni<2, 1>,
+     s8s32_gemm_MRx32c4__avx512vnni<3, 1>, s8s32_gemm_MRx32c4__avx512vnni<4, 1>,
+     s8s32_gemm_MRx32c4__avx512vnni<5, 1>, s8s32_gemm_MRx32c4__avx512vnni<6, 1>,
+     s8s32_gemm_MRx32c4__avx512vnni<7, 1>, s8s32_gemm_MRx32c4__avx512vnni<8, 1>,
+     s8s32_gemm_MRx32c4__avx512vnni<9, 1>, s8s32_gemm_MRx32c4__avx512vnni<10, 1>,
+     s8s32_gemm_MRx32c4__avx512vnni<11, 1>, s8s32_gemm_MRx32c4__avx512vnni<12, 1>},
+    {s8s32_gemm_MRx32c4__avx512vnni<1, 2>, s8s32_gemm_MRx32c4__avx512vnni<2, 2>,
+     s8s32_gemm_MRx32c4__avx512vnni<3, 2>, s8s32_gemm_MRx32c4__avx512vnni<4, 2>,
+     s8s32_gemm_MRx32c4__avx512vnni<5, 2>, s8s32_gemm_MRx32c4__avx512vnni<6, 2>,
+     s8s32_gemm_MRx32c4__avx512vnni<7, 2>, s8s32_gemm_MRx32c4__avx512vnni<8, 2>,
+     s8s32_gemm_MRx32c4__avx512vnni<9, 2>, s8s32_gemm_MRx32c4__avx512vnni<10, 2>,
+     s8s32_gemm_MRx32c4__avx512vnni<11, 2>, s8s32_gemm_MRx32c4__avx512vnni<12, 2>},
+};
+
+void RunAvx512Vnni(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride) {
+  const int64_t kp = RoundUp(b.k, 4);
+  int8_t* packed = ThreadScratch((m < kRowBlock ? m : kRowBlock) * kp);
+  ForEachTile(
+      m, b.n, kMr, kNr, kRowBlock,
+      [&](int64_t first, int64_t rows) { PackRows(a + first * a_stride, a_stride, rows, b.k, kp, packed); },
+      [&](int64_t first, int64_t offset, int64_t rows, int64_t panel, int64_t width) {
+        kMicrokernels[width > 16 ? 1 : 0][rows - 1](packed + offset * kp, kp, b.column.data() + panel * kNr,
+                                                    b.panels() + panel * kNr * kp, kp / 4,
+                                                    c + (first + offset) * c_stride + panel * kNr, c_stride, width);
+      });
+}
+
+// 16 outputs of the fp32 stage; lanes outside `mask` are neither read nor written.
+inline void Requantize16(const int32_t* acc, const int32_t* bias, const float* scale, __mmask16 mask,
+                         __m512 lo, __m512 hi, __m512i zero_point, int8_t* y) {
+  const __m512i sum = _mm512_add_epi32(_mm512_maskz_loadu_epi32(mask, acc), _mm512_maskz_loadu_epi32(mask, bias));
+  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_maskz_loadu_ps(mask, scale));
+  f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+  // vcvtps2dq rounds in the MXCSR mode, as std::nearbyint does.
+  const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
+  // Narrowing into a register and storing it is faster than vpmovsdb to memory.
+  const __m128i bytes = _mm512_cvtsepi32_epi8(q);
+  if (mask == 0xFFFF) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), bytes);
+  } else {
+    _mm_mask_storeu_epi8(y, mask, bytes);
+  }
+}
+
+void qs8_requantize_fp32__avx512(const int32_t* acc, int64_t acc_stride, int64_t m, int64_t n,
+                                 const Fp32Requantization& stage, int8_t* y, int64_t y_stride) {
+  const __m512 lo = _mm512_set1_ps(stage.min_less_zero_point);
+  const __m512 hi = _mm512_set1_ps(stage.max_less_zero_point);
+  const __m512i zero_point = _mm512_set1_epi32(stage.zero_point);
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t* ai = acc + i * acc_stride;
+    int8_t* yi = y + i * y_stride;
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) Requantize16(ai + j, stage.bias + j, stage.scale + j, 0xFFFF, lo, hi, zero_point, yi + j);
+    if (j < n) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << (n - j)) - 1);
+      Requantize16(ai + j, stage.bias + j, stage.scale + j, mask, lo, hi, zero_point, yi + j);
+    }
+  }
+}
+
+// Twelve independent vpdpbusd zmm chains, enough that latency never limits
+// issue. Written in asm because GCC 12 copies the accumulators between
+// registers in the same loop in intrinsics.
+int64_t PeakLoopAvx512Vnni(int64_t iterations) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+  __m512i a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  const __m512i u = _mm512_set1_epi8(3);
+  const __m512i s = _mm512_set1_epi8(-5);
+  for (int64_t it = 0; it < iterations; ++it) {
+    asm volatile(
+        "vpdpbusd %[s], %[u], %[a0]\n\t"
+        "vpdpbusd %[s], %[u], %[a1]\n\t"
+        "vpdpbusd %[s], %[u], %[a2]\n\t"
+        "vpdpbusd %[s], %[u], %[a3]\n\t"
+        "vpdpbusd %[s], %[u], %[a4]\n\t"
+        "vpdpbusd %[s], %[u], %[a5]\n\t"
+        "vpdpbusd %[s], %[u], %[a6]\n\t"
+        "vpdpbusd %[s], %[u], %[a7]\n\t"
+        "vpdpbusd %[s], %[u], %[a8]\n\t"
+        "vpdpbusd %[s], %[u], %[a9]\n\t"
+        "vpdpbusd %[s], %[u], %[a10]\n\t"
+        "vpdpbusd %[s], %[u], %[a11]\n\t"
+        : [a0] "+v"(a0), [a1] "+v"(a1), [a2] "+v"(a2), [a3] "+v"(a3), [a4] "+v"(a4), [a5] "+v"(a5),
+          [a6] "+v"(a6), [a7] "+v"(a7), [a8] "+v"(a8), [a9] "+v"(a9), [a10] "+v"(a10), [a11] "+v"(a11)
+        : [u] "v"(u), [s] "v"(s));
+  }
+  __m512i total = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                                   _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
+  total = _mm512_add_epi32(total, _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
+  volatile int32_t sink = _mm512_reduce_add_epi32(total);
+  (void)sink;
+  return iterations * 12 * 64;
+}
+
+}  // namespace
+
+const Int8Gemm* Avx512VnniGemm() {
+  static const Int8Gemm gemm{"avx512vnni", PackS8S32Nr32C4, RunAvx512Vnni, qs8_requantize_fp32__avx512,
+                             PeakLoopAvx512Vnni};
+  return &gemm;
+}
+
+}  // namespace gemm
+}  // namespace edgemia
+
+#else
 
 namespace edgemia {
 namespace gemm {
 
-// TODO: no avx512vnni kernel yet; dispatch falls back to the fastest other path.
+// This build does not target x86-64 with AVX-512 VNNI, so no CPU it runs on takes this path.
 const Int8Gemm* Avx512VnniGemm() { return nullptr; }
 
 }  // namespace gemm
 }  // namespace edgemia
+
+#endif

@@ -122,13 +122,7 @@ Int8Range ActivationRange(Activation act, float scale, int32_t zero_point, Numer
 
 // XNNPACK's fp32 output stage (LiteRT default path, and ONNX Runtime's MLAS):
 // float(acc) * scale, clamped in float, rounded half to even, plus zero point.
-inline int8_t RequantizeFp32(int32_t acc, float scale, float min_less_zero_point,
-                             float max_less_zero_point, int32_t zero_point) {
-  float f = static_cast<float>(acc) * scale;
-  f = std::max(f, min_less_zero_point);
-  f = std::min(f, max_less_zero_point);
-  return static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(f)) + zero_point);
-}
+using gemm::RequantizeFp32;
 
 // TFLite's fixed-point multiplier: real ~= multiplier * 2^(shift - 31), with
 // the multiplier in [2^30, 2^31) and half-away-from-zero rounding of the
@@ -258,6 +252,20 @@ class ChannelRequantizer {
   ChannelRequantizer() = default;
   ChannelRequantizer(const OpChecker& check, Formula formula, const Tensor& input, const Tensor& filter,
                      const Tensor& output, int64_t channels, Activation activation, Numerics numerics);
+
+  bool is_fp32() const { return formula_ == Formula::kFp32; }
+
+  // The kFp32 formula for channels [first, first + n) of a GEMM block, with
+  // bias[j] added to column j's sum.
+  gemm::Fp32Requantization Fp32Stage(const int32_t* bias, int64_t first) const {
+    gemm::Fp32Requantization stage;
+    stage.bias = bias;
+    stage.scale = fp32_scale_.data() + first;
+    stage.min_less_zero_point = min_less_zero_point_;
+    stage.max_less_zero_point = max_less_zero_point_;
+    stage.zero_point = zero_point_;
+    return stage;
+  }
 
   inline int8_t operator()(int32_t acc, int64_t channel) const {
     const size_t c = static_cast<size_t>(channel);

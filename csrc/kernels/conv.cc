@@ -124,6 +124,10 @@ class ConvInt8 final : public Kernel {
     CheckInt8Tensors(check, in, filter, out, 0);
     group_out_ = g_.out_c / g_.groups;
     depth_ = g_.k_h * g_.k_w * g_.filter_c;
+    if (depth_ > gemm::kMaxDepth) {
+      check.Fail("filter depth " + std::to_string(depth_) + " exceeds " + std::to_string(gemm::kMaxDepth) +
+                 ", the largest for which int32 sums are exact");
+    }
     input_zero_point_ = in.zero_points[0];
     const int8_t* w = filter.as<int8_t>();
     const std::vector<int32_t> bias = BiasOrZero<int32_t>(check, g_.out_c, DType::kInt32);
@@ -134,6 +138,26 @@ class ConvInt8 final : public Kernel {
     }
     // A 1x1 convolution with stride 1 reads its GEMM rows straight from the input.
     direct_ = g_.k_h == 1 && g_.k_w == 1 && g_.stride_h == 1 && g_.stride_w == 1 && g_.groups == 1;
+    // The taps of one filter row are adjacent in the input when they are
+    // adjacent pixels and the group spans all channels.
+    row_contiguous_ = g_.dilation_w == 1 && g_.groups == 1;
+    tap_begin_.resize(static_cast<size_t>(g_.out_w));
+    tap_end_.resize(static_cast<size_t>(g_.out_w));
+    for (int64_t ox = 0; ox < g_.out_w; ++ox) {
+      int64_t begin = g_.k_w, end = 0;
+      for (int64_t kx = 0; kx < g_.k_w; ++kx) {
+        const int64_t ix = ox * g_.stride_w - g_.pad_left + kx * g_.dilation_w;
+        if (ix >= 0 && ix < g_.in_w) {
+          begin = std::min(begin, kx);
+          end = kx + 1;
+        }
+      }
+      tap_begin_[static_cast<size_t>(ox)] = begin < end ? begin : 0;
+      tap_end_[static_cast<size_t>(ox)] = begin < end ? end : 0;
+    }
+    // Small filters take more rows per GEMM call, so that the call overhead
+    // stays small next to the arithmetic; about 16 KiB of im2col rows.
+    gemm_rows_ = std::max<int64_t>(kGemmRows, std::min<int64_t>(512, 16384 / depth_ / 16 * 16));
     const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kFixedPoint
                                                                  : ChannelRequantizer::Formula::kFp32;
     requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.out_c, check.ActivationOption(), numerics);
@@ -142,18 +166,19 @@ class ConvInt8 final : public Kernel {
   }
 
   int64_t ScratchBytes() const override {
-    return kGemmRows * depth_ + kGemmRows * group_out_ * static_cast<int64_t>(sizeof(int32_t));
+    return gemm_rows_ * depth_ + gemm_rows_ * group_out_ * static_cast<int64_t>(sizeof(int32_t));
   }
+  int64_t MacsPerRecord() const override { return g_.out_h * g_.out_w * g_.out_c * depth_; }
 
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);
     int8_t* y = arena.at<int8_t>(out_id_);
     int8_t* rows = reinterpret_cast<int8_t*>(arena.scratch.data());
-    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data() + kGemmRows * depth_);
+    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data() + gemm_rows_ * depth_);
     const ConvGeometry& g = g_;
     const int64_t positions = batch * g.out_h * g.out_w;
-    for (int64_t p0 = 0; p0 < positions; p0 += kGemmRows) {
-      const int64_t m = std::min(kGemmRows, positions - p0);
+    for (int64_t p0 = 0; p0 < positions; p0 += gemm_rows_) {
+      const int64_t m = std::min(gemm_rows_, positions - p0);
       for (int64_t group = 0; group < g.groups; ++group) {
         const int8_t* a = rows;
         int64_t a_stride = depth_;
@@ -161,15 +186,22 @@ class ConvInt8 final : public Kernel {
           a = x + p0 * g.in_c;
           a_stride = g.in_c;
         } else {
-          for (int64_t i = 0; i < m; ++i) GatherRow(x, p0 + i, group, rows + i * depth_);
+          GatherRows(x, p0, m, group, rows);
         }
         gemm_->run(a, a_stride, m, packed_[static_cast<size_t>(group)], acc, group_out_);
+        if (requantize_.is_fp32()) {
+          const int64_t first = group * group_out_;
+          gemm_->requantize_fp32(acc, group_out_, m, group_out_,
+                                 requantize_.Fp32Stage(folded_bias_.data() + first, first), y + p0 * g.out_c + first,
+                                 g.out_c);
+          continue;
+        }
         for (int64_t i = 0; i < m; ++i) {
           int8_t* yp = y + (p0 + i) * g.out_c + group * group_out_;
           const int32_t* ai = acc + i * group_out_;
           for (int64_t j = 0; j < group_out_; ++j) {
             const int64_t oc = group * group_out_ + j;
-            yp[j] = requantize_(ai[j] + folded_bias_[static_cast<size_t>(oc)], oc);
+            yp[j] = requantize_(WrappingAdd(ai[j], folded_bias_[static_cast<size_t>(oc)]), oc);
           }
         }
       }
@@ -177,26 +209,74 @@ class ConvInt8 final : public Kernel {
   }
 
  private:
-  // Writes the taps of output position `position` (batch-major) for one
-  // group, in the filter's (ky, kx, channel) order.
-  void GatherRow(const int8_t* x, int64_t position, int64_t group, int8_t* row) const {
-    const ConvGeometry& g = g_;
-    const int64_t b = position / (g.out_h * g.out_w);
-    const int64_t oy = (position / g.out_w) % g.out_h;
-    const int64_t ox = position % g.out_w;
-    const int8_t* xb = x + b * g.in_h * g.in_w * g.in_c + group * g.filter_c;
-    for (int64_t ky = 0; ky < g.k_h; ++ky) {
-      const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
-      for (int64_t kx = 0; kx < g.k_w; ++kx) {
-        const int64_t ix = ox * g.stride_w - g.pad_left + kx * g.dilation_w;
-        int8_t* dst = row + (ky * g.k_w + kx) * g.filter_c;
-        if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) {
-          std::memset(dst, static_cast<int8_t>(input_zero_point_), static_cast<size_t>(g.filter_c));
+  // Writes the im2col rows of output positions [first, first + count)
+  // (batch-major) for one group, depth_ bytes apart: the taps of each
+  // position in the filter's (ky, kx, channel) order, with the input zero
+  // point for taps in the padding.
+  void GatherRows(const int8_t* x, int64_t first, int64_t count, int64_t group, int8_t* rows) const {
+    // Locals, not members: the int8 stores below may alias any object, so
+    // the compiler would reload every member after each of them.
+    const ConvGeometry g = g_;
+    const int64_t depth = depth_;
+    const bool row_contiguous = row_contiguous_;
+    const int64_t* tap_begin = tap_begin_.data();
+    const int64_t* tap_end = tap_end_.data();
+    const auto zero_point = static_cast<int8_t>(input_zero_point_);
+    const int64_t span = g.k_w * g.filter_c;  // bytes of one filter row
+    const int64_t image_bytes = g.in_h * g.in_w * g.in_c;
+    const int64_t line_bytes = g.in_w * g.in_c;
+
+    int64_t b = first / (g.out_h * g.out_w);
+    int64_t oy = (first / g.out_w) % g.out_h;
+    int64_t ox = first % g.out_w;
+    for (int64_t i = 0; i < count; ++i) {
+      int8_t* row = rows + i * depth;
+      const int8_t* xb = x + b * image_bytes + group * g.filter_c;
+      const int64_t begin = tap_begin[ox];
+      const int64_t end = tap_end[ox];
+      const int64_t ix0 = ox * g.stride_w - g.pad_left;
+      for (int64_t ky = 0; ky < g.k_h; ++ky) {
+        const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+        int8_t* dst = row + ky * span;
+        if (iy < 0 || iy >= g.in_h || begin == end) {
+          FillWords(dst, zero_point, span);
+          continue;
+        }
+        const int8_t* src = xb + iy * line_bytes;
+        FillWords(dst, zero_point, begin * g.filter_c);
+        if (row_contiguous) {
+          CopyWords(dst + begin * g.filter_c, src + (ix0 + begin) * g.in_c, (end - begin) * g.filter_c);
         } else {
-          std::memcpy(dst, xb + (iy * g.in_w + ix) * g.in_c, static_cast<size_t>(g.filter_c));
+          for (int64_t kx = begin; kx < end; ++kx) {
+            CopyWords(dst + kx * g.filter_c, src + (ix0 + kx * g.dilation_w) * g.in_c, g.filter_c);
+          }
+        }
+        FillWords(dst + end * g.filter_c, zero_point, (g.k_w - end) * g.filter_c);
+      }
+      if (++ox == g.out_w) {
+        ox = 0;
+        if (++oy == g.out_h) {
+          oy = 0;
+          ++b;
         }
       }
     }
+  }
+
+  // memcpy and memset in whole 16-byte words, for the short runs of most
+  // filters, where a library call costs more than the copy. They may read up
+  // to 15 bytes past src + n, which kArenaSlack allows, and write up to 15
+  // bytes past dst + n. GatherRows writes each row from the front, so the
+  // next run rewrites those bytes. Past the last row they land in the GEMM's
+  // accumulators, which the GEMM writes next, or in the scratch's slack.
+  static void CopyWords(int8_t* dst, const int8_t* src, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) std::memcpy(dst + i, src + i, 16);
+  }
+
+  static void FillWords(int8_t* dst, int8_t value, int64_t n) {
+    int8_t word[16];
+    std::memset(word, value, sizeof(word));
+    for (int64_t i = 0; i < n; i += 16) std::memcpy(dst + i, word, 16);
   }
 
   ConvGeometry g_;
@@ -206,14 +286,19 @@ class ConvInt8 final : public Kernel {
   std::vector<gemm::PackedB> packed_;
   std::vector<int32_t> folded_bias_;
   bool direct_ = false;
+  bool row_contiguous_ = false;
+  // Taps kx in [tap_begin_[ox], tap_end_[ox]) of output column ox are inside the image.
+  std::vector<int64_t> tap_begin_, tap_end_;
+  int64_t gemm_rows_ = kGemmRows;  // im2col rows per GEMM call
   ChannelRequantizer requantize_;
   int in_id_ = 0, out_id_ = 0;
 };
 
-// Depthwise int8 convolution: direct loops over the taps.
+// Depthwise int8 convolution: direct loops over the taps, one output row at
+// a time, through the GEMM path's output stage.
 class DepthwiseInt8 final : public Kernel {
  public:
-  DepthwiseInt8(const OpChecker& check, Numerics numerics) {
+  DepthwiseInt8(const OpChecker& check, Numerics numerics) : gemm_(&check.gemm()) {
     g_ = CheckGeometry(check, true);
     const Tensor& in = check.Input(0);
     const Tensor& filter = check.Input(1);
@@ -229,24 +314,55 @@ class DepthwiseInt8 final : public Kernel {
     out_id_ = check.op().outputs[0];
   }
 
+  int64_t ScratchBytes() const override { return g_.out_w * g_.out_c * static_cast<int64_t>(sizeof(int32_t)); }
+  int64_t MacsPerRecord() const override { return g_.out_h * g_.out_w * g_.out_c * g_.k_h * g_.k_w; }
+
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);
     int8_t* y = arena.at<int8_t>(out_id_);
-    const ConvGeometry& g = g_;
+    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data());
+    // Locals, not members: the int8 stores below may alias any object, so
+    // the compiler would reload every member after each of them.
+    const ConvGeometry g = g_;
+    const int8_t* filter = filter_;
+    const int32_t zero_point = input_zero_point_;
+    const int64_t row_values = g.out_w * g.out_c;
     for (int64_t b = 0; b < batch; ++b) {
       const int8_t* xb = x + b * g.in_h * g.in_w * g.in_c;
       for (int64_t oy = 0; oy < g.out_h; ++oy) {
+        // The sums of one output row, channels innermost so that the
+        // compiler vectorizes them; the bias comes with the output stage.
+        std::fill(acc, acc + row_values, 0);
         for (int64_t ox = 0; ox < g.out_w; ++ox) {
-          int8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
-          for (int64_t oc = 0; oc < g.out_c; ++oc) {
-            int32_t acc = bias_[static_cast<size_t>(oc)];
-            const int64_t ic = oc / g.depth_multiplier;
-            ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
-              const int32_t w = filter_[(ky * g.k_w + kx) * g.out_c + oc];
-              acc = WrappingAdd(acc, w * (static_cast<int32_t>(xb[(iy * g.in_w + ix) * g.in_c + ic]) - input_zero_point_));
-            });
-            yp[oc] = requantize_(acc, oc);
-          }
+          int32_t* sums = acc + ox * g.out_c;
+          ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
+            const int8_t* xp = xb + (iy * g.in_w + ix) * g.in_c;
+            const int8_t* wp = filter + (ky * g.k_w + kx) * g.out_c;
+            if (g.depth_multiplier == 1) {
+              // |w * (x - zero_point)| <= 128 * 255, so the product fits int16.
+              for (int64_t c = 0; c < g.out_c; ++c) {
+                sums[c] += static_cast<int16_t>(static_cast<int16_t>(wp[c]) * static_cast<int16_t>(xp[c] - zero_point));
+              }
+              return;
+            }
+            for (int64_t ic = 0; ic < g.in_c; ++ic) {
+              const int32_t xv = xp[ic] - zero_point;
+              for (int64_t m = 0; m < g.depth_multiplier; ++m) {
+                const int64_t oc = ic * g.depth_multiplier + m;
+                sums[oc] += wp[oc] * xv;
+              }
+            }
+          });
+        }
+        int8_t* yrow = y + (b * g.out_h + oy) * row_values;
+        if (requantize_.is_fp32()) {
+          gemm_->requantize_fp32(acc, g.out_c, g.out_w, g.out_c, requantize_.Fp32Stage(bias_.data(), 0), yrow,
+                                 g.out_c);
+          continue;
+        }
+        for (int64_t i = 0; i < row_values; ++i) {
+          const int64_t oc = i % g.out_c;
+          yrow[i] = requantize_(WrappingAdd(acc[i], bias_[static_cast<size_t>(oc)]), oc);
         }
       }
     }
@@ -254,6 +370,7 @@ class DepthwiseInt8 final : public Kernel {
 
  private:
   ConvGeometry g_;
+  const gemm::Int8Gemm* gemm_;
   const int8_t* filter_ = nullptr;
   std::vector<int32_t> bias_;
   int32_t input_zero_point_ = 0;
@@ -272,6 +389,10 @@ class ConvFloat final : public Kernel {
     ActivationBounds(check.ActivationOption(), &lo_, &hi_);
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
+  }
+
+  int64_t MacsPerRecord() const override {
+    return g_.out_h * g_.out_w * g_.out_c * g_.k_h * g_.k_w * (depthwise_ ? 1 : g_.filter_c);
   }
 
   void Run(Arena& arena, int64_t batch) const override {

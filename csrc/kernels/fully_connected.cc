@@ -60,6 +60,10 @@ class FullyConnectedInt8 final : public Kernel {
     check.ExpectActivationQuantization(in, "input");
     check.ExpectActivationQuantization(out, "output");
     check.ExpectWeightQuantization(filter, 0);
+    if (g_.depth > gemm::kMaxDepth) {
+      check.Fail("filter depth " + std::to_string(g_.depth) + " exceeds " + std::to_string(gemm::kMaxDepth) +
+                 ", the largest for which int32 sums are exact");
+    }
     const int8_t* w = filter.as<int8_t>();
     gemm_->pack(w, g_.units, g_.depth, &packed_);
     const std::vector<int32_t> bias = BiasOrZero<int32_t>(check, g_.units, DType::kInt32);
@@ -74,6 +78,7 @@ class FullyConnectedInt8 final : public Kernel {
   }
 
   int64_t ScratchBytes() const override { return kGemmRows * g_.units * static_cast<int64_t>(sizeof(int32_t)); }
+  int64_t MacsPerRecord() const override { return g_.rows * g_.units * g_.depth; }
 
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);
@@ -83,10 +88,15 @@ class FullyConnectedInt8 final : public Kernel {
     for (int64_t r0 = 0; r0 < rows; r0 += kGemmRows) {
       const int64_t m = std::min(kGemmRows, rows - r0);
       gemm_->run(x + r0 * g_.depth, g_.depth, m, packed_, acc, g_.units);
+      if (requantize_.is_fp32()) {
+        gemm_->requantize_fp32(acc, g_.units, m, g_.units, requantize_.Fp32Stage(folded_bias_.data(), 0),
+                               y + r0 * g_.units, g_.units);
+        continue;
+      }
       for (int64_t i = 0; i < m; ++i) {
         const int32_t* ai = acc + i * g_.units;
         int8_t* yi = y + (r0 + i) * g_.units;
-        for (int64_t u = 0; u < g_.units; ++u) yi[u] = requantize_(ai[u] + folded_bias_[static_cast<size_t>(u)], u);
+        for (int64_t u = 0; u < g_.units; ++u) yi[u] = requantize_(WrappingAdd(ai[u], folded_bias_[static_cast<size_t>(u)]), u);
       }
     }
   }
@@ -112,6 +122,8 @@ class FullyConnectedFloat final : public Kernel {
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
   }
+
+  int64_t MacsPerRecord() const override { return g_.rows * g_.units * g_.depth; }
 
   void Run(Arena& arena, int64_t batch) const override {
     const float* x = arena.at<float>(in_id_);

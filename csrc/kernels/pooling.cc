@@ -83,16 +83,22 @@ class MaxPool final : public Kernel {
   void Run(Arena& arena, int64_t batch) const override {
     const T* x = arena.at<T>(in_id_);
     T* y = arena.at<T>(out_id_);
-    const PoolGeometry& g = g_;
+    const PoolGeometry g = g_;
     ForEachWindow(g, batch, [&](int64_t b, int64_t oy, int64_t ox, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
       T* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
-      for (int64_t c = 0; c < g.channels; ++c) {
-        T m = std::numeric_limits<T>::lowest();
-        for (int64_t iy = y0; iy < y1; ++iy) {
-          for (int64_t ix = x0; ix < x1; ++ix) m = std::max(m, x[((b * g.in_h + iy) * g.in_w + ix) * g.channels + c]);
+      // Channels innermost, so that the compiler vectorizes the loops; each
+      // channel still takes its taps in the same order. Locals (g too) keep
+      // int8 stores, which may alias anything, from forcing reloads of members.
+      const int64_t channels = g.channels;
+      const T lo = lo_, hi = hi_;
+      for (int64_t c = 0; c < channels; ++c) yp[c] = std::numeric_limits<T>::lowest();
+      for (int64_t iy = y0; iy < y1; ++iy) {
+        for (int64_t ix = x0; ix < x1; ++ix) {
+          const T* xp = x + ((b * g.in_h + iy) * g.in_w + ix) * channels;
+          for (int64_t c = 0; c < channels; ++c) yp[c] = std::max(yp[c], xp[c]);
         }
-        yp[c] = std::min(std::max(m, lo_), hi_);
       }
+      for (int64_t c = 0; c < channels; ++c) yp[c] = std::min(std::max(yp[c], lo), hi);
     });
   }
 

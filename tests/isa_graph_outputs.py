@@ -1,0 +1,119 @@
+"""Run a fixed int8 graph on the instruction-set path that EDGEMIA_ISA selects.
+
+Usage: python isa_graph_outputs.py OUT.npz
+       python isa_graph_outputs.py OUT.npz MODEL.tflite INPUT.npy
+
+The first form runs a graph built here. It chains every GEMM caller with shapes that hit tile edges: a 3x3
+convolution, a dilated one, a 1x1 convolution (read in place), a strided
+grouped one, max pooling and a fully connected layer with several rows per
+record. It runs in both numerics modes at 1, 2 and 3 threads on random and
+extreme inputs, and OUT.npz receives every output and the path the graph used.
+The second form runs a .tflite model through the native backend on the int8
+records in INPUT.npy, in both numerics modes and at 1 and 2 threads.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from edgemia import _native
+
+SAME, VALID, RELU = 0, 1, 1
+INPUT_SHAPE = (12, 11, 6)
+
+
+def conv_options(stride: int, dilation: int, padding: int, activation: int) -> dict[str, int]:
+    return {"stride_h": stride, "stride_w": stride, "dilation_h": dilation, "dilation_w": dilation,
+            "padding": padding, "activation": activation}
+
+
+def build(numerics: str) -> _native.Graph:
+    rng = np.random.default_rng(2024)
+    g = _native.Graph()
+    in_scale = 0.05
+    x = g.add_tensor("x", "int8", list(INPUT_SHAPE), None, [in_scale], [-3], 0)
+
+    def weights(name, shape, scale_count):
+        w = rng.integers(-128, 128, size=shape, dtype=np.int8)
+        scales = rng.uniform(0.002, 0.01, size=scale_count).astype(np.float32)
+        return g.add_tensor(name, "int8", list(shape), w.tobytes(), [float(s) for s in scales], [0] * scale_count,
+                            0), float(scales.mean())
+
+    def bias(name, count):
+        values = rng.integers(-20000, 20000, size=count).astype(np.int32)
+        # A quantized bias, as the TFLite converter writes it; LiteRT's int8 path needs one.
+        return g.add_tensor(name, "int32", [count], values.tobytes(), [1e-4] * count, [0] * count, 0)
+
+    def activation(name, shape, scale, zero_point):
+        return g.add_tensor(name, "int8", list(shape), None, [scale], [zero_point], 0)
+
+    layers = [
+        # name, filter shape (O, H, W, I), output shape, options
+        ("conv3x3", (20, 3, 3, 6), (12, 11, 20), conv_options(1, 1, SAME, RELU)),
+        ("dilated", (17, 3, 3, 20), (12, 11, 17), conv_options(1, 2, SAME, 0)),
+        ("conv1x1", (33, 1, 1, 17), (12, 11, 33), conv_options(1, 1, SAME, RELU)),
+        ("grouped", (9, 3, 3, 11), (5, 5, 9), conv_options(2, 1, VALID, 0)),
+    ]
+    current, current_scale = x, in_scale
+    for name, filter_shape, out_shape, options in layers:
+        w, w_scale = weights(name + "/w", filter_shape, filter_shape[0])
+        b = bias(name + "/b", filter_shape[0])
+        out_scale = current_scale * w_scale * 1500.0
+        y = activation(name, out_shape, out_scale, 4)
+        g.add_op("CONV_2D", name, [current, w, b], [y], options)
+        current, current_scale = y, out_scale
+
+    pooled = activation("pool", (2, 2, 9), current_scale, 4)
+    g.add_op("MAX_POOL_2D", "pool", [current], [pooled],
+             {"filter_h": 2, "filter_w": 2, "stride_h": 2, "stride_w": 2, "padding": VALID, "activation": 0})
+    w, w_scale = weights("dense/w", (17, 9), 17)
+    b = bias("dense/b", 17)
+    y = activation("dense", (4, 17), current_scale * w_scale * 300.0, -6)
+    g.add_op("FULLY_CONNECTED", "dense", [pooled, w, b], [y], {"activation": 0})
+    g.finalize([x], [y], numerics)
+    return g
+
+
+def inputs() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    x = rng.integers(-128, 128, size=(203, *INPUT_SHAPE), dtype=np.int8)
+    x[0] = -128
+    x[1] = 127
+    x[2] = np.resize(np.array([-128, 127], dtype=np.int8), INPUT_SHAPE)
+    return x
+
+
+def main(out_path: str) -> None:
+    x = inputs()
+    outputs = {}
+    for numerics in ("litert", "litert-reference"):
+        graph = build(numerics)
+        outputs["isa"] = np.array(graph.isa)
+        for threads in (1, 2, 3):
+            outputs[f"{numerics}-{threads}"] = graph.run(x, threads)[0]
+        outputs[f"{numerics}-single"] = graph.run(x[5:6], 1)[0]
+    np.savez(out_path, **outputs)
+
+
+def run_model(out_path: str, model_path: str, input_path: str) -> None:
+    from edgemia.runtime.native import NativeSession
+    from edgemia.runtime.tflite_model import read_tflite
+
+    model = read_tflite(model_path)
+    x = np.load(input_path)
+    outputs = {}
+    for numerics in ("litert", "litert-reference"):
+        for threads in (1, 2):
+            session = NativeSession(model, threads=threads, numerics=numerics)
+            outputs["isa"] = np.array(session.isa)
+            outputs[f"{numerics}-{threads}"] = session.run(x)
+    np.savez(out_path, **outputs)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4:
+        run_model(*sys.argv[1:])
+    else:
+        main(sys.argv[1])
