@@ -29,9 +29,11 @@ def onnx_models(tmp_path_factory):
     keras.utils.set_random_seed(5)
     folder = tmp_path_factory.mktemp("onnx-models")
     paths = {}
-    for name in [*ONNX_MODELS, "maxpool", "elementwise", "dense"]:
+    for name in [*ONNX_MODELS, "maxpool", "elementwise", "dense", "matmul"]:
         if name == "conv":
             model = conv_variants(groups=1)
+        elif name == "matmul":
+            model = _matmul_model(keras)
         else:
             model = BUILDERS[name]() if name in BUILDERS else _maxpool_model(keras)
         data = calibration_data(model)
@@ -42,6 +44,8 @@ def onnx_models(tmp_path_factory):
         export_float(model, paths[f"{name}-float"])
         paths[f"{name}-int8"] = folder / f"{name}-int8.onnx"
         export_int8(paths[f"{name}-float"], data, paths[f"{name}-int8"])
+        paths[f"{name}-qoperator"] = folder / f"{name}-qoperator.onnx"
+        export_int8(paths[f"{name}-float"], data, paths[f"{name}-qoperator"], operator_form=True)
         if name in ("mlp", "maxpool"):
             unfused = folder / f"{name}-unfused.onnx"
             export_float(model, unfused, fuse=False)
@@ -62,6 +66,14 @@ def _maxpool_model(keras):
     return keras.Model(x, layers.Dense(5)(layers.Flatten()(h)))
 
 
+def _matmul_model(keras):
+    # Dense layers without bias export as plain MatMul, which becomes QLinearMatMul.
+    layers = keras.layers
+    x = keras.Input((24,))
+    h = layers.Dense(16, use_bias=False)(x)
+    return keras.Model(x, layers.Dense(5, use_bias=False)(h))
+
+
 def run_onnxruntime(path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
@@ -78,11 +90,17 @@ def records_for(model, n: int, seed: int) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool"])
-def test_int8_onnx_equals_onnxruntime(onnx_models, name):
-    model = read_onnx(onnx_models[f"{name}-int8"])
+@pytest.mark.parametrize("form", ["int8", "qoperator"])
+@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "matmul"])
+def test_int8_onnx_equals_onnxruntime(onnx_models, name, form):
+    import onnx
+
+    path = onnx_models[f"{name}-{form}"]
+    if form == "qoperator" and name == "matmul":
+        assert "QLinearMatMul" in {node.op_type for node in onnx.load(str(path)).graph.node}
+    model = read_onnx(path)
     x = records_for(model, 1500, seed=len(name))
-    expected = run_onnxruntime(onnx_models[f"{name}-int8"], x)
+    expected = run_onnxruntime(path, x)
     got = NativeSession(model, threads=2).run(x)
     np.testing.assert_array_equal(got, expected)
 

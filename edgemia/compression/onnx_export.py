@@ -112,11 +112,16 @@ def export_float(model, path: Path, fuse: bool = True) -> None:
             Path(path).write_bytes(cleaned.read_bytes())
 
 
-def export_int8(float_path: Path, calibration_x: np.ndarray, path: Path, method: str = "minmax") -> None:
-    """Quantize a float ONNX file to int8 QDQ form with ONNX Runtime's quantize_static.
+def export_int8(
+    float_path: Path, calibration_x: np.ndarray, path: Path, method: str = "minmax", operator_form: bool = False
+) -> None:
+    """Quantize a float ONNX file to int8 with ONNX Runtime's quantize_static.
 
     Weights are per-channel symmetric int8; activations are per-tensor int8
-    with ranges from `calibration_x`, by the given calibration method.
+    with ranges from `calibration_x`, by the given calibration method. The
+    graph is in QDQ form (QuantizeLinear / DequantizeLinear around float ops)
+    unless `operator_form` asks for integer operators (QLinearConv, QGemm,
+    QLinearMatMul).
     """
     import onnx
     from onnxruntime.quantization import (
@@ -150,7 +155,7 @@ def export_int8(float_path: Path, calibration_x: np.ndarray, path: Path, method:
             str(float_path),
             str(path),
             Reader(),
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat.QOperator if operator_form else QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,

@@ -359,26 +359,9 @@ class _Translator:
         group = int(self.attributes(node).get("group", 1))
         if isinstance(x, _Dequantized):
             weights = self._weights(node, node.input[1], 0)
-            o, i, kh, kw = weights.data.shape
-            bias = self._bias(node, node.input[2] if len(node.input) > 2 else None, o)
+            bias = self._bias(node, node.input[2] if len(node.input) > 2 else None, weights.data.shape[0])
             q, scale, zero_point = self._fused_output(node)
-            source = self.as_layout(x.source, True, node)
-            options = self._conv_options(node, [kh, kw])
-            w_ohwi = np.ascontiguousarray(weights.data.transpose(0, 2, 3, 1))
-            depthwise = group > 1 and i == 1 and group == source.shape[0]
-            if depthwise:
-                # A grouped conv with one input channel per group is a depthwise conv: filter [1, H, W, O].
-                w_id = self.add_constant(node.input[1], np.ascontiguousarray(w_ohwi.transpose(3, 1, 2, 0)), "int8",
-                                         weights.scales, weights.zero_points, 3)
-                options["depth_multiplier"] = o // group
-            else:
-                w_id = self.add_constant(node.input[1], w_ohwi, "int8", weights.scales, weights.zero_points, 0)
-            inputs = [source.native_id, w_id, -1]
-            if bias is not None:
-                inputs[2] = self.add_constant(node.input[2], bias.data, "int32", bias.scales, bias.zero_points, 0)
-            out = self._conv_output(node, q.output[0], source, o, [kh, kw], options, "int8", scale, zero_point)
-            self.add_op("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", node.name, inputs, [out.native_id], options)
-            self.values[q.output[0]] = out
+            self._conv_int8(node, x.source, weights, bias, q.output[0], scale, zero_point)
             return
         if not isinstance(x, _Value) or x.dtype != "float32":
             raise self.unsupported(node, "the input must be float32 or a dequantized int8 activation")
@@ -395,6 +378,29 @@ class _Translator:
         out = self._conv_output(node, node.output[0], source, o, [kh, kw], options, "float32")
         self.add_op("CONV_2D", node.name, inputs, [out.native_id], options)
         self.values[node.output[0]] = out
+
+    def _conv_int8(self, node, x: _Value, weights: _QuantizedConstant, bias, name: str, scale: float,
+                   zero_point: int) -> None:
+        """Emit an int8 (depthwise) convolution writing `name` with the given output quantization."""
+        group = int(self.attributes(node).get("group", 1))
+        o, i, kh, kw = weights.data.shape
+        source = self.as_layout(x, True, node)
+        options = self._conv_options(node, [kh, kw])
+        w_ohwi = np.ascontiguousarray(weights.data.transpose(0, 2, 3, 1))
+        depthwise = group > 1 and i == 1 and group == source.shape[0]
+        if depthwise:
+            # A grouped conv with one input channel per group is a depthwise conv: filter [1, H, W, O].
+            w_id = self.add_constant(f"{node.name}:weights", np.ascontiguousarray(w_ohwi.transpose(3, 1, 2, 0)),
+                                     "int8", weights.scales, weights.zero_points, 3)
+            options["depth_multiplier"] = o // group
+        else:
+            w_id = self.add_constant(f"{node.name}:weights", w_ohwi, "int8", weights.scales, weights.zero_points, 0)
+        inputs = [source.native_id, w_id, -1]
+        if bias is not None:
+            inputs[2] = self.add_constant(f"{node.name}:bias", bias.data, "int32", bias.scales, bias.zero_points, 0)
+        out = self._conv_output(node, name, source, o, [kh, kw], options, "int8", scale, zero_point)
+        self.add_op("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", node.name, inputs, [out.native_id], options)
+        self.values[name] = out
 
     def _conv_output(self, node, name, source: _Value, channels, kernel, options, dtype, scale=0.0, zero_point=0):
         _, h, w = source.shape
@@ -424,14 +430,7 @@ class _Translator:
             raise self.fail(node, f"the input has {source.shape[0]} features but the weights expect {depth}")
         if quantized:
             q, scale, zero_point = self._fused_output(node)
-            w_id = self.add_constant(f"{node.name}:weights", weights_nk, "int8", scales, zero_points, 0)
-            inputs = [source.native_id, w_id, -1]
-            if bias is not None:
-                inputs[2] = self.add_constant(f"{node.name}:bias", bias.data, "int32", bias.scales, bias.zero_points, 0)
-            out = _Value(self.add_activation(q.output[0], "int8", [units], scale, zero_point), "int8", [units],
-                         False, scale, zero_point)
-            self.add_op("FULLY_CONNECTED", node.name, inputs, [out.native_id], {"activation": 0})
-            self.values[q.output[0]] = out
+            self._fully_connected_int8(node, source, weights_nk, scales, bias, q.output[0], scale, zero_point)
             return
         w_id = self.add_constant(f"{node.name}:weights", weights_nk.astype(np.float32), "float32")
         inputs = [source.native_id, w_id, -1]
@@ -440,6 +439,22 @@ class _Translator:
         out = _Value(self.add_activation(node.output[0], "float32", [units]), "float32", [units])
         self.add_op("FULLY_CONNECTED", node.name, inputs, [out.native_id], {"activation": 0})
         self.values[node.output[0]] = out
+
+    def _fully_connected_int8(self, node, a: _Value, weights_nk, scales, bias, name: str, scale: float,
+                              zero_point: int) -> None:
+        """Emit an int8 fully connected op writing `name` with the given output quantization."""
+        source = self.as_layout(a, False, node)
+        units, depth = weights_nk.shape
+        if len(source.shape) != 1 or source.shape[0] != depth:
+            raise self.fail(node, f"the input has shape {source.shape} but the weights expect {depth} features")
+        w_id = self.add_constant(f"{node.name}:weights", weights_nk, "int8", scales, [0] * len(scales), 0)
+        inputs = [source.native_id, w_id, -1]
+        if bias is not None:
+            inputs[2] = self.add_constant(f"{node.name}:bias", bias.data, "int32", bias.scales, bias.zero_points, 0)
+        out = _Value(self.add_activation(name, "int8", [units], scale, zero_point), "int8", [units], False, scale,
+                     zero_point)
+        self.add_op("FULLY_CONNECTED", node.name, inputs, [out.native_id], {"activation": 0})
+        self.values[name] = out
 
     def _Gemm(self, node) -> None:
         attrs = self.attributes(node)
@@ -545,6 +560,74 @@ class _Translator:
         out = _Value(self.add_activation(node.output[0], "float32", list(shape)), "float32", list(shape), nhwc)
         self.add_op("ADD", node.name, inputs, [out.native_id], {"activation": 0})
         self.values[node.output[0]] = out
+
+    # QOperator format: integer ops with explicit quantization inputs ---------
+
+    def _int8_input(self, node, position: int) -> _Value:
+        value = self.values.get(node.input[position])
+        if not isinstance(value, _Value) or value.dtype != "int8":
+            raise self.unsupported(node, f"'{node.input[position]}' is not an int8 activation")
+        scale = float(np.float32(self.scalar(node, node.input[position + 1])))
+        zero_point = int(self.scalar(node, node.input[position + 2]))
+        if scale != value.scale or zero_point != value.zero_point:
+            raise self.unsupported(node, f"the quantization given for '{node.input[position]}' differs from its own")
+        return value
+
+    def _int8_weights(self, node, position: int, channel_axis: int) -> _QuantizedConstant:
+        data = self.constants.get(node.input[position])
+        scales = self.constants.get(node.input[position + 1])
+        zero_points = self.constants.get(node.input[position + 2])
+        if data is None or scales is None or data.dtype != np.int8:
+            raise self.unsupported(node, f"weights '{node.input[position]}' must be an int8 constant with constant scales")
+        zero_points = np.zeros(scales.size, np.int64) if zero_points is None else zero_points.astype(np.int64)
+        if (zero_points != 0).any():
+            raise self.unsupported(node, "weights must be symmetric (zero point 0)")
+        return _QuantizedConstant(data, scales.astype(np.float32).reshape(-1), zero_points.reshape(-1), channel_axis)
+
+    def _int8_output(self, node, scale_name: str, zero_point_name: str) -> tuple[float, int]:
+        zero_point = self.scalar(node, zero_point_name)
+        if np.asarray(zero_point).dtype != np.int8:
+            raise self.unsupported(node, "only int8 outputs are supported (not uint8)")
+        return float(np.float32(self.scalar(node, scale_name))), int(zero_point)
+
+    def _QLinearConv(self, node) -> None:
+        x = self._int8_input(node, 0)
+        weights = self._int8_weights(node, 3, 0)
+        scale, zero_point = self._int8_output(node, node.input[6], node.input[7])
+        bias = self.constants.get(node.input[8]) if len(node.input) > 8 and node.input[8] else None
+        if len(node.input) > 8 and node.input[8] and (bias is None or bias.dtype != np.int32):
+            raise self.unsupported(node, "the bias must be an int32 constant")
+        if bias is not None:
+            bias = _QuantizedConstant(bias, np.float32(x.scale) * weights.scales, np.zeros(weights.scales.size, np.int64), 0)
+        self._conv_int8(node, x, weights, bias, node.output[0], scale, zero_point)
+
+    def _QLinearMatMul(self, node) -> None:
+        a = self._int8_input(node, 0)
+        weights = self._int8_weights(node, 3, 1)
+        scale, zero_point = self._int8_output(node, node.input[6], node.input[7])
+        self._fully_connected_int8(node, a, np.ascontiguousarray(weights.data.T), weights.scales, None,
+                                   node.output[0], scale, zero_point)
+
+    def _QGemm(self, node) -> None:
+        attrs = self.attributes(node)
+        if attrs.get("transA", 0) or float(attrs.get("alpha", 1.0)) != 1.0:
+            raise self.unsupported(node, "only QGemm with transA = 0 and alpha = 1 is supported")
+        if len(node.input) < 9 or not node.input[7]:
+            raise self.unsupported(node, "only QGemm with a quantized output (y_scale) is supported")
+        a = self._int8_input(node, 0)
+        trans_b = bool(attrs.get("transB", 0))
+        weights = self._int8_weights(node, 3, 0 if trans_b else 1)
+        data = weights.data if trans_b else weights.data.T
+        bias = None
+        if node.input[6]:
+            values = self.constants.get(node.input[6])
+            if values is None or values.dtype != np.int32 or values.shape != (data.shape[0],):
+                raise self.unsupported(node, "the bias must be an int32 constant vector")
+            bias = _QuantizedConstant(values, np.float32(a.scale) * weights.scales * np.ones(data.shape[0], np.float32),
+                                      np.zeros(data.shape[0], np.int64), 0)
+        scale, zero_point = self._int8_output(node, node.input[7], node.input[8])
+        self._fully_connected_int8(node, a, np.ascontiguousarray(data), weights.scales, bias, node.output[0], scale,
+                                   zero_point)
 
     # Pooling, activations and layout --------------------------------------
 
