@@ -1,4 +1,4 @@
-"""Benchmark the native kernel against LiteRT on int8 models and write BENCHMARKS.md.
+"""Benchmark the native kernel against LiteRT and ONNX Runtime and write BENCHMARKS.md.
 
 Usage: .venv/bin/python benchmarks/kernel.py [--rounds N] [--seconds S] [--out PATH]
 
@@ -8,8 +8,10 @@ pooling, and a GEMM-bound MLP 784-1024-1024-10. Their weights are the untrained
 initial ones, because speed does not depend on the values. Each model runs at
 batch 1, 64 and 1024 with 1 and 2 threads on LiteRT (the ai-edge-litert
 Interpreter with its default op resolver) and on the native kernel with every
-instruction-set path this CPU has. It also measures each path's int8
-multiply-accumulate peak and reports the GEMM-bound MLP's fraction of it.
+instruction-set path this CPU has. Each model's ONNX twin (int8 QDQ, and int4
+MatMulNBits for the MLPs) runs on ONNX Runtime and on the native kernel. It
+also measures each path's int8 multiply-accumulate peak and reports the
+GEMM-bound MLP's fraction of it.
 
 Timing: one call is `session.run(x)` for the native kernel and
 `set_tensor`, `invoke`, `get_tensor` for LiteRT, on the same int8 records. A
@@ -151,9 +153,35 @@ def litert_runner(path: Path, threads: int, x: np.ndarray):
     return run
 
 
-# ONNX Runtime: once edgemia imports ONNX models, add an onnxruntime runner
-# beside these two and fill the "ONNX Runtime" column of the records table,
-# which shows n/a until then.
+def onnxruntime_runner(path: Path, threads: int, x: np.ndarray):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: x})[0]
+
+
+def export_onnx_models(folder: Path) -> dict[tuple[str, str], Path]:
+    """Export the ONNX twins: int8 QDQ for every model, int4 MatMulNBits for the MLPs."""
+    from edgemia.compression.onnx_export import export_float, export_int4, export_int8
+
+    paths = {}
+    rng = np.random.default_rng(0)
+    for name, model in build_models().items():
+        shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        calibration = rng.normal(size=(100, *shape)).astype(np.float32)
+        export_float(model, folder / f"{name}.onnx")
+        paths[name, "int8"] = folder / f"{name}-int8.onnx"
+        export_int8(folder / f"{name}.onnx", calibration, paths[name, "int8"])
+        if "mlp" in name:
+            export_float(model, folder / f"{name}-unfused.onnx", fuse=False)
+            paths[name, "int4"] = folder / f"{name}-int4.onnx"
+            export_int4(folder / f"{name}-unfused.onnx", paths[name, "int4"])
+    return paths
 
 
 # ---------------------------------------------------------------------------
@@ -166,6 +194,8 @@ class Result:
     batch: int
     threads: int
     seconds: dict[str, float] = field(default_factory=dict)  # best seconds per call, by backend
+    weights: str = "int8"  # int8, or int4 for MatMulNBits models
+    max_difference: float = 0.0  # largest |native - ONNX Runtime| output difference (int4 only)
 
     def records_per_second(self, backend: str) -> float:
         return self.batch / self.seconds[backend]
@@ -235,7 +265,7 @@ def versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     parts = [f"Python {platform.python_version()}"]
-    for package in ("edgemia", "ai-edge-litert", "numpy", "tensorflow-cpu"):
+    for package in ("edgemia", "ai-edge-litert", "onnxruntime", "numpy", "tensorflow-cpu"):
         with contextlib.suppress(PackageNotFoundError):
             parts.append(f"{package} {version(package)}")
     return ", ".join(parts)
@@ -245,15 +275,31 @@ def format_rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def results_table(results: list[Result], isas: list[str]) -> list[str]:
+def results_table(results: list[Result], isas: list[str], onnx: list[Result]) -> list[str]:
     native = [f"native {isa}" for isa in isas]
-    header = ["model", "batch", "threads", "LiteRT", *native, "best native / LiteRT", "ONNX Runtime"]
+    header = ["model", "batch", "threads", "LiteRT", *native, "best native / LiteRT", "ONNX Runtime (int8 QDQ)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         rates = [format_rate(r.records_per_second(b)) for b in ("litert", *native)]
         best = max(r.records_per_second(b) for b in native)
         ratio = best / r.records_per_second("litert")
-        lines.append(f"| {r.model} | {r.batch} | {r.threads} | " + " | ".join(rates) + f" | {ratio:.2f} | n/a |")
+        twin = next((o for o in onnx if (o.model, o.batch, o.threads, o.weights) == (r.model, r.batch, r.threads, "int8")),
+                    None)
+        ort = format_rate(twin.records_per_second("onnxruntime")) if twin else "n/a"
+        lines.append(f"| {r.model} | {r.batch} | {r.threads} | " + " | ".join(rates) + f" | {ratio:.2f} | {ort} |")
+    return lines
+
+
+def onnx_table(onnx: list[Result], best_isa: str) -> list[str]:
+    lines = ["| model | weights | batch | threads | ONNX Runtime | native | native / ONNX Runtime | "
+             "largest output difference |", "|---|---|---|---|---|---|---|---|"]
+    for r in onnx:
+        native = f"native {best_isa}"
+        ratio = r.records_per_second(native) / r.records_per_second("onnxruntime")
+        difference = "0 (identical)" if r.weights == "int8" else f"{r.max_difference:.2g}"
+        lines.append(f"| {r.model} | {r.weights} | {r.batch} | {r.threads} | "
+                     f"{format_rate(r.records_per_second('onnxruntime'))} | {format_rate(r.records_per_second(native))} | "
+                     f"{ratio:.2f} | {difference} |")
     return lines
 
 
@@ -271,21 +317,34 @@ def peak_table(results: list[Result], peaks: dict[tuple[str, int], float], macs:
     return lines
 
 
-def target_lines(results: list[Result], peaks: dict[tuple[str, int], float], macs: int, best_isa: str) -> list[str]:
+def target_lines(results: list[Result], peaks: dict[tuple[str, int], float], macs: int, best_isa: str,
+                 onnx: list[Result]) -> list[str]:
     native = f"native {best_isa}"
     lines = []
     for threads in THREADS:
         r = next(r for r in results if r.model == GEMM_BOUND and r.batch == 1024 and r.threads == threads)
-        ratio = r.seconds["litert"] / r.seconds[native]
+        twin = next((o for o in onnx if (o.model, o.batch, o.threads, o.weights) == (GEMM_BOUND, 1024, threads, "int8")),
+                    None)
+        fastest = r.seconds["litert"] if twin is None else min(r.seconds["litert"], twin.seconds["onnxruntime"])
+        ratio = fastest / r.seconds[native]
         fraction = macs / r.seconds[native] * r.batch / 1e9 / peaks[(best_isa, threads)]
-        lines.append(f"- {GEMM_BOUND}, batch 1024, {threads} thread(s): {best_isa} runs at {ratio:.2f}x LiteRT "
+        lines.append(f"- {GEMM_BOUND}, batch 1024, {threads} thread(s): {best_isa} runs at {ratio:.2f}x the faster "
+                     f"of LiteRT and ONNX Runtime "
                      f"(target at least 1.00x: {'met' if ratio >= 1 else 'not met'}) and at {fraction:.0%} "
                      f"of the measured peak (target at least 70%: {'met' if fraction >= 0.7 else 'not met'}).")
     for model in SMALL_MODELS:
         for r in (r for r in results if r.model == model):
-            ratio = r.seconds["litert"] / r.seconds[native]
-            lines.append(f"- {model}, batch {r.batch}, {r.threads} thread(s): {ratio:.2f}x LiteRT "
-                         f"(target at least 1.50x: {'met' if ratio >= 1.5 else 'not met'}).")
+            twin = next((o for o in onnx if (o.model, o.batch, o.threads, o.weights) == (model, r.batch, r.threads,
+                                                                                          "int8")), None)
+            fastest = r.seconds["litert"] if twin is None else min(r.seconds["litert"], twin.seconds["onnxruntime"])
+            ratio = fastest / r.seconds[native]
+            lines.append(f"- {model}, batch {r.batch}, {r.threads} thread(s): {ratio:.2f}x the faster of LiteRT and "
+                         f"ONNX Runtime (target at least 1.50x: {'met' if ratio >= 1.5 else 'not met'}).")
+    int4 = [o for o in onnx if o.weights == "int4"]
+    if int4:
+        worst = max(o.max_difference for o in int4)
+        lines.append(f"- int4 (MatMulNBits): the native output differs from ONNX Runtime's by at most {worst:.2g} "
+                     "(both dequantize the weights and multiply in float32; the order of additions differs).")
     return lines
 
 
@@ -306,7 +365,7 @@ def replace_section(out: Path, section: str) -> None:
     out.write_text(page)
 
 
-def write_report(out: Path, command: str, results, isas, peaks, macs) -> str:
+def write_report(out: Path, command: str, results, isas, peaks, macs, onnx, onnx_skipped) -> str:
     best_isa = isas[-1]
     text = "\n".join([
         "## The native kernel",
@@ -328,11 +387,20 @@ def write_report(out: Path, command: str, results, isas, peaks, macs) -> str:
         "",
         "### Records per second",
         "",
-        *results_table(results, isas),
+        *results_table(results, isas, onnx),
         "",
-        "<!-- ONNX Runtime: the column above is a placeholder until edgemia imports ONNX",
-        "models; the ONNX import work fills it with ONNX Runtime 1.32 on the QDQ twins. -->",
+        "The ONNX Runtime column runs each model's ONNX twin (Keras's ONNX export quantized by",
+        "ONNX Runtime's quantize_static to int8 QDQ form, float input), so it includes the",
+        "quantization of the input and the dequantization of the output.",
         "",
+        "### ONNX models",
+        "",
+        f"The native kernel on the same ONNX files as ONNX Runtime (onnxruntime numerics, {best_isa} path).",
+        "int8 outputs must be identical; int4 (MatMulNBits, block 32) outputs agree up to float rounding.",
+        "",
+        *onnx_table(onnx, best_isa),
+        "",
+        *(["Not run on the native kernel: " + "; ".join(onnx_skipped) + ".", ""] if onnx_skipped else []),
         "### GEMM fraction of the int8 peak",
         "",
         f"{GEMM_BOUND} does {macs:,} int8 multiply-accumulates per record. The peak is",
@@ -344,7 +412,7 @@ def write_report(out: Path, command: str, results, isas, peaks, macs) -> str:
         "",
         "### Targets",
         "",
-        *target_lines(results, peaks, macs, best_isa),
+        *target_lines(results, peaks, macs, best_isa, onnx),
         "",
         "Where the native kernel loses time on the CNNs: it copies each convolution's",
         "input taps into im2col rows before the GEMM (XNNPACK reads them in place through",
@@ -369,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from edgemia import _native
+    from edgemia.errors import UnsupportedModelError
+    from edgemia.runtime.native import NativeSession
+    from edgemia.runtime.onnx_model import read_onnx
     from edgemia.runtime.tflite_model import read_tflite
 
     isas = _native.available_isas()
@@ -400,9 +471,36 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name:22s} batch {batch:5d} threads {threads}: {rates} records/s", flush=True)
         macs = macs_per_record(read_tflite(paths[GEMM_BOUND]))
 
+        print("exporting ONNX twins...", flush=True)
+        onnx_paths = export_onnx_models(Path(folder))
+        onnx_results, onnx_skipped = [], []
+        best_isa = isas[-1]
+        for (name, weights), path in onnx_paths.items():
+            model = read_onnx(path)
+            try:
+                NativeSession(model)
+            except UnsupportedModelError as exc:
+                onnx_skipped.append(f"{name} ({weights}): {str(exc).split(': ', 1)[-1]}")
+                continue
+            shape = model.input().shape[1:]
+            for batch in BATCHES:
+                x = np.random.default_rng(batch).normal(size=(batch, *shape)).astype(np.float32)
+                for threads in THREADS:
+                    runners = {"onnxruntime": onnxruntime_runner(path, threads, x),
+                               f"native {best_isa}": native_runner(model, best_isa, threads, x)}
+                    expected, got = runners["onnxruntime"](), runners[f"native {best_isa}"]()
+                    difference = float(np.abs(got - expected).max())
+                    if weights == "int8" and difference != 0:
+                        raise SystemExit(f"{name} int8 ONNX: native output differs from ONNX Runtime's")
+                    result = Result(name, batch, threads, measure(runners, args.rounds, args.seconds), weights,
+                                    difference)
+                    onnx_results.append(result)
+                    rates = "  ".join(f"{b} {format_rate(result.records_per_second(b))}" for b in runners)
+                    print(f"{name:22s} {weights} batch {batch:5d} threads {threads}: {rates} records/s", flush=True)
+
     peaks = {key: max(value, later) for (key, value), later in zip(peaks.items(), measure_peaks(simd).values())}
     command = " ".join([".venv/bin/python", "benchmarks/kernel.py", *(argv if argv is not None else sys.argv[1:])])
-    report = write_report(args.out, command, results, isas, peaks, macs)
+    report = write_report(args.out, command, results, isas, peaks, macs, onnx_results, onnx_skipped)
     print(report[report.index("## GEMM fraction"):])
     print(f"wrote {args.out}")
     return 0

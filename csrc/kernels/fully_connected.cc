@@ -132,12 +132,28 @@ class FullyConnectedFloat final : public Kernel {
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = x + r * g_.depth;
       for (int64_t u = 0; u < g_.units; ++u) {
-        const float* wr = filter_ + u * g_.depth;
-        float acc = bias_[static_cast<size_t>(u)];
-        for (int64_t k = 0; k < g_.depth; ++k) acc += wr[k] * xr[k];
+        const float acc = Dot(filter_ + u * g_.depth, xr, g_.depth) + bias_[static_cast<size_t>(u)];
         y[r * g_.units + u] = std::min(std::max(acc, lo_), hi_);
       }
     }
+  }
+
+  // A float dot product in a fixed order: kLanes interleaved partial sums,
+  // then a pairwise reduction. The compiler can vectorize the lanes without
+  // reassociating anything, so every build and thread count gives the same
+  // bits.
+  static float Dot(const float* w, const float* x, int64_t n) {
+    constexpr int64_t kLanes = 16;
+    float partial[kLanes] = {};
+    int64_t k = 0;
+    for (; k + kLanes <= n; k += kLanes) {
+      for (int64_t l = 0; l < kLanes; ++l) partial[l] += w[k + l] * x[k + l];
+    }
+    for (int64_t l = 0; k < n; ++k, ++l) partial[l] += w[k] * x[k];
+    for (int64_t width = kLanes / 2; width > 0; width /= 2) {
+      for (int64_t l = 0; l < width; ++l) partial[l] += partial[l + width];
+    }
+    return partial[0];
   }
 
  private:
