@@ -78,10 +78,44 @@ def test_int8_softmax_equals_litert(op_models):
     np.testing.assert_array_equal(NativeSession(model).run(x), expected)
 
 
-def test_reference_softmax_rejected(op_models):
-    model = read_tflite(op_models["softmax"])
-    with pytest.raises(ModelFormatError, match="SOFTMAX is not available in litert-reference"):
-        NativeSession(model, numerics="litert-reference")
+@pytest.fixture(scope="module")
+def softmax_heads(tmp_path_factory):
+    """Dense -> Softmax models whose softmax input scales span two orders of magnitude."""
+    from edgemia._tf import import_keras
+    from edgemia.compression.tflite_export import export_int8
+
+    keras = import_keras()
+    folder = tmp_path_factory.mktemp("softmax-heads")
+    paths = {}
+    for depth, gain in [(3, 0.05), (10, 1.0), (10, 8.0), (100, 3.0), (7, 60.0)]:
+        x = keras.Input((depth,))
+        dense = keras.layers.Dense(depth, use_bias=False)
+        model = keras.Model(x, keras.layers.Softmax()(dense(x)))
+        rng = np.random.default_rng(depth)
+        dense.set_weights([gain * (np.eye(depth) + 0.3 * rng.normal(size=(depth, depth))).astype(np.float32)])
+        data = rng.uniform(-2.0, 2.0, size=(200, depth)).astype(np.float32)
+        paths[(depth, gain)] = folder / f"softmax-{depth}-{gain}.tflite"
+        paths[(depth, gain)].write_bytes(export_int8(model, data))
+    return paths
+
+
+@pytest.mark.parametrize("numerics", list(RESOLVERS))
+def test_int8_softmax_heads_equal_litert(softmax_heads, numerics):
+    for (depth, gain), path in softmax_heads.items():
+        model = read_tflite(path)
+        x = edge_inputs((depth,), 3000, seed=depth)
+        expected = run_litert(path, x, RESOLVERS[numerics])
+        got = NativeSession(model, numerics=numerics).run(x)
+        np.testing.assert_array_equal(got, expected, err_msg=f"depth {depth}, gain {gain}")
+
+
+def test_reference_softmax_differs_from_default(softmax_heads):
+    # The fixed-point reference kernel and the float-table default kernel
+    # round differently; the test above would pass trivially if the native
+    # kernel ignored the numerics mode and LiteRT's two resolvers agreed.
+    path = softmax_heads[(10, 8.0)]
+    x = edge_inputs((10,), 20000, seed=10)
+    assert (run_litert(path, x, "AUTO") != run_litert(path, x, "BUILTIN_REF")).any()
 
 
 @pytest.mark.parametrize("numerics", list(RESOLVERS))

@@ -169,6 +169,176 @@ class SoftmaxInt8 final : public Kernel {
   int32_t zero_point_ = 0;
 };
 
+// TFLite's reference int8 softmax (BUILTIN_REF), in gemmlowp's fixed-point
+// arithmetic. A value "Qm" below is an int32 with m integer bits and 31 - m
+// fractional bits; Q0 holds [-1, 1).
+namespace fixed {
+
+int32_t Add(int32_t a, int32_t b) { return WrappingAdd(a, b); }
+int32_t Sub(int32_t a, int32_t b) { return WrappingAdd(a, static_cast<int32_t>(0u - static_cast<uint32_t>(b))); }
+
+// Multiplying Qa by Qb gives Q(a + b).
+int32_t Mul(int32_t a, int32_t b) { return SaturatingRoundingDoublingHighMul(a, b); }
+
+// Multiplies by 2^exponent: a saturating left shift or a rounding right shift.
+int32_t MulPow2(int32_t x, int exponent) {
+  if (exponent < 0) return RoundingDivideByPOT(x, -exponent);
+  if (exponent == 0) return x;
+  const int32_t limit = static_cast<int32_t>((int64_t{1} << (31 - exponent)) - 1);
+  if (x > limit) return std::numeric_limits<int32_t>::max();
+  if (x < -limit) return std::numeric_limits<int32_t>::min();
+  return static_cast<int32_t>(static_cast<uint32_t>(x) << exponent);
+}
+
+// (a + b) / 2 with the sum's half rounded away from zero.
+int32_t HalfSum(int32_t a, int32_t b) {
+  const int64_t sum = static_cast<int64_t>(a) + b;
+  return static_cast<int32_t>((sum + (sum >= 0 ? 1 : -1)) / 2);
+}
+
+constexpr int32_t kOneQ0 = std::numeric_limits<int32_t>::max();  // 1 is not representable in Q0
+
+// A real constant in Q(integer_bits), rounded to nearest.
+int32_t Constant(double value, int integer_bits) {
+  return static_cast<int32_t>(std::lround(value * std::ldexp(1.0, 31 - integer_bits)));
+}
+
+struct ExpConstants {
+  int32_t exp_minus_eighth = Constant(std::exp(-0.125), 0);
+  int32_t one_third = Constant(1.0 / 3.0, 0);
+  // exp(-2^k) for k = -2 .. 4, applied for each set bit of the input's integer part.
+  std::array<int32_t, 7> exp_minus_pow2{};
+  int32_t newton_start = Constant(48.0 / 17.0, 2);
+  int32_t newton_slope = Constant(-32.0 / 17.0, 2);
+  ExpConstants() {
+    for (int k = -2; k <= 4; ++k) exp_minus_pow2[static_cast<size_t>(k + 2)] = Constant(std::exp(-std::ldexp(1.0, k)), 0);
+  }
+};
+
+const ExpConstants& Constants() {
+  static const ExpConstants constants;
+  return constants;
+}
+
+// exp(a) for a in [-1/4, 0), both Q0: a fourth-order Taylor series around -1/8.
+int32_t ExpOnQuarterInterval(int32_t a) {
+  const ExpConstants& c = Constants();
+  const int32_t x = Add(a, int32_t{1} << 28);  // x = a + 1/8
+  const int32_t x2 = Mul(x, x);
+  const int32_t x3 = Mul(x2, x);
+  const int32_t x4 = Mul(x2, x2);
+  const int32_t x4_over_4 = MulPow2(x4, -2);
+  const int32_t poly = MulPow2(Add(Mul(Add(x4_over_4, x3), c.one_third), x2), -1);
+  return Add(c.exp_minus_eighth, Mul(c.exp_minus_eighth, Add(x, poly)));
+}
+
+// exp(a) for a <= 0 in Q5, returned in Q0. The input splits into a multiple
+// of 1/4 and a remainder in [-1/4, 0); each set bit of the multiple scales
+// the result by a tabulated exp(-2^k).
+int32_t ExpOnNegativeValuesQ5(int32_t a) {
+  constexpr int kFractionalBits = 26;
+  const int32_t quarter = int32_t{1} << (kFractionalBits - 2);
+  const int32_t remainder_in_interval = Sub(a & (quarter - 1), quarter);
+  int32_t result = ExpOnQuarterInterval(MulPow2(remainder_in_interval, 5));
+  const int32_t multiple = Sub(remainder_in_interval, a);
+  const ExpConstants& c = Constants();
+  for (int k = -2; k <= 4; ++k) {
+    if (multiple & (int32_t{1} << (kFractionalBits + k))) result = Mul(result, c.exp_minus_pow2[static_cast<size_t>(k + 2)]);
+  }
+  return a == 0 ? kOneQ0 : result;
+}
+
+// 1 / (1 + x) for x in [0, 1) in Q0: three Newton-Raphson steps on the
+// half denominator in Q2, starting from the minimax line 48/17 - 32/17 d.
+int32_t OneOverOnePlusX(int32_t x) {
+  const ExpConstants& c = Constants();
+  const int32_t half_denominator = HalfSum(x, kOneQ0);
+  int32_t estimate = Add(c.newton_start, Mul(half_denominator, c.newton_slope));
+  constexpr int32_t kOneQ2 = int32_t{1} << 29;
+  for (int i = 0; i < 3; ++i) {
+    const int32_t error = Sub(kOneQ2, Mul(half_denominator, estimate));
+    estimate = Add(estimate, MulPow2(Mul(estimate, error), 2));
+  }
+  // The estimate approximates 1 / half_denominator in Q2; halving it is a
+  // change of format to Q1, then a rescale to Q0.
+  return MulPow2(estimate, 1);
+}
+
+}  // namespace fixed
+
+class SoftmaxInt8Reference final : public Kernel {
+ public:
+  SoftmaxInt8Reference(const OpChecker& check, const UnaryIds& ids, int64_t depth, float beta) : ids_(ids), depth_(depth) {
+    const Tensor& in = check.Input(0);
+    const Tensor& out = check.Output(0);
+    check.ExpectActivationQuantization(in, "input");
+    check.ExpectActivationQuantization(out, "output");
+    if (out.zero_points[0] != -128 || std::fabs(out.scales[0] - 1.0f / 256.0f) > 1e-6f) {
+      check.Fail("int8 output must have scale 1/256 and zero point -128, as TFLite requires");
+    }
+    // Differences max - q are scaled to Q5 by beta * input_scale, with the
+    // multiplier capped at the largest int32.
+    constexpr int kDiffIntegerBits = 5;
+    const double real = std::min(static_cast<double>(beta) * static_cast<double>(in.scales[0]) *
+                                     std::ldexp(1.0, 31 - kDiffIntegerBits),
+                                 std::ldexp(1.0, 31) - 1.0);
+    if (!(real > 1.0)) {
+      check.Unsupported("input scale times beta is below 2^-26; TFLite's reference kernel rejects it");
+    }
+    QuantizeMultiplier(real, &multiplier_, &left_shift_);
+    if (left_shift_ > 30) {
+      check.Unsupported("input scale times beta is " + std::to_string(beta * in.scales[0]) +
+                        "; at 16 or more the reference kernel's fixed-point scaling overflows; use litert numerics");
+    }
+    // Differences below -32 in Q5 contribute nothing and are skipped.
+    const double radius = std::floor(31.0 * std::ldexp(1.0, 31 - kDiffIntegerBits) / std::ldexp(1.0, left_shift_));
+    diff_min_ = -static_cast<int32_t>(radius);
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const int8_t* x = arena.at<int8_t>(ids_.in_id);
+    int8_t* y = arena.at<int8_t>(ids_.out_id);
+    const int64_t rows = batch * (ids_.elements / depth_);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int8_t* xr = x + r * depth_;
+      int8_t* yr = y + r * depth_;
+      int32_t max_value = -128;
+      for (int64_t j = 0; j < depth_; ++j) max_value = std::max<int32_t>(max_value, xr[j]);
+      int32_t sum_q12 = 0;
+      for (int64_t j = 0; j < depth_; ++j) {
+        const int32_t diff = xr[j] - max_value;
+        if (diff >= diff_min_) sum_q12 = fixed::Add(sum_q12, fixed::MulPow2(Exp(diff), -12));
+      }
+      // Normalise the sum to [1, 2) as 1 + x, x in Q0, and take its reciprocal.
+      const int leading_zeros = __builtin_clz(static_cast<uint32_t>(sum_q12));
+      const int bits_over_unit = 12 - leading_zeros;
+      const int32_t x_q0 = static_cast<int32_t>((static_cast<uint32_t>(sum_q12) << leading_zeros) - (uint32_t{1} << 31));
+      const int32_t reciprocal = fixed::OneOverOnePlusX(x_q0);
+      for (int64_t j = 0; j < depth_; ++j) {
+        const int32_t diff = xr[j] - max_value;
+        if (diff < diff_min_) {
+          yr[j] = -128;
+          continue;
+        }
+        const int32_t p = RoundingDivideByPOT(fixed::Mul(reciprocal, Exp(diff)), bits_over_unit + 31 - 8);
+        yr[j] = static_cast<int8_t>(std::min(std::max(p - 128, -128), 127));
+      }
+    }
+  }
+
+ private:
+  int32_t Exp(int32_t diff) const {
+    const int32_t shifted = static_cast<int32_t>(static_cast<uint32_t>(diff) << left_shift_);
+    return fixed::ExpOnNegativeValuesQ5(SaturatingRoundingDoublingHighMul(shifted, multiplier_));
+  }
+
+  UnaryIds ids_;
+  int64_t depth_;
+  int32_t multiplier_ = 0;
+  int left_shift_ = 0;
+  int32_t diff_min_ = 0;
+};
+
 class SoftmaxFloat final : public Kernel {
  public:
   SoftmaxFloat(const UnaryIds& ids, int64_t depth, float beta) : ids_(ids), depth_(depth), beta_(beta) {}
@@ -206,12 +376,7 @@ std::unique_ptr<Kernel> MakeSoftmax(const OpChecker& check, Numerics numerics) {
   const float beta = static_cast<float>(check.FloatOptionOr("beta", 1.0));
   if (!(beta > 0.0f) || !std::isfinite(beta)) check.Fail("beta " + std::to_string(beta) + " must be positive");
   if (in.dtype == DType::kInt8) {
-    if (numerics == Numerics::kLitertReference) {
-      // TODO: TFLite's reference int8 softmax runs gemmlowp fixed-point
-      // exp and reciprocal; until that is reproduced, refuse rather than
-      // return bytes that differ from it in rare cases.
-      check.Unsupported("int8 SOFTMAX is not available in litert-reference numerics yet; use litert numerics");
-    }
+    if (numerics == Numerics::kLitertReference) return std::make_unique<SoftmaxInt8Reference>(check, ids, depth, beta);
     return std::make_unique<SoftmaxInt8>(check, ids, depth, beta);
   }
   if (in.dtype == DType::kFloat32) return std::make_unique<SoftmaxFloat>(ids, depth, beta);

@@ -1,8 +1,10 @@
 """Read an .onnx file and translate it into the native kernel's graph form.
 
-Two kinds of graph are accepted: float32 graphs (Conv, Gemm, MatMul, Relu,
-MaxPool, AveragePool, Reshape, Flatten, Transpose, Squeeze), and int8 QDQ
-graphs as ONNX Runtime's quantize_static writes them. A QDQ graph is
+Four kinds of graph are accepted: float32 graphs (Conv, Gemm, MatMul, Add,
+Relu, Clip, Sigmoid, Tanh, MaxPool, AveragePool, Reshape, Flatten, Transpose,
+Squeeze); int8 QDQ graphs as ONNX Runtime's quantize_static writes them; int8
+QOperator graphs (QLinearConv, QLinearMatMul, QGemm); and int4 weight-only
+MatMulNBits. A QDQ graph is
 translated the way ONNX Runtime fuses it: DequantizeLinear -> Conv/Gemm/MatMul
 -> QuantizeLinear becomes one integer op, and QuantizeLinear /
 DequantizeLinear pairs around MaxPool, Reshape and Transpose disappear. Any
