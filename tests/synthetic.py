@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemia.attacks.bundle import CaptureBundle, reference_file_name
+from edgemia.attacks.bundle import CaptureBundle, perturbed_file_name, reference_file_name
 from edgemia.runtime.capture import Capture, save_capture
 
 
@@ -43,9 +43,11 @@ def bundle_from_phi(target_phi, member, reference_phi, in_mask) -> CaptureBundle
 def write_bundle(directory: Path, bundle: CaptureBundle) -> Path:
     """Write `bundle` as target.npz and reference-<k>.npz files into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_capture(directory / "target.npz", bundle.target, member=bundle.member)
+    save_capture(directory / "target.npz", bundle.target, member=bundle.member, groups=bundle.groups)
     for k, (reference, mask) in enumerate(zip(bundle.references, bundle.in_mask)):
         save_capture(directory / reference_file_name(k), reference, in_mask=mask)
+    for j, capture in enumerate(bundle.perturbed):
+        save_capture(directory / perturbed_file_name(j), capture)
     return directory
 
 

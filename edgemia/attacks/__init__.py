@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgemia.attacks import confidence, lira, loss, rmia
+from edgemia.attacks import confidence, entropy, label_only, lira, loss, rmia, shadow
 from edgemia.attacks.bundle import CaptureBundle
 from edgemia.attacks.options import AttackOption, parse_attack_options
 from edgemia.errors import InputError
@@ -53,10 +53,24 @@ def _configured(score: Callable[..., tuple[np.ndarray, dict]]):
 _ATTACK_LIST = [
     Attack(loss.NAME, loss.DESCRIPTION, _plain(loss.score)),
     Attack(confidence.NAME, confidence.DESCRIPTION, _plain(confidence.score)),
+    Attack(entropy.ENTROPY, entropy.DESCRIPTIONS[entropy.ENTROPY], _plain(entropy.score_entropy)),
+    Attack(
+        entropy.MODIFIED_ENTROPY, entropy.DESCRIPTIONS[entropy.MODIFIED_ENTROPY],
+        _plain(entropy.score_modified_entropy),
+    ),
+    Attack(label_only.GAP, label_only.DESCRIPTIONS[label_only.GAP], _plain(label_only.score_gap)),
+    Attack(
+        label_only.AUGMENT, label_only.DESCRIPTIONS[label_only.AUGMENT],
+        lambda bundle, options: AttackResult(*label_only.score_augment(bundle)), needs="perturbed",
+    ),
     Attack(lira.ONLINE, lira.DESCRIPTIONS[lira.ONLINE], _configured(lira.score_online), lira.FAMILY, "references"),
     Attack(lira.OFFLINE, lira.DESCRIPTIONS[lira.OFFLINE], _configured(lira.score_offline), lira.FAMILY, "references"),
     Attack(rmia.ONLINE, rmia.DESCRIPTIONS[rmia.ONLINE], _configured(rmia.score_online), rmia.FAMILY, "references"),
     Attack(rmia.OFFLINE, rmia.DESCRIPTIONS[rmia.OFFLINE], _configured(rmia.score_offline), rmia.FAMILY, "references"),
+    Attack(
+        shadow.NAME, shadow.DESCRIPTION, _configured(shadow.score),
+        shadow.FAMILY, "references",
+    ),
 ]
 ATTACKS: dict[str, Attack] = {attack.name: attack for attack in _ATTACK_LIST}
 DESCRIPTIONS = {name: attack.description for name, attack in ATTACKS.items()}
@@ -67,6 +81,7 @@ PERTURBED_ATTACKS = tuple(name for name, attack in ATTACKS.items() if attack.nee
 OPTION_FAMILIES: dict[str, dict[str, AttackOption]] = {
     lira.FAMILY: lira.OPTIONS,
     rmia.FAMILY: rmia.OPTIONS,
+    shadow.FAMILY: shadow.OPTIONS,
 }
 
 
