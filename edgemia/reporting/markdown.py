@@ -262,7 +262,7 @@ def _exposure_lines(report: dict) -> list[str]:
         "",
         "Members whose score is at or above the float model's 1%-FPR threshold under the variant "
         "and below it under float, on the same backend. report.json lists every record id, and "
-        "`records` holds each record's score under every variant.",
+        "`records` contains each record's score under every variant.",
         "",
         "| variant | backend | attack | newly exposed members | record ids | non-members newly flagged | "
         "members no longer exposed |",
