@@ -6,21 +6,28 @@ Run directory layout:
     data/records.npz, data/members.npz, data/nonmembers.npz   records files
     artifacts/float.keras, artifacts/<variant>.tflite         trained and exported models
     artifacts/references/<k>/<variant>.tflite                 reference model k, exported as each variant
-    captures/<variant>/<backend>/target.npz                   capture bundle (with `member`)
-    captures/<variant>/<backend>/reference-<k>.npz            ... and its reference models (with `in_mask`)
+    data/perturbed-<j>.npz                                    perturbed copies of the records
+    captures/<variant>/<backend>/target.npz                   capture bundle (with `member`, `group_*`)
+    captures/<variant>/<backend>/reference-<k>.npz            ... its reference models (with `in_mask`)
+    captures/<variant>/<backend>/perturbed-<j>.npz            ... and the target on perturbed copy j
     captures/<variant>/<backend>/scores.npz                   per-record scores per attack
     report.json, report.md
 
 report.json stays at schema_version 1: fields are only added, and the first
 version's fields keep their names and meaning. Each attack row adds
-`parameters`, `ci` and, for compressed variants, `versus_float` (described in
-edgemia.evaluation). The top level adds three fields:
+`parameters`, `ci`, the metrics ppv, ppv_at_fpr and epsilon_lower_bound,
+`slices`, `disparate_vulnerability` and, for compressed variants,
+`versus_float` (described in edgemia.evaluation). The top level adds:
 
     references     count, jobs, seconds, and per model k: training_seed, n_in,
                    training_seconds, seconds, accuracy (in, out) of the float
                    Keras model, artifacts
     bootstrap      resamples, confidence, seed; null when switched off
     stage_seconds  wall time of each pipeline stage
+    perturbation   how the perturbed copies were made, and how many
+    records        each record's id, membership, label, subgroups and scores
+                   (see edgemia.evaluation.records_section)
+and config adds attack_options, the settings of every attack family.
 """
 
 from __future__ import annotations
@@ -37,17 +44,19 @@ from typing import Callable, ContextManager, Iterator
 import numpy as np
 
 import edgemia
-from edgemia.attacks import ATTACKS, DESCRIPTIONS, REFERENCE_ATTACKS, check_attack_names
-from edgemia.attacks.bundle import load_bundle
+from edgemia.attacks import ATTACKS, DESCRIPTIONS, REFERENCE_ATTACKS, attack_options, check_attack_names
+from edgemia.attacks.bundle import load_bundle, perturbed_file_name
 from edgemia.compression.variants import VARIANTS, check_variant_names, export_variant
 from edgemia.data.builtin import DATASETS, load_dataset
+from edgemia.data.perturb import describe_perturbation, perturbed_copies
 from edgemia.data.records import save_records
 from edgemia.errors import InputError
 from edgemia.evaluation import (
     BundleEvaluation,
-    compare_with_baseline,
     default_attacks,
-    evaluate_bundle,
+    evaluate_bundles,
+    records_section,
+    variant_row,
     write_scores,
 )
 from edgemia.references import ReferenceTask, build_references, default_jobs
@@ -82,6 +91,7 @@ class AuditConfig:
     references: int = 16  # reference models; 0 or even, every record IN for half of them
     jobs: int | None = None  # worker processes that build reference models; None: default_jobs()
     bootstrap: int = DEFAULT_RESAMPLES  # bootstrap resamples; 0 switches intervals off
+    attack_options: list[str] = field(default_factory=list)  # KEY=VALUE items, see edgemia.attacks.options
 
     def __post_init__(self) -> None:
         if self.attacks is None:
@@ -111,13 +121,14 @@ class AuditConfig:
         if needing and self.references < 4:
             raise InputError(
                 f"attacks {', '.join(needing)} need at least 4 reference models (2 IN and 2 OUT for "
-                f"each record), got {self.references}; set an even number such as 16, or choose "
-                "attacks that need none (loss, confidence)"
+                f"each record), got {self.references}; set --reference-models to an even number such "
+                f"as 16, or choose attacks that need none ({', '.join(default_attacks(0))})"
             )
         if self.jobs < 1:
             raise InputError(f"jobs must be at least 1, got {self.jobs}")
         if self.bootstrap < 0:
             raise InputError(f"bootstrap resamples must be 0 (off) or more, got {self.bootstrap}")
+        attack_options(self.attack_options)
 
 
 # A progress stage is entered with a description and a total count of steps;
@@ -162,49 +173,24 @@ def _agreement(variant: str, captures: dict[str, Capture]) -> list[dict]:
     return rows
 
 
-def _variant_row(name: str, backend: str, out: Path, artifact, capture: Capture, member: np.ndarray) -> dict:
-    """Report entry of one variant on one backend, before its attack rows are added."""
-    capture_path = out / "captures" / name / backend / "target.npz"
-    return {
-        "name": name,
-        "backend": backend,
-        "artifact": artifact.to_dict(relative_to=out),
-        "capture": {
-            "path": str(capture_path.relative_to(out)),
-            "sha256": sha256_file(capture_path),
-            "numerics": capture.meta["numerics"],
-            "isa": capture.meta["isa"],
-            "threads": capture.meta["threads"],
-            "inference_seconds": capture.meta["inference_seconds"],
-        },
-        "accuracy": {
-            "members": float(np.mean(np.argmax(capture.logits[member], 1) == capture.labels[member])),
-            "nonmembers": float(np.mean(np.argmax(capture.logits[~member], 1) == capture.labels[~member])),
-        },
-    }
-
-
 def _evaluate_captures(
     config: AuditConfig, out: Path, member: np.ndarray, stage: ProgressStage
-) -> dict[tuple[str, str], BundleEvaluation]:
+) -> tuple[dict[tuple[str, str], object], dict[tuple[str, str], BundleEvaluation]]:
     """Attack every variant's bundle on every backend; compare compressed variants with float."""
     resamples = stratified_resamples(member, config.bootstrap, config.seed) if config.bootstrap else None
-    evaluations = {}
-    n_steps = len(config.variants) * len(config.backends) * len(config.attacks)
+    bundles = {
+        (name, backend): load_bundle(out / "captures" / name / backend)
+        for name in config.variants
+        for backend in config.backends
+    }
+    n_steps = len(bundles) * len(config.attacks)
     with stage("Running attacks", n_steps) as advance:
-        for name in config.variants:
-            for backend in config.backends:
-                bundle_dir = out / "captures" / name / backend
-                bundle = load_bundle(bundle_dir)
-                evaluation = evaluate_bundle(bundle, config.attacks, resamples, DEFAULT_CONFIDENCE, advance)
-                write_scores(bundle_dir, bundle, evaluation)
-                evaluations[name, backend] = evaluation
-
-    if "float" in config.variants:
-        for (name, backend), evaluation in evaluations.items():
-            if name != "float":
-                compare_with_baseline(evaluation, evaluations["float", backend], member, DEFAULT_CONFIDENCE)
-    return evaluations
+        evaluations = evaluate_bundles(
+            bundles, config.attacks, resamples, DEFAULT_CONFIDENCE, advance, attack_options(config.attack_options)
+        )
+    for (name, backend), bundle in bundles.items():
+        write_scores(out / "captures" / name / backend, bundle, evaluations[name, backend])
+    return bundles, evaluations
 
 
 def prepare_run_dir(out: Path) -> None:
@@ -248,6 +234,7 @@ def _write_marker(out: Path, config: AuditConfig, status: str, started: str, err
             "epochs": config.epochs,
             "references": config.references,
             "bootstrap": config.bootstrap,
+            "attack_options": config.attack_options,
         },
     }
     if status != "running":
@@ -289,6 +276,9 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         save_records(all_records, records_path)
         save_records(data.members, out / "data" / "members.npz")
         save_records(data.nonmembers, out / "data" / "nonmembers.npz")
+        perturbed = perturbed_copies(all_records, config.seed)
+        for j, copy in enumerate(perturbed):
+            save_records(copy, out / "data" / perturbed_file_name(j))
         advance()
     stage_seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
 
@@ -312,18 +302,28 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
             artifacts[name] = export_variant(name, trained.model, data.members.x, out / "artifacts")
             advance()
 
-    # Capture: every variant on every backend, over all records.
+    # Capture: every variant on every backend, over all records and their perturbed copies.
     captures: dict[str, dict[str, Capture]] = {}
+    perturbation = describe_perturbation(all_records)
     with stage("Capturing logits", len(config.variants) * len(config.backends)) as advance:
         for name in config.variants:
             captures[name] = {}
             for backend in config.backends:
+                bundle_dir = out / "captures" / name / backend
                 capture = run_capture(
                     artifacts[name].path, all_records, backend, threads=config.threads,
                     records_source=str(records_path),
                 )
-                save_capture(out / "captures" / name / backend / "target.npz", capture, member=member)
+                capture.meta["variant"] = name
+                save_capture(bundle_dir / "target.npz", capture, member=member, groups=all_records.groups)
                 captures[name][backend] = capture
+                for j, copy in enumerate(perturbed):
+                    copy_capture = run_capture(
+                        artifacts[name].path, copy, backend, threads=config.threads,
+                        records_source=str(out / "data" / perturbed_file_name(j)),
+                    )
+                    copy_capture.meta.update(variant=name, perturbation=perturbation, perturbed_copy=j)
+                    save_capture(bundle_dir / perturbed_file_name(j), copy_capture)
                 advance()
     stage_seconds["export_and_capture"], clock = time.perf_counter() - clock, time.perf_counter()
 
@@ -342,11 +342,13 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     stage_seconds["references"], clock = time.perf_counter() - clock, time.perf_counter()
 
     # Attacks and statistics, on each capture bundle.
-    evaluations = _evaluate_captures(config, out, member, stage)
+    bundles, evaluations = _evaluate_captures(config, out, member, stage)
     variants = []
     for name in config.variants:
         for backend in config.backends:
-            row = _variant_row(name, backend, out, artifacts[name], captures[name][backend], member)
+            bundle_dir = out / "captures" / name / backend
+            row = variant_row(name, backend, bundles[name, backend], bundle_dir / "target.npz", out)
+            row = {"name": name, "backend": backend, "artifact": artifacts[name].to_dict(relative_to=out), **row}
             row["attacks"] = list(evaluations[name, backend].rows.values())
             variants.append(row)
     stage_seconds["attacks"] = time.perf_counter() - clock
@@ -374,6 +376,7 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
             "backends": config.backends,
             "attacks": config.attacks,
             "threads": config.threads,
+            "attack_options": attack_options(config.attack_options),
         },
         "target": {
             "recipe": recipe.to_dict(),
@@ -394,8 +397,10 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
             if config.bootstrap
             else None
         ),
+        "perturbation": {"description": perturbation, "copies": len(perturbed)},
         "variants": variants,
         "backend_agreement": agreement,
+        "records": records_section(bundles, evaluations),
         "stage_seconds": stage_seconds,
         "environment": environment(),
     }

@@ -54,6 +54,19 @@ _jobs = _bounded_int(1, 64)
 _resamples = _bounded_int(0, 1_000_000)
 
 
+def _option_help() -> str:
+    from edgemia.attacks import OPTION_FAMILIES
+
+    keys = []
+    for family, options in OPTION_FAMILIES.items():
+        for name, option in options.items():
+            keys.append(f"{family}.{name} (default {option.default})")
+    return (
+        "attack setting KEY=VALUE, repeatable; keys: " + ", ".join(keys)
+        + ". README.md lists the values of each"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgemia.attacks import ATTACKS
     from edgemia.compression.variants import VARIANTS
@@ -79,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a target, export its variants, capture logits and attack them",
         description="Train the target on the members of a built-in data set, export each variant, "
         "capture logits on each backend and compare membership leakage. With no options: digits, "
-        "float and int8, LiteRT and the native kernel, loss and confidence attacks.",
+        "float and int8, LiteRT and the native kernel, 16 reference models and every attack.",
     )
     audit.add_argument("--out", type=Path, default=None,
                        help="run directory (default: runs/<dataset>-seed<seed>)")
@@ -93,14 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"comma-separated backends from: {', '.join(BACKENDS)} (default: {DEFAULT_BACKENDS})")
     audit.add_argument("--attacks", default=None, metavar="LIST",
                        help=f"comma-separated attacks from: {', '.join(ATTACKS)} (default: all of them, or "
-                       "loss and confidence with --references 0)")
+                       "those that need no reference models with --reference-models 0)")
+    audit.add_argument("--attack-option", action="append", default=[], metavar="KEY=VALUE",
+                       dest="attack_options", help=_option_help())
     audit.add_argument("--epochs", type=_epochs, default=None,
                        help="training epochs of the target and reference models (default: the data set's recipe)")
     audit.add_argument("--threads", type=_threads, default=0,
                        help="inference threads per backend, 0..1024; 0 uses every core (default: 0)")
-    audit.add_argument("--references", type=_references, default=16, metavar="K",
-                       help="reference models for LiRA and RMIA, an even number; every record is IN for "
-                       "half of them; 0 skips them (default: 16)")
+    audit.add_argument("--reference-models", type=_references, default=16, metavar="K", dest="references",
+                       help="reference models for LiRA, RMIA and the shadow attack, an even number; every "
+                       "record is IN for half of them; 0 skips them (default: 16)")
+    # The option's earlier name, kept working but out of the help.
+    audit.add_argument("--references", type=_references, dest="references", help=argparse.SUPPRESS)
     audit.add_argument("--jobs", type=_jobs, default=None,
                        help="worker processes that build reference models in parallel, each with its own "
                        "TensorFlow (about 0.7 GB); the models do not depend on it (default: one per "
@@ -112,23 +129,26 @@ def build_parser() -> argparse.ArgumentParser:
     attack = commands.add_parser(
         "attack",
         parents=[verbosity],
-        help="run membership-inference attacks on a capture bundle",
-        description="Run attacks on a capture bundle directory: target.npz (a capture file with a "
-        "bool 'member' field) and optional reference-<k>.npz files (capture files with a bool "
-        "'in_mask' field), all over the same records in the same order. Writes scores.npz and "
-        "attack.json. Does not import TensorFlow.",
+        help="run membership-inference attacks on capture bundles and write report.json",
+        description="Run attacks on a capture bundle directory (target.npz with a bool 'member' field, "
+        "optional reference-<k>.npz with a bool 'in_mask' field and perturbed-<j>.npz), or on an "
+        "audit's captures directory with one bundle per <variant>/<backend>. Writes report.json and "
+        "report.md in the audit's schema and one scores.npz per bundle. Does not import TensorFlow.",
     )
-    attack.add_argument("bundle", type=Path, help="capture bundle directory")
+    attack.add_argument("--captures", type=Path, required=True, metavar="DIR",
+                        help="capture bundle directory, or a directory of <variant>/<backend> bundles")
     attack.add_argument("--attacks", default=None, metavar="LIST",
                         help=f"comma-separated attacks from: {', '.join(ATTACKS)} (default: every attack "
-                        "the bundle supports)")
+                        "the bundles support)")
+    attack.add_argument("--attack-option", action="append", default=[], metavar="KEY=VALUE",
+                        dest="attack_options", help=_option_help())
     attack.add_argument("--bootstrap", type=_resamples, default=1000, metavar="N",
                         help="bootstrap resamples for 95%% confidence intervals; 0 switches them off "
                         "(default: 1000)")
     attack.add_argument("--seed", type=_seed, default=0,
                         help="seed of the bootstrap resamples (default: 0)")
-    attack.add_argument("--out", type=Path, default=None,
-                        help="directory for scores.npz and attack.json (default: the bundle directory)")
+    attack.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="directory for report.json, report.md and <variant>/<backend>/scores.npz")
 
     capture = commands.add_parser(
         "capture",
@@ -193,6 +213,7 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         references=args.references,
         jobs=args.jobs,
         bootstrap=args.bootstrap,
+        attack_options=args.attack_options,
     )
     config.validate()
     _check_audit_packages(config.backends)
@@ -236,13 +257,15 @@ def _run_capture(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_attack(args: argparse.Namespace, console: Console) -> int:
-    from edgemia.evaluation import attack_bundle
-    from edgemia.reporting.console import print_attack_summary
+    from edgemia.attack_run import run_attack_report
+    from edgemia.reporting.console import print_summary
 
     attacks = _names(args.attacks) if args.attacks is not None else None
-    result = attack_bundle(args.bundle, attacks, args.bootstrap, args.seed, out=args.out)
-    print_attack_summary(result, console)
-    console.print(f"Wrote {result['scores']} and attack.json beside it.")
+    report = run_attack_report(
+        args.captures, args.out, attacks, args.attack_options, n_resamples=args.bootstrap, seed=args.seed
+    )
+    print_summary(report, console)
+    console.print(f"Wrote {args.out / 'report.json'}, report.md and scores beside them.", soft_wrap=True)
     return 0
 
 
@@ -252,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=False)
     if not console.is_terminal:
         # Logs and pipes get the full table instead of rich's 80-column default.
-        console = Console(stderr=False, width=120)
+        console = Console(stderr=False, width=160)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(getattr(args, "verbose", 0), 2)]
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=Console(stderr=True))])
     commands = {"audit": _run_audit, "capture": _run_capture, "attack": _run_attack}

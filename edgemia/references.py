@@ -72,6 +72,7 @@ def build_reference(task: ReferenceTask) -> dict:
                 artifact.path, pool, backend, threads=task.threads, records_source=str(task.records_path)
             )
             capture.meta["reference"] = {"k": task.k, "training_seed": reference_seed(task.seed, task.k)}
+            capture.meta["variant"] = variant
             path = task.out / "captures" / variant / backend / reference_file_name(task.k)
             save_capture(path, capture, in_mask=task.in_mask)
 

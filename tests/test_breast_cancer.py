@@ -18,6 +18,7 @@ def test_breast_cancer_audit(tmp_path):
     for variant in report["variants"]:
         assert variant["accuracy"]["nonmembers"] > 0.85
         assert {attack["name"] for attack in variant["attacks"]} == {
-            "loss", "confidence", "lira-online", "lira-offline", "rmia", "rmia-offline"
+            "loss", "confidence", "entropy", "modified-entropy", "label-gap", "label-augment",
+            "lira-online", "lira-offline", "rmia", "rmia-offline", "shadow",
         }
     assert len(report["references"]["models"]) == 4

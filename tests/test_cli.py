@@ -25,7 +25,8 @@ def test_unknown_dataset_lists_valid_names(tmp_path):
     [
         ("--variants", "float,int3", "valid variants: float, int8"),
         ("--backends", "litert,onnx", "valid backends: native, litert"),
-        ("--attacks", "loss,label-only", "valid attacks: loss, confidence, lira-online, lira-offline, rmia, rmia-offline"),
+        ("--attacks", "loss,label-only", "valid attacks: loss, confidence, entropy, modified-entropy, label-gap, "
+         "label-augment, lira-online, lira-offline, rmia, rmia-offline, shadow"),
     ],
 )
 def test_unknown_list_entry_lists_valid_names(tmp_path, option, value, message):
@@ -213,65 +214,124 @@ def synthetic_bundle(tmp_path):
     return write_bundle(tmp_path / "bundle", bundle_from_phi(target_phi, member, reference_phi, in_mask))
 
 
-def test_attack_command_writes_scores(synthetic_bundle, tmp_path):
+def test_attack_command_writes_report(synthetic_bundle, tmp_path):
     out = tmp_path / "results"
-    result = run_cli("attack", str(synthetic_bundle), "--bootstrap", "200", "--out", str(out))
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--bootstrap", "200", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    written = json.loads((out / "attack.json").read_text())
-    assert [row["name"] for row in written["attacks"]] == [
-        "loss", "confidence", "lira-online", "lira-offline", "rmia", "rmia-offline"
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] == 1
+    assert report["captures"] == str(synthetic_bundle)
+    assert report["bootstrap"] == {"resamples": 200, "confidence": 0.95, "seed": 0}
+    (variant,) = report["variants"]
+    assert (variant["name"], variant["backend"]) == ("target", "native")
+    assert [row["name"] for row in variant["attacks"]] == [
+        "loss", "confidence", "entropy", "modified-entropy", "label-gap",
+        "lira-online", "lira-offline", "rmia", "rmia-offline", "shadow",
     ]
-    assert written["bootstrap"] == {"resamples": 200, "confidence": 0.95, "seed": 0}
-    with np.load(out / "scores.npz") as scores:
+    with np.load(out / "target" / "native" / "scores.npz") as scores:
         assert scores["lira-online"].shape == (200,)
+    assert report["records"]["scores"]["target"]["native"]["loss"] == scores_from(out, "loss")
+    assert (out / "report.md").read_text().startswith("# edgemia attack:")
     assert "rmia-offline" in result.stdout
 
 
-def test_attack_command_without_references(synthetic_bundle):
+def scores_from(out, attack):
+    with np.load(out / "target" / "native" / "scores.npz") as scores:
+        return scores[attack].tolist()
+
+
+def test_attack_command_options_reach_attacks(synthetic_bundle, tmp_path):
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--bootstrap", "0", "--attacks",
+                     "lira-offline,rmia", "--attack-option", "lira.variance=fixed", "--attack-option",
+                     "lira.offline=log-density", "--attack-option", "rmia.gamma=2", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = {row["name"]: row for row in report["variants"][0]["attacks"]}
+    assert rows["lira-offline"]["parameters"]["variance"] == "fixed"
+    assert rows["lira-offline"]["parameters"]["offline"] == "log-density"
+    assert rows["rmia"]["parameters"]["gamma"] == 2.0
+    assert report["config"]["attack_options"]["rmia"]["gamma"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("lira.variance=wide", "attack option lira.variance='wide' is invalid: expected one of per-record, fixed, pooled"),
+        ("rmia.gamma=-1", "attack option rmia.gamma='-1' is invalid: expected a finite number above 0"),
+        ("lira.sigma=1", "unknown attack option 'lira.sigma'; valid keys: lira.variance, lira.offline"),
+        ("gamma", "is not KEY=VALUE"),
+    ],
+)
+def test_attack_option_errors(synthetic_bundle, tmp_path, item, message):
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--attack-option", item, "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_attack_command_without_references(synthetic_bundle, tmp_path):
     for path in synthetic_bundle.glob("reference-*.npz"):
         path.unlink()
-    result = run_cli("attack", str(synthetic_bundle), "--bootstrap", "0")
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--bootstrap", "0", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    written = json.loads((synthetic_bundle / "attack.json").read_text())
-    assert [row["name"] for row in written["attacks"]] == ["loss", "confidence"]
-    assert written["bootstrap"] is None
-    assert "ci" not in written["attacks"][0]
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = report["variants"][0]["attacks"]
+    assert [row["name"] for row in rows] == ["loss", "confidence", "entropy", "modified-entropy", "label-gap"]
+    assert report["bootstrap"] is None
+    assert "ci" not in rows[0]
 
-    result = run_cli("attack", str(synthetic_bundle), "--attacks", "lira-online")
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--attacks", "lira-online", "--out", str(tmp_path))
     assert result.returncode == 2
     assert f"{synthetic_bundle}: attack 'lira-online' needs reference models" in result.stderr
 
 
-def test_attack_command_bad_bundle(synthetic_bundle):
+def test_attack_command_bad_bundle(synthetic_bundle, tmp_path):
     path = synthetic_bundle / "reference-1.npz"
     with np.load(path) as archive:
         arrays = {key: archive[key] for key in archive.files if key != "in_mask"}
     np.savez(path, **arrays)
-    result = run_cli("attack", str(synthetic_bundle))
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--out", str(tmp_path))
     assert result.returncode == 2
     assert f"{path}: field 'in_mask' is missing" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_attack_command_unknown_attack(synthetic_bundle):
-    result = run_cli("attack", str(synthetic_bundle), "--attacks", "loss,label-only")
+def test_attack_command_needs_captures_and_out(synthetic_bundle, tmp_path):
+    result = run_cli("attack", str(synthetic_bundle))
+    assert result.returncode == 2
+    assert "--captures" in result.stderr
+    result = run_cli("attack", "--captures", str(tmp_path / "absent"), "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "directory not found" in result.stderr
+
+
+def test_attack_command_unknown_attack(synthetic_bundle, tmp_path):
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--attacks", "loss,label-only", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "unknown attack 'label-only'" in result.stderr
 
 
-def test_attack_command_does_not_import_tensorflow(synthetic_bundle):
-    result = run_main_without_tensorflow(["attack", str(synthetic_bundle), "--bootstrap", "50"], cwd=synthetic_bundle)
+def test_attack_command_does_not_import_tensorflow(synthetic_bundle, tmp_path):
+    argv = ["attack", "--captures", str(synthetic_bundle), "--bootstrap", "50", "--out", str(tmp_path / "out")]
+    result = run_main_without_tensorflow(argv, cwd=synthetic_bundle)
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout
 
 
-def test_audit_reference_attacks_need_references(tmp_path):
-    result = run_cli("audit", "--references", "0", "--attacks", "loss,rmia", "--out", str(tmp_path))
+@pytest.mark.parametrize("option", ["--reference-models", "--references"])
+def test_audit_reference_attacks_need_references(tmp_path, option):
+    result = run_cli("audit", option, "0", "--attacks", "loss,rmia", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "attacks rmia need at least 4 reference models" in result.stderr
 
 
+def test_audit_help_names_reference_models():
+    result = run_cli("audit", "--help")
+    assert "--reference-models K" in result.stdout
+    assert "--references" not in result.stdout
+    assert "--attack-option KEY=VALUE" in result.stdout
+
+
 def test_audit_odd_reference_count(tmp_path):
-    result = run_cli("audit", "--references", "3", "--out", str(tmp_path))
+    result = run_cli("audit", "--reference-models", "3", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "even number of at least 2, got 3" in result.stderr

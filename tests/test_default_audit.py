@@ -19,6 +19,11 @@ from edgemia.util import sha256_file
 
 pytestmark = pytest.mark.slow
 
+ALL_ATTACKS = [
+    "loss", "confidence", "entropy", "modified-entropy", "label-gap", "label-augment",
+    "lira-online", "lira-offline", "rmia", "rmia-offline", "shadow",
+]
+
 
 def test_native_int8_equals_litert_on_every_record(default_run):
     out, _ = default_run
@@ -70,15 +75,16 @@ def test_report_json_fields(default_run):
         assert sha256_file(out / artifact["path"]) == artifact["sha256"]
         assert (out / artifact["path"]).stat().st_size == artifact["bytes"]
         assert set(variant["accuracy"]) == {"members", "nonmembers"}
-        assert {a["name"] for a in variant["attacks"]} == {
-            "loss", "confidence", "lira-online", "lira-offline", "rmia", "rmia-offline"
-        }
+        assert [a["name"] for a in variant["attacks"]] == ALL_ATTACKS
         for attack in variant["attacks"]:
             assert 0.0 <= attack["auc"] <= 1.0
             # 899 non-members cannot resolve an FPR of 0.1%.
             assert attack["tpr_at_fpr"]["0.001"] is None
             assert attack["fpr_achieved"]["0.001"] is None
             assert attack["fpr_achieved"]["0.01"] <= 0.01
+            assert attack["fpr_achieved"]["0.0"] == 0.0
+            assert 0.0 <= attack["ppv_at_fpr"]["0.01"] <= 1.0
+            assert attack["epsilon_lower_bound"] >= 0.0
             assert 0.5 <= attack["balanced_accuracy"] <= 1.0
             assert attack["advantage"] >= 0.0
     assert (out / "report.md").read_text().startswith("# edgemia audit: digits")
@@ -162,7 +168,7 @@ def test_reference_attacks_in_report(default_run):
     _, report = default_run
     for variant in report["variants"]:
         rows = {attack["name"]: attack for attack in variant["attacks"]}
-        assert set(rows) == {"loss", "confidence", "lira-online", "lira-offline", "rmia", "rmia-offline"}
+        assert list(rows) == ALL_ATTACKS
         for attack in rows.values():
             low, high = attack["ci"]["auc"]
             assert low <= attack["auc"] <= high
@@ -172,6 +178,41 @@ def test_reference_attacks_in_report(default_run):
         # Calibrating per record separates members better than a global loss threshold.
         assert rows["lira-online"]["auc"] > rows["loss"]["auc"]
         assert rows["rmia"]["auc"] > rows["loss"]["auc"]
+        assert rows["lira-online"]["parameters"]["variance"] == "per-record"
+        assert rows["label-augment"]["parameters"] == {"queries": 5}
+
+
+def test_lira_beats_loss_at_low_fpr(default_run):
+    _, report = default_run
+    for variant in report["variants"]:
+        if variant["name"] == "float":
+            rows = {attack["name"]: attack for attack in variant["attacks"]}
+            assert rows["lira-online"]["tpr_at_fpr"]["0.01"] > rows["loss"]["tpr_at_fpr"]["0.01"]
+
+
+def test_perturbed_captures_and_records(default_run):
+    out, report = default_run
+    bundle = load_bundle(out / "captures" / "int8" / "native")
+    assert bundle.n_perturbed == 4
+    assert bundle.perturbed[0].meta["perturbation"] == report["perturbation"]["description"]
+    shifted = load_records(out / "data" / "perturbed-0.npz")
+    records = load_records(out / "data" / "records.npz")
+    np.testing.assert_array_equal(shifted.x[:, :, 1:], records.x[:, :, :-1])
+    section = report["records"]
+    assert len(section["record_id"]) == 1797
+    assert section["member"] == bundle.member.tolist()
+    with np.load(out / "captures" / "int8" / "native" / "scores.npz") as scores:
+        assert section["scores"]["int8"]["native"]["lira-online"] == scores["lira-online"].tolist()
+
+
+def test_newly_exposed_and_slices(default_run):
+    _, report = default_run
+    int8 = next(v for v in report["variants"] if v["name"] == "int8" and v["backend"] == "native")
+    for attack in int8["attacks"]:
+        exposed = attack["versus_float"]["newly_exposed"]
+        assert exposed["n_members"] == len(exposed["record_ids"])
+        assert {row["attribute"] for row in attack["slices"]} == {"class", "prediction"}
+        assert sum(row["n_members"] for row in attack["slices"] if row["attribute"] == "class") == 898
 
 
 def test_int8_comparison_with_float(default_run):
@@ -191,15 +232,15 @@ def test_int8_comparison_with_float(default_run):
 
 def test_attack_command_reproduces_report(default_run, tmp_path):
     out, report = default_run
-    result = run_cli("attack", str(out / "captures" / "int8" / "native"), "--out", str(tmp_path))
+    result = run_cli("attack", "--captures", str(out / "captures"), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    written = json.loads((tmp_path / "attack.json").read_text())
-    assert written["n_references"] == 16
-    expected = next(v for v in report["variants"] if v["name"] == "int8" and v["backend"] == "native")
-    for ours, theirs in zip(written["attacks"], expected["attacks"]):
-        assert ours["name"] == theirs["name"]
-        assert ours["auc"] == theirs["auc"]
-        assert ours["tpr_at_fpr"] == theirs["tpr_at_fpr"]
-        assert ours["ci"] == theirs["ci"]
-    with np.load(tmp_path / "scores.npz") as scores:
-        assert set(scores.files) == {"record_id", "member", "loss", "confidence", "lira-online", "lira-offline", "rmia", "rmia-offline"}
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["schema_version"] == report["schema_version"]
+    assert written["records"]["scores"] == report["records"]["scores"]
+    for ours, theirs in zip(written["variants"], report["variants"]):
+        assert (ours["name"], ours["backend"]) == (theirs["name"], theirs["backend"])
+        assert ours["accuracy"] == theirs["accuracy"]
+        for our_attack, their_attack in zip(ours["attacks"], theirs["attacks"]):
+            assert our_attack == their_attack
+    with np.load(tmp_path / "int8" / "native" / "scores.npz") as scores:
+        assert set(scores.files) == {"record_id", "member", *ALL_ATTACKS}

@@ -8,31 +8,54 @@ from scipy.special import log_softmax as scipy_log_softmax
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from edgemia.attacks import score_attack
+from edgemia.attacks import attack_options, score_attack
 from edgemia.attacks.lira import offline_scores, online_scores
 from edgemia.attacks.signals import logit_scaled_confidence
 from edgemia.errors import InputError
-from synthetic import bundle_from_phi, gaussian_population
+from synthetic import bundle_from_phi, gaussian_population, multiclass_bundle
 
 
-def _pooled_std(values, mask):
-    """Root of the pooled within-record variance, written out record by record."""
-    squares, degrees = 0.0, 0
-    for i in range(values.shape[1]):
-        sample = values[mask[:, i], i]
-        squares += float(((sample - sample.mean()) ** 2).sum())
-        degrees += sample.size - 1
-    return np.sqrt(squares / degrees)
+def _fixed_bundle():
+    return multiclass_bundle(n_records=120, n_references=8, n_classes=5, seed=40, boost=1.5)
+
+
+def _phi_by_formula(logits, labels):
+    """phi = log p_y - log(sum of the other classes' p), from a float64 softmax."""
+    p = np.exp(scipy_log_softmax(np.asarray(logits, dtype=np.float64), axis=-1))
+    rows = np.arange(labels.size)
+    p_true = p[..., rows, labels]
+    return np.log(p_true) - np.log(p.sum(axis=-1) - p_true)
+
+
+def _lira_by_formula(bundle, variance, offline=None):
+    """LiRA record by record: medians, standard deviations, and scipy's normal density and CDF."""
+    labels = bundle.target.labels
+    target = _phi_by_formula(bundle.target.logits, labels)
+    references = np.array([_phi_by_formula(r.logits, labels) for r in bundle.references])
+    in_mask = bundle.in_mask
+    global_in, global_out = references[in_mask].std(), references[~in_mask].std()
+    scores = np.empty(labels.size)
+    for i in range(labels.size):
+        inside, outside = references[in_mask[:, i], i], references[~in_mask[:, i], i]
+        sigma_in, sigma_out = (inside.std(), outside.std()) if variance == "per-record" else (global_in, global_out)
+        if offline is None:
+            scores[i] = norm.logpdf(target[i], np.median(inside), sigma_in) - norm.logpdf(
+                target[i], np.median(outside), sigma_out
+            )
+        elif offline == "one-sided-tail":
+            scores[i] = norm.cdf(target[i], np.median(outside), sigma_out)  # Pr[Z <= phi]
+        else:
+            scores[i] = -norm.logpdf(target[i], np.median(outside), sigma_out)
+    return scores
 
 
 def test_signal_matches_softmax_formula():
     rng = np.random.default_rng(0)
     logits = rng.normal(scale=4.0, size=(300, 7))
     labels = rng.integers(0, 7, 300)
-    log_p = scipy_log_softmax(logits, axis=1)
-    true = log_p[np.arange(300), labels]
-    expected = true - np.log1p(-np.exp(true))
-    np.testing.assert_allclose(logit_scaled_confidence(logits, labels), expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        logit_scaled_confidence(logits, labels), _phi_by_formula(logits, labels), rtol=1e-9, atol=1e-9
+    )
 
 
 def test_signal_exact_for_confident_records():
@@ -50,10 +73,40 @@ def test_signal_over_stacked_models():
         np.testing.assert_array_equal(stacked[k], logit_scaled_confidence(logits[k], labels))
 
 
-def test_online_matches_formula():
+@pytest.mark.parametrize("variance", ["per-record", "fixed"])
+def test_online_matches_formula(variance):
+    bundle = _fixed_bundle()
+    options = attack_options([f"lira.variance={variance}"])
+    scores = score_attack("lira-online", bundle, options).scores
+    np.testing.assert_allclose(scores, _lira_by_formula(bundle, variance), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("variance", ["per-record", "fixed"])
+def test_offline_tail_matches_formula(variance):
+    bundle = _fixed_bundle()
+    scores = score_attack("lira-offline", bundle, attack_options([f"lira.variance={variance}"])).scores
+    # The score is the z-score; the paper's statistic is its normal CDF.
+    np.testing.assert_allclose(
+        norm.cdf(scores), _lira_by_formula(bundle, variance, "one-sided-tail"), rtol=1e-6, atol=1e-9
+    )
+
+
+def test_offline_log_density_matches_formula():
+    bundle = _fixed_bundle()
+    options = attack_options(["lira.offline=log-density"])
+    scores = score_attack("lira-offline", bundle, options).scores
+    np.testing.assert_allclose(scores, _lira_by_formula(bundle, "per-record", "log-density"), rtol=1e-6, atol=1e-6)
+
+
+def test_pooled_variance_matches_formula():
     target_phi, _, reference_phi, in_mask = gaussian_population(200, 8, seed=2)
-    scores = online_scores(target_phi, reference_phi, in_mask)
-    std_in, std_out = _pooled_std(reference_phi, in_mask), _pooled_std(reference_phi, ~in_mask)
+    scores = online_scores(target_phi, reference_phi, in_mask, variance="pooled")
+
+    def pooled(mask):
+        squares = sum(((reference_phi[mask[:, i], i] - reference_phi[mask[:, i], i].mean()) ** 2).sum() for i in range(200))
+        return np.sqrt(squares / (mask.sum() - 200))
+
+    std_in, std_out = pooled(in_mask), pooled(~in_mask)
     for i in range(200):
         mu_in = np.median(reference_phi[in_mask[:, i], i])
         mu_out = np.median(reference_phi[~in_mask[:, i], i])
@@ -61,42 +114,33 @@ def test_online_matches_formula():
         assert scores[i] == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
-def test_online_per_record_variance_matches_formula():
-    target_phi, _, reference_phi, in_mask = gaussian_population(100, 8, seed=3)
-    scores = online_scores(target_phi, reference_phi, in_mask, variance="per-record")
-    for i in range(100):
-        inside, outside = reference_phi[in_mask[:, i], i], reference_phi[~in_mask[:, i], i]
-        expected = norm.logpdf(target_phi[i], np.median(inside), inside.std()) - norm.logpdf(
-            target_phi[i], np.median(outside), outside.std()
-        )
-        assert scores[i] == pytest.approx(expected, rel=1e-9, abs=1e-9)
-
-
-def test_offline_orders_like_one_sided_probability():
-    target_phi, _, reference_phi, in_mask = gaussian_population(300, 8, seed=4)
-    scores = offline_scores(target_phi, reference_phi, in_mask)
-    std_out = _pooled_std(reference_phi, ~in_mask)
-    mu_out = np.array([np.median(reference_phi[~in_mask[:, i], i]) for i in range(300)])
-    # The one-sided offline statistic of Carlini et al. (2022): Pr[Z < phi] for Z ~ N(mu_out, sigma_out^2).
-    np.testing.assert_allclose(norm.cdf(scores), norm.cdf(target_phi, mu_out, std_out), rtol=1e-9, atol=1e-12)
-
-
-def test_calibration_beats_global_threshold():
-    # Records differ in difficulty (spread 3) far more than membership shifts them (1).
-    # Per-record calibration recovers the Neyman-Pearson AUC Phi(shift / sqrt(2)).
-    target_phi, member, reference_phi, in_mask = gaussian_population(4000, 64, seed=5)
+def test_closed_form_optimum():
+    # Records differ in difficulty (spread 3) far more than membership shifts them (shift 1, noise 1).
+    # With each record's difficulty known, the best test has AUC Phi(shift / (sqrt(2) noise)); LiRA
+    # estimates the difficulty from 128 reference models and must come within 0.01 of it.
+    target_phi, member, reference_phi, in_mask = gaussian_population(20000, 128, seed=5)
     bundle = bundle_from_phi(target_phi, member, reference_phi, in_mask)
-    ideal = norm.cdf(1.0 / np.sqrt(2.0))
+    optimum = norm.cdf(1.0 / np.sqrt(2.0))
     uncalibrated = norm.cdf(1.0 / np.sqrt(2.0 * (1.0 + 9.0)))
-    assert roc_auc_score(member, score_attack("loss", bundle).scores) == pytest.approx(uncalibrated, abs=0.03)
-    assert roc_auc_score(member, score_attack("lira-online", bundle).scores) == pytest.approx(ideal, abs=0.03)
-    assert roc_auc_score(member, score_attack("lira-offline", bundle).scores) == pytest.approx(ideal, abs=0.03)
+    assert roc_auc_score(member, score_attack("loss", bundle).scores) == pytest.approx(uncalibrated, abs=0.01)
+    assert roc_auc_score(member, score_attack("lira-online", bundle).scores) == pytest.approx(optimum, abs=0.01)
+    assert roc_auc_score(member, score_attack("lira-offline", bundle).scores) == pytest.approx(optimum, abs=0.01)
+
+
+def test_offline_fewer_models_matches_direct_call():
+    target_phi, member, reference_phi, in_mask = gaussian_population(300, 8, seed=4)
+    bundle = bundle_from_phi(target_phi, member, reference_phi, in_mask)
+    np.testing.assert_allclose(
+        score_attack("lira-offline", bundle).scores, offline_scores(target_phi, reference_phi, in_mask), rtol=1e-12
+    )
 
 
 def test_parameters_reported():
     target_phi, member, reference_phi, in_mask = gaussian_population(50, 4, seed=6)
-    result = score_attack("lira-online", bundle_from_phi(target_phi, member, reference_phi, in_mask))
-    assert result.parameters == {"variance": "pooled", "reference_models": 4}
+    bundle = bundle_from_phi(target_phi, member, reference_phi, in_mask)
+    assert score_attack("lira-online", bundle).parameters == {"variance": "per-record", "reference_models": 4}
+    offline = score_attack("lira-offline", bundle, attack_options(["lira.offline=log-density"])).parameters
+    assert offline == {"variance": "per-record", "offline": "log-density", "reference_models": 4}
 
 
 def test_record_never_left_out_rejected():
@@ -113,13 +157,14 @@ def test_record_never_left_out_rejected():
         assert "OUT for 0 of 4" in message
 
 
-def test_online_needs_in_models():
+def test_online_needs_two_in_models_per_record():
     target_phi, member, reference_phi, in_mask = gaussian_population(40, 4, seed=8)
-    in_mask[:, 5] = False
+    in_mask[:, 5] = [True, False, False, False]
     bundle = bundle_from_phi(target_phi, member, reference_phi, in_mask)
-    with pytest.raises(InputError, match="trained on each record.*record_id 5 at row 5"):
+    with pytest.raises(InputError, match=r"at least 2 reference model\(s\) that trained on each record.*record_id 5 at row 5"):
         score_attack("lira-online", bundle)
-    score_attack("lira-offline", bundle)  # offline needs OUT models only
+    # A global variance needs only one IN model per record.
+    score_attack("lira-online", bundle, attack_options(["lira.variance=fixed"]))
 
 
 def test_signals_without_spread_rejected():
@@ -127,11 +172,12 @@ def test_signals_without_spread_rejected():
     in_mask = np.tile(np.array([[True], [False], [True], [False]]), (1, 20))
     reference_phi = np.ones((4, 20))
     bundle = bundle_from_phi(np.zeros(20), member, reference_phi, in_mask)
-    with pytest.raises(InputError, match="do not vary"):
-        score_attack("lira-offline", bundle)
+    for variance in ("fixed", "pooled"):
+        with pytest.raises(InputError, match="equal|do not vary"):
+            score_attack("lira-offline", bundle, attack_options([f"lira.variance={variance}"]))
 
 
 def test_no_references_rejected():
     bundle = bundle_from_phi(np.zeros(4), [True, False, True, False], np.zeros((0, 4)), np.zeros((0, 4), bool))
-    with pytest.raises(InputError, match="needs reference models.*--references"):
+    with pytest.raises(InputError, match="needs reference models"):
         score_attack("lira-online", bundle)

@@ -7,10 +7,10 @@ import pytest
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
-from edgemia.attacks import score_attack
+from edgemia.attacks import attack_options, score_attack
 from edgemia.attacks.rmia import A_GRID, calibrate_offline_a, log_reference_probability, pairwise_scores
 from edgemia.errors import InputError
-from synthetic import bundle_from_phi, gaussian_population
+from synthetic import bundle_from_phi, gaussian_population, multiclass_bundle
 
 
 def _pairwise_rmia(p_target, reference_p, mask, population, gamma, a=1.0):
@@ -128,3 +128,48 @@ def test_single_nonmember_rejected():
     member[3] = False
     with pytest.raises(InputError, match="attack 'rmia' compares records .* at least 2 of them, got 1"):
         score_attack("rmia", bundle_from_phi(target_phi, member, reference_phi, in_mask))
+
+
+def _multiclass_bundle():
+    return multiclass_bundle(n_records=150, n_references=6, n_classes=4, seed=50, boost=2.0)
+
+
+def _true_probability(capture):
+    logits = capture.logits.astype(np.float64)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return p[np.arange(len(capture)), capture.labels]
+
+
+@pytest.mark.parametrize("gamma", [1.0, 2.0])
+def test_online_matches_formula_on_fixed_captures(gamma):
+    bundle = _multiclass_bundle()
+    result = score_attack("rmia", bundle, attack_options([f"rmia.gamma={gamma}"]))
+    reference_p = np.array([_true_probability(r) for r in bundle.references])
+    expected = _pairwise_rmia(
+        _true_probability(bundle.target), reference_p, np.ones_like(bundle.in_mask), ~bundle.member, gamma
+    )
+    np.testing.assert_allclose(result.scores, expected, rtol=0, atol=1e-12)
+    assert result.parameters["gamma"] == gamma
+
+
+def test_offline_fixed_a_matches_formula():
+    bundle = _multiclass_bundle()
+    result = score_attack("rmia-offline", bundle, attack_options(["rmia.a=0.4", "rmia.gamma=1.5"]))
+    reference_p = np.array([_true_probability(r) for r in bundle.references])
+    expected = _pairwise_rmia(_true_probability(bundle.target), reference_p, ~bundle.in_mask, ~bundle.member, 1.5, 0.4)
+    np.testing.assert_allclose(result.scores, expected, rtol=0, atol=1e-12)
+    assert result.parameters["a"] == 0.4
+    assert "a_calibration_auc" not in result.parameters
+
+
+def test_pairwise_scores_sort_instead_of_matrix():
+    # 400,000 records against 200,000 population records: a records-by-population
+    # matrix would need 80 billion entries; sorting needs a few megabytes.
+    rng = np.random.default_rng(18)
+    log_ratio = rng.normal(size=400_000)
+    population = np.arange(400_000) % 2 == 0
+    scores = pairwise_scores(log_ratio, population, gamma=1.0)
+    assert scores.shape == (400_000,)
+    ranks = np.argsort(np.argsort(log_ratio[population]))
+    np.testing.assert_allclose(scores[population], ranks / (population.sum() - 1), atol=1e-12)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from scipy.stats import beta
+from sklearn.metrics import precision_recall_curve, roc_auc_score
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 from edgemia.stats.roc import (
@@ -12,6 +13,7 @@ from edgemia.stats.roc import (
     attack_metrics,
     auc,
     balanced_accuracy,
+    epsilon_lower_bound,
     roc_curve,
     tpr_at_fpr,
 )
@@ -92,3 +94,62 @@ def test_invalid_scores_rejected():
         roc_curve(np.array([np.nan, 0.0]), member)
     with pytest.raises(ValueError, match="at least one member and one non-member"):
         roc_curve(np.array([1.0, 0.0]), np.array([True, True]))
+
+
+@pytest.mark.parametrize("name,scores,member", list(_cases()), ids=[c[0] for c in _cases()])
+def test_ppv_matches_sklearn_precision(name, scores, member):
+    precision, recall, _ = precision_recall_curve(member, scores)
+    metrics = attack_metrics(scores, member)
+    # sklearn appends (precision 1, recall 0) with no record flagged; edgemia leaves that point out.
+    assert metrics.ppv == pytest.approx(precision[recall > 0].max())
+    fpr, tpr, thresholds = sklearn_roc_curve(member, scores, drop_intermediate=False)
+    n_members, n_nonmembers = int(member.sum()), int((~member).sum())
+    for level in (0.0, 0.01):
+        if 0 < level < 1 / n_nonmembers:
+            assert metrics.ppv_at_fpr[level] is None
+            continue
+        allowed = np.flatnonzero(fpr <= level + 1e-12)
+        best = allowed[np.argmax(tpr[allowed])]  # first vertex with the largest TPR
+        flagged = tpr[best] * n_members + fpr[best] * n_nonmembers
+        expected = 0.0 if flagged == 0 else tpr[best] * n_members / flagged
+        assert metrics.ppv_at_fpr[level] == pytest.approx(expected)
+
+
+def _epsilon_by_formula(scores, member, confidence=0.95):
+    """Loop over thresholds with scipy's beta quantiles: the Clopper-Pearson bounds written out."""
+    n_members, n_nonmembers = int(member.sum()), int((~member).sum())
+    tail = (1 - confidence) / 2
+
+    def lower(k, n):
+        return 0.0 if k == 0 else beta.ppf(tail, k, n - k + 1)
+
+    def upper(k, n):
+        return 1.0 if k == n else beta.ppf(1 - tail, k + 1, n - k)
+
+    best = 0.0
+    for threshold in np.r_[np.inf, np.unique(scores)]:
+        tp = int((scores[member] >= threshold).sum())
+        fp = int((scores[~member] >= threshold).sum())
+        tn, fn = n_nonmembers - fp, n_members - tp
+        for numerator, denominator in ((lower(tp, n_members), upper(fp, n_nonmembers)),
+                                       (lower(tn, n_nonmembers), upper(fn, n_members))):
+            if numerator > 0:
+                best = max(best, np.log(numerator / denominator))
+    return best
+
+
+@pytest.mark.parametrize("name,scores,member", list(_cases())[:3], ids=[c[0] for c in _cases()][:3])
+def test_epsilon_matches_formula(name, scores, member):
+    assert epsilon_lower_bound(roc_curve(scores, member)) == pytest.approx(
+        _epsilon_by_formula(scores, member), rel=1e-9, abs=1e-12
+    )
+
+
+def test_epsilon_of_separable_scores():
+    # 50 members above 50 non-members: the best threshold flags all members and no non-member,
+    # so eps >= log(TPR_low / FPR_high) with the Clopper-Pearson bounds of 50/50 and 0/50.
+    member = np.r_[np.ones(50, bool), np.zeros(50, bool)]
+    scores = np.r_[np.ones(50), np.zeros(50)]
+    expected = np.log(beta.ppf(0.025, 50, 1) / beta.ppf(0.975, 1, 50))
+    assert epsilon_lower_bound(roc_curve(scores, member)) == pytest.approx(expected, rel=1e-9)
+    assert epsilon_lower_bound(roc_curve(np.zeros(100), member)) == 0.0

@@ -1,9 +1,12 @@
 """Capture bundles: the target's capture, its members, and the reference models' captures.
 
 On disk a bundle is a directory with `target.npz` (a capture file with a bool
-`member` field) and any number of `reference-<k>.npz` (capture files with a
-bool `in_mask` field: the records reference model k trained on). Every file
-covers the same records in the same order, captured on the same backend.
+`member` field and optional subgroup labels `group_<attribute>`), any number
+of `reference-<k>.npz` (capture files with a bool `in_mask` field: the
+records reference model k trained on) and any number of `perturbed-<j>.npz`
+(captures of the target model on perturbed copy j of every record, for the
+label-only augmentation attack). Every file covers the same records in the
+same order, captured on the same backend.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemia.data.records import GROUP_PREFIX
 from edgemia.errors import InputError
 from edgemia.runtime.capture import Capture, load_capture
 
@@ -22,10 +26,15 @@ logger = logging.getLogger(__name__)
 
 TARGET_FILE = "target.npz"
 REFERENCE_PATTERN = re.compile(r"reference-(\d+)\.npz")
+PERTURBED_PATTERN = re.compile(r"perturbed-(\d+)\.npz")
 
 
 def reference_file_name(k: int) -> str:
     return f"reference-{k}.npz"
+
+
+def perturbed_file_name(j: int) -> str:
+    return f"perturbed-{j}.npz"
 
 
 def _first_row(mask: np.ndarray) -> int:
@@ -92,11 +101,21 @@ class CaptureBundle:
     in_mask: np.ndarray | None = None  # bool [K, n]: True where reference k trained on the record
     location: str = "capture bundle"  # the directory, or another name for messages
     reference_sources: list[str] | None = None  # one name per reference, for messages
+    groups: dict[str, np.ndarray] = field(default_factory=dict)  # subgroup attribute -> labels [n]
+    perturbed: list[Capture] = field(default_factory=list)  # the target on perturbed copies of the records
 
     def __post_init__(self) -> None:
         n = len(self.target)
         target_source = f"{self.location}/{TARGET_FILE}"
         self.member = _as_mask(self.member, target_source, "member", n)
+        for attribute, values in self.groups.items():
+            if np.shape(values) != (n,):
+                raise InputError(
+                    f"{target_source}: '{GROUP_PREFIX}{attribute}' has shape {np.shape(values)}; "
+                    f"expected one label per record, [{n}]"
+                )
+        for j, capture in enumerate(self.perturbed):
+            _check_same_records(capture, f"{self.location}/{perturbed_file_name(j)}", self.target, target_source)
         if self.member.all() or not self.member.any():
             raise InputError(
                 f"{target_source}: 'member' must mark at least one member and one non-member record"
@@ -124,6 +143,10 @@ class CaptureBundle:
     def n_references(self) -> int:
         return len(self.references)
 
+    @property
+    def n_perturbed(self) -> int:
+        return len(self.perturbed)
+
     def reference_logits(self) -> np.ndarray:
         """Stack the reference models' logits: float32 [K, n, C]."""
         return np.stack([reference.logits for reference in self.references])
@@ -137,8 +160,8 @@ class CaptureBundle:
         if self.n_references == 0:
             raise InputError(
                 f"{self.location}: attack '{attack}' needs reference models, but the bundle has no "
-                "reference-<k>.npz files; run the audit with reference models (--references K) or "
-                "choose an attack that needs none (loss, confidence)"
+                "reference-<k>.npz files; run the audit with reference models (--reference-models K) or "
+                "choose an attack that needs none (loss, confidence, entropy, modified-entropy, label-gap)"
             )
         for kind, counts, needed in (
             ("IN", self.in_mask.sum(axis=0), in_models),
@@ -182,16 +205,7 @@ def load_bundle(directory: str | Path) -> CaptureBundle:
             "target's training records with a bool 'member' field"
         )
 
-    numbered = {}
-    for path in sorted(directory.glob("reference-*.npz")):
-        match = REFERENCE_PATTERN.fullmatch(path.name)
-        if match is None:
-            raise InputError(f"{path}: reference file names must be reference-<k>.npz with an integer k")
-        k = int(match.group(1))
-        if k in numbered:
-            raise InputError(f"{path}: reference model {k} also appears as {numbered[k]}; keep one file per k")
-        numbered[k] = path
-
+    numbered = _numbered_files(directory, "reference", REFERENCE_PATTERN, "k", "reference model")
     references, in_masks, sources = [], [], []
     for k in sorted(numbered):
         path = numbered[k]
@@ -205,7 +219,26 @@ def load_bundle(directory: str | Path) -> CaptureBundle:
         references.append(reference)
         in_masks.append(_as_mask(extras["in_mask"], str(path), "in_mask", len(reference)))
         sources.append(str(path))
-    logger.info("%s: loaded the target and %d reference captures", directory, len(references))
+
+    perturbed_files = _numbered_files(directory, "perturbed", PERTURBED_PATTERN, "j", "perturbed copy")
+    if perturbed_files and sorted(perturbed_files) != list(range(len(perturbed_files))):
+        raise InputError(
+            f"{directory}: perturbed captures are numbered {sorted(perturbed_files)}; number them "
+            f"perturbed-0.npz to perturbed-{len(perturbed_files) - 1}.npz without gaps"
+        )
+    perturbed = []
+    for j in sorted(perturbed_files):
+        capture, _ = load_capture(perturbed_files[j])
+        _check_same_records(capture, str(perturbed_files[j]), target, str(target_path))
+        perturbed.append(capture)
+
+    groups = {
+        key[len(GROUP_PREFIX):]: values for key, values in target_extras.items() if key.startswith(GROUP_PREFIX)
+    }
+    logger.info(
+        "%s: loaded the target, %d reference captures and %d perturbed captures",
+        directory, len(references), len(perturbed),
+    )
     return CaptureBundle(
         target=target,
         member=target_extras["member"],
@@ -213,4 +246,22 @@ def load_bundle(directory: str | Path) -> CaptureBundle:
         in_mask=np.array(in_masks, dtype=bool).reshape(len(references), len(target)),
         location=str(directory),
         reference_sources=sources,
+        groups=groups,
+        perturbed=perturbed,
     )
+
+
+def _numbered_files(directory: Path, stem: str, pattern: re.Pattern, letter: str, noun: str) -> dict[int, Path]:
+    """Map each number to its `<stem>-<number>.npz` file, rejecting other names and repeats."""
+    numbered: dict[int, Path] = {}
+    for path in sorted(directory.glob(f"{stem}-*.npz")):
+        match = pattern.fullmatch(path.name)
+        if match is None:
+            raise InputError(f"{path}: {stem} file names must be {stem}-<{letter}>.npz with an integer {letter}")
+        number = int(match.group(1))
+        if number in numbered:
+            raise InputError(
+                f"{path}: {noun} {number} also appears as {numbered[number]}; keep one file per {letter}"
+            )
+        numbered[number] = path
+    return numbered

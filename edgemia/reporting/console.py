@@ -17,9 +17,9 @@ def _attack_table(title: str, rows: list[tuple[list[str], dict]], levels: list[s
     table = Table(title=title, caption="TPR at FPR; CI: 95% bootstrap interval of the AUC")
     for name in prefix:
         table.add_column(name)
-    table.add_column("attack")
+    table.add_column("attack", no_wrap=True)
     table.add_column("AUC", justify="right")
-    table.add_column("CI", justify="right")
+    table.add_column("CI", justify="right", no_wrap=True)
     for level in levels:
         table.add_column(f"{float(level) * 100:g}%", justify="right")
     table.add_column("adv.", justify="right")
@@ -46,9 +46,8 @@ def summary_table(report: dict) -> Table:
         accuracy = f"{variant['accuracy']['members']:.3f}/{variant['accuracy']['nonmembers']:.3f}"
         for attack in variant["attacks"]:
             rows.append(([variant["name"], variant["backend"], accuracy], attack))
-    return _attack_table(
-        f"Membership leakage: {report['dataset']['name']}", rows, levels, ["variant", "backend", "acc."]
-    )
+    subject = report["dataset"]["name"] or report.get("captures", "capture bundles")
+    return _attack_table(f"Membership leakage: {subject}", rows, levels, ["variant", "backend", "acc."])
 
 
 def print_summary(report: dict, console: Console) -> None:
@@ -70,14 +69,3 @@ def print_summary(report: dict, console: Console) -> None:
             f"{row['identical_records']} of {row['n_records']} records "
             f"(largest logit difference {row['max_abs_logit_difference']:.3g})."
         )
-
-
-def print_attack_summary(result: dict, console: Console) -> None:
-    """Print the attack rows of one capture bundle (the `edgemia attack` result)."""
-    rows = [([], attack) for attack in result["attacks"]]
-    title = f"Membership leakage: {result['bundle']} ({result['n_references']} reference models)"
-    console.print(_attack_table(title, rows, _levels(result["attacks"]), []))
-    console.print(
-        f"{result['n_members']} members, {result['n_nonmembers']} non-members; n/m: not measurable "
-        f"(smallest resolvable FPR {result['fpr_resolution']:.5f})."
-    )

@@ -29,7 +29,8 @@ def _comparison_lines(report: dict, levels: list[str]) -> list[str]:
         "## Change versus the float baseline",
         "",
         "Variant minus float on the same backend and records; a positive change means the variant "
-        "leaks more. p: DeLong's two-sided test of equal AUCs. Intervals: paired bootstrap.",
+        "leaks more. p: DeLong's two-sided test of equal AUCs. Intervals: paired bootstrap; the "
+        "TPR changes' p-values (after the interval) are paired bootstrap p-values.",
         "",
         "| variant | backend | attack | AUC change | 95% CI | p | "
         + " | ".join(f"TPR change at {_level_label(level)} FPR" for level in levels)
@@ -42,7 +43,12 @@ def _comparison_lines(report: dict, levels: list[str]) -> list[str]:
         for level in levels:
             change = fmt_difference(versus["tpr_at_fpr_difference"][level])
             interval = versus.get("tpr_at_fpr_difference_ci", {}).get(level)
-            changes.append(change if interval is None else f"{change} {fmt_interval(interval)}")
+            p_value = (versus.get("tpr_at_fpr_difference_p_value") or {}).get(level)
+            if interval is not None:
+                change += f" {fmt_interval(interval)}"
+            if p_value is not None:
+                change += f" p={p_value:.2g}"
+            changes.append(change)
         lines.append(
             f"| {variant['name']} | {variant['backend']} | {attack['name']} | "
             f"{fmt_difference(versus['auc_difference'])} | {fmt_interval(versus.get('auc_difference_ci'))} | "
@@ -101,8 +107,17 @@ def _rate_with_fpr(attack: dict, level: str) -> str:
 
 def _header(report: dict) -> list[str]:
     dataset = report["dataset"]
-    target = report["target"]
+    target = report.get("target")
     config = report.get("config", {})
+    if target is None:
+        return [
+            f"# edgemia attack: {report.get('captures', 'capture bundles')}",
+            "",
+            f"Members: {dataset['n_members']}; non-members: {dataset['n_nonmembers']}; "
+            f"{dataset['n_classes']} classes. Run of {report['created']}: variants "
+            f"{', '.join(config['variants'])}; backends {', '.join(config['backends'])}; attacks "
+            f"{', '.join(config['attacks'])}.",
+        ]
     lines = [
         f"# edgemia audit: {dataset['name']}",
         "",
@@ -130,8 +145,8 @@ def _leakage_table(report: dict, levels: list[str]) -> list[str]:
         "",
         "| variant | backend | accuracy (members / non-members) | attack | AUC | AUC 95% CI | "
         + " | ".join(f"TPR at {_level_label(level)} FPR (achieved FPR)" for level in levels)
-        + " | balanced accuracy | advantage |",
-        "|---|---|---|---|---:|---:|" + "---:|" * len(levels) + "---:|---:|",
+        + " | balanced accuracy | advantage | PPV at 1% FPR | epsilon lower bound |",
+        "|---|---|---|---|---:|---:|" + "---:|" * len(levels) + "---:|---:|---:|---:|",
     ]
     for variant in report["variants"]:
         accuracy = variant["accuracy"]
@@ -141,7 +156,9 @@ def _leakage_table(report: dict, levels: list[str]) -> list[str]:
                 f"| {variant['name']} | {variant['backend']} | "
                 f"{accuracy['members']:.4f} / {accuracy['nonmembers']:.4f} | {attack['name']} | "
                 f"{attack['auc']:.4f} | {fmt_interval(attack.get('ci', {}).get('auc'))} | {rates} | "
-                f"{attack['balanced_accuracy']:.4f} | {attack['advantage']:.4f} |"
+                f"{attack['balanced_accuracy']:.4f} | {attack['advantage']:.4f} | "
+                f"{fmt_rate((attack.get('ppv_at_fpr') or {}).get('0.01'))} | "
+                f"{attack.get('epsilon_lower_bound', float('nan')):.3f} |"
             )
     dataset = report["dataset"]
     lines += [
@@ -151,7 +168,10 @@ def _leakage_table(report: dict, levels: list[str]) -> list[str]:
         "without interpolation, at the threshold with the smallest FPR that reaches it. Balanced "
         "accuracy is max((TPR + 1 - FPR) / 2) and advantage max(TPR - FPR) over all thresholds: "
         "the threshold is chosen knowing which records are members, so both are upper bounds for "
-        "an attacker who must fix a threshold in advance.",
+        "an attacker who must fix a threshold in advance. PPV at 1% FPR is the fraction of members "
+        "among the records flagged at the 1% threshold. The epsilon lower bound is the largest "
+        "epsilon that some threshold proves with 95% Clopper-Pearson bounds on its TPR and FPR "
+        "(both directions, delta = 0).",
     ]
     if report.get("bootstrap"):
         lines += [
@@ -191,16 +211,24 @@ def _agreement(report: dict) -> list[str]:
 
 
 def _artifacts_and_environment(report: dict) -> list[str]:
-    lines = ["", "## Artifacts", "", "| variant | file | bytes | sha256 |", "|---|---|---:|---|"]
-    seen = set()
-    for variant in report["variants"]:
-        artifact = variant["artifact"]
-        if artifact["path"] in seen:
-            continue
-        seen.add(artifact["path"])
-        lines.append(
-            f"| {variant['name']} | `{artifact['path']}` | {artifact['bytes']} | `{artifact['sha256']}` |"
-        )
+    if all("artifact" in variant for variant in report["variants"]):
+        lines = ["", "## Artifacts", "", "| variant | file | bytes | sha256 |", "|---|---|---:|---|"]
+        seen = set()
+        for variant in report["variants"]:
+            artifact = variant["artifact"]
+            if artifact["path"] in seen:
+                continue
+            seen.add(artifact["path"])
+            lines.append(
+                f"| {variant['name']} | `{artifact['path']}` | {artifact['bytes']} | `{artifact['sha256']}` |"
+            )
+    else:
+        lines = ["", "## Captures", "", "| variant | backend | target capture | sha256 |", "|---|---|---|---|"]
+        for variant in report["variants"]:
+            capture = variant["capture"]
+            lines.append(
+                f"| {variant['name']} | {variant['backend']} | `{capture['path']}` | `{capture['sha256']}` |"
+            )
     env = report["environment"]
     packages = ", ".join(f"{name} {version}" for name, version in env["packages"].items())
     lines += [
@@ -214,12 +242,102 @@ def _artifacts_and_environment(report: dict) -> list[str]:
     return lines
 
 
+# Attacks whose slices report.md shows, strongest first; the first one the run has is used.
+_SLICE_ATTACKS = ("lira-online", "rmia", "lira-offline", "loss")
+_SHOWN_RECORD_IDS = 10
+
+
+def _exposure_lines(report: dict) -> list[str]:
+    rows = [
+        (variant, attack, attack["versus_float"]["newly_exposed"])
+        for variant in report["variants"]
+        for attack in variant["attacks"]
+        if attack.get("versus_float", {}).get("newly_exposed")
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Records newly exposed by compression",
+        "",
+        "Members whose score is at or above the float model's 1%-FPR threshold under the variant "
+        "and below it under float, on the same backend. report.json lists every record id, and "
+        "`records` contains each record's score under every variant.",
+        "",
+        "| variant | backend | attack | newly exposed members | record ids | non-members newly flagged | "
+        "members no longer exposed |",
+        "|---|---|---|---:|---|---:|---:|",
+    ]
+    for variant, attack, exposed in rows:
+        ids = exposed["record_ids"][:_SHOWN_RECORD_IDS]
+        listed_ids = ", ".join(str(i) for i in ids) + (", ..." if len(exposed["record_ids"]) > len(ids) else "")
+        lines.append(
+            f"| {variant['name']} | {variant['backend']} | {attack['name']} | {exposed['n_members']} | "
+            f"{listed_ids} | {exposed['n_nonmembers']} | {exposed['n_members_no_longer_exposed']} |"
+        )
+    return lines
+
+
+def _slice_lines(report: dict) -> list[str]:
+    if not report["variants"]:
+        return []
+    names = [attack["name"] for attack in report["variants"][0]["attacks"]]
+    chosen = next((name for name in _SLICE_ATTACKS if name in names), names[0] if names else None)
+    backend = report["variants"][0]["backend"]
+    variants = [variant for variant in report["variants"] if variant["backend"] == backend]
+    rows_by_variant = {
+        variant["name"]: next(attack for attack in variant["attacks"] if attack["name"] == chosen)
+        for variant in variants
+    }
+    first = next(iter(rows_by_variant.values()))
+    if not first.get("slices"):
+        return []
+    lines = [
+        "",
+        f"## Slices: attack {chosen}, backend {backend}",
+        "",
+        "AUC of the attack on each slice's members and non-members, with DeLong's standard error. "
+        "n/m: fewer than 2 members or non-members.",
+        "",
+        "| attribute | value | members / non-members | "
+        + " | ".join(f"AUC {name}" for name in rows_by_variant)
+        + " |",
+        "|---|---|---:|" + "---:|" * len(rows_by_variant),
+    ]
+    for index, row in enumerate(first["slices"]):
+        cells = []
+        for attack in rows_by_variant.values():
+            cell = attack["slices"][index]
+            cells.append(f"{cell['auc']:.3f} ± {cell['auc_standard_error']:.3f}" if cell["measurable"] else "n/m")
+        lines.append(
+            f"| {row['attribute']} | {row['value']} | {row['n_members']} / {row['n_nonmembers']} | "
+            + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "Disparate vulnerability, the largest AUC gap between two subgroups of one attribute "
+        "(p: normal approximation, not corrected for choosing the largest gap):",
+        "",
+        "| variant | attribute | most vulnerable | least vulnerable | AUC gap | p |",
+        "|---|---|---|---|---:|---:|",
+    ]
+    for name, attack in rows_by_variant.items():
+        for gap in attack.get("disparate_vulnerability", []):
+            lines.append(
+                f"| {name} | {gap['attribute']} | {gap['most_vulnerable']} | {gap['least_vulnerable']} | "
+                f"{gap['gap']:.3f} | {gap['p_value']:.3g} |"
+            )
+    return lines
+
+
 def render(report: dict) -> str:
     """Render a report dict as Markdown."""
     levels = list(report["variants"][0]["attacks"][0]["tpr_at_fpr"]) if report["variants"] else []
     lines = _header(report)
     lines += _leakage_table(report, levels)
     lines += _comparison_lines(report, levels)
+    lines += _exposure_lines(report)
+    lines += _slice_lines(report)
     lines += _reference_lines(report)
     lines += _parameter_lines(report)
     lines += _agreement(report)

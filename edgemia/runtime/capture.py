@@ -5,7 +5,8 @@ output), `labels` int64 `[n]`, `record_id` `[n]`, `raw` (the output tensor
 exactly as the runtime produced it) and `meta`, a JSON string naming the
 model's sha256, backend, numerics mode, instruction-set path, threads, host
 and edgemia version. A capture in a bundle adds `member` (the target) or
-`in_mask` (a reference model) as a bool `[n]`.
+`in_mask` (a reference model) as a bool `[n]`, and the target's capture may
+carry the records' subgroup labels `group_<attribute>` `[n]`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import edgemia
-from edgemia.data.records import Records, check_against_model
+from edgemia.data.records import GROUP_PREFIX, Records, check_against_model
 from edgemia.errors import InputError, ModelFormatError
 from edgemia.runtime.io import check_classifier_output, dequantize_output, quantize_input, record_shape
 from edgemia.runtime.tflite_model import TfliteModel, read_tflite
@@ -149,8 +150,12 @@ def save_capture(
     capture: Capture,
     member: np.ndarray | None = None,
     in_mask: np.ndarray | None = None,
+    groups: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Write a capture file atomically; `member` or `in_mask` make it part of a bundle."""
+    """Write a capture file atomically; `member` or `in_mask` make it part of a bundle.
+
+    `groups` maps subgroup attributes to labels [n], stored as `group_<attribute>`.
+    """
     arrays = {
         "logits": capture.logits,
         "labels": capture.labels,
@@ -162,11 +167,13 @@ def save_capture(
         arrays["member"] = np.asarray(member, dtype=bool)
     if in_mask is not None:
         arrays["in_mask"] = np.asarray(in_mask, dtype=bool)
+    for attribute, values in (groups or {}).items():
+        arrays[GROUP_PREFIX + attribute] = np.asarray(values)
     atomic_save_npz(path, **arrays)
 
 
 def load_capture(path: str | Path) -> tuple[Capture, dict[str, np.ndarray]]:
-    """Read a capture file; returns the capture and its bundle fields (member, in_mask)."""
+    """Read a capture file; returns the capture and its bundle fields (member, in_mask, group_*)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: capture file not found")
@@ -202,5 +209,5 @@ def load_capture(path: str | Path) -> tuple[Capture, dict[str, np.ndarray]]:
         raw=arrays.get("raw", logits),
         meta=meta,
     )
-    extras = {key: arrays[key] for key in ("member", "in_mask") if key in arrays}
+    extras = {key: value for key, value in arrays.items() if key in ("member", "in_mask") or key.startswith(GROUP_PREFIX)}
     return capture, extras

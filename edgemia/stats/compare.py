@@ -82,3 +82,15 @@ def delong_test(scores_a: np.ndarray, scores_b: np.ndarray, member: np.ndarray) 
     else:
         p_value = math.erfc(abs(difference) / standard_error / math.sqrt(2.0))
     return AucComparison(difference=difference, standard_error=standard_error, p_value=p_value)
+
+
+def auc_standard_error(scores: np.ndarray, member: np.ndarray) -> float:
+    """DeLong's standard error of one AUC: from the variances of the placement values."""
+    member = np.asarray(member, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_members, n_nonmembers = int(member.sum()), int((~member).sum())
+    if n_members < 2 or n_nonmembers < 2:
+        raise ValueError("the AUC's standard error needs at least two members and two non-members")
+    member_placements, nonmember_placements = _placements(scores, member)
+    variance = np.var(member_placements, ddof=1) / n_members + np.var(nonmember_placements, ddof=1) / n_nonmembers
+    return math.sqrt(max(float(variance), 0.0))

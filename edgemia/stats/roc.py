@@ -4,20 +4,27 @@ Conventions: members are the positive class and a higher score means "more
 likely a member". The ROC curve has one vertex per distinct score (no
 interpolation, no dropped vertices), starting at (FPR, TPR) = (0, 0).
 
-auc, balanced_accuracy and advantage also take a batch of curves (count
-arrays [B, V], as the bootstrap builds them) and then return one value per
-curve. A batched curve may repeat a vertex where a resample has no record
-at some score, which changes none of the metrics.
+auc, balanced_accuracy, advantage, ppv, ppv_at and epsilon_lower_bound also
+take a batch of curves (count arrays [B, V], as the bootstrap builds them)
+and then return one value per curve. A batched curve may repeat a vertex
+where a resample has no record at some score, which changes none of the
+metrics.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import functools
 
 import numpy as np
+from scipy.special import betaincinv
 
-# FPR levels reported for every attack.
-FPR_LEVELS = (0.001, 0.01)
+# FPR levels reported for every attack. At 0 the TPR is the fraction of members
+# scored above every non-member.
+FPR_LEVELS = (0.0, 0.001, 0.01)
+# Confidence of the Clopper-Pearson intervals behind the epsilon lower bound.
+EPSILON_CONFIDENCE = 0.95
 
 
 @dataclass
@@ -110,6 +117,79 @@ def true_positives_at(curve: RocCurve, false_positives: int) -> np.ndarray:
     return np.where(allowed, curve.true_positives, 0).max(axis=-1)
 
 
+def vertex_at(curve: RocCurve, false_positives: int) -> np.ndarray:
+    """Return the index of the first vertex with the most true positives within `false_positives`, per curve.
+
+    That vertex is the threshold an attacker would pick: the largest TPR at
+    the smallest FPR that reaches it.
+    """
+    allowed = curve.false_positives <= false_positives
+    return np.argmax(np.where(allowed, curve.true_positives, -1), axis=-1)
+
+
+def ppv(curve: RocCurve) -> float | np.ndarray:
+    """Best positive predictive value of a threshold: max over vertices of TP / (TP + FP).
+
+    This is TF-Privacy's PPV, max TPR / (TPR + r FPR) with r the ratio of
+    non-members to members. The vertex (0, 0), where no record is flagged, is
+    left out. The value is 1 whenever the highest score belongs to a member.
+    """
+    flagged = curve.true_positives + curve.false_positives
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(flagged > 0, curve.true_positives / np.maximum(flagged, 1), -np.inf)
+    return _float_or_array(precision.max(axis=-1))
+
+
+def ppv_at(curve: RocCurve, false_positives: int) -> float | np.ndarray:
+    """TP / (TP + FP) at the vertex of vertex_at; 0 where that vertex flags no record."""
+    index = np.expand_dims(vertex_at(curve, false_positives), -1)
+    true_positives = np.take_along_axis(curve.true_positives, index, axis=-1)[..., 0]
+    false_positives_there = np.take_along_axis(curve.false_positives, index, axis=-1)[..., 0]
+    flagged = true_positives + false_positives_there
+    return _float_or_array(np.where(flagged > 0, true_positives / np.maximum(flagged, 1), 0.0))
+
+
+@functools.lru_cache(maxsize=16)
+def log_clopper_pearson_tables(n: int, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Logs of the lower and upper Clopper-Pearson bounds of a proportion k / n, for every k in 0..n.
+
+    The bounds are those of the two-sided interval at `confidence`: the
+    (1 - confidence) / 2 quantile of Beta(k, n - k + 1) and the
+    (1 + confidence) / 2 quantile of Beta(k + 1, n - k), with 0 and 1 at the
+    ends. Cached, because the bootstrap needs them for every resample.
+    """
+    k = np.arange(n + 1, dtype=np.float64)
+    tail = (1.0 - confidence) / 2.0
+    lower = np.zeros(n + 1)
+    upper = np.ones(n + 1)
+    lower[1:] = betaincinv(k[1:], n - k[1:] + 1, tail)
+    upper[:-1] = betaincinv(k[:-1] + 1, n - k[:-1], 1.0 - tail)
+    with np.errstate(divide="ignore"):
+        return np.log(lower), np.log(upper)
+
+
+def epsilon_lower_bound(curve: RocCurve, confidence: float = EPSILON_CONFIDENCE) -> float | np.ndarray:
+    """Empirical epsilon lower bound: max over thresholds of the bound a threshold test proves.
+
+    An epsilon-DP training algorithm (delta = 0) forces TPR <= e^eps FPR and
+    TNR <= e^eps FNR at every threshold. With Clopper-Pearson bounds at
+    `confidence` for each rate, a threshold proves
+    eps >= max(log(TPR_low / FPR_high), log(TNR_low / FNR_high)), and the
+    bound is the largest of these over all vertices, and 0 if none is positive.
+    NOTE: taking the max over thresholds makes the joint confidence lower than
+    `confidence`; a held-out choice of threshold would restore it.
+    """
+    log_member_low, log_member_high = log_clopper_pearson_tables(curve.n_members, confidence)
+    log_nonmember_low, log_nonmember_high = log_clopper_pearson_tables(curve.n_nonmembers, confidence)
+    true_positives, false_positives = curve.true_positives, curve.false_positives
+    flagged = (log_member_low[true_positives] - log_nonmember_high[false_positives]).max(axis=-1)
+    # TNR from the non-members left below the threshold, FNR from the members left below it.
+    cleared = (
+        log_nonmember_low[curve.n_nonmembers - false_positives] - log_member_high[curve.n_members - true_positives]
+    ).max(axis=-1)
+    return _float_or_array(np.maximum(np.maximum(flagged, cleared), 0.0))
+
+
 def tpr_at_fpr(curve: RocCurve, level: float) -> tuple[float, float] | None:
     """Return (TPR, achieved FPR): the largest TPR among vertices with FPR at most `level`.
 
@@ -138,6 +218,7 @@ def advantage(curve: RocCurve) -> float | np.ndarray:
     return _float_or_array(np.max(curve.tpr - curve.fpr, axis=-1))
 
 
+
 @dataclass
 class AttackMetrics:
     """Headline metrics of one attack on one variant and backend."""
@@ -149,6 +230,10 @@ class AttackMetrics:
     advantage: float
     n_members: int
     n_nonmembers: int
+    ppv: float = float("nan")
+    ppv_at_fpr: dict[float, float | None] = field(default_factory=dict)  # None: not measurable
+    epsilon_lower_bound: float = float("nan")
+    threshold_at_fpr: dict[float, float | None] = field(default_factory=dict)  # score threshold of each TPR
 
     def to_dict(self) -> dict:
         return {
@@ -157,16 +242,22 @@ class AttackMetrics:
             "fpr_achieved": {str(level): value for level, value in self.fpr_achieved.items()},
             "balanced_accuracy": self.balanced_accuracy,
             "advantage": self.advantage,
+            "ppv": self.ppv,
+            "ppv_at_fpr": {str(level): value for level, value in self.ppv_at_fpr.items()},
+            "epsilon_lower_bound": self.epsilon_lower_bound,
         }
 
 
 def attack_metrics(scores: np.ndarray, member: np.ndarray, levels=FPR_LEVELS) -> AttackMetrics:
     """Compute the headline metrics of `scores` against the `member` labels."""
     curve = roc_curve(scores, member)
-    tpr, fpr = {}, {}
+    tpr, fpr, precision, thresholds = {}, {}, {}, {}
     for level in levels:
         point = tpr_at_fpr(curve, level)
         tpr[level], fpr[level] = point if point is not None else (None, None)
+        allowed = max_false_positives(level, curve.n_nonmembers)
+        precision[level] = None if allowed is None else ppv_at(curve, allowed)
+        thresholds[level] = None if allowed is None else float(curve.thresholds[vertex_at(curve, allowed)])
     return AttackMetrics(
         auc=auc(curve),
         tpr_at_fpr=tpr,
@@ -175,4 +266,8 @@ def attack_metrics(scores: np.ndarray, member: np.ndarray, levels=FPR_LEVELS) ->
         advantage=advantage(curve),
         n_members=curve.n_members,
         n_nonmembers=curve.n_nonmembers,
+        ppv=ppv(curve),
+        ppv_at_fpr=precision,
+        epsilon_lower_bound=epsilon_lower_bound(curve),
+        threshold_at_fpr=thresholds,
     )

@@ -35,6 +35,11 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "digits": Recipe(architecture="digits-cnn", epochs=80, batch_size=32, learning_rate=1e-3),
     "breast-cancer": Recipe(architecture="tabular-mlp", epochs=200, batch_size=32, learning_rate=1e-3),
+    # NOTE: 60 epochs of batch 64 is a first recipe for these tables, not tuned. With
+    # seed 0 the targets reached 86% on members and 80% on non-members (health-insurance)
+    # and 71% and 60% (doctor-contacts).
+    "doctor-contacts": Recipe(architecture="tabular-mlp", epochs=60, batch_size=64, learning_rate=1e-3),
+    "health-insurance": Recipe(architecture="tabular-mlp", epochs=60, batch_size=64, learning_rate=1e-3),
 }
 
 
