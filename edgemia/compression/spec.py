@@ -8,8 +8,8 @@ that a comma-separated list of specs needs no quoting:
 
 Model steps (prune, prune-structured, distill) change the Keras model and
 run left to right. The export step (float, int8, int8-dynamic, int16x8,
-int4) decides the exported files; there is at most one, it comes last, and a
-chain without one exports float32.
+int4) decides the exported files. A chain has at most one export step, and
+it comes last. A chain without one exports float32.
 
 The canonical name of a spec writes every step with its positional value and
 only the options that differ from their defaults, so two spellings of one
@@ -47,6 +47,9 @@ Variant grammar: STEP[+STEP...], where STEP is WORD[:VALUE][:KEY=VALUE...]
     int4                   block-wise 4-bit weights: ONNX MatMulNBits, and TFLite when
                            ai-edge-quantizer is installed; option block=32|64|128|256 (default 32)
   Examples: float, int8, int4, prune:0.5, prune:0.8+int8, distill:0.5+int4, int8:calibration=entropy"""
+
+# The variants `edgemia audit` compares when --variants is not given.
+DEFAULT_VARIANTS = ("float", "int8", "int4", "prune:0.5", "prune:0.8+int8")
 
 MODEL_STEP = "model"
 EXPORT_STEP = "export"

@@ -32,6 +32,9 @@ BACKENDS = ("native", "litert", "onnxruntime")
 # The model formats each backend runs.
 BACKEND_FORMATS = {"native": ("tflite", "onnx"), "litert": ("tflite",), "onnxruntime": ("onnx",)}
 
+# The backends `edgemia audit` captures on when --backends is not given.
+DEFAULT_BACKENDS = ("litert", "onnxruntime", "native")
+
 
 @dataclass
 class Capture:
