@@ -2,16 +2,20 @@
 
 `--captures DIR` is either one capture bundle (DIR/target.npz) or a
 directory of bundles laid out like an audit's captures directory,
-DIR/<variant>/<backend>/target.npz. A single bundle takes its variant name
+DIR/<variant>/<bundle>/target.npz, where the audit names <bundle> after the
+backend and model format (native-tflite). Each bundle's variant name comes
 from the `variant` entry of its target's meta (written by the audit), or
-"target" without one, and its backend from the meta's `backend`. In the
-nested layout the directory names decide, and every variant other than
-float is compared with float on the same backend.
+else from its directory name ("target" for a single bundle without one);
+its backend from the meta's `backend` and its model format from the meta's
+`model_format` or the extension of `model_file` (none when neither says). Every variant other than
+float is compared with float on the same backend and format.
 
 The output directory receives report.json, report.md and one scores.npz per
-bundle, at <out>/<variant>/<backend>/scores.npz. report.json has the audit's
-schema (version 1) without the audit-only fields (target, references,
-artifacts), plus `captures`, the directory that was attacked.
+bundle, at <out>/<variant>/<bundle>/scores.npz with the input's directory
+names (for a single bundle: <variant slug>/<backend>-<format>, or
+<variant slug>/<backend> without a format). report.json
+has the audit's schema (version 1) without the audit-only fields (target,
+references, artifacts), plus `captures`, the directory that was attacked.
 """
 
 from __future__ import annotations
@@ -39,28 +43,50 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 
 
-def find_bundles(directory: Path) -> dict[tuple[str, str], Path]:
-    """Map (variant, backend) to each bundle directory under `directory` (see the module docstring)."""
+# A bundle's key: (variant, backend, model format).
+BundleKey = tuple[str, str, str]
+
+
+def _bundle_key(target: Path, variant_default: str) -> BundleKey:
+    capture, _ = load_capture(target)
+    meta = capture.meta
+    variant = meta.get("variant") or variant_default
+    backend = meta.get("backend") or "unknown"
+    model_format = meta.get("model_format") or Path(meta.get("model_file") or "").suffix.lstrip(".")
+    return str(variant), str(backend), str(model_format)
+
+
+def find_bundles(directory: Path) -> dict[BundleKey, tuple[Path, Path]]:
+    """Map (variant, backend, format) to each bundle directory under `directory` and its scores directory.
+
+    The scores directory is relative to the output directory (see the module docstring).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"--captures {directory}: directory not found")
     if (directory / TARGET_FILE).is_file():
-        capture, _ = load_capture(directory / TARGET_FILE)
-        variant = capture.meta.get("variant") or "target"
-        backend = capture.meta.get("backend") or "unknown"
-        return {(variant, backend): directory}
+        variant, backend, model_format = key = _bundle_key(directory / TARGET_FILE, "target")
+        where = f"{backend}-{model_format}" if model_format else backend
+        return {key: (directory, Path(variant.replace(":", "_")) / where)}
     found = {}
     for target in sorted(directory.glob(f"*/*/{TARGET_FILE}")):
-        found[target.parent.parent.name, target.parent.name] = target.parent
+        bundle = target.parent
+        key = _bundle_key(target, bundle.parent.name)
+        if key in found:
+            raise InputError(
+                f"{bundle}: captures variant {key[0]} on {key[1]} ({key[2]}) like {found[key][0]}; "
+                "each variant, backend and format may appear once"
+            )
+        found[key] = (bundle, Path(bundle.parent.name) / bundle.name)
     if not found:
         raise InputError(
-            f"--captures {directory}: no {TARGET_FILE} here nor in <variant>/<backend>/ subdirectories; "
+            f"--captures {directory}: no {TARGET_FILE} here nor in <variant>/<bundle>/ subdirectories; "
             "pass a capture bundle directory or an audit's captures directory"
         )
     return found
 
 
-def _check_same_split(bundles: dict[tuple[str, str], CaptureBundle]) -> None:
+def _check_same_split(bundles: dict[BundleKey, CaptureBundle]) -> None:
     """Raise InputError unless every bundle covers the same records with the same members."""
     (first_key, first), *others = bundles.items()
     for key, bundle in others:
@@ -100,7 +126,8 @@ def run_attack_report(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a directory")
-    bundles = {key: load_bundle(path) for key, path in find_bundles(captures).items()}
+    found = find_bundles(captures)
+    bundles = {key: load_bundle(path) for key, (path, _) in found.items()}
     _check_same_split(bundles)
     if attacks is None:
         attacks = default_attacks(
@@ -112,13 +139,15 @@ def run_attack_report(
     evaluations = evaluate_bundles(bundles, attacks, resamples, confidence, options=options)
 
     variants = []
-    for (variant, backend), bundle in bundles.items():
-        write_scores(out / variant / backend, bundle, evaluations[variant, backend])
+    for (variant, backend, model_format), bundle in bundles.items():
+        scores_dir = found[variant, backend, model_format][1]
+        write_scores(out / scores_dir, bundle, evaluations[variant, backend, model_format])
         row = variant_row(variant, backend, bundle, Path(bundle.location) / TARGET_FILE, out)
-        row["scores"] = f"{variant}/{backend}/scores.npz"
+        row = {"name": variant, "backend": backend, "format": model_format or None, **row}
+        row["scores"] = (scores_dir / "scores.npz").as_posix()
         row["n_references"] = bundle.n_references
         row["n_perturbed"] = bundle.n_perturbed
-        row["attacks"] = list(evaluations[variant, backend].rows.values())
+        row["attacks"] = list(evaluations[variant, backend, model_format].rows.values())
         variants.append(row)
 
     n_nonmembers = int((~first.member).sum())
@@ -136,8 +165,8 @@ def run_attack_report(
             "n_classes": int(first.target.logits.shape[1]),
         },
         "config": {
-            "variants": list(dict.fromkeys(variant for variant, _ in bundles)),
-            "backends": list(dict.fromkeys(backend for _, backend in bundles)),
+            "variants": list(dict.fromkeys(variant for variant, _, _ in bundles)),
+            "backends": list(dict.fromkeys(backend for _, backend, _ in bundles)),
             "attacks": attacks,
             "attack_options": options,
         },

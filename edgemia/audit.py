@@ -1,27 +1,51 @@
 """The audit pipeline: data, training, compression, capture, attacks, report.
 
-Run directory layout:
+Run directory layout, where <slug> is a variant's canonical spec with ':'
+replaced by '_' (prune:0.8+int8 becomes prune_0.8+int8):
 
-    run.json                                                  configuration and status
-    data/records.npz, data/members.npz, data/nonmembers.npz   records files
-    artifacts/float.keras, artifacts/<variant>.tflite         trained and exported models
-    artifacts/references/<k>/<variant>.tflite                 reference model k, exported as each variant
-    data/perturbed-<j>.npz                                    perturbed copies of the records
-    captures/<variant>/<backend>/target.npz                   capture bundle (with `member`, `group_*`)
-    captures/<variant>/<backend>/reference-<k>.npz            ... its reference models (with `in_mask`)
-    captures/<variant>/<backend>/perturbed-<j>.npz            ... and the target on perturbed copy j
-    captures/<variant>/<backend>/scores.npz                   per-record scores per attack
+    run.json                                                 configuration and status
+    data/records.npz, data/members.npz, data/nonmembers.npz  records files
+    data/population.npz                                      population records, with --population only
+    data/perturbed-<j>.npz                                   perturbed copies of the records
+    artifacts/float.keras                                    the trained target
+    artifacts/<slug>.tflite, artifacts/<slug>.onnx           each variant's files, one per format it exports
+    artifacts/<chain slug>.keras                             the target after each chain of model steps
+    artifacts/references/<k>/...                             reference model k, exported as each variant
+    captures/<slug>/<backend>-<format>/target.npz            capture bundle (with `member`, `group_*`)
+    captures/<slug>/<backend>-<format>/reference-<k>.npz     ... its reference models (with `in_mask`)
+    captures/<slug>/<backend>-<format>/perturbed-<j>.npz     ... and the target on perturbed copy j
+    captures/<slug>/<backend>-<format>/scores.npz            per-record scores per attack
     report.json, report.md
 
+Each bundle directory names the backend and the model format even where a
+backend runs one format only (litert-tflite, onnxruntime-onnx), so the
+native kernel's two formats (native-tflite, native-onnx) sit beside them
+under one scheme.
+
 report.json stays at schema_version 1: fields are only added, and the first
-version's fields keep their names and meaning. Each attack row adds
-`parameters`, `ci`, the metrics ppv, ppv_at_fpr and epsilon_lower_bound,
-`slices`, `disparate_vulnerability` and, for compressed variants,
-`versus_float` (described in edgemia.evaluation). The top level adds:
+version's fields keep their names and meaning. Each row of `variants` is one
+(variant, backend, format) triple. Its `name` is the canonical spec, the new
+`format` field names the model format, and `artifact` is the file of that
+format. Each attack row adds `parameters`, `ci`, the metrics ppv, ppv_at_fpr
+and epsilon_lower_bound, `slices`, `disparate_vulnerability` and, for
+compressed variants, `versus_float` (described in edgemia.evaluation), which
+compares with float on the same backend and format. Each
+`backend_agreement` row compares two backends on the same file and adds
+`format`. The top level adds:
 
     references     count, jobs, seconds, and per model k: training_seed, n_in,
                    training_seconds, seconds, accuracy (in, out) of the float
-                   Keras model, artifacts
+                   Keras model, artifacts (one file per variant, TFLite where
+                   it has one) and artifacts_by_format
+    compression    per variant name: spec (its steps with every parameter),
+                   parameter_count and layer_sparsity of the Keras model it was
+                   exported from, keras_model, files per format (path, bytes,
+                   sha256, operators, weight_sparsity, and for float files
+                   max_abs_difference_from_keras), notes, seconds
+    skipped        (variant, backend, format) triples that were not captured,
+                   each with the reason: the backend runs no file of the
+                   variant, or the native kernel does not run an op or type
+    population     size and path of the population records; null without them
     bootstrap      resamples, confidence, seed; null when switched off
     stage_seconds  wall time of each pipeline stage
     perturbation   how the perturbed copies were made, and how many
@@ -45,12 +69,14 @@ import numpy as np
 
 import edgemia
 from edgemia.attacks import ATTACKS, DESCRIPTIONS, REFERENCE_ATTACKS, attack_options, check_attack_names
-from edgemia.attacks.bundle import load_bundle, perturbed_file_name
-from edgemia.compression.variants import VARIANTS, check_variant_names, export_variant
+from edgemia.attacks.bundle import CaptureBundle, load_bundle, perturbed_file_name
+from edgemia.compression.pruning import FineTuning
+from edgemia.compression.spec import DEFAULT_VARIANTS, VariantSpec, parse_variants
+from edgemia.compression.variants import FORMATS, CompressionData, VariantExport, VariantExporter
 from edgemia.data.builtin import DATASETS, load_dataset
 from edgemia.data.perturb import describe_perturbation, perturbed_copies
 from edgemia.data.records import save_records
-from edgemia.errors import InputError
+from edgemia.errors import InputError, UnsupportedModelError
 from edgemia.evaluation import (
     BundleEvaluation,
     default_attacks,
@@ -59,10 +85,18 @@ from edgemia.evaluation import (
     variant_row,
     write_scores,
 )
-from edgemia.references import ReferenceTask, build_references, default_jobs
+from edgemia.references import ReferenceTask, build_references, capture_dir, default_jobs
 from edgemia.reporting.environment import environment
 from edgemia.reporting.markdown import render
-from edgemia.runtime.capture import BACKENDS, Capture, check_backend_names, run_capture, save_capture
+from edgemia.runtime.capture import (
+    BACKEND_FORMATS,
+    BACKENDS,
+    DEFAULT_BACKENDS,
+    Capture,
+    check_backend_names,
+    run_capture,
+    save_capture,
+)
 from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, stratified_resamples
 from edgemia.training.references import check_reference_count, reference_in_masks
 from edgemia.util import atomic_write_json, atomic_write_text, sha256_file
@@ -75,6 +109,9 @@ SCHEMA_VERSION = 1
 RUN_MARKER = "run.json"
 _RUN_OUTPUTS = ("data", "artifacts", "captures", "report.json", "report.md")
 
+# One capture bundle: (variant name, backend, format).
+Combination = tuple[str, str, str]
+
 
 @dataclass
 class AuditConfig:
@@ -83,8 +120,8 @@ class AuditConfig:
     out: Path
     dataset: str = "digits"
     seed: int = 0
-    variants: list[str] = field(default_factory=lambda: ["float", "int8"])
-    backends: list[str] = field(default_factory=lambda: ["litert", "native"])
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))  # variant specs
+    backends: list[str] = field(default_factory=lambda: list(DEFAULT_BACKENDS))
     attacks: list[str] | None = None  # None: every attack the reference count allows
     threads: int = 0  # 0: every core
     epochs: int | None = None  # None: the data set's recipe
@@ -92,6 +129,7 @@ class AuditConfig:
     jobs: int | None = None  # worker processes that build reference models; None: default_jobs()
     bootstrap: int = DEFAULT_RESAMPLES  # bootstrap resamples; 0 switches intervals off
     attack_options: list[str] = field(default_factory=list)  # KEY=VALUE items, see edgemia.attacks.options
+    population: float = 0.0  # fraction of the records set aside for distill with data=population
 
     def __post_init__(self) -> None:
         if self.attacks is None:
@@ -99,18 +137,30 @@ class AuditConfig:
         if self.jobs is None:
             self.jobs = default_jobs()
 
+    def specs(self) -> list[VariantSpec]:
+        """Return the parsed variants, in the order given."""
+        return parse_variants(self.variants)
+
     def validate(self) -> None:
         if self.dataset not in DATASETS:
             raise InputError(f"unknown data set '{self.dataset}'; valid names: {', '.join(DATASETS)}")
-        valid = {"variant": VARIANTS, "backend": BACKENDS, "attack": ATTACKS}
-        for kind, names in (("variant", self.variants), ("backend", self.backends), ("attack", self.attacks)):
+        specs = parse_variants(self.variants)
+        valid = {"backend": BACKENDS, "attack": ATTACKS}
+        for kind, names in (("backend", self.backends), ("attack", self.attacks)):
             if not names:
                 raise InputError(f"the {kind} list is empty; valid {kind}s: {', '.join(valid[kind])}")
             repeated = sorted({name for name in names if names.count(name) > 1})
             if repeated:
                 raise InputError(f"the {kind} list names {', '.join(repeated)} more than once")
-        check_variant_names(self.variants)
         check_backend_names(self.backends)
+        if not 0.0 <= self.population < 1.0:
+            raise InputError(f"the population fraction must be at least 0 and below 1, got {self.population}")
+        needing = [spec.name for spec in specs if spec.uses_population]
+        if needing and self.population == 0:
+            raise InputError(
+                f"variant {', '.join(needing)} distills on population records, and the audit sets none "
+                "aside; set --population to a fraction such as 0.2"
+            )
         check_attack_names(self.attacks)
         if self.epochs is not None and self.epochs < 1:
             raise InputError(f"epochs must be at least 1, got {self.epochs}")
@@ -153,8 +203,8 @@ def _epoch_callback(advance: Callable[[], None]):
     return EpochProgress()
 
 
-def _agreement(variant: str, captures: dict[str, Capture]) -> list[dict]:
-    """Compare each pair of backends that ran the same variant, record by record."""
+def _agreement(variant: str, model_format: str, captures: dict[str, Capture]) -> list[dict]:
+    """Compare each pair of backends that ran the same file, record by record."""
     rows = []
     names = sorted(captures)
     for i, first in enumerate(names):
@@ -164,6 +214,7 @@ def _agreement(variant: str, captures: dict[str, Capture]) -> list[dict]:
             rows.append(
                 {
                     "variant": variant,
+                    "format": model_format,
                     "backends": [first, second],
                     "identical_records": int(same.sum()),
                     "n_records": int(same.size),
@@ -174,23 +225,81 @@ def _agreement(variant: str, captures: dict[str, Capture]) -> list[dict]:
 
 
 def _evaluate_captures(
-    config: AuditConfig, out: Path, member: np.ndarray, stage: ProgressStage
-) -> tuple[dict[tuple[str, str], object], dict[tuple[str, str], BundleEvaluation]]:
-    """Attack every variant's bundle on every backend; compare compressed variants with float."""
+    config: AuditConfig, out: Path, combinations: list[Combination], slugs: dict[str, str],
+    member: np.ndarray, stage: ProgressStage,
+) -> tuple[dict[Combination, CaptureBundle], dict[Combination, BundleEvaluation]]:
+    """Attack every captured bundle; compare compressed variants with float on the same backend and format."""
     resamples = stratified_resamples(member, config.bootstrap, config.seed) if config.bootstrap else None
     bundles = {
-        (name, backend): load_bundle(out / "captures" / name / backend)
-        for name in config.variants
-        for backend in config.backends
+        (name, backend, model_format): load_bundle(capture_dir(out, slugs[name], backend, model_format))
+        for name, backend, model_format in combinations
     }
-    n_steps = len(bundles) * len(config.attacks)
-    with stage("Running attacks", n_steps) as advance:
+    with stage("Running attacks", len(bundles) * len(config.attacks)) as advance:
         evaluations = evaluate_bundles(
             bundles, config.attacks, resamples, DEFAULT_CONFIDENCE, advance, attack_options(config.attack_options)
         )
-    for (name, backend), bundle in bundles.items():
-        write_scores(out / "captures" / name / backend, bundle, evaluations[name, backend])
+    for (name, backend, model_format), bundle in bundles.items():
+        write_scores(capture_dir(out, slugs[name], backend, model_format), bundle,
+                     evaluations[name, backend, model_format])
     return bundles, evaluations
+
+
+def _capture_target(
+    config: AuditConfig, out: Path, exports: dict[str, VariantExport], records, records_path: Path,
+    member: np.ndarray, perturbed: list, stage: ProgressStage,
+) -> tuple[dict[Combination, Capture], list[dict]]:
+    """Capture every variant's files on every backend that runs their format.
+
+    Each file runs over all records, with `member` and the subgroup
+    attributes saved beside the logits, and over each perturbed copy of them.
+
+    Returns the captures and the skipped combinations. A file the native
+    kernel does not run (an op or type it lacks) is skipped with a warning,
+    so the audit goes on without it. Any other failure is raised.
+    """
+    captures: dict[Combination, Capture] = {}
+    skipped: list[dict] = []
+    planned = []
+    for name, export in exports.items():
+        for backend in config.backends:
+            formats = [fmt for fmt in FORMATS if fmt in export.artifacts and fmt in BACKEND_FORMATS[backend]]
+            if not formats:
+                skipped.append({
+                    "variant": name, "backend": backend, "format": None,
+                    "reason": f"{name} has no file in a format {backend} runs "
+                              f"({' or '.join(BACKEND_FORMATS[backend])})",
+                })
+            planned += [(name, backend, fmt) for fmt in formats]
+
+    with stage("Capturing logits", len(planned)) as advance:
+        for name, backend, model_format in planned:
+            artifact = exports[name].artifacts[model_format]
+            try:
+                capture = run_capture(artifact.path, records, backend, threads=config.threads,
+                                      records_source=str(records_path))
+            except UnsupportedModelError as exc:
+                if backend != "native":
+                    raise
+                reason = str(exc).replace(str(artifact.path), str(artifact.path.relative_to(out)))
+                logger.warning("skipping %s (%s) on the native kernel: %s", name, model_format, reason)
+                skipped.append({"variant": name, "backend": backend, "format": model_format,
+                                "reason": f"the native kernel does not run this file: {reason}"})
+                advance()
+                continue
+            bundle = capture_dir(out, exports[name].spec.slug, backend, model_format)
+            capture.meta["variant"] = name
+            save_capture(bundle / "target.npz", capture, member=member, groups=records.groups)
+            captures[name, backend, model_format] = capture
+            for j, copy in enumerate(perturbed):
+                copy_capture = run_capture(
+                    artifact.path, copy, backend, threads=config.threads,
+                    records_source=str(out / "data" / perturbed_file_name(j)),
+                )
+                copy_capture.meta.update(variant=name, perturbation=describe_perturbation(records),
+                                         perturbed_copy=j)
+                save_capture(bundle / perturbed_file_name(j), copy_capture)
+            advance()
+    return captures, skipped
 
 
 def prepare_run_dir(out: Path) -> None:
@@ -235,6 +344,7 @@ def _write_marker(out: Path, config: AuditConfig, status: str, started: str, err
             "references": config.references,
             "bootstrap": config.bootstrap,
             "attack_options": config.attack_options,
+            "population": config.population,
         },
     }
     if status != "running":
@@ -268,14 +378,19 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     stage_seconds = {}
     clock = time.perf_counter()
 
-    # Data: a stratified 50/50 split into members and non-members.
+    # Data: a stratified 50/50 split into members and non-members, after the population is set aside.
+    specs = config.specs()
     with stage("Loading data", 1) as advance:
-        data = load_dataset(config.dataset, config.seed)
+        data = load_dataset(config.dataset, config.seed, config.population)
         all_records, member = data.all_records()
         records_path = out / "data" / "records.npz"
         save_records(all_records, records_path)
         save_records(data.members, out / "data" / "members.npz")
         save_records(data.nonmembers, out / "data" / "nonmembers.npz")
+        population_path = None
+        if data.population is not None:
+            population_path = out / "data" / "population.npz"
+            save_records(data.population, population_path)
         perturbed = perturbed_copies(all_records, config.seed)
         for j, copy in enumerate(perturbed):
             save_records(copy, out / "data" / perturbed_file_name(j))
@@ -295,36 +410,23 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     trained.model.save(keras_path)
     stage_seconds["target_training"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    # Compression: one exported file per variant, calibrated on the members.
-    artifacts = {}
-    with stage("Exporting variants", len(config.variants)) as advance:
-        for name in config.variants:
-            artifacts[name] = export_variant(name, trained.model, data.members.x, out / "artifacts")
-            advance()
-
-    # Capture: every variant on every backend, over all records and their perturbed copies.
-    captures: dict[str, dict[str, Capture]] = {}
-    perturbation = describe_perturbation(all_records)
-    with stage("Capturing logits", len(config.variants) * len(config.backends)) as advance:
-        for name in config.variants:
-            captures[name] = {}
-            for backend in config.backends:
-                bundle_dir = out / "captures" / name / backend
-                capture = run_capture(
-                    artifacts[name].path, all_records, backend, threads=config.threads,
-                    records_source=str(records_path),
-                )
-                capture.meta["variant"] = name
-                save_capture(bundle_dir / "target.npz", capture, member=member, groups=all_records.groups)
-                captures[name][backend] = capture
-                for j, copy in enumerate(perturbed):
-                    copy_capture = run_capture(
-                        artifacts[name].path, copy, backend, threads=config.threads,
-                        records_source=str(out / "data" / perturbed_file_name(j)),
-                    )
-                    copy_capture.meta.update(variant=name, perturbation=perturbation, perturbed_copy=j)
-                    save_capture(bundle_dir / perturbed_file_name(j), copy_capture)
+    # Compression: each variant's model steps fine-tune on the members, and its quantizers calibrate on them.
+    compression_data = CompressionData(
+        data.members.x, data.members.y, data.population.x if data.population is not None else None
+    )
+    tuning = FineTuning(batch_size=recipe.batch_size, learning_rate=recipe.learning_rate)
+    exports: dict[str, VariantExport] = {}
+    with VariantExporter(trained.model, compression_data, out / "artifacts", config.seed, tuning, root=out) as exporter:
+        with stage("Exporting variants", len(specs)) as advance:
+            for spec in specs:
+                exports[spec.name] = exporter.export(spec)
                 advance()
+
+    # Capture: every file on every backend that runs its format, over all records.
+    captures, skipped = _capture_target(
+        config, out, exports, all_records, records_path, member, perturbed, stage
+    )
+    combinations = list(captures)
     stage_seconds["export_and_capture"], clock = time.perf_counter() - clock, time.perf_counter()
 
     # Reference models: the audit pool is every record, each IN for half of the models.
@@ -332,8 +434,8 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     tasks = [
         ReferenceTask(
             out=out, records_path=records_path, in_mask=in_masks[k], n_classes=data.n_classes,
-            recipe=recipe, seed=config.seed, k=k, variants=tuple(config.variants),
-            backends=tuple(config.backends), threads=config.threads,
+            recipe=recipe, seed=config.seed, k=k, variants=tuple(spec.name for spec in specs),
+            captures=tuple(combinations), threads=config.threads, population_path=population_path,
         )
         for k in range(config.references)
     ]
@@ -342,20 +444,25 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     stage_seconds["references"], clock = time.perf_counter() - clock, time.perf_counter()
 
     # Attacks and statistics, on each capture bundle.
-    bundles, evaluations = _evaluate_captures(config, out, member, stage)
+    slugs = {name: export.spec.slug for name, export in exports.items()}
+    bundles, evaluations = _evaluate_captures(config, out, combinations, slugs, member, stage)
     variants = []
-    for name in config.variants:
-        for backend in config.backends:
-            bundle_dir = out / "captures" / name / backend
-            row = variant_row(name, backend, bundles[name, backend], bundle_dir / "target.npz", out)
-            row = {"name": name, "backend": backend, "artifact": artifacts[name].to_dict(relative_to=out), **row}
-            row["attacks"] = list(evaluations[name, backend].rows.values())
-            variants.append(row)
+    for name, backend, model_format in combinations:
+        target_path = capture_dir(out, slugs[name], backend, model_format) / "target.npz"
+        row = variant_row(name, backend, bundles[name, backend, model_format], target_path, out)
+        row = {
+            "name": name, "backend": backend, "format": model_format,
+            "artifact": exports[name].artifacts[model_format].to_dict(relative_to=out), **row,
+        }
+        row["attacks"] = list(evaluations[name, backend, model_format].rows.values())
+        variants.append(row)
     stage_seconds["attacks"] = time.perf_counter() - clock
 
     agreement = []
-    for name in config.variants:
-        agreement += _agreement(name, captures[name])
+    for name in exports:
+        for model_format in FORMATS:
+            same_file = {b: c for (n, b, f), c in captures.items() if n == name and f == model_format}
+            agreement += _agreement(name, model_format, same_file)
 
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -372,11 +479,12 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
             "records_sha256": sha256_file(records_path),
         },
         "config": {
-            "variants": config.variants,
+            "variants": [spec.name for spec in specs],
             "backends": config.backends,
             "attacks": config.attacks,
             "threads": config.threads,
             "attack_options": attack_options(config.attack_options),
+            "population": config.population,
         },
         "target": {
             "recipe": recipe.to_dict(),
@@ -397,8 +505,15 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
             if config.bootstrap
             else None
         ),
-        "perturbation": {"description": perturbation, "copies": len(perturbed)},
+        "perturbation": {"description": describe_perturbation(all_records), "copies": len(perturbed)},
         "variants": variants,
+        "compression": {name: export.summary for name, export in exports.items()},
+        "skipped": skipped,
+        "population": (
+            {"n_records": len(data.population), "fraction": config.population, "records": "data/population.npz"}
+            if data.population is not None
+            else None
+        ),
         "backend_agreement": agreement,
         "records": records_section(bundles, evaluations),
         "stage_seconds": stage_seconds,

@@ -24,8 +24,6 @@ from edgemia.util import check_output_file
 
 logger = logging.getLogger("edgemia")
 
-DEFAULT_VARIANTS = "float,int8"
-DEFAULT_BACKENDS = "litert,native"
 
 
 def _names(text: str) -> list[str]:
@@ -65,13 +63,24 @@ def _option_help() -> str:
         "attack setting KEY=VALUE, repeatable; keys: " + ", ".join(keys)
         + ". README.md lists the values of each"
     )
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is outside 0 <= x < 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     from edgemia.attacks import ATTACKS
-    from edgemia.compression.variants import VARIANTS
+    from edgemia.compression.spec import DEFAULT_VARIANTS, WORDS
     from edgemia.data.builtin import DATASETS
-    from edgemia.runtime.capture import BACKENDS
+    from edgemia.runtime.capture import BACKENDS, DEFAULT_BACKENDS
+
+    default_variants = ",".join(DEFAULT_VARIANTS)
+    default_backends = ",".join(DEFAULT_BACKENDS)
 
     parser = argparse.ArgumentParser(
         prog="edgemia",
@@ -91,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[verbosity],
         help="train a target, export its variants, capture logits and attack them",
         description="Train the target on the members of a built-in data set, export each variant, "
-        "capture logits on each backend and compare membership leakage. With no options: digits, "
-        "float and int8, LiteRT and the native kernel, 16 reference models and every attack.",
+        "capture logits on each backend and compare membership leakage. With no options: digits; "
+        f"variants {', '.join(DEFAULT_VARIANTS)}; backends LiteRT, ONNX Runtime and the native "
+        "kernel; 16 reference models; every attack.",
     )
     audit.add_argument("--out", type=Path, default=None,
                        help="run directory (default: runs/<dataset>-seed<seed>)")
@@ -100,10 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed of the member split and of training, 0..2^32-1 (default: 0)")
     audit.add_argument("--dataset", default="digits", metavar="NAME",
                        help=f"built-in data set: {', '.join(DATASETS)} (default: digits)")
-    audit.add_argument("--variants", default=DEFAULT_VARIANTS, metavar="LIST",
-                       help=f"comma-separated variants from: {', '.join(VARIANTS)} (default: {DEFAULT_VARIANTS})")
-    audit.add_argument("--backends", default=DEFAULT_BACKENDS, metavar="LIST",
-                       help=f"comma-separated backends from: {', '.join(BACKENDS)} (default: {DEFAULT_BACKENDS})")
+    audit.add_argument("--variants", default=default_variants, metavar="LIST",
+                       help=f"comma-separated variant specs, each STEP[+STEP...] with STEP WORD[:VALUE][:KEY=VALUE...] "
+                       f"and words {', '.join(WORDS)}; an invalid spec prints the grammar "
+                       f"(default: {default_variants})")
+    audit.add_argument("--backends", default=default_backends, metavar="LIST",
+                       help=f"comma-separated backends from: {', '.join(BACKENDS)} (default: {default_backends})")
     audit.add_argument("--attacks", default=None, metavar="LIST",
                        help=f"comma-separated attacks from: {', '.join(ATTACKS)} (default: all of them, or "
                        "those that need no reference models with --reference-models 0)")
@@ -125,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--bootstrap", type=_resamples, default=1000, metavar="N",
                        help="bootstrap resamples for 95%% confidence intervals; 0 switches them off "
                        "(default: 1000)")
+    audit.add_argument("--population", type=_fraction, default=0.0, metavar="FRACTION",
+                       help="fraction of the records set aside, before the member split, as population "
+                       "records for distill:W:data=population; 0 sets none aside (default: 0)")
 
     attack = commands.add_parser(
         "attack",
@@ -132,11 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run membership-inference attacks on capture bundles and write report.json",
         description="Run attacks on a capture bundle directory (target.npz with a bool 'member' field, "
         "optional reference-<k>.npz with a bool 'in_mask' field and perturbed-<j>.npz), or on an "
-        "audit's captures directory with one bundle per <variant>/<backend>. Writes report.json and "
+        "audit's captures directory with one bundle per <variant>/<bundle>. Writes report.json and "
         "report.md in the audit's schema and one scores.npz per bundle. Does not import TensorFlow.",
     )
     attack.add_argument("--captures", type=Path, required=True, metavar="DIR",
-                        help="capture bundle directory, or a directory of <variant>/<backend> bundles")
+                        help="capture bundle directory, or a directory of <variant>/<bundle> bundles")
     attack.add_argument("--attacks", default=None, metavar="LIST",
                         help=f"comma-separated attacks from: {', '.join(ATTACKS)} (default: every attack "
                         "the bundles support)")
@@ -148,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--seed", type=_seed, default=0,
                         help="seed of the bootstrap resamples (default: 0)")
     attack.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="directory for report.json, report.md and <variant>/<backend>/scores.npz")
+                        help="directory for report.json, report.md and <variant>/<bundle>/scores.npz")
 
     capture = commands.add_parser(
         "capture",
@@ -158,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "record_id) and write the logits, labels, raw outputs and metadata to a capture file. "
         "Does not import TensorFlow.",
     )
-    capture.add_argument("--model", type=Path, required=True, help="exported model (.tflite)")
+    capture.add_argument("--model", type=Path, required=True, help="exported model (.tflite or .onnx)")
     capture.add_argument("--data", type=Path, required=True, help="records file (.npz)")
     capture.add_argument("--backend", required=True, metavar="NAME",
                          help=f"backend: {', '.join(BACKENDS)}")
@@ -168,6 +183,32 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--numerics", default=None, metavar="MODE",
                          help="numerics mode of the native kernel: litert (LiteRT's default path) or "
                          "litert-reference (TFLite's reference kernels); default: litert")
+
+    compress = commands.add_parser(
+        "compress",
+        parents=[verbosity],
+        help="export a trained Keras model as one variant, with a metadata file",
+        description="Apply a variant spec to a float Keras model and write its files (.tflite, .onnx) and "
+        "compress.json (bytes, sha256, parameter count, sparsity per layer, op list, and accuracy on "
+        "each backend that runs the file) into --out. The calibration records calibrate the quantizers, "
+        "are the training records of pruning and distillation, and count as members.",
+    )
+    compress.add_argument("--model", type=Path, required=True, help="trained float model (.keras)")
+    compress.add_argument("--variant", required=True, metavar="SPEC",
+                          help="variant spec, e.g. int8, prune:0.8+int8 or distill:0.5+int4")
+    compress.add_argument("--calibration", type=Path, required=True, metavar="RECORDS",
+                          help="records file (.npz) of the model's training records")
+    compress.add_argument("--out", type=Path, required=True, help="output directory")
+    compress.add_argument("--nonmembers", type=Path, default=None, metavar="RECORDS",
+                          help="records file (.npz) of records the model did not train on, for accuracy")
+    compress.add_argument("--population", type=Path, default=None, metavar="RECORDS",
+                          help="records file (.npz) of population records, for distill:W:data=population")
+    compress.add_argument("--backends", default=default_backends, metavar="LIST",
+                          help=f"comma-separated backends that measure accuracy (default: {default_backends})")
+    compress.add_argument("--seed", type=_seed, default=0,
+                          help="seed of pruning and distillation, 0..2^32-1 (default: 0)")
+    compress.add_argument("--threads", type=_threads, default=0,
+                          help="inference threads, 0..1024; 0 uses every core (default: 0)")
     return parser
 
 
@@ -181,13 +222,16 @@ def _progress_stage(progress: Progress):
     return stage
 
 
-def _check_audit_packages(backends: list[str]) -> None:
-    """Fail with install advice when the packages of the `audit` extra are missing."""
+def _check_audit_packages() -> None:
+    """Fail with install advice when the packages of the `audit` extra are missing.
+
+    Every audit and compression writes and checks both TFLite and ONNX files,
+    so all of them are needed, whichever backends capture.
+    """
     import importlib.util
 
-    needed = {"sklearn": "scikit-learn", "tensorflow": "tensorflow", "keras": "keras"}
-    if "litert" in backends:
-        needed["ai_edge_litert"] = "ai-edge-litert"
+    needed = {"sklearn": "scikit-learn", "tensorflow": "tensorflow", "keras": "keras", "tf2onnx": "tf2onnx",
+              "onnxruntime": "onnxruntime", "ai_edge_litert": "ai-edge-litert"}
     missing = [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
     if missing:
         raise InputError(
@@ -214,9 +258,10 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         jobs=args.jobs,
         bootstrap=args.bootstrap,
         attack_options=args.attack_options,
+        population=args.population,
     )
     config.validate()
-    _check_audit_packages(config.backends)
+    _check_audit_packages()
     start = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -269,6 +314,24 @@ def _run_attack(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _run_compress(args: argparse.Namespace, console: Console) -> int:
+    from edgemia.compression.compress import METADATA_FILE, accuracy_summary, compress
+    from edgemia.compression.spec import parse_variant
+
+    spec = parse_variant(args.variant)
+    _check_audit_packages()
+    metadata = compress(
+        args.model, args.variant, args.calibration, args.out, nonmembers_path=args.nonmembers,
+        population_path=args.population, backends=tuple(_names(args.backends)), seed=args.seed,
+        threads=args.threads,
+    )
+    files = ", ".join(f"{entry['path']} ({entry['bytes']} bytes)" for entry in metadata["files"].values())
+    console.print(f"{spec.name}: wrote {files} and {METADATA_FILE} into {args.out}.", soft_wrap=True)
+    for line in accuracy_summary(metadata):
+        console.print(line, soft_wrap=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -278,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         console = Console(stderr=False, width=160)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(getattr(args, "verbose", 0), 2)]
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=Console(stderr=True))])
-    commands = {"audit": _run_audit, "capture": _run_capture, "attack": _run_attack}
+    commands = {"audit": _run_audit, "capture": _run_capture, "attack": _run_attack, "compress": _run_compress}
     try:
         return commands[args.command](args, console)
     except EdgemiaError as exc:

@@ -177,15 +177,18 @@ def compare_with_baseline(
 
 
 def evaluate_bundles(
-    bundles: dict[tuple[str, str], CaptureBundle],
+    bundles: dict[tuple[str, ...], CaptureBundle],
     attacks: list[str],
     resamples: np.ndarray | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
     advance: Callable[[], None] = lambda: None,
     options: dict[str, dict] | None = None,
-) -> dict[tuple[str, str], BundleEvaluation]:
-    """Attack every (variant, backend) bundle, then compare each compressed variant with float.
+) -> dict[tuple[str, ...], BundleEvaluation]:
+    """Attack every bundle, then compare each compressed variant with float.
 
+    A bundle's key starts with its variant name; the rest (the backend, and
+    in the audit the model format) says where it ran. A compressed variant is
+    compared with the float bundle whose key differs only in the variant.
     All bundles must cover the same records with the same members, so that
     the resamples and the comparisons are paired.
     """
@@ -193,24 +196,27 @@ def evaluate_bundles(
         key: evaluate_bundle(bundle, attacks, resamples, confidence, advance, options)
         for key, bundle in bundles.items()
     }
-    for (variant, backend), evaluation in evaluations.items():
-        if variant != BASELINE and (BASELINE, backend) in evaluations:
-            compare_with_baseline(evaluation, evaluations[BASELINE, backend], bundles[variant, backend], confidence)
+    for key, evaluation in evaluations.items():
+        variant, where = key[0], key[1:]
+        baseline = (BASELINE, *where)
+        if variant != BASELINE and baseline in evaluations:
+            compare_with_baseline(evaluation, evaluations[baseline], bundles[key], confidence)
     return evaluations
 
 
 def records_section(
-    bundles: dict[tuple[str, str], CaptureBundle], evaluations: dict[tuple[str, str], BundleEvaluation]
+    bundles: dict[tuple[str, ...], CaptureBundle], evaluations: dict[tuple[str, ...], BundleEvaluation]
 ) -> dict:
-    """Each record's id, membership, label, subgroups and score under every variant, backend and attack.
+    """Each record's id, membership, label, subgroups and score under every variant, bundle and attack.
 
-    `scores[variant][backend][attack]` lists one score per record, in the
-    order of `record_id`.
+    `scores[variant][where][attack]` lists one score per record, in the
+    order of `record_id`. `where` is the rest of the bundle's key joined
+    with '-': the backend, or backend and format as in litert-tflite.
     """
     first = next(iter(bundles.values()))
     scores: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for (variant, backend), evaluation in evaluations.items():
-        scores.setdefault(variant, {})[backend] = {
+    for key, evaluation in evaluations.items():
+        scores.setdefault(key[0], {})["-".join(part for part in key[1:] if part)] = {
             name: values.tolist() for name, values in evaluation.scores.items()
         }
     return {

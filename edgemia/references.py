@@ -1,11 +1,14 @@
 """Reference models for the audit: each one trained, compressed and captured like the target.
 
 Reference model k trains with the target's recipe on its IN records. It is
-exported as every variant the audit compares, with int8 calibrated on its own
-training records as the target's is on the members. Each variant is captured
-on every backend over all audit records, and written beside the target's
-capture as captures/<variant>/<backend>/reference-<k>.npz with `in_mask`, so
-each of those directories is a complete capture bundle.
+exported as every variant the audit compares, through the same recipe as the
+target: model steps (pruning, distillation) fine-tune on its own IN records
+(distillation with data=population on the audit's population records), and
+quantizers calibrate on its IN records, as the target's do on the members.
+Each file is captured on the same (backend, format) pairs as the target's,
+over all audit records, and written beside the target's capture as
+captures/<variant slug>/<backend>-<format>/reference-<k>.npz with `in_mask`,
+so each of those directories is a complete capture bundle.
 
 build_reference does all of this for one k from a ReferenceTask that names
 only files and values, so tasks can run in worker processes (build_references
@@ -26,7 +29,9 @@ from typing import Callable
 import numpy as np
 
 from edgemia.attacks.bundle import reference_file_name
-from edgemia.compression.variants import export_variant
+from edgemia.compression.pruning import FineTuning
+from edgemia.compression.spec import parse_variants
+from edgemia.compression.variants import CompressionData, export_variants
 from edgemia.data.records import load_records
 from edgemia.runtime.capture import run_capture, save_capture
 from edgemia.training.references import reference_seed, train_reference
@@ -46,13 +51,19 @@ class ReferenceTask:
     recipe: Recipe
     seed: int  # the audit's seed; the model's own seed is reference_seed(seed, k)
     k: int
-    variants: tuple[str, ...]
-    backends: tuple[str, ...]
+    variants: tuple[str, ...]  # variant specs
+    captures: tuple[tuple[str, str, str], ...]  # (variant name, backend, format) to capture
     threads: int = 0  # inference threads per capture; 0 uses every core
+    population_path: Path | None = None  # records file of the population, for distill with data=population
 
 
 def reference_artifact_dir(out: Path, k: int) -> Path:
     return Path(out) / "artifacts" / "references" / str(k)
+
+
+def capture_dir(out: Path, slug: str, backend: str, model_format: str) -> Path:
+    """Capture bundle directory of one variant, backend and format: captures/<slug>/<backend>-<format>."""
+    return Path(out) / "captures" / slug / f"{backend}-{model_format}"
 
 
 def build_reference(task: ReferenceTask) -> dict:
@@ -61,20 +72,22 @@ def build_reference(task: ReferenceTask) -> dict:
     pool = load_records(task.records_path)
     trained = train_reference(pool, task.in_mask, task.n_classes, task.recipe, task.seed, task.k)
 
-    artifacts = {}
-    for variant in task.variants:
-        artifact = export_variant(
-            variant, trained.model, pool.x[task.in_mask], reference_artifact_dir(task.out, task.k)
+    specs = parse_variants(list(task.variants))
+    population = load_records(task.population_path).x if task.population_path is not None else None
+    data = CompressionData(pool.x[task.in_mask], pool.y[task.in_mask], population)
+    tuning = FineTuning(batch_size=task.recipe.batch_size, learning_rate=task.recipe.learning_rate)
+    exports = export_variants(specs, trained.model, data, reference_artifact_dir(task.out, task.k),
+                              reference_seed(task.seed, task.k), tuning, root=task.out)
+
+    for name, backend, model_format in task.captures:
+        artifact = exports[name].artifacts[model_format]
+        capture = run_capture(
+            artifact.path, pool, backend, threads=task.threads, records_source=str(task.records_path)
         )
-        artifacts[variant] = artifact.to_dict(relative_to=task.out)
-        for backend in task.backends:
-            capture = run_capture(
-                artifact.path, pool, backend, threads=task.threads, records_source=str(task.records_path)
-            )
-            capture.meta["reference"] = {"k": task.k, "training_seed": reference_seed(task.seed, task.k)}
-            capture.meta["variant"] = variant
-            path = task.out / "captures" / variant / backend / reference_file_name(task.k)
-            save_capture(path, capture, in_mask=task.in_mask)
+        capture.meta["reference"] = {"k": task.k, "training_seed": reference_seed(task.seed, task.k)}
+        capture.meta["variant"] = name
+        path = capture_dir(task.out, exports[name].spec.slug, backend, model_format) / reference_file_name(task.k)
+        save_capture(path, capture, in_mask=task.in_mask)
 
     return {
         "k": task.k,
@@ -83,7 +96,15 @@ def build_reference(task: ReferenceTask) -> dict:
         "training_seconds": trained.seconds,
         "seconds": time.perf_counter() - start,
         "accuracy": {"in": trained.accuracy_members, "out": trained.accuracy_nonmembers},
-        "artifacts": artifacts,
+        # The variant's TFLite file, or its ONNX file when it has none; artifacts_by_format has them all.
+        "artifacts": {
+            name: next(iter(export.artifacts.values())).to_dict(relative_to=task.out)
+            for name, export in exports.items()
+        },
+        "artifacts_by_format": {
+            name: {fmt: artifact.to_dict(relative_to=task.out) for fmt, artifact in export.artifacts.items()}
+            for name, export in exports.items()
+        },
     }
 
 

@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> tuple[Path, dict]:
-    """Run the default audit (digits, float and int8, litert and native) once."""
+    """Run the default audit (digits, every default variant on every backend) once."""
     from edgemia.audit import AuditConfig, run_audit
 
     out = tmp_path_factory.mktemp("default-run")

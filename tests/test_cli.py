@@ -23,8 +23,8 @@ def test_unknown_dataset_lists_valid_names(tmp_path):
 @pytest.mark.parametrize(
     "option,value,message",
     [
-        ("--variants", "float,int3", "valid variants: float, int8"),
-        ("--backends", "litert,onnx", "valid backends: native, litert"),
+        ("--variants", "float,int3", "float | int8"),
+        ("--backends", "litert,onnx", "valid backends: native, litert, onnxruntime"),
         ("--attacks", "loss,label-only", "valid attacks: loss, confidence, entropy, modified-entropy, label-gap, "
          "label-augment, lira-online, lira-offline, rmia, rmia-offline, shadow"),
     ],
@@ -70,7 +70,7 @@ def test_missing_audit_packages_named(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
     with pytest.raises(InputError, match=r"scikit-learn.*pip install 'edgemia\[audit\]'"):
-        cli._check_audit_packages(["native"])
+        cli._check_audit_packages()
 
 
 def test_verbose_after_command():
@@ -192,12 +192,13 @@ def test_capture_follows_symlink_and_keeps_permissions(default_run, tmp_path):
 
 @pytest.mark.slow
 def test_audit_rerun_clears_stale_outputs(tmp_path):
-    first = run_cli("audit", "--dataset", "breast-cancer", "--epochs", "3", "--out", str(tmp_path))
+    first = run_cli("audit", "--dataset", "breast-cancer", "--epochs", "3", "--references", "4",
+                    "--variants", "float,int8", "--out", str(tmp_path))
     assert first.returncode == 0, first.stderr
     stale = tmp_path / "captures" / "stale.txt"
     stale.write_text("from an older run")
-    second = run_cli("audit", "--dataset", "breast-cancer", "--epochs", "3", "--variants", "float",
-                     "--backends", "native", "--out", str(tmp_path))
+    second = run_cli("audit", "--dataset", "breast-cancer", "--epochs", "3", "--references", "0",
+                     "--variants", "float", "--backends", "native", "--out", str(tmp_path))
     assert second.returncode == 0, second.stderr
     assert not stale.exists()
     assert not (tmp_path / "artifacts" / "int8.tflite").exists()

@@ -1,4 +1,4 @@
-"""The default audit end to end: real training, real TFLite files, LiteRT and the native kernel."""
+"""The default audit end to end: real training, real TFLite and ONNX files, LiteRT, ONNX Runtime and the native kernel."""
 
 from __future__ import annotations
 
@@ -68,8 +68,20 @@ def test_report_json_fields(default_run):
     assert on_disk["dataset"]["name"] == "digits"
     assert on_disk["dataset"]["n_members"] == 898
     assert on_disk["dataset"]["n_nonmembers"] == 899
-    combos = {(v["name"], v["backend"]) for v in on_disk["variants"]}
-    assert combos == {("float", "litert"), ("float", "native"), ("int8", "litert"), ("int8", "native")}
+    combos = [(v["name"], v["backend"], v["format"]) for v in on_disk["variants"]]
+    expected = [
+        (name, backend, model_format)
+        for name in ("float", "int8", "int4", "prune:0.5", "prune:0.8+int8")
+        for backend, model_format in (("litert", "tflite"), ("onnxruntime", "onnx"), ("native", "tflite"),
+                                      ("native", "onnx"))
+        # The native kernel does not run 4-bit TFLite weights.
+        if (name, backend, model_format) != ("int4", "native", "tflite")
+    ]
+    assert combos == expected
+    assert on_disk["skipped"] == [
+        {"variant": "int4", "backend": "native", "format": "tflite", "reason": on_disk["skipped"][0]["reason"]}
+    ]
+    assert "int4" in on_disk["skipped"][0]["reason"]
     for variant in on_disk["variants"]:
         artifact = variant["artifact"]
         assert sha256_file(out / artifact["path"]) == artifact["sha256"]
@@ -99,10 +111,11 @@ def test_target_overfits(default_run):
 
 def test_int8_backends_agree_in_report(default_run):
     _, report = default_run
-    rows = {row["variant"]: row for row in report["backend_agreement"]}
-    assert rows["int8"]["identical_records"] == rows["int8"]["n_records"] == 1797
+    rows = {(row["variant"], row["format"]): row for row in report["backend_agreement"]}
+    for key in (("int8", "tflite"), ("int8", "onnx"), ("prune:0.8+int8", "tflite"), ("prune:0.8+int8", "onnx")):
+        assert rows[key]["identical_records"] == rows[key]["n_records"] == 1797, key
     native, litert = (
-        next(v for v in report["variants"] if v["name"] == "int8" and v["backend"] == b)
+        next(v for v in report["variants"] if v["name"] == "int8" and v["backend"] == b and v["format"] == "tflite")
         for b in ("native", "litert")
     )
     # Identical scores give identical rows, except the comparison with float, whose
@@ -115,7 +128,7 @@ def test_int8_backends_agree_in_report(default_run):
 
 def test_capture_bundle_files(default_run):
     out, _ = default_run
-    capture, extras = load_capture(out / "captures" / "int8" / "native" / "target.npz")
+    capture, extras = load_capture(out / "captures" / "int8" / "native-tflite" / "target.npz")
     assert capture.logits.dtype == np.float32
     assert capture.logits.shape == (1797, 10)
     assert capture.raw.dtype == np.int8
@@ -139,21 +152,22 @@ def test_capture_is_repeatable(default_run):
 def test_reference_bundles_complete(default_run):
     out, report = default_run
     assert report["references"]["count"] == 16
-    for variant in ("float", "int8"):
-        for backend in ("litert", "native"):
-            bundle = load_bundle(out / "captures" / variant / backend)
-            assert bundle.n_references == 16
-            # Every record is IN for exactly 8 of the 16 reference models.
-            assert (bundle.in_mask.sum(axis=0) == 8).all()
-            for reference in bundle.references:
-                assert reference.meta["backend"] == backend
-            assert bundle.references[3].meta["reference"]["k"] == 3
+    for row in report["variants"]:
+        slug = row["name"].replace(":", "_")
+        bundle = load_bundle(out / "captures" / slug / f"{row['backend']}-{row['format']}")
+        assert bundle.n_references == 16
+        # Every record is IN for exactly 8 of the 16 reference models.
+        assert (bundle.in_mask.sum(axis=0) == 8).all()
+        for reference in bundle.references:
+            assert reference.meta["backend"] == row["backend"]
+            assert reference.meta["model_file"].endswith(f".{row['format']}")
+        assert bundle.references[3].meta["reference"]["k"] == 3
 
 
 def test_reference_models_share_recipe_and_masks(default_run):
     out, report = default_run
-    float_bundle = load_bundle(out / "captures" / "float" / "native")
-    int8_bundle = load_bundle(out / "captures" / "int8" / "litert")
+    float_bundle = load_bundle(out / "captures" / "float" / "native-tflite")
+    int8_bundle = load_bundle(out / "captures" / "int8" / "litert-tflite")
     np.testing.assert_array_equal(float_bundle.in_mask, int8_bundle.in_mask)
     for model in report["references"]["models"]:
         int8_model = read_tflite(out / model["artifacts"]["int8"]["path"])
@@ -192,7 +206,7 @@ def test_lira_beats_loss_at_low_fpr(default_run):
 
 def test_perturbed_captures_and_records(default_run):
     out, report = default_run
-    bundle = load_bundle(out / "captures" / "int8" / "native")
+    bundle = load_bundle(out / "captures" / "int8" / "native-tflite")
     assert bundle.n_perturbed == 4
     assert bundle.perturbed[0].meta["perturbation"] == report["perturbation"]["description"]
     shifted = load_records(out / "data" / "perturbed-0.npz")
@@ -201,13 +215,14 @@ def test_perturbed_captures_and_records(default_run):
     section = report["records"]
     assert len(section["record_id"]) == 1797
     assert section["member"] == bundle.member.tolist()
-    with np.load(out / "captures" / "int8" / "native" / "scores.npz") as scores:
-        assert section["scores"]["int8"]["native"]["lira-online"] == scores["lira-online"].tolist()
+    with np.load(out / "captures" / "int8" / "native-tflite" / "scores.npz") as scores:
+        assert section["scores"]["int8"]["native-tflite"]["lira-online"] == scores["lira-online"].tolist()
 
 
 def test_newly_exposed_and_slices(default_run):
     _, report = default_run
-    int8 = next(v for v in report["variants"] if v["name"] == "int8" and v["backend"] == "native")
+    int8 = next(v for v in report["variants"]
+                if v["name"] == "int8" and v["backend"] == "native" and v["format"] == "tflite")
     for attack in int8["attacks"]:
         exposed = attack["versus_float"]["newly_exposed"]
         assert exposed["n_members"] == len(exposed["record_ids"])
@@ -217,11 +232,12 @@ def test_newly_exposed_and_slices(default_run):
 
 def test_int8_comparison_with_float(default_run):
     _, report = default_run
-    int8 = next(v for v in report["variants"] if v["name"] == "int8" and v["backend"] == "native")
-    float_rows = {
-        attack["name"]: attack
-        for attack in next(v for v in report["variants"] if v["name"] == "float" and v["backend"] == "native")["attacks"]
-    }
+    def row(name):
+        return next(v for v in report["variants"]
+                    if v["name"] == name and v["backend"] == "native" and v["format"] == "onnx")
+
+    int8 = row("int8")
+    float_rows = {attack["name"]: attack for attack in row("float")["attacks"]}
     for attack in int8["attacks"]:
         versus = attack["versus_float"]
         assert versus["auc_difference"] == pytest.approx(attack["auc"] - float_rows[attack["name"]]["auc"], abs=1e-12)
@@ -237,10 +253,54 @@ def test_attack_command_reproduces_report(default_run, tmp_path):
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["schema_version"] == report["schema_version"]
     assert written["records"]["scores"] == report["records"]["scores"]
-    for ours, theirs in zip(written["variants"], report["variants"]):
-        assert (ours["name"], ours["backend"]) == (theirs["name"], theirs["backend"])
+    ours_by_key = {(row["name"], row["backend"], row["format"]): row for row in written["variants"]}
+    assert set(ours_by_key) == {(row["name"], row["backend"], row["format"]) for row in report["variants"]}
+    for theirs in report["variants"]:
+        ours = ours_by_key[theirs["name"], theirs["backend"], theirs["format"]]
         assert ours["accuracy"] == theirs["accuracy"]
         for our_attack, their_attack in zip(ours["attacks"], theirs["attacks"]):
             assert our_attack == their_attack
-    with np.load(tmp_path / "int8" / "native" / "scores.npz") as scores:
+    with np.load(tmp_path / "int8" / "native-tflite" / "scores.npz") as scores:
         assert set(scores.files) == {"record_id", "member", *ALL_ATTACKS}
+
+
+def test_every_variant_reports_accuracy(default_run):
+    _, report = default_run
+    accuracy = {}
+    for row in report["variants"]:
+        assert set(row["accuracy"]) == {"members", "nonmembers"}
+        accuracy[row["name"], row["backend"], row["format"]] = row["accuracy"]
+    assert {name for name, _, _ in accuracy} == {"float", "int8", "int4", "prune:0.5", "prune:0.8+int8"}
+    for (name, backend, model_format), values in accuracy.items():
+        assert values["nonmembers"] > 0.9, (name, backend, model_format)
+
+
+def test_int8_accuracy_close_to_float(default_run):
+    _, report = default_run
+    rows = {(row["name"], row["backend"], row["format"]): row["accuracy"] for row in report["variants"]}
+    for backend, model_format in (("litert", "tflite"), ("onnxruntime", "onnx")):
+        for split in ("members", "nonmembers"):
+            drop = rows["float", backend, model_format][split] - rows["int8", backend, model_format][split]
+            assert abs(drop) <= 0.015, (backend, model_format, split)
+
+
+def test_pruned_sparsity_in_report(default_run):
+    out, report = default_run
+    for name, target in (("prune:0.5", 0.5), ("prune:0.8+int8", 0.8)):
+        summary = report["compression"][name]
+        zeros = sum(row["zeros"] for row in summary["layer_sparsity"])
+        size = sum(row["size"] for row in summary["layer_sparsity"])
+        assert abs(zeros / size - target) <= 0.01
+        for entry in summary["files"].values():
+            assert entry["weight_sparsity"]["sparsity"] >= target - 0.01
+            assert sha256_file(out / entry["path"]) == entry["sha256"]
+        assert (out / summary["keras_model"]["path"]).is_file()
+    for entry in report["compression"]["float"]["files"].values():
+        assert entry["max_abs_difference_from_keras"] < 1e-3
+
+
+def test_int4_files_in_report(default_run):
+    _, report = default_run
+    files = report["compression"]["int4"]["files"]
+    assert "com.microsoft.MatMulNBits" in files["onnx"]["operators"]
+    assert files["tflite"]["bytes"] < report["compression"]["float"]["files"]["tflite"]["bytes"]

@@ -61,11 +61,11 @@ def test_health_audit_slices_by_subgroup(tmp_path):
     from edgemia.audit import AuditConfig, run_audit
 
     config = AuditConfig(
-        out=tmp_path, dataset="health-insurance", epochs=3, references=4, backends=["native"],
+        out=tmp_path, dataset="health-insurance", epochs=3, references=4, backends=["native"], variants=["float", "int8"],
         attacks=["loss", "label-augment", "lira-online"], bootstrap=100,
     )
     report = run_audit(config)
-    bundle = load_bundle(tmp_path / "captures" / "int8" / "native")
+    bundle = load_bundle(tmp_path / "captures" / "int8" / "native-tflite")
     assert set(bundle.groups) == {"ethnicity", "gender"}
     assert bundle.n_perturbed == 8
     assert report["records"]["groups"]["ethnicity"] == bundle.groups["ethnicity"].tolist()

@@ -87,15 +87,20 @@ def test_worker_processes_build_same_models(tmp_path):
         tasks = [
             ReferenceTask(
                 out=out, records_path=out / "data" / "records.npz", in_mask=masks[k], n_classes=2,
-                recipe=recipe, seed=0, k=k, variants=("float", "int8"), backends=("native",),
+                recipe=recipe, seed=0, k=k, variants=("float", "int8"),
+                captures=(("int8", "native", "tflite"), ("int8", "native", "onnx")),
             )
             for k in range(2)
         ]
         summaries = build_references(tasks, jobs=jobs)
         assert [summary["k"] for summary in summaries] == [0, 1]
         for k in range(2):
-            capture, extras = load_capture(out / "captures" / "int8" / "native" / f"reference-{k}.npz")
-            np.testing.assert_array_equal(extras["in_mask"], masks[k])
-            raw[jobs, k] = capture.raw
+            for model_format in ("tflite", "onnx"):
+                path = out / "captures" / "int8" / f"native-{model_format}" / f"reference-{k}.npz"
+                capture, extras = load_capture(path)
+                np.testing.assert_array_equal(extras["in_mask"], masks[k])
+                raw[jobs, k, model_format] = capture.raw
+            assert not (out / "captures" / "float").exists()
     for k in range(2):
-        np.testing.assert_array_equal(raw[1, k], raw[2, k])
+        for model_format in ("tflite", "onnx"):
+            np.testing.assert_array_equal(raw[1, k, model_format], raw[2, k, model_format])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -84,6 +85,52 @@ def _static_reshapes(model):
     return model
 
 
+def _canonical_names(model):
+    """Rename nodes and intermediate tensors so that the same model always gets the same names.
+
+    tf2onnx appends '__<n>' to the names it generates, with n from a counter
+    that lives as long as the process, so a second export of the same model
+    gets other names and other bytes. The suffix is replaced by one counted
+    within this graph. Graph inputs and outputs keep their names.
+    """
+    graph = model.graph
+    kept = {value.name for value in (*graph.input, *graph.output)}
+    counts: dict[str, int] = {name: 1 for name in kept}
+    tensors: dict[str, str] = {name: name for name in kept}
+    tensors[""] = ""  # an omitted optional input
+
+    def rename(name: str, mapping: dict[str, str], used: dict[str, int]) -> str:
+        if name not in mapping:
+            base = re.sub(r"__\d+(?=:\d+$|$)", "", name)
+            n = used.get(base, 0)
+            used[base] = n + 1
+            mapping[name] = base if n == 0 else f"{base}__{n}"
+        return mapping[name]
+
+    node_names: dict[str, str] = {}
+    node_counts: dict[str, int] = {}
+    for node in graph.node:
+        node.name = rename(node.name, node_names, node_counts)
+        node.input[:] = [rename(name, tensors, counts) for name in node.input]
+        node.output[:] = [rename(name, tensors, counts) for name in node.output]
+    for init in graph.initializer:
+        init.name = rename(init.name, tensors, counts)
+    for value in graph.value_info:
+        value.name = rename(value.name, tensors, counts)
+    # Symbolic dimensions ('unk__<n>') come from the same counter.
+    dimensions: dict[str, str] = {}
+    dimension_counts: dict[str, int] = {}
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim.dim_param = rename(dim.dim_param, dimensions, dimension_counts)
+    # The doc string names the traced TensorFlow function, whose number also grows per trace.
+    graph.doc_string = re.sub(r"_\d+'$", "'", graph.doc_string)
+    if len(set(tensors.values())) != len(tensors):
+        raise RuntimeError("renaming ONNX tensors produced duplicate names")
+    return model
+
+
 def export_float(model, path: Path, fuse: bool = True) -> None:
     """Write `model` as a float32 ONNX file with a dynamic batch dimension.
 
@@ -102,7 +149,7 @@ def export_float(model, path: Path, fuse: bool = True) -> None:
             model.export(str(raw), format="onnx", verbose=False)
         logger.debug("Keras ONNX export output:\n%s", chatter.getvalue())
         cleaned = Path(scratch) / "static.onnx"
-        onnx.save(_static_reshapes(onnx.load(str(raw))), str(cleaned))
+        onnx.save(_canonical_names(_static_reshapes(onnx.load(str(raw)))), str(cleaned))
         if fuse:
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -150,7 +197,9 @@ def export_int8(
             row = next(self._rows, None)
             return None if row is None else {input_name: calibration_x[row : row + 1]}
 
-    with native_stderr_to_log("ONNX Runtime quantization"):
+    # The entropy and percentile calibrators print their progress to stdout.
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter), native_stderr_to_log("ONNX Runtime quantization"):
         quantize_static(
             str(float_path),
             str(path),
@@ -161,6 +210,7 @@ def export_int8(
             weight_type=QuantType.QInt8,
             calibrate_method=methods[method],
         )
+    logger.debug("ONNX Runtime quantization output:\n%s", chatter.getvalue())
 
 
 def export_int4(float_path: Path, path: Path, block_size: int = 32, symmetric: bool = True) -> None:
@@ -186,3 +236,17 @@ def export_int4(float_path: Path, path: Path, block_size: int = 32, symmetric: b
         finally:
             quiet.setLevel(level)
     quantizer.model.save_model_to_file(str(path))
+
+
+def export_dynamic(float_path: Path, path: Path) -> None:
+    """Quantize a float ONNX file with ONNX Runtime's quantize_dynamic (dynamic-range int8).
+
+    Weights become per-tensor symmetric int8, the function's defaults in
+    ONNX Runtime 1.32. Activations are quantized to uint8 at run time by
+    DynamicQuantizeLinear, and ConvInteger and MatMulInteger compute in
+    integers.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with native_stderr_to_log("ONNX Runtime dynamic quantization"):
+        quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8)

@@ -14,7 +14,12 @@ from edgemia.errors import InputError
 
 @dataclass
 class AuditData:
-    """A data set split into members (the target's training records) and non-members."""
+    """A data set split into members (the target's training records), non-members and population records.
+
+    Population records are neither members nor non-members: they stand for
+    data from the same distribution that a model owner has besides the
+    training set, and only distillation with data=population uses them.
+    """
 
     name: str
     description: str
@@ -22,6 +27,7 @@ class AuditData:
     nonmembers: Records
     n_classes: int
     seed: int
+    population: Records | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -44,16 +50,24 @@ class AuditData:
         return records, member
 
 
-def _stratified_halves(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split row indices 50/50 within each class; returns (members, nonmembers), sorted."""
+def _split(y: np.ndarray, seed: int, population: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split row indices within each class; returns (members, nonmembers, population), each sorted.
+
+    The `population` fraction of the rows is set aside first; the rest is
+    split 50/50 into members and non-members. With population 0 the split
+    is the plain 50/50 one.
+    """
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(y))
-    members, nonmembers = train_test_split(index, test_size=0.5, stratify=y, random_state=seed)
-    return np.sort(members), np.sort(nonmembers)
+    held_out = np.zeros(0, dtype=index.dtype)
+    if population > 0:
+        index, held_out = train_test_split(index, test_size=population, stratify=y, random_state=seed)
+    members, nonmembers = train_test_split(index, test_size=0.5, stratify=y[index], random_state=seed)
+    return np.sort(members), np.sort(nonmembers), np.sort(held_out)
 
 
-def _load_digits(seed: int) -> AuditData:
+def _load_digits(seed: int, population: float) -> AuditData:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -63,7 +77,7 @@ def _load_digits(seed: int) -> AuditData:
     records = validate_records(
         Records(x=x, y=y, record_id=np.arange(len(y), dtype=np.int64)), "digits"
     )
-    members, nonmembers = _stratified_halves(y, seed)
+    members, nonmembers, held_out = _split(y, seed, population)
     return AuditData(
         name="digits",
         description="scikit-learn handwritten digits: 1,797 8x8 images, 10 classes",
@@ -71,16 +85,17 @@ def _load_digits(seed: int) -> AuditData:
         nonmembers=records.subset(nonmembers),
         n_classes=10,
         seed=seed,
+        population=records.subset(held_out) if held_out.size else None,
     )
 
 
-def _load_breast_cancer(seed: int) -> AuditData:
+def _load_breast_cancer(seed: int, population: float) -> AuditData:
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()
     x = bunch.data.astype(np.float64)
     y = bunch.target.astype(np.int64)
-    members, nonmembers = _stratified_halves(y, seed)
+    members, nonmembers, held_out = _split(y, seed, population)
     # Standardize with statistics of the members only, as the model owner would.
     mean = x[members].mean(axis=0)
     std = x[members].std(axis=0)
@@ -96,13 +111,14 @@ def _load_breast_cancer(seed: int) -> AuditData:
         nonmembers=records.subset(nonmembers),
         n_classes=2,
         seed=seed,
+        population=records.subset(held_out) if held_out.size else None,
     )
 
 
-def _health_loader(dataset: HealthDataset) -> Callable[[int], AuditData]:
-    def load(seed: int) -> AuditData:
+def _health_loader(dataset: HealthDataset) -> Callable[[int, float], AuditData]:
+    def load(seed: int, population: float) -> AuditData:
         records, _, x = load_health_records(dataset)
-        members, nonmembers = _stratified_halves(records.y, seed)
+        members, nonmembers, held_out = _split(records.y, seed, population)
         records.x = standardize_on(x, members)
         records = validate_records(records, dataset.name)
         return AuditData(
@@ -112,24 +128,27 @@ def _health_loader(dataset: HealthDataset) -> Callable[[int], AuditData]:
             nonmembers=records.subset(nonmembers),
             n_classes=len(dataset.classes),
             seed=seed,
+            population=records.subset(held_out) if held_out.size else None,
         )
 
     return load
 
 
-DATASETS: dict[str, Callable[[int], AuditData]] = {
+DATASETS: dict[str, Callable[[int, float], AuditData]] = {
     "digits": _load_digits,
     "breast-cancer": _load_breast_cancer,
     **{name: _health_loader(dataset) for name, dataset in HEALTH_DATASETS.items()},
 }
 
 
-def load_dataset(name: str, seed: int) -> AuditData:
-    """Load a built-in data set and split it into members and non-members with `seed`."""
+def load_dataset(name: str, seed: int, population: float = 0.0) -> AuditData:
+    """Load a built-in data set and split it with `seed`, setting the `population` fraction aside first."""
     try:
         loader = DATASETS[name]
     except KeyError:
         raise InputError(
             f"unknown data set '{name}'; valid names: {', '.join(DATASETS)}"
         ) from None
-    return loader(seed)
+    if not 0.0 <= population < 1.0:
+        raise InputError(f"the population fraction must be at least 0 and below 1, got {population}")
+    return loader(seed, population)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from edgemia.reporting.markdown import fmt_difference, fmt_interval, fmt_rate
+from edgemia.reporting.markdown import fmt_difference, fmt_interval, fmt_rate, runs_on
 
 
 def _levels(attack_rows: list[dict]) -> list[str]:
@@ -45,7 +45,7 @@ def summary_table(report: dict) -> Table:
     for variant in variants:
         accuracy = f"{variant['accuracy']['members']:.3f}/{variant['accuracy']['nonmembers']:.3f}"
         for attack in variant["attacks"]:
-            rows.append(([variant["name"], variant["backend"], accuracy], attack))
+            rows.append(([variant["name"], runs_on(variant), accuracy], attack))
     subject = report["dataset"]["name"] or report.get("captures", "capture bundles")
     return _attack_table(f"Membership leakage: {subject}", rows, levels, ["variant", "backend", "acc."])
 
@@ -64,8 +64,12 @@ def print_summary(report: dict, console: Console) -> None:
             f"with {references['jobs']} process(es)."
         )
     for row in report.get("backend_agreement", []):
+        variant = f"{row['variant']} ({row['format']})" if row.get("format") else row["variant"]
         console.print(
-            f"{row['variant']}: {' and '.join(row['backends'])} give identical outputs on "
+            f"{variant}: {' and '.join(row['backends'])} give identical outputs on "
             f"{row['identical_records']} of {row['n_records']} records "
             f"(largest logit difference {row['max_abs_logit_difference']:.3g})."
         )
+    for row in report.get("skipped", []):
+        where = f"{row['backend']} ({row['format']})" if row["format"] else row["backend"]
+        console.print(f"Not captured: {row['variant']} on {where}: {row['reason']}", soft_wrap=True)

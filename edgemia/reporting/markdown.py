@@ -15,6 +15,11 @@ def fmt_difference(value: float | None) -> str:
     return "n/m" if value is None else f"{value:+.4f}"
 
 
+def runs_on(variant: dict) -> str:
+    """Return a report row's backend and model format, e.g. 'native (onnx)', or the backend alone in older reports."""
+    return f"{variant['backend']} ({variant['format']})" if variant.get("format") else variant["backend"]
+
+
 def _comparison_lines(report: dict, levels: list[str]) -> list[str]:
     rows = [
         (variant, attack)
@@ -50,7 +55,7 @@ def _comparison_lines(report: dict, levels: list[str]) -> list[str]:
                 change += f" p={p_value:.2g}"
             changes.append(change)
         lines.append(
-            f"| {variant['name']} | {variant['backend']} | {attack['name']} | "
+            f"| {variant['name']} | {runs_on(variant)} | {attack['name']} | "
             f"{fmt_difference(versus['auc_difference'])} | {fmt_interval(versus.get('auc_difference_ci'))} | "
             f"{versus['auc_difference_p_value']:.3g} | " + " | ".join(changes) + " |"
         )
@@ -81,7 +86,7 @@ def _parameter_lines(report: dict) -> list[str]:
         for attack in variant["attacks"]:
             calibrated = attack.get("parameters", {}).get("a")
             if calibrated is not None:
-                lines.append(f"| {variant['name']} | {variant['backend']} | {attack['name']} | {calibrated:g} |")
+                lines.append(f"| {variant['name']} | {runs_on(variant)} | {attack['name']} | {calibrated:g} |")
     if not lines:
         return []
     return [
@@ -153,7 +158,7 @@ def _leakage_table(report: dict, levels: list[str]) -> list[str]:
         for attack in variant["attacks"]:
             rates = " | ".join(_rate_with_fpr(attack, level) for level in levels)
             lines.append(
-                f"| {variant['name']} | {variant['backend']} | "
+                f"| {variant['name']} | {runs_on(variant)} | "
                 f"{accuracy['members']:.4f} / {accuracy['nonmembers']:.4f} | {attack['name']} | "
                 f"{attack['auc']:.4f} | {fmt_interval(attack.get('ci', {}).get('auc'))} | {rates} | "
                 f"{attack['balanced_accuracy']:.4f} | {attack['advantage']:.4f} | "
@@ -197,8 +202,9 @@ def _agreement(report: dict) -> list[str]:
         "|---|---|---:|---:|",
     ]
     for row in rows:
+        variant = f"{row['variant']} ({row['format']})" if row.get("format") else row["variant"]
         lines.append(
-            f"| {row['variant']} | {' vs '.join(row['backends'])} | "
+            f"| {variant} | {' vs '.join(row['backends'])} | "
             f"{row['identical_records']} / {row['n_records']} | {row['max_abs_logit_difference']:.3g} |"
         )
     lines += [
@@ -207,6 +213,36 @@ def _agreement(report: dict) -> list[str]:
         "runtime's integer arithmetic. Float variants differ in the last bits, because the native "
         "kernel adds in another order than XNNPACK; the largest difference shows by how much.",
     ]
+    return lines
+
+
+def _compression_lines(report: dict) -> list[str]:
+    compression = report.get("compression")
+    if not compression:
+        return []
+    lines = [
+        "",
+        "## Compression",
+        "",
+        "| variant | parameters | kernel sparsity | file | bytes | weight sparsity in file | ops |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
+    for name, summary in compression.items():
+        layers = summary["layer_sparsity"]
+        zeros = sum(row["zeros"] for row in layers)
+        size = sum(row["size"] for row in layers)
+        for entry in summary["files"].values():
+            stored = entry["weight_sparsity"]["sparsity"]
+            lines.append(
+                f"| {name} | {summary['parameter_count']} | {zeros / size if size else 0:.3f} | `{entry['path']}` | "
+                f"{entry['bytes']} | {'n/m' if stored is None else f'{stored:.3f}'} | {', '.join(entry['operators'])} |"
+            )
+    notes = [f"- {name}: {note}" for name, summary in compression.items() for note in summary["notes"]]
+    for row in report.get("skipped", []):
+        where = f"{row['backend']} ({row['format']})" if row["format"] else row["backend"]
+        notes.append(f"- {row['variant']} on {where}: {row['reason']}")
+    if notes:
+        lines += ["", "Not captured or not written:", "", *notes]
     return lines
 
 
@@ -341,5 +377,6 @@ def render(report: dict) -> str:
     lines += _reference_lines(report)
     lines += _parameter_lines(report)
     lines += _agreement(report)
+    lines += _compression_lines(report)
     lines += _artifacts_and_environment(report)
     return "\n".join(lines)

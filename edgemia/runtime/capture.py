@@ -33,6 +33,9 @@ BACKENDS = ("native", "litert", "onnxruntime")
 # The model formats each backend runs.
 BACKEND_FORMATS = {"native": ("tflite", "onnx"), "litert": ("tflite",), "onnxruntime": ("onnx",)}
 
+# The backends `edgemia audit` captures on when --backends is not given.
+DEFAULT_BACKENDS = ("litert", "onnxruntime", "native")
+
 
 @dataclass
 class Capture:
@@ -126,6 +129,7 @@ def run_capture(
     meta = {
         "model_sha256": model.sha256,
         "model_file": model_path.name,
+        "model_format": model_format,
         "backend": backend,
         "numerics": session.numerics,
         "isa": session.isa,

@@ -206,6 +206,26 @@ def _reshape_target(model: TfliteModel, folder: _Folder, op: OperatorInfo, in_el
     return record
 
 
+_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def _reject_hybrid(model: TfliteModel, op: OperatorInfo) -> None:
+    """Raise UnsupportedModelError for a hybrid op: float32 activations with int8 weights.
+
+    Dynamic-range quantization writes such ops, and LiteRT quantizes their
+    input at run time. The kernel's own checks would call the model malformed,
+    so the op is named here as a valid one the kernel does not run.
+    """
+    if op.kind not in _WEIGHTED_OPS or len(op.inputs) < 2 or min(op.inputs[:2]) < 0:
+        return
+    activation, weights = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
+    if activation.dtype == np.float32 and weights.constant and weights.dtype != np.float32:
+        raise UnsupportedModelError(
+            f"{model.path}: {op.label()} is a hybrid (dynamic-range) op with float32 input and "
+            f"{weights.type_name} weights, which the native kernel does not run"
+        )
+
+
 class NativeSession:
     """A .tflite or .onnx model loaded into the native kernel, ready to run batches."""
 
@@ -308,6 +328,7 @@ class NativeSession:
                     f"{model.path}: {op.label()} is not supported by the native kernel; supported "
                     f"ops: {', '.join(sorted(kernel_ops))}, plus {', '.join(_FOLDED_OPS)} on shapes"
                 )
+            _reject_hybrid(model, op)
             if op.kind == "RESHAPE":
                 source = op.inputs[0] if op.inputs else -1
                 if source < 0 or source in folder.values:

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 import tflite
 
@@ -87,6 +88,22 @@ class TfliteModel:
 
     def output(self) -> TensorInfo:
         return self.tensors[self.outputs[0]]
+
+
+def _raw_builtin_code(code) -> int:
+    """Return the stored `builtin_code` field of an OperatorCode, 0 when absent.
+
+    LiteRT takes an operator's code as max(builtin_code,
+    deprecated_builtin_code): codes above 127 fit only the first field, and
+    older files fill only the second. The `tflite` package's BuiltinCode()
+    returns the deprecated field whenever the stored code is below 127, which
+    turns a DEQUANTIZE (6) with deprecated code 0, as ai-edge-quantizer
+    writes it, into ADD (0). The field is therefore read directly.
+    """
+    offset = code._tab.Offset(10)  # builtin_code is the OperatorCode table's fourth field
+    if offset == 0:
+        return 0
+    return int(code._tab.Get(flatbuffers.number_types.Int32Flags, offset + code._tab.Pos))
 
 
 def _fail(path: Path, message: str) -> ModelFormatError:
@@ -303,8 +320,7 @@ def read_tflite(path: str | Path) -> TfliteModel:
             if code_index >= model.OperatorCodesLength():
                 raise _fail(path, f"operator {i} uses opcode {code_index}, which the model does not define")
             code = model.OperatorCodes(code_index)
-            # Codes above 127 live in BuiltinCode; older files use DeprecatedBuiltinCode.
-            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            builtin = max(_raw_builtin_code(code), code.DeprecatedBuiltinCode())
             kind = _OPERATOR_NAMES.get(builtin, f"BUILTIN_{builtin}")
             if kind == "CUSTOM":
                 custom = (code.CustomCode() or b"").decode("utf-8", errors="replace")

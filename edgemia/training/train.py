@@ -79,24 +79,57 @@ def fit_model(
     tf.config.experimental.enable_op_determinism()
 
     model = ARCHITECTURES[recipe.architecture](tuple(x.shape[1:]), n_classes)
+    seconds = _compile_and_fit(
+        model, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"],
+        recipe.epochs, recipe.batch_size, recipe.learning_rate, callbacks,
+    )
+    return model, seconds
+
+
+def fine_tune(
+    model,
+    x: np.ndarray,
+    targets: np.ndarray,
+    loss,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    callbacks: list | None = None,
+) -> float:
+    """Train an existing model further with a fresh Adam optimizer; return the seconds taken.
+
+    `targets` are labels for a sparse categorical `loss`, or whatever else
+    `loss` expects (soft labels for distillation). Seeding and op
+    determinism are as in fit_model.
+    """
+    tf = import_tensorflow()
+    keras = import_keras()
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    return _compile_and_fit(model, x, targets, loss, [], epochs, batch_size, learning_rate, callbacks)
+
+
+def _compile_and_fit(model, x, targets, loss, metrics, epochs, batch_size, learning_rate, callbacks) -> float:
+    keras = import_keras()
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=recipe.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        steps_per_execution=math.ceil(len(y) / recipe.batch_size),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=loss,
+        metrics=metrics,
+        steps_per_execution=math.ceil(len(x) / batch_size),
     )
     start = time.perf_counter()
     with native_stderr_to_log("TensorFlow training"):
         model.fit(
             x,
-            y,
-            epochs=recipe.epochs,
-            batch_size=recipe.batch_size,
+            targets,
+            epochs=epochs,
+            batch_size=batch_size,
             shuffle=True,
             verbose=0,
             callbacks=callbacks or [],
         )
-    return model, time.perf_counter() - start
+    return time.perf_counter() - start
 
 
 def train_target(data: AuditData, recipe: Recipe, seed: int, callbacks: list | None = None) -> TrainedModel:
