@@ -158,7 +158,7 @@ class AuditConfig:
         needing = [spec.name for spec in specs if spec.uses_population]
         if needing and self.population == 0:
             raise InputError(
-                f"variant {', '.join(needing)} distills on population records, and the audit sets none "
+                f"variant {', '.join(needing)} uses population records, and the audit sets none "
                 "aside; set --population to a fraction such as 0.2"
             )
         check_attack_names(self.attacks)
@@ -412,9 +412,11 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
 
     # Compression: each variant's model steps fine-tune on the members, and its quantizers calibrate on them.
     compression_data = CompressionData(
-        data.members.x, data.members.y, data.population.x if data.population is not None else None
+        data.members.x, data.members.y, data.population.x if data.population is not None else None,
+        record_id=data.members.record_id,
+        population_record_id=data.population.record_id if data.population is not None else None,
     )
-    tuning = FineTuning(batch_size=recipe.batch_size, learning_rate=recipe.learning_rate)
+    tuning = FineTuning(batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, epochs=recipe.epochs)
     exports: dict[str, VariantExport] = {}
     with VariantExporter(trained.model, compression_data, out / "artifacts", config.seed, tuning, root=out) as exporter:
         with stage("Exporting variants", len(specs)) as advance:
