@@ -51,6 +51,11 @@ compares with float on the same backend and format. Each
     perturbation   how the perturbed copies were made, and how many
     records        each record's id, membership, label, subgroups and scores
                    (see edgemia.evaluation.records_section)
+    mitigation     each defended variant's leakage and accuracy beside the
+                   undefended models of its compression recipe, the Pareto
+                   front and the cheapest defense that restores float-level
+                   leakage (see edgemia.reporting.mitigation); null without
+                   training steps. Its chart is mitigation.png.
 and config adds attack_options, the settings of every attack family.
 """
 
@@ -88,6 +93,7 @@ from edgemia.evaluation import (
 from edgemia.references import ReferenceTask, build_references, capture_dir, default_jobs
 from edgemia.reporting.environment import environment
 from edgemia.reporting.markdown import render
+from edgemia.reporting.mitigation import CHART, markdown_lines, mitigation_section
 from edgemia.runtime.capture import (
     BACKEND_FORMATS,
     BACKENDS,
@@ -107,7 +113,7 @@ SCHEMA_VERSION = 1
 
 # Written first and updated last; a directory holding it is an edgemia run.
 RUN_MARKER = "run.json"
-_RUN_OUTPUTS = ("data", "artifacts", "captures", "report.json", "report.md")
+_RUN_OUTPUTS = ("data", "artifacts", "captures", "report.json", "report.md", CHART)
 
 # One capture bundle: (variant name, backend, format).
 Combination = tuple[str, str, str]
@@ -521,6 +527,7 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         "stage_seconds": stage_seconds,
         "environment": environment(),
     }
+    report["mitigation"] = mitigation_section(report, out)
     atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", render(report))
+    atomic_write_text(out / "report.md", "\n".join([render(report), *markdown_lines(report["mitigation"])]))
     return report
