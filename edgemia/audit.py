@@ -41,7 +41,10 @@ compares with float on the same backend and format. Each
                    parameter_count and layer_sparsity of the Keras model it was
                    exported from, keras_model, files per format (path, bytes,
                    sha256, operators, weight_sparsity, and for float files
-                   max_abs_difference_from_keras), notes, seconds
+                   max_abs_difference_from_keras), notes, seconds, and
+                   training: null, or the training steps' summary (achieved
+                   epsilon and delta of dp-sgd and pate, epochs run, record
+                   ids of pate's teachers and student)
     skipped        (variant, backend, format) triples that were not captured,
                    each with the reason: the backend runs no file of the
                    variant, or the native kernel does not run an op or type
