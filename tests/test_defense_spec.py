@@ -15,6 +15,7 @@ from edgemia.errors import InputError
         ("dp-sgd:eps=8+prune:0.5+int8", "dp-sgd:eps=8+prune:0.5+int8", "dp-sgd:eps=8", "prune:0.5+int8"),
         ("dp-sgd:eps=8:delta=0.00001:clip=1", "dp-sgd:eps=8", "dp-sgd:eps=8", "float"),
         ("dp-sgd:noise=1.1:clip=0.5+float", "dp-sgd:clip=0.5:noise=1.1", "dp-sgd:clip=0.5:noise=1.1", "float"),
+        ("dp-sgd:lr=0.01:batch=64:eps=1", "dp-sgd:eps=1:batch=64:lr=0.01", "dp-sgd:eps=1:batch=64:lr=0.01", "float"),
         ("l2:1e-4+dropout:0.2+int8", "l2:0.0001+dropout:0.2+int8", "l2:0.0001+dropout:0.2", "int8"),
         ("label-smoothing:0.1", "label-smoothing:0.1", "label-smoothing:0.1", "float"),
         ("early-stop:patience=5+int4", "early-stop:patience=5+int4", "early-stop:patience=5", "int4"),
@@ -46,6 +47,8 @@ def test_dp_sgd_defaults():
     assert step["clip"] == 1.0
     assert step["noise"] is None
     assert step["epochs"] is None
+    assert step["batch"] is None
+    assert step["lr"] is None
 
 
 def test_pate_uses_population():
@@ -63,6 +66,8 @@ def test_pate_uses_population():
         ("dp-sgd:eps=1:noise=2", "not both"),
         ("dp-sgd:eps=1:delta=1", "delta 1 is outside 0 < x < 1"),
         ("dp-sgd:eps=1:clip=0", "clip 0 is outside"),
+        ("dp-sgd:eps=1:lr=0", "lr 0 is outside 0 < x <= 10"),
+        ("dp-sgd:eps=1:batch=0", "batch 0 is outside 1..100000"),
         ("pate:teachers=1", "pate: teachers 1 is outside 2..1000"),
         ("pate:teachers=2.5", "teachers '2.5' is not an integer"),
         ("pate:noise=0", "noise 0 is outside"),

@@ -72,7 +72,7 @@ def test_l2_shrinks_kernels(base, digits):
                               settings, seed=3)
     penalized, summary = train_defended(base, parse_variant("label-smoothing:0.01+l2:0.01").training_steps,
                                         DefenseData(x, y), settings, seed=3)
-    assert summary["steps"] == ["label-smoothing:0.01", "l2:0.01"]
+    assert summary["training_steps"] == ["label-smoothing:0.01", "l2:0.01"]
     assert _kernel_norm(penalized) < 0.8 * _kernel_norm(plain)
 
 
@@ -113,7 +113,7 @@ def test_exporter_trains_defense_first(base, digits, tmp_path):
     with VariantExporter(base, CompressionData(x, y), tmp_path, seed=0, tuning=tuning) as exporter:
         export = exporter.export(spec)
         defended = exporter.model(spec, 1)
-    assert export.summary["training"]["steps"] == ["l2:0.01"]
+    assert export.summary["training"]["training_steps"] == ["l2:0.01"]
     assert export.summary["training"]["epochs"] == 3
     assert (tmp_path / "l2_0.01.keras").is_file()
     assert (tmp_path / "l2_0.01+prune_0.5_epochs=2.keras").is_file()

@@ -122,3 +122,15 @@ def test_dp_sgd_learns_digits(base, digits):
     accuracy = float(np.mean(np.argmax(model.predict(x[test], verbose=0), axis=1) == y[test]))
     assert summary["epsilon"] <= 8.0
     assert accuracy > 0.6
+
+
+def test_dp_sgd_with_l2_and_dropout(base, digits):
+    x, y = digits
+    settings = TrainingSettings(epochs=2, batch_size=32, learning_rate=1e-3)
+    steps = parse_variant("l2:0.01+dropout:0.2+dp-sgd:noise=1:batch=16:lr=0.01").training_steps
+    model, summary = train_defended(base, steps, DefenseData(x[:160], y[:160]), settings, seed=0)
+    assert summary["training_steps"] == ["l2:0.01", "dropout:0.2", "dp-sgd:noise=1:batch=16:lr=0.01"]
+    assert summary["sampling_rate"] == pytest.approx(16 / 160)
+    assert summary["learning_rate"] == 0.01
+    assert [layer.name for layer in model.layers] == [layer.name for layer in base.layers]
+    assert np.all(np.isfinite(model.predict(x[:16], verbose=0)))

@@ -42,7 +42,8 @@ Variant grammar: STEP[+STEP...], where STEP is WORD[:VALUE][:KEY=VALUE...]
     dp-sgd                 DP-SGD: per-example gradients clipped to norm C, Gaussian noise,
                            Poisson sampling; options eps=E (target epsilon) or noise=SIGMA
                            (noise multiplier), one of them required, delta=D (default 1e-05),
-                           clip=C (default 1), epochs=N (default: the recipe's)
+                           clip=C (default 1), and epochs=N, batch=N (expected batch size)
+                           and lr=X (Adam learning rate), each by default the recipe's
     pate                   PATE: teachers on disjoint partitions of the training records
                            label the population records by noisy argmax (Gaussian noise
                            sigma), and a student learns only from those; options teachers=N
@@ -193,6 +194,8 @@ WORDS: dict[str, Word] = {
             Parameter("clip", _positive(1e6), 1.0),
             Parameter("noise", _positive(1e6), None),
             Parameter("epochs", _positive_int(10_000), None),
+            Parameter("batch", _positive_int(100_000), None),
+            Parameter("lr", _positive(10.0), None),
         ),
         check=_check_dp_sgd,
     ),

@@ -150,7 +150,7 @@ def train_defended(base, steps, data: DefenseData, settings: TrainingSettings, s
     dropout = float(by_word["dropout"]["rate"]) if "dropout" in by_word else 0.0
     alpha = float(by_word["label-smoothing"]["alpha"]) if "label-smoothing" in by_word else 0.0
     n_classes = int(base.outputs[0].shape[-1])
-    summary: dict = {"steps": [str(step) for step in steps]}
+    summary: dict = {"training_steps": [str(step) for step in steps]}
 
     def fresh_model(stream: int):
         keras.utils.set_random_seed((seed + 7919 * stream) % 2**32)
@@ -164,7 +164,8 @@ def train_defended(base, steps, data: DefenseData, settings: TrainingSettings, s
         from edgemia.training import dp
 
         step = by_word["dp-sgd"]
-        dp_settings = TrainingSettings(step["epochs"] or settings.epochs, settings.batch_size, settings.learning_rate)
+        dp_settings = TrainingSettings(step["epochs"] or settings.epochs, step["batch"] or settings.batch_size,
+                                       step["lr"] or settings.learning_rate)
         try:
             plan = dp.plan_dp_sgd(len(data.x), dp_settings.batch_size, dp_settings.epochs, step["delta"],
                                   step["eps"], step["noise"])
@@ -173,6 +174,7 @@ def train_defended(base, steps, data: DefenseData, settings: TrainingSettings, s
         model = fresh_model(0)
         summary.update(dp.train_dp_sgd(model, data.x, smoothed_targets(data.y, n_classes, alpha), plan, step["clip"],
                                        dp_settings.batch_size, dp_settings.learning_rate, seed, l2=l2))
+        summary["learning_rate"] = dp_settings.learning_rate
         if step["eps"] is not None:
             summary["target_epsilon"] = step["eps"]
     else:
