@@ -130,3 +130,17 @@ def test_exporter_without_recipe_rejects_defense(base, digits, tmp_path):
     with VariantExporter(base, CompressionData(x, y), tmp_path, seed=0) as exporter:
         with pytest.raises(InputError, match="training step 'l2:0.01' trains the model anew from its recipe"):
             exporter.model(parse_variant("l2:0.01"))
+
+
+def test_compress_command_rejects_defense(base, digits, tmp_path):
+    from conftest import run_cli
+    from edgemia.data.records import Records, save_records
+
+    x, y = digits
+    base.save(tmp_path / "model.keras")
+    save_records(Records(x[:64], y[:64], np.arange(64)), tmp_path / "members.npz")
+    result = run_cli("compress", "--model", str(tmp_path / "model.keras"), "--variant", "dp-sgd:eps=8+int8",
+                     "--calibration", str(tmp_path / "members.npz"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert "training step 'dp-sgd:eps=8' trains the model anew from its recipe" in result.stderr
+    assert "edgemia audit" in result.stderr
