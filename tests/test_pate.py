@@ -106,3 +106,24 @@ def test_pate_without_population_rejected(unique_digits):
     with pytest.raises(InputError, match="pate:teachers=4 labels population records for its student, and none"):
         train_defended(digits_cnn((8, 8, 1), 10), parse_variant("pate:teachers=4").training_steps,
                        DefenseData(x, y, ids), settings, seed=0)
+
+
+@pytest.mark.slow
+def test_audit_pate_student_ids(tmp_path):
+    from edgemia.audit import AuditConfig, run_audit
+    from edgemia.data.records import load_records
+
+    out = tmp_path / "run"
+    config = AuditConfig(out=out, variants=["float", "pate:teachers=3"], backends=["native"], attacks=["loss"],
+                         references=0, epochs=3, bootstrap=0, population=0.2)
+    report = run_audit(config)
+    training = report["compression"]["pate:teachers=3"]["training"]
+    member_ids = set(load_records(out / "data" / "members.npz").record_id.tolist())
+    population_ids = set(load_records(out / "data" / "population.npz").record_id.tolist())
+    assert set(training["student_record_ids"]) == population_ids
+    assert not set(training["student_record_ids"]) & member_ids
+    assert set().union(*map(set, training["teacher_record_ids"])) == member_ids
+    assert training["epsilon_bound"] == "data-independent"
+    rows = report["mitigation"]["bundles"][0]["recipes"][0]["rows"]
+    assert rows[1]["epsilon"] == training["epsilon"]
+    assert "data-independent" in (out / "report.md").read_text()
