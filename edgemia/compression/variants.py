@@ -142,6 +142,8 @@ class VariantExporter:
                 # Training steps retrain from scratch, all at once: only the first model's architecture is used.
                 self._models[prefix] = self._train_defended(spec.model_steps[:count], step_seed(self.seed, prefix))
             else:
+                # NOTE: model steps after dp-sgd or pate fine-tune on the training records without
+                # noise, so the epsilon that dp-sgd and pate report covers the defended float model only.
                 previous = self.model(spec, count - 1)
                 self._models[prefix] = self._apply(step, previous, step_seed(self.seed, prefix))
             logger.info("applied %s in %.1f s", prefix, time.perf_counter() - start)
