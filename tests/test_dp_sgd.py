@@ -134,3 +134,15 @@ def test_dp_sgd_with_l2_and_dropout(base, digits):
     assert summary["learning_rate"] == 0.01
     assert [layer.name for layer in model.layers] == [layer.name for layer in base.layers]
     assert np.all(np.isfinite(model.predict(x[:16], verbose=0)))
+
+
+def test_dp_sgd_same_seed_same_weights(base, digits):
+    x, y = digits
+    settings = TrainingSettings(epochs=1, batch_size=16, learning_rate=1e-2)
+    steps = parse_variant("dp-sgd:noise=1").training_steps
+    first, _ = train_defended(base, steps, DefenseData(x[:96], y[:96]), settings, seed=7)
+    second, _ = train_defended(base, steps, DefenseData(x[:96], y[:96]), settings, seed=7)
+    other, _ = train_defended(base, steps, DefenseData(x[:96], y[:96]), settings, seed=8)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first.get_weights()[0], other.get_weights()[0])
