@@ -91,3 +91,16 @@ def test_no_section_without_defenses(tmp_path):
     report["variants"] = report["variants"][:2]
     assert mitigation_section(report, tmp_path) is None
     assert markdown_lines(None) == []
+
+
+def test_without_intervals_compares_values(tmp_path):
+    report = _report()
+    for variant in report["variants"]:
+        del variant["attacks"][0]["ci"]
+    recipes = {g["recipe"]: g for g in mitigation_section(report, tmp_path)["bundles"][0]["recipes"]}
+    rows = {row["variant"]: row for row in recipes["int8"]["rows"]}
+    assert rows["dp-sgd:eps=8+int8"]["restores_float_leakage"]  # AUC 0.52 <= 0.55, TPR 1% <= 2%
+    assert not rows["l2:0.001+int8"]["restores_float_leakage"]  # AUC 0.56 > 0.55
+    assert recipes["int8"]["cheapest_defense"] == "dp-sgd:eps=8"
+    assert "float model's value (intervals are off)" in recipes["int8"]["sentence"]
+    assert "| 0.520 |" in "\n".join(markdown_lines(mitigation_section(report, tmp_path)))
