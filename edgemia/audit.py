@@ -41,7 +41,10 @@ compares with float on the same backend and format. Each
                    parameter_count and layer_sparsity of the Keras model it was
                    exported from, keras_model, files per format (path, bytes,
                    sha256, operators, weight_sparsity, and for float files
-                   max_abs_difference_from_keras), notes, seconds
+                   max_abs_difference_from_keras), notes, seconds, and
+                   training: null, or the training steps' summary (achieved
+                   epsilon and delta of dp-sgd and pate, epochs run, record
+                   ids of pate's teachers and student)
     skipped        (variant, backend, format) triples that were not captured,
                    each with the reason: the backend runs no file of the
                    variant, or the native kernel does not run an op or type
@@ -51,6 +54,11 @@ compares with float on the same backend and format. Each
     perturbation   how the perturbed copies were made, and how many
     records        each record's id, membership, label, subgroups and scores
                    (see edgemia.evaluation.records_section)
+    mitigation     each defended variant's leakage and accuracy beside the
+                   undefended models of its compression recipe, the Pareto
+                   front and the cheapest defense that restores float-level
+                   leakage (see edgemia.reporting.mitigation); null without
+                   training steps. Its chart is mitigation.png.
 and config adds attack_options, the settings of every attack family.
 """
 
@@ -88,6 +96,7 @@ from edgemia.evaluation import (
 from edgemia.references import ReferenceTask, build_references, capture_dir, default_jobs
 from edgemia.reporting.environment import environment
 from edgemia.reporting.markdown import render
+from edgemia.reporting.mitigation import CHART, markdown_lines, mitigation_section
 from edgemia.runtime.capture import (
     BACKEND_FORMATS,
     BACKENDS,
@@ -107,7 +116,7 @@ SCHEMA_VERSION = 1
 
 # Written first and updated last; a directory holding it is an edgemia run.
 RUN_MARKER = "run.json"
-_RUN_OUTPUTS = ("data", "artifacts", "captures", "report.json", "report.md")
+_RUN_OUTPUTS = ("data", "artifacts", "captures", "report.json", "report.md", CHART)
 
 # One capture bundle: (variant name, backend, format).
 Combination = tuple[str, str, str]
@@ -158,7 +167,7 @@ class AuditConfig:
         needing = [spec.name for spec in specs if spec.uses_population]
         if needing and self.population == 0:
             raise InputError(
-                f"variant {', '.join(needing)} distills on population records, and the audit sets none "
+                f"variant {', '.join(needing)} uses population records, and the audit sets none "
                 "aside; set --population to a fraction such as 0.2"
             )
         check_attack_names(self.attacks)
@@ -412,9 +421,11 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
 
     # Compression: each variant's model steps fine-tune on the members, and its quantizers calibrate on them.
     compression_data = CompressionData(
-        data.members.x, data.members.y, data.population.x if data.population is not None else None
+        data.members.x, data.members.y, data.population.x if data.population is not None else None,
+        record_id=data.members.record_id,
+        population_record_id=data.population.record_id if data.population is not None else None,
     )
-    tuning = FineTuning(batch_size=recipe.batch_size, learning_rate=recipe.learning_rate)
+    tuning = FineTuning(batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, epochs=recipe.epochs)
     exports: dict[str, VariantExport] = {}
     with VariantExporter(trained.model, compression_data, out / "artifacts", config.seed, tuning, root=out) as exporter:
         with stage("Exporting variants", len(specs)) as advance:
@@ -519,6 +530,7 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         "stage_seconds": stage_seconds,
         "environment": environment(),
     }
+    report["mitigation"] = mitigation_section(report, out)
     atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", render(report))
+    atomic_write_text(out / "report.md", "\n".join([render(report), *markdown_lines(report["mitigation"])]))
     return report

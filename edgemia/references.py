@@ -73,9 +73,14 @@ def build_reference(task: ReferenceTask) -> dict:
     trained = train_reference(pool, task.in_mask, task.n_classes, task.recipe, task.seed, task.k)
 
     specs = parse_variants(list(task.variants))
-    population = load_records(task.population_path).x if task.population_path is not None else None
-    data = CompressionData(pool.x[task.in_mask], pool.y[task.in_mask], population)
-    tuning = FineTuning(batch_size=task.recipe.batch_size, learning_rate=task.recipe.learning_rate)
+    population = load_records(task.population_path) if task.population_path is not None else None
+    data = CompressionData(
+        pool.x[task.in_mask], pool.y[task.in_mask], population.x if population is not None else None,
+        record_id=pool.record_id[task.in_mask],
+        population_record_id=population.record_id if population is not None else None,
+    )
+    tuning = FineTuning(batch_size=task.recipe.batch_size, learning_rate=task.recipe.learning_rate,
+                        epochs=task.recipe.epochs)
     exports = export_variants(specs, trained.model, data, reference_artifact_dir(task.out, task.k),
                               reference_seed(task.seed, task.k), tuning, root=task.out)
 

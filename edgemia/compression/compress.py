@@ -63,7 +63,7 @@ def compress(
     nonmembers = load_records(nonmembers_path) if nonmembers_path is not None else None
     population = load_records(population_path).x if population_path is not None else None
     if spec.uses_population and population is None:
-        raise InputError(f"variant {spec.name} distills on population records; pass --population RECORDS.npz")
+        raise InputError(f"variant {spec.name} uses population records; pass --population RECORDS.npz")
     model = _load_keras_model(Path(model_path))
     out = Path(out)
     if out.exists() and not out.is_dir():

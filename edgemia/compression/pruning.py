@@ -28,10 +28,15 @@ RAMP_FRACTION = 0.7
 
 @dataclass(frozen=True)
 class FineTuning:
-    """Training settings of compression steps: batch size and Adam learning rate, usually the target's recipe's."""
+    """Training settings of compression steps: batch size and Adam learning rate, usually the target's recipe's.
+
+    `epochs` is the recipe's number of training epochs, which training steps
+    (defenses) retrain the model with; None where no recipe is known.
+    """
 
     batch_size: int = 32
     learning_rate: float = 1e-3
+    epochs: int | None = None
 
 
 def prunable_kernels(model) -> list:

@@ -6,10 +6,13 @@ that a comma-separated list of specs needs no quoting:
 
     prune:0.8+int8    distill:0.5:data=population+int4    int8:calibration=entropy
 
-Model steps (prune, prune-structured, distill) change the Keras model and
-run left to right. The export step (float, int8, int8-dynamic, int16x8,
-int4) decides the exported files. A chain has at most one export step, and
-it comes last. A chain without one exports float32.
+Training steps (l2, dropout, label-smoothing, early-stop, dp-sgd, pate) are
+privacy defenses: they change how the float model is trained, so they come
+first, and the model is trained anew from the recipe with all of them
+together. Model steps (prune, prune-structured, distill) change the Keras
+model and run left to right. The export step (float, int8, int8-dynamic,
+int16x8, int4) decides the exported files. A chain has at most one export
+step, and it comes last. A chain without one exports float32.
 
 The canonical name of a spec writes every step with its positional value and
 only the options that differ from their defaults, so two spellings of one
@@ -29,6 +32,23 @@ from edgemia.errors import InputError
 
 GRAMMAR = """\
 Variant grammar: STEP[+STEP...], where STEP is WORD[:VALUE][:KEY=VALUE...]
+  Training steps (defenses), first in a chain and at most one of each; the float model is
+  trained anew with all of them, the target and every reference model alike:
+    l2:LAMBDA              L2 penalty LAMBDA * sum(w^2) on every kernel (0 < LAMBDA <= 1)
+    dropout:P              dropout with rate P (0 < P < 1) after every hidden layer
+    label-smoothing:A      train on labels smoothed by A (0 < A < 1)
+    early-stop             stop when the loss on a held-out split of the training records
+                           stops falling; options holdout=F (default 0.2), patience=N (default 10)
+    dp-sgd                 DP-SGD: per-example gradients clipped to norm C, Gaussian noise,
+                           Poisson sampling; options eps=E (target epsilon) or noise=SIGMA
+                           (noise multiplier), one of them required, delta=D (default 1e-05),
+                           clip=C (default 1), and epochs=N, batch=N (expected batch size)
+                           and lr=X (Adam learning rate), each by default the recipe's
+    pate                   PATE: teachers on disjoint partitions of the training records
+                           label the population records by noisy argmax (Gaussian noise
+                           sigma), and a student learns only from those; options teachers=N
+                           (2..1000, default 10), noise=SIGMA (default 1), delta=D (default 1e-05);
+                           needs population records
   Model steps, applied left to right, each to the target and to every reference model:
     prune:S                unstructured magnitude pruning to sparsity S (0 <= S < 1) with a
                            polynomial schedule during fine-tuning;
@@ -46,11 +66,13 @@ Variant grammar: STEP[+STEP...], where STEP is WORD[:VALUE][:KEY=VALUE...]
     int16x8                TFLite with 16-bit activations and 8-bit weights
     int4                   block-wise 4-bit weights: ONNX MatMulNBits, and TFLite when
                            ai-edge-quantizer is installed; option block=32|64|128|256 (default 32)
-  Examples: float, int8, int4, prune:0.5, prune:0.8+int8, distill:0.5+int4, int8:calibration=entropy"""
+  Examples: float, int8, int4, prune:0.5, prune:0.8+int8, distill:0.5+int4, int8:calibration=entropy,
+    dp-sgd:eps=8+prune:0.5+int8, l2:0.001+dropout:0.2+int8, pate:teachers=20+int8"""
 
 # The variants `edgemia audit` compares when --variants is not given.
 DEFAULT_VARIANTS = ("float", "int8", "int4", "prune:0.5", "prune:0.8+int8")
 
+TRAINING_STEP = "training"
 MODEL_STEP = "model"
 EXPORT_STEP = "export"
 
@@ -86,6 +108,32 @@ def _positive_int(maximum: int) -> Callable[[str], int]:
     return parse
 
 
+def _positive(maximum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"'{text}' is not a number") from None
+        if not (math.isfinite(value) and 0 < value <= maximum):
+            raise ValueError(f"{text} is outside 0 < x <= {maximum:g}")
+        return value
+
+    return parse
+
+
+def _integer(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"'{text}' is not an integer") from None
+        if not minimum <= value <= maximum:
+            raise ValueError(f"{value} is outside {minimum}..{maximum}")
+        return value
+
+    return parse
+
+
 def _choice(*values: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in values:
@@ -114,12 +162,51 @@ class Parameter:
 class Word:
     """A step word: whether it changes the model or exports it, and the values it accepts."""
 
-    kind: str  # MODEL_STEP or EXPORT_STEP
+    kind: str  # TRAINING_STEP, MODEL_STEP or EXPORT_STEP
     positional: Parameter | None = None
     options: tuple[Parameter, ...] = ()
+    # Checks the step's values together; returns an error text, or None when they are valid.
+    check: Callable[[dict], str | None] | None = None
+
+
+def _check_dp_sgd(values: dict) -> str | None:
+    if values["eps"] is None and values["noise"] is None:
+        return "dp-sgd needs eps=E (the target epsilon) or noise=SIGMA (the noise multiplier), e.g. dp-sgd:eps=8"
+    if values["eps"] is not None and values["noise"] is not None:
+        return (f"dp-sgd takes eps={values['eps']:g} or noise={values['noise']:g}, not both; "
+                "the noise multiplier follows from the target epsilon")
+    return None
 
 
 WORDS: dict[str, Word] = {
+    "l2": Word(TRAINING_STEP, positional=Parameter("lambda", _positive(1.0))),
+    "dropout": Word(TRAINING_STEP, positional=Parameter("rate", _fraction(False, 1.0, False))),
+    "label-smoothing": Word(TRAINING_STEP, positional=Parameter("alpha", _fraction(False, 1.0, False))),
+    "early-stop": Word(
+        TRAINING_STEP,
+        options=(Parameter("holdout", _fraction(False, 0.5, True), 0.2), Parameter("patience", _positive_int(10_000), 10)),
+    ),
+    "dp-sgd": Word(
+        TRAINING_STEP,
+        options=(
+            Parameter("eps", _positive(1e6), None),
+            Parameter("delta", _fraction(False, 1.0, False), 1e-5),
+            Parameter("clip", _positive(1e6), 1.0),
+            Parameter("noise", _positive(1e6), None),
+            Parameter("epochs", _positive_int(10_000), None),
+            Parameter("batch", _positive_int(100_000), None),
+            Parameter("lr", _positive(10.0), None),
+        ),
+        check=_check_dp_sgd,
+    ),
+    "pate": Word(
+        TRAINING_STEP,
+        options=(
+            Parameter("teachers", _integer(2, 1000), 10),
+            Parameter("noise", _positive(1e6), 1.0),
+            Parameter("delta", _fraction(False, 1.0, False), 1e-5),
+        ),
+    ),
     "float": Word(EXPORT_STEP),
     "int8": Word(EXPORT_STEP, options=(Parameter("calibration", _choice("minmax", "entropy", "percentile"), "minmax"),)),
     "int8-dynamic": Word(EXPORT_STEP),
@@ -206,7 +293,27 @@ class VariantSpec:
 
     @property
     def uses_population(self) -> bool:
-        return any(step.word == "distill" and step["data"] == "population" for step in self.model_steps)
+        return any(
+            (step.word == "distill" and step["data"] == "population") or step.word == "pate"
+            for step in self.model_steps
+        )
+
+    @property
+    def training_steps(self) -> tuple[Step, ...]:
+        """The leading training steps (defenses); empty for a model trained with the plain recipe."""
+        return tuple(step for step in self.model_steps if step.kind == TRAINING_STEP)
+
+    @property
+    def defense(self) -> str:
+        """Canonical text of the training steps, e.g. 'dp-sgd:eps=8'; '' without any."""
+        return "+".join(str(step) for step in self.training_steps)
+
+    @property
+    def compression_name(self) -> str:
+        """The canonical name of this variant without its training steps: its compression recipe."""
+        return VariantSpec(
+            model_steps=tuple(step for step in self.model_steps if step.kind != TRAINING_STEP), export=self.export
+        ).name
 
     def to_dict(self) -> dict:
         return {"name": self.name, "steps": [step.to_dict() for step in (*self.model_steps, self.export)]}
@@ -247,8 +354,31 @@ def _parse_step(spec_text: str, text: str) -> Step:
             raise _invalid(spec_text, f"{word_text}: {key} {exc}") from None
     for option in word.options:
         values.setdefault(option.name, option.default)
+    if word.check is not None:
+        problem = word.check(values)
+        if problem is not None:
+            raise _invalid(spec_text, problem)
     order = [p.name for p in ((word.positional,) if word.positional else ()) + word.options]
     return Step(word=word_text, values=tuple((name, values[name]) for name in order))
+
+
+def _check_training_steps(text: str, steps: list[Step]) -> None:
+    """Reject training steps after other steps, repeated ones, and combinations that cannot train together."""
+    training = [step.word for step in steps if step.kind == TRAINING_STEP]
+    first_other = next((i for i, step in enumerate(steps) if step.kind != TRAINING_STEP), len(steps))
+    late = [step.word for step in steps[first_other:] if step.kind == TRAINING_STEP]
+    if late:
+        raise _invalid(text, f"the training step '{late[0]}' comes after '{steps[first_other].word}'; training "
+                             "steps change how the float model is trained, so they come first")
+    repeated = sorted({word for word in training if training.count(word) > 1})
+    if repeated:
+        raise _invalid(text, f"the training step '{repeated[0]}' is given twice")
+    if "dp-sgd" in training and "pate" in training:
+        raise _invalid(text, "dp-sgd and pate are two ways to train the model; choose one")
+    for private in ("dp-sgd", "pate"):
+        if private in training and "early-stop" in training:
+            raise _invalid(text, f"early-stop chooses the epoch on held-out training records, which {private}'s "
+                                 "privacy accounting does not cover; drop one of them")
 
 
 def parse_variant(text: str) -> VariantSpec:
@@ -267,6 +397,7 @@ def parse_variant(text: str) -> VariantSpec:
                              "a chain has at most one")
     if exports and exports[0] != len(steps) - 1:
         raise _invalid(text, f"the export step '{steps[exports[0]].word}' must come last")
+    _check_training_steps(text, steps)
     if exports:
         return VariantSpec(model_steps=tuple(steps[:-1]), export=steps[-1])
     return VariantSpec(model_steps=tuple(steps), export=_parse_step(text, "float"))

@@ -11,8 +11,10 @@ exports:
 | int16x8      | 16-bit activations, 8-bit weights              | none                                          |
 | int4         | 4-bit block-wise FULLY_CONNECTED weights, when ai-edge-quantizer is installed | MatMulNBits |
 
-Every quantizer calibrates on the model's own training records. Model steps
-run on those records too (distill:...:data=population on the population
+Every quantizer calibrates on the model's own training records. Training
+steps (defenses) train the model anew on them from the recipe
+(edgemia.training.defenses), and the model steps after them start from that
+model. Model steps run on those records too (distill:...:data=population on the population
 records), seeded from the model's seed and the canonical text of the steps so
 far, so a step's result does not depend on which other variants are exported.
 Exports of one model share work: each prefix of model steps is applied once,
@@ -33,7 +35,7 @@ import numpy as np
 
 from edgemia.compression.inspection import operator_list, weight_sparsity
 from edgemia.compression.pruning import FineTuning
-from edgemia.compression.spec import VariantSpec
+from edgemia.compression.spec import TRAINING_STEP, VariantSpec
 from edgemia.errors import EdgemiaError, InputError
 from edgemia.util import atomic_write_bytes, sha256_file
 
@@ -74,6 +76,8 @@ class CompressionData:
     x: np.ndarray  # training records: calibration, fine-tuning and the default transfer set
     y: np.ndarray
     population_x: np.ndarray | None = None
+    record_id: np.ndarray | None = None  # ids of the training records, reported by pate
+    population_record_id: np.ndarray | None = None  # ids of the population records, reported by pate
 
 
 @dataclass
@@ -113,6 +117,7 @@ class VariantExporter:
         self._float_tflite: dict[str, bytes] = {}
         self._float_onnx: dict[tuple[str, bool], Path] = {}
         self._keras_logits: dict[str, np.ndarray] = {}
+        self._training: dict[str, dict] = {}  # summary of each chain of training steps, by canonical text
         self._scratch = Path(tempfile.mkdtemp(prefix="edgemia-export-"))
 
     def __enter__(self) -> "VariantExporter":
@@ -131,13 +136,34 @@ class VariantExporter:
         count = len(spec.model_steps) if count is None else count
         prefix = spec.prefix(count)
         if prefix not in self._models:
-            previous = self.model(spec, count - 1)
             step = spec.model_steps[count - 1]
             start = time.perf_counter()
-            self._models[prefix] = self._apply(step, previous, step_seed(self.seed, prefix))
+            if step.kind == TRAINING_STEP:
+                # Training steps retrain from scratch, all at once: only the first model's architecture is used.
+                self._models[prefix] = self._train_defended(spec.model_steps[:count], step_seed(self.seed, prefix))
+            else:
+                # NOTE: model steps after dp-sgd or pate fine-tune on the training records without
+                # noise, so the epsilon that dp-sgd and pate report covers the defended float model only.
+                previous = self.model(spec, count - 1)
+                self._models[prefix] = self._apply(step, previous, step_seed(self.seed, prefix))
             logger.info("applied %s in %.1f s", prefix, time.perf_counter() - start)
             self._save_keras(prefix)
         return self._models[prefix]
+
+    def _train_defended(self, steps, seed: int):
+        from edgemia.training.defenses import DefenseData, TrainingSettings, train_defended
+
+        if self.tuning.epochs is None:
+            raise InputError(
+                f"training step '{steps[-1]}' trains the model anew from its recipe, and no recipe is known "
+                "here; run training steps with `edgemia audit`, which trains with the data set's recipe"
+            )
+        settings = TrainingSettings(self.tuning.epochs, self.tuning.batch_size, self.tuning.learning_rate)
+        data = DefenseData(self.data.x, self.data.y, self.data.record_id, self.data.population_x,
+                           self.data.population_record_id)
+        model, summary = train_defended(self._models[""], steps, data, settings, seed)
+        self._training["+".join(str(step) for step in steps)] = summary
+        return model
 
     def _apply(self, step, model, seed: int):
         from edgemia.compression.distillation import distill
@@ -231,6 +257,7 @@ class VariantExporter:
             if spec.export.word == "float":
                 entry["max_abs_difference_from_keras"] = self._check_float(spec, artifact)
             summary["files"][model_format] = entry
+        summary["training"] = self._training.get(spec.defense) if spec.defense else None
         summary["seconds"] = time.perf_counter() - start
         return VariantExport(spec=spec, artifacts=artifacts, summary=summary)
 

@@ -1,0 +1,241 @@
+"""The report's mitigation section: each defense's leakage and accuracy beside the undefended models.
+
+Variants are grouped by compression recipe: the variant's canonical name
+without its training steps (`dp-sgd:eps=8+int8` belongs to `int8`). Each
+group lists the undefended float model, the undefended model of that recipe
+when the audit ran it, and every defended variant of the recipe, on one
+backend and model format, with one headline attack's AUC and TPR at 1% FPR
+(95% bootstrap intervals) and the accuracy on members and non-members.
+
+A defense restores float-level leakage when both its AUC and its TPR at 1%
+FPR are at most the upper end of the undefended float model's interval
+(without the bootstrap, at most the float model's value), so leakage below
+the float model's counts too. Its accuracy cost is the drop in non-member
+accuracy from the undefended model of the same recipe (from float when the
+audit did not run that model). The cheapest defense is the restoring one
+with the smallest cost.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edgemia.compression.spec import parse_variant
+
+logger = logging.getLogger(__name__)
+
+FPR_LEVEL = "0.01"
+CHART = "mitigation.png"
+
+# The attack the section reports, the first of these that the audit ran.
+HEADLINE_ATTACKS = ("lira-online", "rmia", "lira-offline", "rmia-offline", "shadow", "loss")
+
+
+def _headline_attack(report: dict) -> str | None:
+    ran = report["config"]["attacks"]
+    return next((name for name in HEADLINE_ATTACKS if name in ran), ran[0] if ran else None)
+
+
+def _entry(report: dict, variant: dict, attack_name: str) -> dict:
+    attack = next(row for row in variant["attacks"] if row["name"] == attack_name)
+    ci = attack.get("ci") or {}
+    training = (report.get("compression", {}).get(variant["name"]) or {}).get("training") or {}
+    spec = parse_variant(variant["name"])
+    entry = {
+        "variant": variant["name"],
+        "defense": spec.defense or None,
+        "recipe": spec.compression_name,
+        "auc": attack["auc"],
+        "auc_ci": ci.get("auc"),
+        "tpr_at_1pct_fpr": attack["tpr_at_fpr"].get(FPR_LEVEL),
+        "tpr_at_1pct_fpr_ci": (ci.get("tpr_at_fpr") or {}).get(FPR_LEVEL),
+        "accuracy_members": variant["accuracy"]["members"],
+        "accuracy_nonmembers": variant["accuracy"]["nonmembers"],
+    }
+    for key in ("epsilon", "delta", "epsilon_bound"):
+        if key in training:
+            entry[key] = training[key]
+    if "epsilon" in training and "epsilon_bound" not in training:
+        entry["epsilon_bound"] = "DP-SGD accounting"
+    return entry
+
+
+def _upper(value: float | None, interval: list[float] | None) -> float | None:
+    if interval is not None:
+        return interval[1]
+    return value
+
+
+def _restores(entry: dict, float_entry: dict) -> bool:
+    auc_limit = _upper(float_entry["auc"], float_entry["auc_ci"])
+    tpr_limit = _upper(float_entry["tpr_at_1pct_fpr"], float_entry["tpr_at_1pct_fpr_ci"])
+    if entry["tpr_at_1pct_fpr"] is None or tpr_limit is None:
+        return entry["auc"] <= auc_limit
+    return entry["auc"] <= auc_limit and entry["tpr_at_1pct_fpr"] <= tpr_limit
+
+
+def pareto_front(entries: list[dict]) -> list[str]:
+    """Return the variants that no other beats on both accuracy (higher) and AUC (lower)."""
+    front = []
+    for entry in entries:
+        dominated = any(
+            other["accuracy_nonmembers"] >= entry["accuracy_nonmembers"] and other["auc"] <= entry["auc"]
+            and (other["accuracy_nonmembers"] > entry["accuracy_nonmembers"] or other["auc"] < entry["auc"])
+            for other in entries
+        )
+        if not dominated:
+            front.append(entry["variant"])
+    return front
+
+
+def _verdict(recipe: str, rows: list[dict], float_entry: dict, attack: str) -> tuple[str | None, str]:
+    defended = [row for row in rows if row["defense"]]
+    restoring = [row for row in defended if row["restores_float_leakage"]]
+    interval = "95% interval" if float_entry["auc_ci"] is not None else "value (intervals are off)"
+    subject = f"For {recipe}"
+    if not restoring:
+        lowest = min(defended, key=lambda row: row["auc"])
+        return None, (f"{subject}, no defense brought {attack}'s leakage within the float model's {interval}; "
+                      f"the lowest AUC was {lowest['auc']:.3f}, with {lowest['defense']}.")
+    best = min(restoring, key=lambda row: (row["accuracy_cost"], row["auc"]))
+    return best["defense"], (
+        f"{subject}, the cheapest defense that brings {attack}'s leakage within the float model's {interval} is "
+        f"{best['defense']}: AUC {best['auc']:.3f}, TPR at 1% FPR {_percent(best['tpr_at_1pct_fpr'])}, "
+        f"non-member accuracy {_percent(best['accuracy_nonmembers'])}, "
+        f"{100 * best['accuracy_cost']:.1f} points below the undefended model."
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "n/m" if value is None else f"{100 * value:.1f}%"
+
+
+def mitigation_section(report: dict, out: Path) -> dict | None:
+    """Build the mitigation section of `report` and draw its chart into `out`; None without defended variants."""
+    attack = _headline_attack(report)
+    defended_names = {row["name"] for row in report["variants"] if parse_variant(row["name"]).defense}
+    if attack is None or not defended_names:
+        return None
+
+    bundles = []
+    for row in report["variants"]:
+        key = (row["backend"], row.get("format"))
+        if key not in bundles:
+            bundles.append(key)
+    section = {"attack": attack, "fpr": float(FPR_LEVEL), "bundles": []}
+    for backend, model_format in bundles:
+        rows = {row["name"]: row for row in report["variants"]
+                if row["backend"] == backend and row.get("format") == model_format}
+        if "float" not in rows or not defended_names & set(rows):
+            continue
+        entries = {name: _entry(report, row, attack) for name, row in rows.items()}
+        float_entry = entries["float"]
+        recipes = []
+        for name in rows:
+            recipe = entries[name]["recipe"]
+            if name in defended_names and recipe not in [r["recipe"] for r in recipes]:
+                recipes.append({"recipe": recipe})
+        for group in recipes:
+            recipe = group["recipe"]
+            undefended = entries.get(recipe)
+            baseline = undefended or float_entry
+            members = [float_entry] + ([undefended] if undefended and recipe != "float" else [])
+            members += [entries[name] for name in rows if name in defended_names and entries[name]["recipe"] == recipe]
+            group_rows = []
+            for entry in members:
+                row = dict(entry)
+                row["accuracy_cost"] = baseline["accuracy_nonmembers"] - entry["accuracy_nonmembers"]
+                row["restores_float_leakage"] = _restores(entry, float_entry)
+                group_rows.append(row)
+            group["rows"] = group_rows
+            group["cheapest_defense"], group["sentence"] = _verdict(recipe, group_rows, float_entry, attack)
+        bundle = {
+            "backend": backend,
+            "format": model_format,
+            "recipes": recipes,
+            "pareto_front": pareto_front(list(entries.values())),
+        }
+        if not section["bundles"]:
+            bundle["chart"] = _draw_chart(list(entries.values()), bundle["pareto_front"], attack,
+                                          f"{backend} ({model_format})", Path(out) / CHART)
+        section["bundles"].append(bundle)
+    return section if section["bundles"] else None
+
+
+def _draw_chart(entries: list[dict], front: list[str], attack: str, runs_on: str, path: Path) -> str:
+    """Plot each variant's AUC (with its interval) against its non-member accuracy; return the file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 5), dpi=120)
+    for entry in entries:
+        accuracy, auc = 100 * entry["accuracy_nonmembers"], entry["auc"]
+        interval = entry["auc_ci"]
+        # A percentile interval need not contain the point estimate, and error bars cannot be negative.
+        error = [[max(0.0, auc - interval[0])], [max(0.0, interval[1] - auc)]] if interval is not None else None
+        marker = "s" if entry["defense"] else "o"
+        axes.errorbar(accuracy, auc, yerr=error, fmt=marker, capsize=3,
+                      color="tab:red" if entry["variant"] in front else "tab:blue")
+        axes.annotate(entry["variant"], (accuracy, auc), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    frontier = sorted((e for e in entries if e["variant"] in front), key=lambda e: e["accuracy_nonmembers"])
+    axes.plot([100 * e["accuracy_nonmembers"] for e in frontier], [e["auc"] for e in frontier],
+              color="tab:red", linewidth=1, label="Pareto front")
+    axes.axhline(0.5, color="grey", linewidth=0.8, linestyle=":", label="chance (AUC 0.5)")
+    axes.set_xlabel("non-member accuracy (%)")
+    axes.set_ylabel(f"{attack} AUC (95% interval)")
+    axes.set_title(f"Leakage against accuracy, {runs_on}; squares are defended variants", fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path.name
+
+
+def _interval(interval: list[float] | None, scale: float = 1.0, digits: int = 3) -> str:
+    if interval is None:
+        return ""
+    return f" [{scale * interval[0]:.{digits}f}, {scale * interval[1]:.{digits}f}]"
+
+
+def markdown_lines(section: dict | None) -> list[str]:
+    """Render the mitigation section as Markdown lines; none without a section."""
+    if not section:
+        return []
+    lines = [
+        "",
+        "## Mitigations",
+        "",
+        f"Leakage under {section['attack']} and accuracy of each defense, beside the undefended float model and "
+        "the undefended model of the same compression recipe. Cost: non-member accuracy lost against the "
+        "undefended model of the recipe. Restores: AUC and TPR at 1% FPR at most the upper end of the float "
+        "model's 95% interval.",
+    ]
+    for bundle in section["bundles"]:
+        lines += ["", f"### {bundle['backend']} ({bundle['format']})", ""]
+        if bundle.get("chart"):
+            lines += [f"![leakage against accuracy]({bundle['chart']})", ""]
+        for group in bundle["recipes"]:
+            lines += [
+                f"**{group['recipe']}**",
+                "",
+                "| variant | defense | AUC | TPR at 1% FPR | accuracy members | accuracy non-members | cost "
+                "| epsilon (delta) | restores |",
+                "|---|---|---:|---:|---:|---:|---:|---|---|",
+            ]
+            for row in group["rows"]:
+                privacy = ""
+                if "epsilon" in row:
+                    privacy = f"{row['epsilon']:.3g} ({row['delta']:g}), {row['epsilon_bound']}"
+                lines.append(
+                    f"| {row['variant']} | {row['defense'] or 'none'} | {row['auc']:.3f}{_interval(row['auc_ci'])} | "
+                    f"{_percent(row['tpr_at_1pct_fpr'])}{_interval(row['tpr_at_1pct_fpr_ci'], 100, 1)} | "
+                    f"{_percent(row['accuracy_members'])} | {_percent(row['accuracy_nonmembers'])} | "
+                    f"{100 * row['accuracy_cost']:+.1f} | {privacy} | {'yes' if row['restores_float_leakage'] else 'no'} |"
+                )
+            lines += ["", group["sentence"], ""]
+        lines.append(f"Pareto front (accuracy against AUC): {', '.join(bundle['pareto_front'])}.")
+    return lines
