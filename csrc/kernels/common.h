@@ -168,6 +168,13 @@ inline int32_t WrappingAdd(int32_t a, int32_t b) {
   return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
 }
 
+// x86's cvtps2dq in the default rounding mode: round half to even, and
+// INT32_MIN for NaN and values outside int32 (MLAS's int8 kernels rely on it).
+inline int32_t ConvertToInt32X86(float v) {
+  if (!(v >= -2147483648.0f && v < 2147483648.0f)) return std::numeric_limits<int32_t>::min();
+  return static_cast<int32_t>(std::nearbyint(v));
+}
+
 // Half-away-from-zero rounding, as std::round and TfLiteRound.
 inline float RoundHalfAway(float v) { return std::round(v); }
 

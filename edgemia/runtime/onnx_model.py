@@ -1,17 +1,20 @@
 """Read an .onnx file and translate it into the native kernel's graph form.
 
-Four kinds of graph are accepted: float32 graphs (Conv, Gemm, MatMul, Add,
-Relu, Clip, Sigmoid, Tanh, MaxPool, AveragePool, Reshape, Flatten, Transpose,
-Squeeze); int8 QDQ graphs as ONNX Runtime's quantize_static writes them; int8
-QOperator graphs (QLinearConv, QLinearMatMul, QGemm); int4 weight-only
+These kinds of graph are accepted: float32 graphs (Conv, Gemm, MatMul, Add,
+Relu, Clip, Sigmoid, Tanh, MaxPool, AveragePool, GlobalAveragePool, Reshape,
+Flatten, Transpose, Squeeze); int8 QDQ graphs as ONNX Runtime's
+quantize_static writes them; int8 QOperator graphs (QLinearConv,
+QLinearMatMul, QGemm, QLinearAdd, QLinearAveragePool,
+QLinearGlobalAveragePool, QLinearSigmoid); int4 weight-only
 MatMulNBits; and dynamic-range graphs as quantize_dynamic writes them
 (DynamicQuantizeLinear -> MatMulInteger or ConvInteger -> Cast -> Mul, with an
 optional bias Add), each chain becoming one DYNAMIC_FULLY_CONNECTED or
 DYNAMIC_CONV_2D op that quantizes every record on its own. A QDQ graph is
 translated the way ONNX Runtime fuses it: DequantizeLinear -> Conv/Gemm/MatMul
--> QuantizeLinear becomes one integer op, and QuantizeLinear /
-DequantizeLinear pairs around MaxPool, Reshape and Transpose disappear. Any
-other pattern would run in float inside ONNX Runtime, which the integer
+-> QuantizeLinear becomes one integer op, DequantizeLinear ->
+Add/AveragePool/GlobalAveragePool/Sigmoid -> QuantizeLinear becomes the
+matching QLinear op, and QuantizeLinear / DequantizeLinear pairs around
+MaxPool, Reshape and Transpose disappear. Any other pattern would run in float inside ONNX Runtime, which the integer
 kernels do not reproduce, so it is reported as unsupported.
 
 ONNX convolutions are NCHW while the native kernels are NHWC: activations
@@ -45,6 +48,12 @@ class OnnxModel:
     def output(self) -> TensorInfo:
         return self.output_info
 
+
+# ONNX Runtime's x86-64 build converts int8 QDQ activations to uint8 (value +
+# 128) before fusing, so its QLinearAdd and QLinearAveragePool round with the
+# shifted zero points; QOperator files keep int8. NOTE: ARM builds keep int8
+# QDQ activations, so on ARM these two ops can differ in the last bit.
+_QDQ_UINT8_DOMAIN = {"uint8_domain": 1}
 
 _ELEMENT_TYPES = {1: np.dtype(np.float32), 3: np.dtype(np.int8), 6: np.dtype(np.int32), 7: np.dtype(np.int64)}
 
@@ -576,7 +585,12 @@ class _Translator:
     def _Add(self, node) -> None:
         operands = [self.values.get(name) for name in node.input]
         if any(isinstance(value, _Dequantized) for value in operands):
-            raise self.unsupported(node, "int8 Add (ONNX Runtime's QLinearAdd) is not reproduced yet")
+            if not all(isinstance(value, _Dequantized) for value in operands):
+                raise self.unsupported(node, "int8 Add needs two dequantized int8 activations")
+            q, scale, zero_point = self._fused_output(node)
+            self._add_int8(node, operands[0].source, operands[1].source, q.output[0], scale, zero_point,
+                           _QDQ_UINT8_DOMAIN)
+            return
         if sum(isinstance(value, _Value) for value in operands) == 0:
             raise self.unsupported(node, "adding two constants is not supported")
         inputs, shape, nhwc = [], None, False
@@ -681,9 +695,12 @@ class _Translator:
             return
         products = [p for p in operands if isinstance(p, _IntegerProduct) and p.cast]
         scale_products = [p for p in operands if isinstance(p, _ScaleProduct)]
+        if any(isinstance(value, _Dequantized) for value in operands):
+            raise self.unsupported(node, "int8 Mul (ONNX Runtime's QLinearMul) is not reproduced")
         if not products or not scale_products:
             raise self.unsupported(
-                node, "only the Mul of a dynamically quantized sum by its scales is supported (quantize_dynamic)")
+                node, "this ONNX op is supported by the native kernel only as the Mul of a dynamically quantized "
+                "sum by its scales (quantize_dynamic)")
         self._dynamic_op(node, products[0], scale_products[0])
 
     def _dynamic_op(self, node, product: _IntegerProduct, scale: _ScaleProduct) -> None:
@@ -738,6 +755,74 @@ class _Translator:
             out = _Value(self.add_activation(name, "float32", [channels]), "float32", [channels])
             self.add_op("DYNAMIC_FULLY_CONNECTED", inner.name, inputs, [out.native_id])
         self.values[name] = out
+
+    def _add_int8(self, node, a: _Value, b: _Value, name: str, scale: float, zero_point: int,
+                  uint8_domain: dict | None = None) -> None:
+        """Emit an int8 ADD of two activations (ONNX Runtime's QLinearAdd) writing `name`."""
+        b = self.as_layout(b, a.nhwc, node) if len(b.shape) == 3 else b
+        if a.shape != b.shape:
+            raise self.unsupported(node, f"only operands of the same shape are supported, not {a.shape} and {b.shape}")
+        out = _Value(0, "int8", list(a.shape), a.nhwc, scale, zero_point)
+        out.native_id = self.add_activation(name, "int8", out.physical_shape(), scale, zero_point)
+        self.add_op("ADD", node.name, [a.native_id, b.native_id], [out.native_id],
+                    {"activation": 0, **(uint8_domain or {})})
+        self.values[name] = out
+
+    def _pool_int8(self, node, x: _Value, kernel: list[int], options: dict, name: str, scale: float,
+                   zero_point: int, uint8_domain: dict | None = None) -> None:
+        """Emit an int8 average pool (ONNX Runtime's QLinearAveragePool) writing `name`."""
+        source = self.as_layout(x, True, node)
+        c, h, w = source.shape
+        out_h = (h + options["pad_top"] + options["pad_bottom"] - kernel[0]) // options["stride_h"] + 1
+        out_w = (w + options["pad_left"] + options["pad_right"] - kernel[1]) // options["stride_w"] + 1
+        if out_h < 1 or out_w < 1:
+            raise self.fail(node, f"the window does not fit the {h}x{w} input")
+        out = _Value(0, "int8", [c, out_h, out_w], True, scale, zero_point)
+        out.native_id = self.add_activation(name, "int8", out.physical_shape(), scale, zero_point)
+        self.add_op("AVERAGE_POOL_2D", node.name, [source.native_id], [out.native_id], {**options, **(uint8_domain or {})})
+        self.values[name] = out
+
+    def _QLinearAdd(self, node) -> None:
+        if len(node.input) < 8:
+            raise self.fail(node, f"has {len(node.input)} inputs, expected 8")
+        a = self._int8_input(node, 0)
+        b = self._int8_input(node, 3)
+        scale, zero_point = self._int8_output(node, node.input[6], node.input[7])
+        self._add_int8(node, a, b, node.output[0], scale, zero_point)
+
+    def _qlinear_pool_input(self, node) -> _Value:
+        if len(node.input) < 5:
+            raise self.fail(node, f"has {len(node.input)} inputs, expected 5")
+        if int(self.attributes(node).get("channels_last", 0)):
+            raise self.unsupported(node, "channels_last = 1 is not supported")
+        x = self._int8_input(node, 0)
+        if len(x.shape) != 3:
+            raise self.unsupported(node, f"needs a [C, H, W] activation, got shape {x.shape}")
+        return x
+
+    def _QLinearAveragePool(self, node) -> None:
+        x = self._qlinear_pool_input(node)
+        kernel, options = self._pool_options(node, "AVERAGE_POOL_2D")
+        scale, zero_point = self._int8_output(node, node.input[3], node.input[4])
+        self._pool_int8(node, x, kernel, options, node.output[0], scale, zero_point)
+
+    def _QLinearGlobalAveragePool(self, node) -> None:
+        x = self._qlinear_pool_input(node)
+        scale, zero_point = self._int8_output(node, node.input[3], node.input[4])
+        self._pool_int8(node, x, x.shape[1:], _global_pool_options(x.shape), node.output[0], scale, zero_point)
+
+    def _GlobalAveragePool(self, node) -> None:
+        x = self.values.get(node.input[0])
+        source = x.source if isinstance(x, _Dequantized) else x
+        if not isinstance(source, _Value) or len(source.shape) != 3:
+            raise self.unsupported(node, f"'{node.input[0]}' is not a [C, H, W] activation")
+        options = _global_pool_options(source.shape)
+        if isinstance(x, _Dequantized):
+            q, scale, zero_point = self._fused_output(node)
+            self._pool_int8(node, source, source.shape[1:], options, q.output[0], scale, zero_point,
+                            _QDQ_UINT8_DOMAIN)
+            return
+        self._pass_through(node, "AVERAGE_POOL_2D", options, True, lambda shape: [shape[0], 1, 1])
 
     # QOperator format: integer ops with explicit quantization inputs ---------
 
@@ -840,7 +925,7 @@ class _Translator:
         self.add_op(kind, node.name, [source.native_id], [out.native_id], options)
         self.values[name] = out
 
-    def _pool(self, node, kind: str) -> None:
+    def _pool_options(self, node, kind: str) -> tuple[list[int], dict]:
         attrs = self.attributes(node)
         kernel = list(attrs.get("kernel_shape", []))
         if kind == "AVERAGE_POOL_2D" and attrs.get("count_include_pad", 0):
@@ -853,6 +938,10 @@ class _Translator:
         options.update(filter_h=kernel[0], filter_w=kernel[1])
         for key in ("dilation_h", "dilation_w"):
             options.pop(key)
+        return kernel, options
+
+    def _pool(self, node, kind: str) -> None:
+        kernel, options = self._pool_options(node, kind)
 
         def out_shape(shape):
             c, h, w = shape
@@ -860,8 +949,13 @@ class _Translator:
             out_w = (w + options["pad_left"] + options["pad_right"] - kernel[1]) // options["stride_w"] + 1
             return [c, out_h, out_w]
 
-        if kind == "AVERAGE_POOL_2D" and isinstance(self.values.get(node.input[0]), _Dequantized):
-            raise self.unsupported(node, "int8 average pooling (ONNX Runtime's QLinearAveragePool) is not reproduced")
+        x = self.values.get(node.input[0])
+        if kind == "AVERAGE_POOL_2D" and isinstance(x, _Dequantized):
+            if len(x.source.shape) != 3:
+                raise self.unsupported(node, f"needs a [C, H, W] activation, got shape {x.source.shape}")
+            q, scale, zero_point = self._fused_output(node)
+            self._pool_int8(node, x.source, kernel, options, q.output[0], scale, zero_point, _QDQ_UINT8_DOMAIN)
+            return
         self._pass_through(node, kind, options, True, out_shape)
 
     def _MaxPool(self, node) -> None:
@@ -908,7 +1002,26 @@ class _Translator:
         self._pass_through(node, kind, {}, x.nhwc, lambda shape: list(shape))
 
     def _Sigmoid(self, node) -> None:
+        x = self.values.get(node.input[0])
+        if isinstance(x, _Dequantized):
+            q, scale, zero_point = self._fused_output(node)
+            self._logistic_int8(node, x.source, q.output[0], scale, zero_point)
+            return
         self._float_unary(node, "LOGISTIC")
+
+    def _QLinearSigmoid(self, node) -> None:
+        if len(node.input) < 5:
+            raise self.fail(node, f"has {len(node.input)} inputs, expected 5")
+        x = self._int8_input(node, 0)
+        scale, zero_point = self._int8_output(node, node.input[3], node.input[4])
+        self._logistic_int8(node, x, node.output[0], scale, zero_point)
+
+    def _logistic_int8(self, node, x: _Value, name: str, scale: float, zero_point: int) -> None:
+        """Emit an int8 LOGISTIC (ONNX Runtime's QLinearSigmoid table) writing `name`."""
+        out = _Value(0, "int8", list(x.shape), x.nhwc, scale, zero_point)
+        out.native_id = self.add_activation(name, "int8", x.physical_shape(), scale, zero_point)
+        self.add_op("LOGISTIC", node.name, [x.native_id], [out.native_id])
+        self.values[name] = out
 
     def _Tanh(self, node) -> None:
         self._float_unary(node, "TANH")
@@ -973,6 +1086,13 @@ class _NodeName:
 
     name: str
     op_type: str = "output"
+
+
+def _global_pool_options(shape: list[int]) -> dict:
+    """Options of an AVERAGE_POOL_2D whose window is the whole [C, H, W] image."""
+    _, h, w = shape
+    return {"padding": 2, "pad_top": 0, "pad_left": 0, "pad_bottom": 0, "pad_right": 0, "stride_h": 1,
+            "stride_w": 1, "filter_h": h, "filter_w": w, "activation": 0}
 
 
 def _moves_only_unit_axes(shape: list[int], perm: tuple[int, ...]) -> bool:
