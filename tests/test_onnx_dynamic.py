@@ -199,3 +199,17 @@ def test_kernel_checks_dynamic_op_at_load(kind, filter_shape, options, message):
     graph.add_op(kind, "op", [x, w], [y], options, {})
     with pytest.raises(_native.ModelError, match=message):
         graph.finalize([x], [y], "onnxruntime")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["digits-cnn", "tabular-mlp"])
+def test_mutated_dynamic_models_fail_cleanly(dynamic_models, tmp_path, name):
+    import onnx
+
+    from onnx_mutations import assert_fails_cleanly, mutated_models
+
+    model = read_onnx(dynamic_models[name])
+    records = records_for(model, 8, seed=0)
+    outcomes = [assert_fails_cleanly(tmp_path / f"m{i}.onnx", mutated, records)
+                for i, (_, mutated) in enumerate(mutated_models(onnx.load(str(dynamic_models[name])), 80, seed=7))]
+    assert any(outcomes)

@@ -265,3 +265,30 @@ def test_global_pool_scale_outside_onnxruntime_range_rejected():
                  {"padding": 1, "filter_h": 4, "filter_w": 4, "stride_h": 1, "stride_w": 1, "activation": 0}, {})
     with pytest.raises(_native.UnsupportedError, match="ONNX Runtime rejects"):
         graph.finalize([x], [y], "onnxruntime")
+
+
+@pytest.mark.parametrize("op,attributes", HANDMADE)
+def test_mutated_qdq_graphs_fail_cleanly(tmp_path, op, attributes):
+    import onnx
+
+    from onnx_mutations import assert_fails_cleanly, mutated_models
+
+    path = _write_qdq_graph(tmp_path, op, 0, attributes)
+    records = np.random.default_rng(0).uniform(-3.0, 3.0, size=(8, 4, 7, 6)).astype(np.float32)
+    outcomes = [assert_fails_cleanly(tmp_path / f"m{i}.onnx", mutated, records)
+                for i, (_, mutated) in enumerate(mutated_models(onnx.load(str(path)), 60, seed=len(op)))]
+    assert any(outcomes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["residual-qoperator", "sigmoid-qoperator", "pooling-qdq"])
+def test_mutated_keras_qlinear_models_fail_cleanly(keras_models, tmp_path, key):
+    import onnx
+
+    from onnx_mutations import assert_fails_cleanly, mutated_models
+
+    model = read_onnx(keras_models[key])
+    records = records_for(model, 8, seed=0)
+    outcomes = [assert_fails_cleanly(tmp_path / f"m{i}.onnx", mutated, records)
+                for i, (_, mutated) in enumerate(mutated_models(onnx.load(str(keras_models[key])), 60, seed=3))]
+    assert any(outcomes)

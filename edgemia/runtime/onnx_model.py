@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemia.errors import ModelFormatError, UnsupportedModelError
+from edgemia.errors import EdgemiaError, ModelFormatError, UnsupportedModelError
 from edgemia.runtime.tflite_model import TensorInfo
 
 
@@ -259,7 +259,10 @@ class _Translator:
 
         proto = self.model.proto
         for init in proto.graph.initializer:
-            self.constants[init.name] = numpy_helper.to_array(init)
+            try:
+                self.constants[init.name] = numpy_helper.to_array(init)
+            except (ValueError, TypeError) as exc:
+                raise ModelFormatError(f"{self.model.path}: initializer '{init.name}' is malformed ({exc})") from exc
         for node in proto.graph.node:
             if node.op_type == "Constant":
                 attrs = self.attributes(node)
@@ -284,7 +287,14 @@ class _Translator:
             handler = getattr(self, f"_{node.op_type}", None)
             if handler is None:
                 raise self.unsupported(node, "this ONNX op is not supported by the native kernel")
-            handler(node)
+            try:
+                handler(node)
+            except (IndexError, KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as exc:
+                # The handlers check what valid files vary in; a mutated or hand-written file can still miss an
+                # input or carry a value of the wrong kind, which must be reported against its node.
+                if isinstance(exc, EdgemiaError) or type(exc).__module__.startswith("edgemia._native"):
+                    raise
+                raise self.fail(node, f"is malformed ({type(exc).__name__}: {exc})") from exc
 
         output = proto.graph.output[0].name
         value = self.values.get(output)
@@ -356,6 +366,8 @@ class _Translator:
                 "its inputs are dequantized int8 values but its output is not quantized again, so ONNX "
                 "Runtime would run it in float; re-quantize the model with quantize_static",
             )
+        if len(q.input) < 3 or not q.input[2]:
+            raise self.unsupported(q, "only int8 quantization is supported; a missing zero point means uint8")
         scale = float(np.float32(self.scalar(q, q.input[1])))
         zero_point = self.scalar(q, q.input[2])
         if np.asarray(zero_point).dtype != np.int8:
@@ -392,6 +404,9 @@ class _Translator:
         dilations = list(attrs.get("dilations", [1, 1]))
         if len(pads) != 4 or len(strides) != 2 or len(dilations) != 2 or len(kernel) != 2:
             raise self.unsupported(node, "only 2-D windows are supported")
+        if min(*strides, *dilations, *kernel) < 1 or min(pads) < 0:
+            raise self.fail(node, f"invalid window: kernel {kernel}, strides {strides}, dilations {dilations}, "
+                                  f"pads {pads}; sizes must be positive and pads non-negative")
         return {
             "padding": 2, "pad_top": pads[0], "pad_left": pads[1], "pad_bottom": pads[2], "pad_right": pads[3],
             "stride_h": strides[0], "stride_w": strides[1], "dilation_h": dilations[0], "dilation_w": dilations[1],
