@@ -213,3 +213,17 @@ def test_mutated_dynamic_models_fail_cleanly(dynamic_models, tmp_path, name):
     outcomes = [assert_fails_cleanly(tmp_path / f"m{i}.onnx", mutated, records)
                 for i, (_, mutated) in enumerate(mutated_models(onnx.load(str(dynamic_models[name])), 80, seed=7))]
     assert any(outcomes)
+
+
+@pytest.mark.slow
+def test_audit_captures_dynamic_onnx_on_native(tmp_path):
+    from edgemia.audit import AuditConfig, run_audit
+
+    report = run_audit(AuditConfig(out=tmp_path, variants=["int8-dynamic"], backends=["native", "onnxruntime"],
+                                   epochs=5, references=0, bootstrap=100))
+    skipped = {(row["backend"], row["format"]) for row in report["skipped"]}
+    assert ("native", "onnx") not in skipped
+    agreement = [row for row in report["backend_agreement"] if row["format"] == "onnx"]
+    assert len(agreement) == 1
+    assert agreement[0]["identical_records"] == agreement[0]["n_records"]
+    assert agreement[0]["max_abs_logit_difference"] == 0.0
