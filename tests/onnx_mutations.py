@@ -1,7 +1,7 @@
 """Seeded structural mutations of ONNX models, for tests that the native loader fails cleanly.
 
 Byte flips in a serialized model mostly break the protobuf, which the onnx
-reader rejects before the translator sees it. These mutations keep the file
+reader rejects before the translator reads it. These mutations keep the file
 parseable and change what the translator and the kernel must check: tensor
 shapes, data types and values, node inputs and attributes.
 """

@@ -103,14 +103,14 @@ def test_dynamic_onnx_records_independent_of_batch(dynamic_models):
 
 
 def _dynamic_graph(tmp_path, weights: np.ndarray, weight_zero_point=np.int8(0), op: str = "MatMulInteger",
-                   zero_point_from: str = "x_zero_point", attributes: dict | None = None):
+                   zero_point_from: str = "x_zero_point", attributes: dict | None = None, out_hw=(5, 5)):
     """Write x -> DynamicQuantizeLinear -> `op` -> Cast -> Mul(x_scale * w_scale) -> y and return its path."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     conv = op == "ConvInteger"
     in_shape = [None, 3, 5, 5] if conv else [None, 6]
-    out_shape = [None, weights.shape[0], 5, 5] if conv else [None, weights.shape[-1]]
+    out_shape = [None, weights.shape[0], *out_hw] if conv else [None, weights.shape[-1]]
     nodes = [
         helper.make_node("DynamicQuantizeLinear", ["x"], ["x_q", "x_scale", "x_zero_point"], name="quantize"),
         helper.make_node("Mul", ["x_scale", "w_scale"], ["scales"], name="scales"),
@@ -139,6 +139,23 @@ def test_handmade_matmulinteger_equals_onnxruntime(tmp_path):
     path = _dynamic_graph(tmp_path, weights)
     model = read_onnx(path)
     x = records_for(model, 40, seed=1)
+    np.testing.assert_array_equal(NativeSession(model).run(x), run_onnxruntime_per_record(path, x))
+
+
+@pytest.mark.parametrize("isa", _native.available_isas())
+@pytest.mark.parametrize("group,attributes,out_hw", [
+    (1, {"pads": [1, 1, 1, 1]}, (5, 5)),
+    (3, {"pads": [1, 0, 2, 1]}, (6, 4)),
+    (1, {"pads": [1, 1, 1, 1], "dilations": [2, 2]}, (3, 3)),
+    (1, {"pads": [0, 1, 1, 0], "strides": [2, 1]}, (2, 4)),
+])
+def test_handmade_convinteger_equals_onnxruntime(tmp_path, monkeypatch, group, attributes, out_hw, isa):
+    weights = np.random.default_rng(group).integers(-128, 128, size=(6, 3 // group, 3, 3)).astype(np.int8)
+    path = _dynamic_graph(tmp_path, weights, op="ConvInteger", attributes={**attributes, "group": group},
+                          out_hw=out_hw)
+    monkeypatch.setenv("EDGEMIA_ISA", isa)
+    model = read_onnx(path)
+    x = records_for(model, 40, seed=group)
     np.testing.assert_array_equal(NativeSession(model).run(x), run_onnxruntime_per_record(path, x))
 
 

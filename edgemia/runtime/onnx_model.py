@@ -646,7 +646,7 @@ class _Translator:
             self.values[name] = _DynamicQuantized(x, role)
 
     def _dynamic_input(self, node) -> _Value:
-        """The float activation behind a MatMulInteger or ConvInteger input, checking its zero point input."""
+        """Return the float activation that a MatMulInteger or ConvInteger quantizes, after checking its zero point."""
         values = self.values.get(node.input[0])
         zero_point = self.values.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if not isinstance(values, _DynamicQuantized) or values.role != "values":
@@ -721,8 +721,8 @@ class _Translator:
     def _dynamic_op(self, node, product: _IntegerProduct, scale: _ScaleProduct) -> None:
         """Emit DYNAMIC_FULLY_CONNECTED or DYNAMIC_CONV_2D for the chain that ends at Mul `node`.
 
-        A following Add of a constant bias, one value per output channel, is folded in; the kernel adds it after
-        the multiply, in a separate float32 rounding, as ONNX Runtime does.
+        A following Add of a constant bias with one value per output channel is folded in. The kernel adds it
+        after the multiply, in a separate float32 rounding, as ONNX Runtime does.
         """
         if scale.source is not product.source:
             raise self.unsupported(node, "multiplies by the scale of another DynamicQuantizeLinear")
