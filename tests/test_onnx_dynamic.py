@@ -103,7 +103,8 @@ def test_dynamic_onnx_records_independent_of_batch(dynamic_models):
 
 
 def _dynamic_graph(tmp_path, weights: np.ndarray, weight_zero_point=np.int8(0), op: str = "MatMulInteger",
-                   zero_point_from: str = "x_zero_point", attributes: dict | None = None, out_hw=(5, 5)):
+                   zero_point_from: str = "x_zero_point", attributes: dict | None = None, out_hw=(5, 5),
+                   weight_scale=np.float32(0.01)):
     """Write x -> DynamicQuantizeLinear -> `op` -> Cast -> Mul(x_scale * w_scale) -> y and return its path."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -121,7 +122,7 @@ def _dynamic_graph(tmp_path, weights: np.ndarray, weight_zero_point=np.int8(0), 
     ]
     initializers = [
         numpy_helper.from_array(weights, "w"),
-        numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
+        numpy_helper.from_array(np.asarray(weight_scale, np.float32), "w_scale"),
         numpy_helper.from_array(np.asarray(weight_zero_point), "w_zero_point"),
         numpy_helper.from_array(np.array(7, np.uint8), "other_zero_point"),
     ]
@@ -134,9 +135,10 @@ def _dynamic_graph(tmp_path, weights: np.ndarray, weight_zero_point=np.int8(0), 
     return path
 
 
-def test_handmade_matmulinteger_equals_onnxruntime(tmp_path):
+@pytest.mark.parametrize("weight_scale", [np.float32(0.01), np.array([0.01, 0.003, 0.02, 0.5], np.float32)])
+def test_handmade_matmulinteger_equals_onnxruntime(tmp_path, weight_scale):
     weights = np.random.default_rng(0).integers(-128, 128, size=(6, 4)).astype(np.int8)
-    path = _dynamic_graph(tmp_path, weights)
+    path = _dynamic_graph(tmp_path, weights, weight_scale=weight_scale)
     model = read_onnx(path)
     x = records_for(model, 40, seed=1)
     np.testing.assert_array_equal(NativeSession(model).run(x), run_onnxruntime_per_record(path, x))

@@ -110,6 +110,9 @@ class DynamicQuantizationHandlers:
         channels = product.weights.shape[0]
         if scale.weight_scales.size not in (1, channels):
             raise self.fail(node, f"{scale.weight_scales.size} weight scales for {channels} output channels")
+        if convolution and scale.weight_scales.size > 1:
+            # Mul broadcasts a vector of scales over the last axis of the NCHW sum, which is not the channel axis.
+            raise self.unsupported(node, "per-channel weight scales on ConvInteger are not supported")
         weight_scales = np.broadcast_to(scale.weight_scales, (channels,)).astype(np.float32)
         if not (np.isfinite(weight_scales) & (weight_scales > 0)).all():
             raise self.fail(node, "weight scales must be positive and finite")
