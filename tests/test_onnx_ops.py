@@ -114,7 +114,7 @@ def test_float_onnx_close_to_onnxruntime(onnx_models, name):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name,op", [("elementwise", "Add"), ("dense", "Sigmoid")])
+@pytest.mark.parametrize("name,op", [("elementwise", "QLinearMul"), ("dense", "Tanh")])
 def test_unreproduced_int8_ops_reported_unsupported(onnx_models, name, op):
     model = read_onnx(onnx_models[f"{name}-int8"])
     with pytest.raises(UnsupportedModelError, match=op):

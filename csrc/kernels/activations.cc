@@ -58,6 +58,43 @@ std::array<int8_t, 256> PopulateTable(const Tensor& in, const Tensor& out, const
   return table;
 }
 
+// The logistic kernel of ONNX Runtime's x86-64 build (MLAS
+// LogisticKernelFma3.S): Eigen's rational approximation on [-18, 18] with
+// fused multiply-adds in this order, then p / q + 0.5 clamped below at 0.
+float LogisticMlasFma3(float x) {
+  x = -18.0f > x ? -18.0f : x;  // vmaxps keeps x when it is NaN
+  x = 18.0f < x ? 18.0f : x;
+  const float x2 = x * x;
+  float p = std::fma(x2, 4.37031012579801e-11f, 1.15627324459942e-07f);
+  p = std::fma(x2, p, 6.08574864600143e-05f);
+  p = std::fma(x2, p, 8.51377133304701e-03f);
+  p = std::fma(x2, p, 2.48287947061529e-01f);
+  float q = std::fma(x2, 6.10247389755681e-13f, 5.76102136993427e-09f);
+  q = std::fma(x2, q, 6.29106785017040e-06f);
+  q = std::fma(x2, q, 1.70198817374094e-03f);
+  q = std::fma(x2, q, 1.16817656904453e-01f);
+  q = std::fma(x2, q, 9.93151921023180e-01f);
+  p = x * p;
+  const float y = p / q + 0.5f;
+  return 0.0f > y ? 0.0f : y;
+}
+
+// ONNX Runtime's QLinearSigmoid table (QlinearBuildLookupTable): dequantize
+// as input_scale * (q - zero_point), apply LogisticMlasFma3, and quantize as
+// MLAS's QuantizeLinear does (divide, round half to even, add the zero point,
+// clamp). A QDQ file's uint8 form gives the same table, because the zero
+// point shift cancels in q - zero_point and adds back exactly at the end.
+std::array<int8_t, 256> PopulateOnnxRuntimeLogisticTable(const Tensor& in, const Tensor& out) {
+  std::array<int8_t, 256> table{};
+  for (int32_t q = -128; q <= 127; ++q) {
+    const float dequantized = in.scales[0] * static_cast<float>(q - in.zero_points[0]);
+    const float rounded = std::nearbyint(LogisticMlasFma3(dequantized) / out.scales[0]);
+    const float quantized = std::min(std::max(rounded + static_cast<float>(out.zero_points[0]), -128.0f), 127.0f);
+    table[static_cast<uint8_t>(static_cast<int8_t>(q))] = static_cast<int8_t>(quantized);
+  }
+  return table;
+}
+
 class UnaryFloat final : public Kernel {
  public:
   UnaryFloat(const UnaryIds& ids, std::function<float(float)> f) : ids_(ids), f_(std::move(f)) {}
@@ -78,7 +115,7 @@ float Sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 float Tanh(float v) { return std::tanh(v); }
 
 Factory MakeTranscendental(float (*f)(float)) {
-  return [f](const OpChecker& check, Numerics) -> std::unique_ptr<Kernel> {
+  return [f](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
     const UnaryIds ids = CheckUnary(check);
     const Tensor& in = check.Input(0);
     const Tensor& out = check.Output(0);
@@ -86,6 +123,10 @@ Factory MakeTranscendental(float (*f)(float)) {
     if (in.dtype == DType::kInt8) {
       check.ExpectActivationQuantization(in, "input");
       check.ExpectActivationQuantization(out, "output");
+      if (numerics == Numerics::kOnnxRuntime) {
+        if (f != Sigmoid) check.Unsupported("int8 " + check.op().kind + " is not reproduced in onnxruntime numerics");
+        return std::make_unique<LookupInt8>(ids, PopulateOnnxRuntimeLogisticTable(in, out));
+      }
       return std::make_unique<LookupInt8>(ids, PopulateTable(in, out, f));
     }
     if (in.dtype == DType::kFloat32) return std::make_unique<UnaryFloat>(ids, f);

@@ -240,6 +240,57 @@ std::vector<int32_t> FoldInputZeroPoint(const OpChecker& check, const std::vecto
   return folded;
 }
 
+DynamicQuantization QuantizeDynamicUint8(const float* x, int64_t n, int8_t* q) {
+  float lo = 0.0f, hi = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  DynamicQuantization p;
+  p.scale = hi == lo ? 1.0f : (hi - lo) / 255.0f;
+  const float initial_zero_point = 0.0f - lo / p.scale;
+  // The same argument order as ONNX Runtime, so that a NaN takes the same bound.
+  const float clamped = std::max(0.0f, std::min(255.0f, initial_zero_point));
+  const auto zero_point = static_cast<int32_t>(std::nearbyint(clamped));
+  const float min_less_zero_point = static_cast<float>(0 - zero_point);
+  const float max_less_zero_point = static_cast<float>(255 - zero_point);
+  for (int64_t i = 0; i < n; ++i) {
+    float v = x[i] / p.scale;
+    v = v > min_less_zero_point ? v : min_less_zero_point;  // a NaN takes the lower bound, like maxps
+    v = v < max_less_zero_point ? v : max_less_zero_point;
+    q[i] = static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(v)) + zero_point - 128);
+  }
+  p.zero_point = zero_point - 128;
+  return p;
+}
+
+void CheckDynamicDepth(const OpChecker& check, int64_t depth) {
+  // 2^31 / (255 * 128): deeper sums of uint8 differences times int8 weights could leave int32.
+  constexpr int64_t kMaxExactDepth = 65793;
+  if (depth > kMaxExactDepth) {
+    check.Unsupported("depth " + std::to_string(depth) + " exceeds " + std::to_string(kMaxExactDepth) +
+                      ", beyond which the integer sums can leave int32");
+  }
+}
+
+std::vector<int32_t> WeightRowSums(const int8_t* w, int64_t channels, int64_t depth) {
+  std::vector<int32_t> sums(static_cast<size_t>(channels), 0);
+  for (int64_t c = 0; c < channels; ++c) {
+    int32_t sum = 0;
+    for (int64_t k = 0; k < depth; ++k) sum += w[c * depth + k];
+    sums[static_cast<size_t>(c)] = sum;
+  }
+  return sums;
+}
+
+std::vector<float> DynamicWeightScales(const OpChecker& check, const Tensor& filter, int channel_dim) {
+  check.ExpectDType(filter, DType::kInt8, "filter");
+  check.ExpectWeightQuantization(filter, channel_dim);
+  const int64_t channels = filter.shape[static_cast<size_t>(channel_dim)];
+  if (filter.scales.size() == 1) return std::vector<float>(static_cast<size_t>(channels), filter.scales[0]);
+  return filter.scales;
+}
+
 Broadcast MakeBroadcast(const OpChecker& check, const Tensor& a, const Tensor& b, const Tensor& out) {
   // A constant operand carries the batch dimension in its shape; drop leading
   // ones beyond the record rank so that it lines up with the activations.

@@ -168,8 +168,54 @@ inline int32_t WrappingAdd(int32_t a, int32_t b) {
   return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
 }
 
+// x86's cvtps2dq in the default rounding mode: round half to even, and
+// INT32_MIN for NaN and values outside int32 (MLAS's int8 kernels rely on it).
+inline int32_t ConvertToInt32X86(float v) {
+  if (!(v >= -2147483648.0f && v < 2147483648.0f)) return std::numeric_limits<int32_t>::min();
+  return static_cast<int32_t>(std::nearbyint(v));
+}
+
 // Half-away-from-zero rounding, as std::round and TfLiteRound.
 inline float RoundHalfAway(float v) { return std::round(v); }
+
+// ---------------------------------------------------------------------------
+// Run-time quantization of float inputs, as ONNX Runtime's DynamicQuantizeLinear.
+
+// Scale and zero point chosen for one record. The zero point is the uint8
+// zero point minus 128, because the quantized values are stored as int8
+// (uint8 value - 128) so that the int8 GEMM paths can multiply them.
+struct DynamicQuantization {
+  float scale = 1.0f;
+  int32_t zero_point = 0;
+};
+
+// Quantizes x[0..n) to uint8 with ONNX Runtime's formulas (onnxruntime
+// core/util/qmath.h and MLAS QuantizeLinear): the range [min(x, 0), max(x, 0)]
+// maps onto 0..255 with scale (max - min) / 255 and zero point
+// round_half_even(clamp(0 - min / scale, 0, 255)); each value is x / scale
+// clamped to [0 - zp, 255 - zp] in float, rounded half to even, plus zp.
+// Writes the values minus 128 to q. NaN inputs become 0 (MLAS's maxps keeps
+// the bound).
+DynamicQuantization QuantizeDynamicUint8(const float* x, int64_t n, int8_t* q);
+
+// Sum over k of (q[k] - zp) * w[c][k], from the GEMM's sum over the stored
+// (q - 128) values: acc - (zp - 128) * column_sum[c], exact in int32 for
+// the depths that CheckDynamicDepth accepts.
+inline int32_t DynamicInputSum(int32_t acc, int32_t zero_point, int32_t column_sum) {
+  return static_cast<int32_t>(static_cast<int64_t>(acc) - int64_t{zero_point} * column_sum);
+}
+
+// Fails unless sums over `depth` products of uint8 differences (|q - zp| <=
+// 255) and int8 weights fit in int32.
+void CheckDynamicDepth(const OpChecker& check, int64_t depth);
+
+// Sums of each of `channels` rows of row-major int8 weights [channels][depth].
+std::vector<int32_t> WeightRowSums(const int8_t* w, int64_t channels, int64_t depth);
+
+// Per-channel float32 weight scales (one value repeated for per-tensor
+// weights) of a dynamically quantized op's filter; fails unless the filter is
+// int8 with zero points 0 on `channel_dim`.
+std::vector<float> DynamicWeightScales(const OpChecker& check, const Tensor& filter, int channel_dim);
 
 // ---------------------------------------------------------------------------
 // Broadcasting of two record-shaped operands (numpy rules, right-aligned).

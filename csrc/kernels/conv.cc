@@ -449,12 +449,129 @@ std::unique_ptr<Kernel> MakeConv(const OpChecker& check, Numerics numerics, bool
   }
 }
 
+// DYNAMIC_CONV_2D: ONNX Runtime's DynamicQuantizeLinear -> ConvInteger ->
+// Cast -> Mul (-> Add bias) chain as one op. Each record's float32 input is
+// quantized to uint8 with its own scale and zero point, the integer sums are
+// exact in int32, and the output is float(sum) * (input_scale *
+// weight_scale[c]), plus the float32 bias when there is one, each step
+// rounded to float32 as ONNX Runtime's separate Cast, Mul and Add do.
+// Padding taps hold the input zero point, so they add nothing, as in ONNX
+// Runtime's ConvInteger.
+class DynamicConv final : public Kernel {
+ public:
+  explicit DynamicConv(const OpChecker& check) : gemm_(&check.gemm()) {
+    g_ = CheckGeometry(check, false);
+    const Tensor& filter = check.Input(1);
+    check.ExpectDType(check.Input(0), DType::kFloat32, "input");
+    check.ExpectDType(check.Output(0), DType::kFloat32, "output");
+    weight_scales_ = DynamicWeightScales(check, filter, 0);
+    group_out_ = g_.out_c / g_.groups;
+    depth_ = g_.k_h * g_.k_w * g_.filter_c;
+    CheckDynamicDepth(check, depth_);
+    const int8_t* w = filter.as<int8_t>();
+    row_sums_ = WeightRowSums(w, g_.out_c, depth_);
+    has_bias_ = check.InputId(2) >= 0;
+    bias_ = BiasOrZero<float>(check, g_.out_c, DType::kFloat32);
+    packed_.resize(static_cast<size_t>(g_.groups));
+    for (int64_t group = 0; group < g_.groups; ++group) {
+      gemm_->pack(w + group * group_out_ * depth_, group_out_, depth_, &packed_[static_cast<size_t>(group)]);
+    }
+    record_elements_ = g_.in_h * g_.in_w * g_.in_c;
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  // int32 sums, then im2col rows, then the quantized record.
+  int64_t ScratchBytes() const override {
+    return kGemmRows * group_out_ * static_cast<int64_t>(sizeof(int32_t)) + kGemmRows * depth_ + record_elements_;
+  }
+  int64_t MacsPerRecord() const override { return g_.out_h * g_.out_w * g_.out_c * depth_; }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const float* x = arena.at<float>(in_id_);
+    float* y = arena.at<float>(out_id_);
+    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data());
+    int8_t* rows = reinterpret_cast<int8_t*>(acc + kGemmRows * group_out_);
+    int8_t* record = rows + kGemmRows * depth_;
+    const ConvGeometry& g = g_;
+    const int64_t positions = g.out_h * g.out_w;
+    std::vector<float> multiplier(static_cast<size_t>(g.out_c));
+    for (int64_t b = 0; b < batch; ++b) {
+      const DynamicQuantization q = QuantizeDynamicUint8(x + b * record_elements_, record_elements_, record);
+      for (int64_t c = 0; c < g.out_c; ++c) {
+        multiplier[static_cast<size_t>(c)] = q.scale * weight_scales_[static_cast<size_t>(c)];
+      }
+      float* yb = y + b * positions * g.out_c;
+      for (int64_t p0 = 0; p0 < positions; p0 += kGemmRows) {
+        const int64_t m = std::min(kGemmRows, positions - p0);
+        for (int64_t group = 0; group < g.groups; ++group) {
+          GatherRows(record, static_cast<int8_t>(q.zero_point), p0, m, group, rows);
+          gemm_->run(rows, depth_, m, packed_[static_cast<size_t>(group)], acc, group_out_);
+          for (int64_t i = 0; i < m; ++i) {
+            float* yp = yb + (p0 + i) * g.out_c + group * group_out_;
+            for (int64_t j = 0; j < group_out_; ++j) {
+              const size_t c = static_cast<size_t>(group * group_out_ + j);
+              const int32_t sum = DynamicInputSum(acc[i * group_out_ + j], q.zero_point, row_sums_[c]);
+              float v = static_cast<float>(sum) * multiplier[c];
+              if (has_bias_) v = v + bias_[c];
+              yp[j] = v;
+            }
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  // Writes the im2col rows of output positions [first, first + count) of one
+  // record and group, in the filter's (ky, kx, channel) order.
+  void GatherRows(const int8_t* record, int8_t zero_point, int64_t first, int64_t count, int64_t group,
+                  int8_t* rows) const {
+    const ConvGeometry& g = g_;
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t oy = (first + i) / g.out_w;
+      const int64_t ox = (first + i) % g.out_w;
+      int8_t* row = rows + i * depth_;
+      for (int64_t ky = 0; ky < g.k_h; ++ky) {
+        const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+        for (int64_t kx = 0; kx < g.k_w; ++kx) {
+          const int64_t ix = ox * g.stride_w - g.pad_left + kx * g.dilation_w;
+          int8_t* dst = row + (ky * g.k_w + kx) * g.filter_c;
+          if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) {
+            std::memset(dst, zero_point, static_cast<size_t>(g.filter_c));
+          } else {
+            std::memcpy(dst, record + (iy * g.in_w + ix) * g.in_c + group * g.filter_c,
+                        static_cast<size_t>(g.filter_c));
+          }
+        }
+      }
+    }
+  }
+
+  ConvGeometry g_;
+  const gemm::Int8Gemm* gemm_;
+  int64_t group_out_ = 0, depth_ = 0, record_elements_ = 0;
+  std::vector<float> weight_scales_;
+  std::vector<int32_t> row_sums_;
+  bool has_bias_ = false;
+  std::vector<float> bias_;
+  std::vector<gemm::PackedB> packed_;
+  int in_id_ = 0, out_id_ = 0;
+};
+
 }  // namespace
 
 void RegisterConv(Registry& registry) {
   registry["CONV_2D"] = [](const OpChecker& check, Numerics numerics) { return MakeConv(check, numerics, false); };
   registry["DEPTHWISE_CONV_2D"] = [](const OpChecker& check, Numerics numerics) {
     return MakeConv(check, numerics, true);
+  };
+  registry["DYNAMIC_CONV_2D"] = [](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
+    check.ExpectArity(2, 3, 1);
+    if (numerics != Numerics::kOnnxRuntime) {
+      check.Unsupported("dynamic quantization is reproduced in the onnxruntime numerics mode only");
+    }
+    return std::make_unique<DynamicConv>(check);
   };
 }
 

@@ -46,9 +46,21 @@ struct Int8BinaryParams {
   // TFLite reference ADD and MUL: fixed-point multipliers, double rounding.
   int32_t ref_a_multiplier = 0, ref_b_multiplier = 0, ref_out_multiplier = 0;
   int ref_a_shift = 0, ref_b_shift = 0, ref_out_shift = 0;
+  // ONNX Runtime's QLinearAdd (MLAS's AVX2 kernel): float32 scale ratios and
+  // a fixed part that holds the zero points.
+  float ort_a_ratio = 0.0f, ort_b_ratio = 0.0f, ort_fixed = 0.0f;
+  // 128 when ONNX Runtime runs the op on uint8 values (value + 128), 0 for int8.
+  int32_t ort_offset = 0;
 
   inline int8_t operator()(int8_t qa, int8_t qb) const {
     int32_t v = 0;
+    if (numerics == Numerics::kOnnxRuntime) {
+      // Two fused multiply-adds, b first, then cvtps2dq and saturating packs.
+      float f = std::fma(static_cast<float>(qb + ort_offset), ort_b_ratio, ort_fixed);
+      f = std::fma(static_cast<float>(qa + ort_offset), ort_a_ratio, f);
+      v = ConvertToInt32X86(f);
+      return static_cast<int8_t>(std::min(std::max(v, ort_offset - 128), ort_offset + 127) - ort_offset);
+    }
     if (numerics == Numerics::kLitertReference) {
       const int32_t a = static_cast<int32_t>(qa) - a_zero_point;
       const int32_t b = static_cast<int32_t>(qb) - b_zero_point;
@@ -74,10 +86,7 @@ struct Int8BinaryParams {
 };
 
 Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numerics numerics, const Tensor& a,
-                                const Tensor& b, const Tensor& out) {
-  if (numerics == Numerics::kOnnxRuntime) {
-    check.Unsupported("int8 " + check.op().kind + " (ONNX Runtime's QLinearAdd and QLinearMul) is not reproduced yet");
-  }
+                                const Tensor& b, const Tensor& out, const Broadcast& broadcast) {
   check.ExpectActivationQuantization(a, "first operand");
   check.ExpectActivationQuantization(b, "second operand");
   check.ExpectActivationQuantization(out, "output");
@@ -87,6 +96,23 @@ Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numeric
   p.a_zero_point = a.zero_points[0];
   p.b_zero_point = b.zero_points[0];
   p.out_zero_point = out.zero_points[0];
+  if (numerics == Numerics::kOnnxRuntime) {
+    if (kind != BinaryKind::kAdd) check.Unsupported("int8 MUL (ONNX Runtime's QLinearMul) is not reproduced");
+    // MLAS broadcasts a single value through other arithmetic; only the element-wise form is reproduced.
+    if (!broadcast.same_shape || a.constant || b.constant) {
+      check.Unsupported("int8 ADD in onnxruntime numerics needs two activations of the same shape");
+    }
+    if (check.ActivationOption() != Activation::kNone) check.Unsupported("a fused activation is not supported");
+    const int64_t domain = check.OptionOr("uint8_domain", 0);
+    if (domain != 0 && domain != 1) check.Fail("option 'uint8_domain' is " + std::to_string(domain) + ", expected 0 or 1");
+    p.ort_offset = domain != 0 ? 128 : 0;
+    p.ort_a_ratio = a.scales[0] / out.scales[0];
+    p.ort_b_ratio = b.scales[0] / out.scales[0];
+    const float zero_point_terms = p.ort_a_ratio * static_cast<float>(p.a_zero_point + p.ort_offset) +
+                                   p.ort_b_ratio * static_cast<float>(p.b_zero_point + p.ort_offset);
+    p.ort_fixed = static_cast<float>(p.out_zero_point + p.ort_offset) - zero_point_terms;
+    return p;
+  }
   p.range = ActivationRange(check.ActivationOption(), out.scales[0], p.out_zero_point, numerics);
   const float sa = a.scales[0], sb = b.scales[0], so = out.scales[0];
   if (numerics == Numerics::kLitertReference) {
@@ -132,7 +158,7 @@ Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numeric
 class BinaryInt8 final : public Kernel {
  public:
   BinaryInt8(const OpChecker& check, BinaryKind kind, Numerics numerics) : ops_(CheckBinary(check)) {
-    params_ = MakeInt8Params(check, kind, numerics, *ops_.a, *ops_.b, check.Output(0));
+    params_ = MakeInt8Params(check, kind, numerics, *ops_.a, *ops_.b, check.Output(0), ops_.bc);
   }
 
   void Run(Arena& arena, int64_t batch) const override {

@@ -164,6 +164,79 @@ class FullyConnectedFloat final : public Kernel {
   int in_id_ = 0, out_id_ = 0;
 };
 
+// DYNAMIC_FULLY_CONNECTED: ONNX Runtime's DynamicQuantizeLinear ->
+// MatMulInteger -> Cast -> Mul (-> Add bias) chain, which ONNX Runtime fuses
+// into DynamicQuantizeMatMul. Each record's float32 input is quantized to
+// uint8 with its own scale and zero point, the sums are exact in int32, and
+// the output is float(sum) * (input_scale * weight_scale[u]) rounded to
+// float32, plus the float32 bias in a second rounding when there is one
+// (MLAS's scale-bias output stage multiplies and adds separately).
+class DynamicFullyConnected final : public Kernel {
+ public:
+  explicit DynamicFullyConnected(const OpChecker& check) : gemm_(&check.gemm()) {
+    g_ = CheckGeometry(check);
+    const Tensor& filter = check.Input(1);
+    check.ExpectDType(check.Input(0), DType::kFloat32, "input");
+    check.ExpectDType(check.Output(0), DType::kFloat32, "output");
+    weight_scales_ = DynamicWeightScales(check, filter, 0);
+    CheckDynamicDepth(check, g_.depth);
+    const int8_t* w = filter.as<int8_t>();
+    row_sums_ = WeightRowSums(w, g_.units, g_.depth);
+    gemm_->pack(w, g_.units, g_.depth, &packed_);
+    has_bias_ = check.InputId(2) >= 0;
+    bias_ = BiasOrZero<float>(check, g_.units, DType::kFloat32);
+    record_elements_ = g_.rows * g_.depth;
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  // int32 sums, the quantization of each record, then the quantized records.
+  int64_t ScratchBytes() const override {
+    return kGemmRows * g_.units * static_cast<int64_t>(sizeof(int32_t)) +
+           kChunkRecords * static_cast<int64_t>(sizeof(DynamicQuantization)) + kChunkRecords * record_elements_;
+  }
+  int64_t MacsPerRecord() const override { return g_.rows * g_.units * g_.depth; }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const float* x = arena.at<float>(in_id_);
+    float* y = arena.at<float>(out_id_);
+    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data());
+    auto* params = reinterpret_cast<DynamicQuantization*>(acc + kGemmRows * g_.units);
+    int8_t* quantized = reinterpret_cast<int8_t*>(params + kChunkRecords);
+    for (int64_t b = 0; b < batch; ++b) {
+      params[b] = QuantizeDynamicUint8(x + b * record_elements_, record_elements_,
+                                       quantized + b * record_elements_);
+    }
+    const int64_t rows = batch * g_.rows;
+    for (int64_t r0 = 0; r0 < rows; r0 += kGemmRows) {
+      const int64_t m = std::min(kGemmRows, rows - r0);
+      gemm_->run(quantized + r0 * g_.depth, g_.depth, m, packed_, acc, g_.units);
+      for (int64_t i = 0; i < m; ++i) {
+        const DynamicQuantization& q = params[(r0 + i) / g_.rows];
+        float* yi = y + (r0 + i) * g_.units;
+        for (int64_t u = 0; u < g_.units; ++u) {
+          const size_t c = static_cast<size_t>(u);
+          const int32_t sum = DynamicInputSum(acc[i * g_.units + u], q.zero_point, row_sums_[c]);
+          float v = static_cast<float>(sum) * (q.scale * weight_scales_[c]);
+          if (has_bias_) v = v + bias_[c];
+          yi[u] = v;
+        }
+      }
+    }
+  }
+
+ private:
+  FcGeometry g_;
+  const gemm::Int8Gemm* gemm_;
+  gemm::PackedB packed_;
+  std::vector<float> weight_scales_;
+  std::vector<int32_t> row_sums_;
+  bool has_bias_ = false;
+  std::vector<float> bias_;
+  int64_t record_elements_ = 0;
+  int in_id_ = 0, out_id_ = 0;
+};
+
 }  // namespace
 
 void RegisterFullyConnected(Registry& registry) {
@@ -177,6 +250,13 @@ void RegisterFullyConnected(Registry& registry) {
       default:
         check.Unsupported(std::string("input dtype ") + DTypeName(check.Input(0).dtype) + " is not supported");
     }
+  };
+  registry["DYNAMIC_FULLY_CONNECTED"] = [](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
+    check.ExpectArity(2, 3, 1);
+    if (numerics != Numerics::kOnnxRuntime) {
+      check.Unsupported("dynamic quantization is reproduced in the onnxruntime numerics mode only");
+    }
+    return std::make_unique<DynamicFullyConnected>(check);
   };
 }
 

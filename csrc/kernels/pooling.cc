@@ -13,7 +13,7 @@ struct PoolGeometry {
   int64_t out_h = 0, out_w = 0, pad_top = 0, pad_left = 0;
 };
 
-PoolGeometry CheckPool(const OpChecker& check) {
+PoolGeometry CheckPool(const OpChecker& check, bool same_quantization = true) {
   check.ExpectArity(1, 1, 1);
   const Tensor& in = check.Input(0);
   const Tensor& out = check.Output(0);
@@ -40,7 +40,7 @@ PoolGeometry CheckPool(const OpChecker& check) {
     check.ExpectActivationQuantization(in, "input");
     check.ExpectActivationQuantization(out, "output");
     // TFLite requires equal input and output quantization for pooling.
-    check.ExpectSameQuantization(in, out);
+    if (same_quantization) check.ExpectSameQuantization(in, out);
   }
   return g;
 }
@@ -337,6 +337,90 @@ class MeanFloat final : public Kernel {
   MeanGeometry g_;
   int in_id_ = 0, out_id_ = 0;
 };
+// int8 average pooling as ONNX Runtime's QLinearAveragePool computes it. A
+// window that spans the whole unpadded image takes MLAS's global average pool:
+// the exact int32 sum minus input_zero_point * count, times input_scale /
+// (output_scale * count) through the fp32 output stage. Any other window
+// dequantizes each value to input_scale * (x - zero_point), sums in float32
+// row by row, divides by the number of taps inside the image and quantizes y / output_scale +
+// zero_point, rounded half to even. With option uint8_domain = 1 the zero
+// points and values are those of the uint8 tensors (value + 128) that ONNX
+// Runtime's x86-64 build converts int8 QDQ activations to, which changes the
+// float rounding of the last step.
+class AvgPoolInt8OnnxRuntime final : public Kernel {
+ public:
+  explicit AvgPoolInt8OnnxRuntime(const OpChecker& check) {
+    g_ = CheckPool(check, false);
+    const Tensor& in = check.Input(0);
+    const Tensor& out = check.Output(0);
+    if (check.ActivationOption() != Activation::kNone) check.Unsupported("a fused activation is not supported");
+    in_scale_ = in.scales[0];
+    in_zero_point_ = in.zero_points[0];
+    out_scale_ = out.scales[0];
+    out_zero_point_ = out.zero_points[0];
+    bool unpadded = true;
+    if (check.PaddingOption() == Padding::kExplicit) {
+      for (const char* key : {"pad_top", "pad_bottom", "pad_left", "pad_right"}) unpadded &= check.Option(key) == 0;
+    } else {
+      unpadded = g_.pad_top == 0 && g_.pad_left == 0;
+    }
+    const int64_t domain = check.OptionOr("uint8_domain", 0);
+    if (domain != 0 && domain != 1) check.Fail("option 'uint8_domain' is " + std::to_string(domain) + ", expected 0 or 1");
+    offset_ = domain != 0 ? 128 : 0;
+    global_ = unpadded && g_.k_h == g_.in_h && g_.k_w == g_.in_w;
+    if (global_) {
+      const int64_t count = g_.k_h * g_.k_w;
+      global_scale_ = in_scale_ / (out_scale_ * static_cast<float>(count));
+      // ONNX Runtime raises an error for these parameters instead of computing an output.
+      if (count >= 0x1000000 || !(global_scale_ >= 0x1.0p-32f && global_scale_ < 256.0f)) {
+        check.Unsupported("input to output scale ratio " + std::to_string(global_scale_) +
+                          " over the window is outside [2^-32, 256), which ONNX Runtime rejects");
+      }
+    }
+    in_id_ = check.op().inputs[0];
+    out_id_ = check.op().outputs[0];
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const int8_t* x = arena.at<int8_t>(in_id_);
+    int8_t* y = arena.at<int8_t>(out_id_);
+    const PoolGeometry& g = g_;
+    const float lo = static_cast<float>(-128 - out_zero_point_), hi = static_cast<float>(127 - out_zero_point_);
+    ForEachWindow(g, batch, [&](int64_t b, int64_t oy, int64_t ox, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
+      int8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
+      const int64_t taps = (y1 - y0) * (x1 - x0);
+      for (int64_t c = 0; c < g.channels; ++c) {
+        if (global_) {
+          int32_t acc = -in_zero_point_ * static_cast<int32_t>(taps);
+          for (int64_t iy = y0; iy < y1; ++iy) {
+            for (int64_t ix = x0; ix < x1; ++ix) acc += x[((b * g.in_h + iy) * g.in_w + ix) * g.channels + c];
+          }
+          yp[c] = RequantizeFp32(acc, global_scale_, lo, hi, out_zero_point_);
+          continue;
+        }
+        float sum = 0.0f;
+        for (int64_t iy = y0; iy < y1; ++iy) {
+          for (int64_t ix = x0; ix < x1; ++ix) {
+            const int32_t q = x[((b * g.in_h + iy) * g.in_w + ix) * g.channels + c];
+            sum += in_scale_ * static_cast<float>(q - in_zero_point_);
+          }
+        }
+        const float average = sum / static_cast<float>(taps);
+        const float shifted_zero_point = static_cast<float>(out_zero_point_ + offset_);
+        const int32_t v = ConvertToInt32X86(std::nearbyint(average / out_scale_ + shifted_zero_point));
+        yp[c] = static_cast<int8_t>(std::min(std::max(v, offset_ - 128), offset_ + 127) - offset_);
+      }
+    });
+  }
+
+ private:
+  PoolGeometry g_;
+  float in_scale_ = 1.0f, out_scale_ = 1.0f, global_scale_ = 1.0f;
+  int32_t in_zero_point_ = 0, out_zero_point_ = 0;
+  int32_t offset_ = 0;  // 128 when ONNX Runtime runs the op on uint8 values (value + 128)
+  bool global_ = false;
+  int in_id_ = 0, out_id_ = 0;
+};
 
 }  // namespace
 
@@ -351,6 +435,9 @@ void RegisterPooling(Registry& registry) {
     check.Unsupported("input must be int8 or float32");
   };
   registry["AVERAGE_POOL_2D"] = [](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
+    if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kInt8 && numerics == Numerics::kOnnxRuntime) {
+      return std::make_unique<AvgPoolInt8OnnxRuntime>(check);
+    }
     if (check.InputCount() >= 1 && check.Input(0).dtype == DType::kInt8) {
       return std::make_unique<AvgPoolInt8>(check, numerics);
     }

@@ -1,14 +1,20 @@
 """Read an .onnx file and translate it into the native kernel's graph form.
 
-Four kinds of graph are accepted: float32 graphs (Conv, Gemm, MatMul, Add,
-Relu, Clip, Sigmoid, Tanh, MaxPool, AveragePool, Reshape, Flatten, Transpose,
-Squeeze); int8 QDQ graphs as ONNX Runtime's quantize_static writes them; int8
-QOperator graphs (QLinearConv, QLinearMatMul, QGemm); and int4 weight-only
-MatMulNBits. A QDQ graph is
+These kinds of graph are accepted: float32 graphs (Conv, Gemm, MatMul, Add,
+Relu, Clip, Sigmoid, Tanh, MaxPool, AveragePool, GlobalAveragePool, Reshape,
+Flatten, Transpose, Squeeze); int8 QDQ graphs as ONNX Runtime's
+quantize_static writes them; int8 QOperator graphs (QLinearConv,
+QLinearMatMul, QGemm, QLinearAdd, QLinearAveragePool,
+QLinearGlobalAveragePool, QLinearSigmoid); int4 weight-only
+MatMulNBits; and dynamic-range graphs as quantize_dynamic writes them
+(DynamicQuantizeLinear -> MatMulInteger or ConvInteger -> Cast -> Mul, with an
+optional bias Add), each chain becoming one DYNAMIC_FULLY_CONNECTED or
+DYNAMIC_CONV_2D op that quantizes every record on its own. A QDQ graph is
 translated the way ONNX Runtime fuses it: DequantizeLinear -> Conv/Gemm/MatMul
--> QuantizeLinear becomes one integer op, and QuantizeLinear /
-DequantizeLinear pairs around MaxPool, Reshape and Transpose disappear. Any
-other pattern would run in float inside ONNX Runtime, which the integer
+-> QuantizeLinear becomes one integer op, DequantizeLinear ->
+Add/AveragePool/GlobalAveragePool/Sigmoid -> QuantizeLinear becomes the
+matching QLinear op, and QuantizeLinear / DequantizeLinear pairs around
+MaxPool, Reshape and Transpose disappear. Any other pattern would run in float inside ONNX Runtime, which the integer
 kernels do not reproduce, so it is reported as unsupported.
 
 ONNX convolutions are NCHW while the native kernels are NHWC: activations
@@ -24,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemia.errors import ModelFormatError, UnsupportedModelError
+from edgemia.errors import EdgemiaError, ModelFormatError, UnsupportedModelError
+from edgemia.runtime.onnx_dynamic import DynamicQuantizationHandlers
+from edgemia.runtime.onnx_values import _Dequantized, _QuantizedConstant, _Value
 from edgemia.runtime.tflite_model import TensorInfo
 
 
@@ -42,6 +50,12 @@ class OnnxModel:
     def output(self) -> TensorInfo:
         return self.output_info
 
+
+# ONNX Runtime's x86-64 build converts int8 QDQ activations to uint8 (value +
+# 128) before fusing, so its QLinearAdd and QLinearAveragePool round with the
+# shifted zero points; QOperator files keep int8. NOTE: ARM builds keep int8
+# QDQ activations, so on ARM these two ops can differ in the last bit.
+_QDQ_UINT8_DOMAIN = {"uint8_domain": 1}
 
 _ELEMENT_TYPES = {1: np.dtype(np.float32), 3: np.dtype(np.int8), 6: np.dtype(np.int32), 7: np.dtype(np.int64)}
 
@@ -109,42 +123,7 @@ def read_onnx(path: str | Path) -> OnnxModel:
 
 
 @dataclass
-class _Value:
-    """An activation already in the native graph."""
-
-    native_id: int
-    dtype: str  # "float32" or "int8"
-    shape: list[int]  # logical ONNX shape without the batch
-    nhwc: bool = False  # logical [C, H, W] stored as [H, W, C]
-    scale: float = 0.0
-    zero_point: int = 0
-
-    def physical_shape(self) -> list[int]:
-        if self.nhwc:
-            c, h, w = self.shape
-            return [h, w, c]
-        return list(self.shape)
-
-
-@dataclass
-class _Dequantized:
-    """The float output of DequantizeLinear on an int8 activation."""
-
-    source: _Value
-
-
-@dataclass
-class _QuantizedConstant:
-    """DequantizeLinear of an initializer: integer data with scales and zero points."""
-
-    data: np.ndarray
-    scales: np.ndarray
-    zero_points: np.ndarray
-    axis: int
-
-
-@dataclass
-class _Translator:
+class _Translator(DynamicQuantizationHandlers):
     model: OnnxModel
     graph: object  # edgemia._native.Graph
     values: dict = field(default_factory=dict)  # ONNX name -> _Value | _Dequantized | _QuantizedConstant
@@ -221,13 +200,20 @@ class _Translator:
 
         proto = self.model.proto
         for init in proto.graph.initializer:
-            self.constants[init.name] = numpy_helper.to_array(init)
+            try:
+                self.constants[init.name] = numpy_helper.to_array(init)
+            except (ValueError, TypeError) as exc:
+                raise ModelFormatError(f"{self.model.path}: initializer '{init.name}' is malformed ({exc})") from exc
         for node in proto.graph.node:
             if node.op_type == "Constant":
                 attrs = self.attributes(node)
                 if "value" not in attrs:
                     raise self.unsupported(node, "only tensor constants are supported")
                 self.constants[node.output[0]] = numpy_helper.to_array(attrs["value"])
+            elif node.op_type == "Reshape" and all(name in self.constants for name in node.input[:2]):
+                # quantize_dynamic reshapes each convolution bias to [1, C, 1, 1].
+                self.constants[node.output[0]] = self._reshape_constant(node)
+                self.skipped.add(id(node))
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
 
@@ -242,7 +228,14 @@ class _Translator:
             handler = getattr(self, f"_{node.op_type}", None)
             if handler is None:
                 raise self.unsupported(node, "this ONNX op is not supported by the native kernel")
-            handler(node)
+            try:
+                handler(node)
+            except (IndexError, KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as exc:
+                # The handlers check what valid files vary in; a mutated or hand-written file can still miss an
+                # input or carry a value of the wrong kind, which must be reported against its node.
+                if isinstance(exc, EdgemiaError) or type(exc).__module__.startswith("edgemia._native"):
+                    raise
+                raise self.fail(node, f"is malformed ({type(exc).__name__}: {exc})") from exc
 
         output = proto.graph.output[0].name
         value = self.values.get(output)
@@ -314,6 +307,8 @@ class _Translator:
                 "its inputs are dequantized int8 values but its output is not quantized again, so ONNX "
                 "Runtime would run it in float; re-quantize the model with quantize_static",
             )
+        if len(q.input) < 3 or not q.input[2]:
+            raise self.unsupported(q, "only int8 quantization is supported; a missing zero point means uint8")
         scale = float(np.float32(self.scalar(q, q.input[1])))
         zero_point = self.scalar(q, q.input[2])
         if np.asarray(zero_point).dtype != np.int8:
@@ -350,6 +345,9 @@ class _Translator:
         dilations = list(attrs.get("dilations", [1, 1]))
         if len(pads) != 4 or len(strides) != 2 or len(dilations) != 2 or len(kernel) != 2:
             raise self.unsupported(node, "only 2-D windows are supported")
+        if min(*strides, *dilations, *kernel) < 1 or min(pads) < 0:
+            raise self.fail(node, f"invalid window: kernel {kernel}, strides {strides}, dilations {dilations}, "
+                                  f"pads {pads}; sizes must be positive and pads non-negative")
         return {
             "padding": 2, "pad_top": pads[0], "pad_left": pads[1], "pad_bottom": pads[2], "pad_right": pads[3],
             "stride_h": strides[0], "stride_w": strides[1], "dilation_h": dilations[0], "dilation_w": dilations[1],
@@ -543,7 +541,12 @@ class _Translator:
     def _Add(self, node) -> None:
         operands = [self.values.get(name) for name in node.input]
         if any(isinstance(value, _Dequantized) for value in operands):
-            raise self.unsupported(node, "int8 Add (ONNX Runtime's QLinearAdd) is not reproduced yet")
+            if not all(isinstance(value, _Dequantized) for value in operands):
+                raise self.unsupported(node, "int8 Add needs two dequantized int8 activations")
+            q, scale, zero_point = self._fused_output(node)
+            self._add_int8(node, operands[0].source, operands[1].source, q.output[0], scale, zero_point,
+                           _QDQ_UINT8_DOMAIN)
+            return
         if sum(isinstance(value, _Value) for value in operands) == 0:
             raise self.unsupported(node, "adding two constants is not supported")
         inputs, shape, nhwc = [], None, False
@@ -562,6 +565,85 @@ class _Translator:
         out = _Value(self.add_activation(node.output[0], "float32", list(shape)), "float32", list(shape), nhwc)
         self.add_op("ADD", node.name, inputs, [out.native_id], {"activation": 0})
         self.values[node.output[0]] = out
+
+    # Dynamic quantization (quantize_dynamic) ---------------------------------
+
+    def _reshape_constant(self, node) -> np.ndarray:
+        data, shape = self.constants[node.input[0]], [int(d) for d in self.constants[node.input[1]].reshape(-1)]
+        if int(self.attributes(node).get("allowzero", 0)) == 0:
+            shape = [data.shape[i] if d == 0 and i < data.ndim else d for i, d in enumerate(shape)]
+        try:
+            return data.reshape(shape)
+        except ValueError as exc:
+            raise self.fail(node, f"cannot reshape a constant of shape {list(data.shape)} to {shape}") from exc
+
+    def _add_int8(self, node, a: _Value, b: _Value, name: str, scale: float, zero_point: int,
+                  uint8_domain: dict | None = None) -> None:
+        """Emit an int8 ADD of two activations (ONNX Runtime's QLinearAdd) writing `name`."""
+        b = self.as_layout(b, a.nhwc, node) if len(b.shape) == 3 else b
+        if a.shape != b.shape:
+            raise self.unsupported(node, f"only operands of the same shape are supported, not {a.shape} and {b.shape}")
+        out = _Value(0, "int8", list(a.shape), a.nhwc, scale, zero_point)
+        out.native_id = self.add_activation(name, "int8", out.physical_shape(), scale, zero_point)
+        self.add_op("ADD", node.name, [a.native_id, b.native_id], [out.native_id],
+                    {"activation": 0, **(uint8_domain or {})})
+        self.values[name] = out
+
+    def _pool_int8(self, node, x: _Value, kernel: list[int], options: dict, name: str, scale: float,
+                   zero_point: int, uint8_domain: dict | None = None) -> None:
+        """Emit an int8 average pool (ONNX Runtime's QLinearAveragePool) writing `name`."""
+        source = self.as_layout(x, True, node)
+        c, h, w = source.shape
+        out_h = (h + options["pad_top"] + options["pad_bottom"] - kernel[0]) // options["stride_h"] + 1
+        out_w = (w + options["pad_left"] + options["pad_right"] - kernel[1]) // options["stride_w"] + 1
+        if out_h < 1 or out_w < 1:
+            raise self.fail(node, f"the window does not fit the {h}x{w} input")
+        out = _Value(0, "int8", [c, out_h, out_w], True, scale, zero_point)
+        out.native_id = self.add_activation(name, "int8", out.physical_shape(), scale, zero_point)
+        self.add_op("AVERAGE_POOL_2D", node.name, [source.native_id], [out.native_id], {**options, **(uint8_domain or {})})
+        self.values[name] = out
+
+    def _QLinearAdd(self, node) -> None:
+        if len(node.input) < 8:
+            raise self.fail(node, f"has {len(node.input)} inputs, expected 8")
+        a = self._int8_input(node, 0)
+        b = self._int8_input(node, 3)
+        scale, zero_point = self._int8_output(node, node.input[6], node.input[7])
+        self._add_int8(node, a, b, node.output[0], scale, zero_point)
+
+    def _qlinear_pool_input(self, node) -> _Value:
+        if len(node.input) < 5:
+            raise self.fail(node, f"has {len(node.input)} inputs, expected 5")
+        if int(self.attributes(node).get("channels_last", 0)):
+            raise self.unsupported(node, "channels_last = 1 is not supported")
+        x = self._int8_input(node, 0)
+        if len(x.shape) != 3:
+            raise self.unsupported(node, f"needs a [C, H, W] activation, got shape {x.shape}")
+        return x
+
+    def _QLinearAveragePool(self, node) -> None:
+        x = self._qlinear_pool_input(node)
+        kernel, options = self._pool_options(node, "AVERAGE_POOL_2D")
+        scale, zero_point = self._int8_output(node, node.input[3], node.input[4])
+        self._pool_int8(node, x, kernel, options, node.output[0], scale, zero_point)
+
+    def _QLinearGlobalAveragePool(self, node) -> None:
+        x = self._qlinear_pool_input(node)
+        scale, zero_point = self._int8_output(node, node.input[3], node.input[4])
+        self._pool_int8(node, x, x.shape[1:], _global_pool_options(x.shape), node.output[0], scale, zero_point)
+
+    def _GlobalAveragePool(self, node) -> None:
+        x = self.values.get(node.input[0])
+        source = x.source if isinstance(x, _Dequantized) else x
+        if not isinstance(source, _Value) or len(source.shape) != 3:
+            raise self.unsupported(node, f"'{node.input[0]}' is not a [C, H, W] activation")
+        options = _global_pool_options(source.shape)
+        if isinstance(x, _Dequantized):
+            q, scale, zero_point = self._fused_output(node)
+            self._pool_int8(node, source, source.shape[1:], options, q.output[0], scale, zero_point,
+                            _QDQ_UINT8_DOMAIN)
+            return
+        self._pass_through(node, "AVERAGE_POOL_2D", options, True, lambda shape: [shape[0], 1, 1])
 
     # QOperator format: integer ops with explicit quantization inputs ---------
 
@@ -664,7 +746,7 @@ class _Translator:
         self.add_op(kind, node.name, [source.native_id], [out.native_id], options)
         self.values[name] = out
 
-    def _pool(self, node, kind: str) -> None:
+    def _pool_options(self, node, kind: str) -> tuple[list[int], dict]:
         attrs = self.attributes(node)
         kernel = list(attrs.get("kernel_shape", []))
         if kind == "AVERAGE_POOL_2D" and attrs.get("count_include_pad", 0):
@@ -677,6 +759,10 @@ class _Translator:
         options.update(filter_h=kernel[0], filter_w=kernel[1])
         for key in ("dilation_h", "dilation_w"):
             options.pop(key)
+        return kernel, options
+
+    def _pool(self, node, kind: str) -> None:
+        kernel, options = self._pool_options(node, kind)
 
         def out_shape(shape):
             c, h, w = shape
@@ -684,8 +770,13 @@ class _Translator:
             out_w = (w + options["pad_left"] + options["pad_right"] - kernel[1]) // options["stride_w"] + 1
             return [c, out_h, out_w]
 
-        if kind == "AVERAGE_POOL_2D" and isinstance(self.values.get(node.input[0]), _Dequantized):
-            raise self.unsupported(node, "int8 average pooling (ONNX Runtime's QLinearAveragePool) is not reproduced")
+        x = self.values.get(node.input[0])
+        if kind == "AVERAGE_POOL_2D" and isinstance(x, _Dequantized):
+            if len(x.source.shape) != 3:
+                raise self.unsupported(node, f"needs a [C, H, W] activation, got shape {x.source.shape}")
+            q, scale, zero_point = self._fused_output(node)
+            self._pool_int8(node, x.source, kernel, options, q.output[0], scale, zero_point, _QDQ_UINT8_DOMAIN)
+            return
         self._pass_through(node, kind, options, True, out_shape)
 
     def _MaxPool(self, node) -> None:
@@ -732,7 +823,26 @@ class _Translator:
         self._pass_through(node, kind, {}, x.nhwc, lambda shape: list(shape))
 
     def _Sigmoid(self, node) -> None:
+        x = self.values.get(node.input[0])
+        if isinstance(x, _Dequantized):
+            q, scale, zero_point = self._fused_output(node)
+            self._logistic_int8(node, x.source, q.output[0], scale, zero_point)
+            return
         self._float_unary(node, "LOGISTIC")
+
+    def _QLinearSigmoid(self, node) -> None:
+        if len(node.input) < 5:
+            raise self.fail(node, f"has {len(node.input)} inputs, expected 5")
+        x = self._int8_input(node, 0)
+        scale, zero_point = self._int8_output(node, node.input[3], node.input[4])
+        self._logistic_int8(node, x, node.output[0], scale, zero_point)
+
+    def _logistic_int8(self, node, x: _Value, name: str, scale: float, zero_point: int) -> None:
+        """Emit an int8 LOGISTIC (ONNX Runtime's QLinearSigmoid table) writing `name`."""
+        out = _Value(0, "int8", list(x.shape), x.nhwc, scale, zero_point)
+        out.native_id = self.add_activation(name, "int8", x.physical_shape(), scale, zero_point)
+        self.add_op("LOGISTIC", node.name, [x.native_id], [out.native_id])
+        self.values[name] = out
 
     def _Tanh(self, node) -> None:
         self._float_unary(node, "TANH")
@@ -797,6 +907,13 @@ class _NodeName:
 
     name: str
     op_type: str = "output"
+
+
+def _global_pool_options(shape: list[int]) -> dict:
+    """Options of an AVERAGE_POOL_2D whose window is the whole [C, H, W] image."""
+    _, h, w = shape
+    return {"padding": 2, "pad_top": 0, "pad_left": 0, "pad_bottom": 0, "pad_right": 0, "stride_h": 1,
+            "stride_w": 1, "filter_h": h, "filter_w": w, "activation": 0}
 
 
 def _moves_only_unit_axes(shape: list[int], perm: tuple[int, ...]) -> bool:

@@ -35,11 +35,26 @@ def load_session(model_path: str, threads: int):
     with native_stderr_to_log("ONNX Runtime"):
         session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
+    if not _quantizes_per_batch(model_path):
+        return lambda x: session.run(None, {input_name: x})[0]
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_name: x})[0]
+    def run_each_record(x: np.ndarray) -> np.ndarray:
+        outputs = [session.run(None, {input_name: x[i : i + 1]})[0] for i in range(len(x))]
+        return np.concatenate(outputs) if outputs else session.run(None, {input_name: x})[0]
 
-    return run
+    return run_each_record
+
+
+def _quantizes_per_batch(model_path: str) -> bool:
+    """True when the graph has DynamicQuantizeLinear, whose scale ONNX Runtime takes over the whole batch.
+
+    One record's logits would then depend on the other records run with it,
+    so such models run one record at a time, as on a device and as the
+    native kernel computes them.
+    """
+    import onnx
+
+    return any(node.op_type == "DynamicQuantizeLinear" for node in onnx.load(model_path).graph.node)
 
 
 class OnnxRuntimeSession:

@@ -1,0 +1,294 @@
+"""int8 Add, average pooling and Sigmoid in ONNX files against ONNX Runtime's QLinear kernels.
+
+ONNX Runtime fuses DequantizeLinear -> Add / AveragePool / GlobalAveragePool /
+Sigmoid -> QuantizeLinear into QLinearAdd, QLinearAveragePool,
+QLinearGlobalAveragePool and QLinearSigmoid (com.microsoft), and QOperator
+files name those ops directly. On x86-64 it first converts int8 QDQ
+activations to uint8, which changes the rounding of QLinearAdd and
+QLinearAveragePool, so both forms are compared, on every instruction-set path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgemia import _native
+from edgemia.errors import ModelFormatError, UnsupportedModelError
+from edgemia.runtime.native import NativeSession
+from edgemia.runtime.onnx_model import read_onnx
+
+ISAS = _native.available_isas()
+
+
+def run_onnxruntime(path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def records_for(model, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2.5, 2.5, size=(n, *model.input().shape[1:])).astype(np.float32)
+    x[0] = -100.0  # saturates the int8 input
+    x[1] = 100.0
+    return x
+
+
+# ---------------------------------------------------------------------------
+# Keras models through tf2onnx and quantize_static.
+
+
+@pytest.fixture(scope="module")
+def keras_models(tmp_path_factory):
+    from edgemia._tf import import_keras
+    from edgemia.compression.onnx_export import export_float, export_int8
+    from op_models import calibration_data
+
+    keras = import_keras()
+    keras.utils.set_random_seed(3)
+    layers = keras.layers
+    folder = tmp_path_factory.mktemp("qlinear-models")
+
+    def pooling():
+        x = keras.Input((10, 9, 3))
+        h = layers.Conv2D(6, 3, padding="same")(x)
+        h = layers.AveragePooling2D(2)(h)
+        h = layers.AveragePooling2D(3, strides=2, padding="same")(h)
+        return keras.Model(x, layers.Dense(5)(layers.Flatten()(h)))
+
+    def residual():
+        x = keras.Input((10, 9, 3))
+        a = layers.Conv2D(6, 3, padding="same")(x)
+        b = layers.Conv2D(6, 1, padding="same", activation="relu")(x)
+        h = layers.AveragePooling2D(2)(layers.Add()([a, b]))
+        h = layers.AveragePooling2D(3, strides=2, padding="same")(h)
+        return keras.Model(x, layers.Dense(5)(layers.GlobalAveragePooling2D()(h)))
+
+    def sigmoid():
+        x = keras.Input((20,))
+        h = layers.Dense(16, activation="sigmoid")(x)
+        return keras.Model(x, layers.Dense(5)(h))
+
+    paths = {}
+    for name, build in (("pooling", pooling), ("residual", residual), ("sigmoid", sigmoid)):
+        model = build()
+        data = calibration_data(model)
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(data, np.random.default_rng(2).normal(size=(len(data), 5)), epochs=2, verbose=0)
+        export_float(model, folder / f"{name}-float.onnx")
+        paths[f"{name}-qdq"] = folder / f"{name}-qdq.onnx"
+        export_int8(folder / f"{name}-float.onnx", data, paths[f"{name}-qdq"])
+        paths[f"{name}-qoperator"] = folder / f"{name}-qoperator.onnx"
+        export_int8(folder / f"{name}-float.onnx", data, paths[f"{name}-qoperator"], operator_form=True)
+    return paths
+
+
+# In the residual QDQ file both convolutions read one shared DequantizeLinear,
+# and ONNX Runtime 1.32 then runs them in float, so only its QOperator form
+# is compared here.
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("key,ops", [
+    ("pooling-qdq", {"AveragePool"}),
+    ("pooling-qoperator", {"QLinearAveragePool"}),
+    ("residual-qoperator", {"QLinearAdd", "QLinearAveragePool", "QLinearGlobalAveragePool"}),
+    ("sigmoid-qdq", {"Sigmoid"}),
+    ("sigmoid-qoperator", {"QLinearSigmoid"}),
+])
+def test_keras_qlinear_ops_equal_onnxruntime(keras_models, monkeypatch, key, ops, isa):
+    import onnx
+
+    kinds = {node.op_type for node in onnx.load(str(keras_models[key])).graph.node}
+    assert ops <= kinds
+    monkeypatch.setenv("EDGEMIA_ISA", isa)
+    model = read_onnx(keras_models[key])
+    x = records_for(model, 1500, seed=len(key))
+    session = NativeSession(model, threads=2)
+    assert session.isa == isa
+    np.testing.assert_array_equal(session.run(x), run_onnxruntime(keras_models[key], x))
+
+
+# ---------------------------------------------------------------------------
+# Graphs built with onnx.helper: the op alone, with random quantization.
+
+
+def _quantized_input(helper, numpy_helper, name: str, scale: float, zero_point: int):
+    """Nodes and initializers of x -> QuantizeLinear -> DequantizeLinear, ending in `name`."""
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", f"{name}_s", f"{name}_z"], [f"{name}_q"], name=f"{name}_quantize"),
+        helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [name], name=f"{name}_dq"),
+    ]
+    initializers = [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s"),
+                    numpy_helper.from_array(np.array(zero_point, np.int8), f"{name}_z")]
+    return nodes, initializers
+
+
+def _write_qdq_graph(tmp_path, op: str, seed: int, attributes: dict | None = None):
+    """x [C, H, W] -> Q/DQ (twice for Add) -> `op` -> Q -> DQ -> y, with random scales and zero points."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, initializers, inputs = [], [], []
+    for name in ("a", "b") if op == "Add" else ("a",):
+        more_nodes, more_initializers = _quantized_input(helper, numpy_helper, name, float(rng.uniform(0.01, 0.05)),
+                                                         int(rng.integers(-60, 60)))
+        nodes += more_nodes
+        initializers += more_initializers
+        inputs.append(name)
+    nodes += [
+        helper.make_node(op, inputs, ["r"], name="op", **(attributes or {})),
+        helper.make_node("QuantizeLinear", ["r", "r_s", "r_z"], ["r_q"], name="r_quantize"),
+        helper.make_node("DequantizeLinear", ["r_q", "r_s", "r_z"], ["y"], name="r_dq"),
+    ]
+    initializers += [numpy_helper.from_array(np.array(rng.uniform(0.005, 0.05), np.float32), "r_s"),
+                     numpy_helper.from_array(np.array(rng.integers(-60, 60), np.int8), "r_z")]
+    graph = helper.make_graph(nodes, op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 7, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = onnx.shape_inference.infer_shapes(model)
+    path = tmp_path / f"{op}-{seed}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+HANDMADE = [
+    ("Add", None),
+    ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 1], "pads": [1, 0, 1, 1]}),
+    ("AveragePool", {"kernel_shape": [7, 6]}),  # the whole image: ONNX Runtime's global path
+    ("GlobalAveragePool", None),
+    ("Sigmoid", None),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("op,attributes", HANDMADE)
+def test_handmade_qdq_op_equals_onnxruntime(tmp_path, monkeypatch, op, attributes, isa):
+    monkeypatch.setenv("EDGEMIA_ISA", isa)
+    for seed in range(6):
+        path = _write_qdq_graph(tmp_path, op, seed, attributes)
+        model = read_onnx(path)
+        x = np.random.default_rng(seed).uniform(-3.0, 3.0, size=(300, 4, 7, 6)).astype(np.float32)
+        x[0] = -100.0
+        x[1] = 100.0
+        np.testing.assert_array_equal(NativeSession(model).run(x), run_onnxruntime(path, x), err_msg=f"seed {seed}")
+
+
+def _write_qoperator_graph(tmp_path, op: str, inputs: list[str], attributes: dict | None = None):
+    """x -> QuantizeLinear -> `op` (com.microsoft) -> DequantizeLinear -> y."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="quantize"),
+        helper.make_node(op, inputs, ["r"], name="op", domain="com.microsoft", **(attributes or {})),
+        helper.make_node("DequantizeLinear", ["r", "s", "z"], ["y"], name="dequantize"),
+    ]
+    initializers = [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+                    numpy_helper.from_array(np.array(3, np.int8), "z"),
+                    numpy_helper.from_array(np.array(5, np.int8), "other_z")]
+    graph = helper.make_graph(nodes, op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 7, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 7, 6])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    path = tmp_path / f"{op}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("op,inputs,attributes,error,message", [
+    ("QLinearAdd", ["q", "s", "z", "q", "s"], None, ModelFormatError, "has 5 inputs, expected 8"),
+    ("QLinearAdd", ["q", "s", "other_z", "q", "s", "z", "s", "z"], None, UnsupportedModelError, "differs from its own"),
+    ("QLinearAveragePool", ["q", "s", "z"], {"kernel_shape": [2, 2]}, ModelFormatError, "has 3 inputs, expected 5"),
+    ("QLinearAveragePool", ["q", "s", "z", "s", "z"], {"kernel_shape": [2, 2], "channels_last": 1},
+     UnsupportedModelError, "channels_last"),
+    ("QLinearAveragePool", ["q", "s", "z", "s", "z"], {"kernel_shape": [9, 9]}, ModelFormatError, "does not fit"),
+    ("QLinearAveragePool", ["q", "s", "z", "s", "z"], {"kernel_shape": [2, 2], "count_include_pad": 1},
+     UnsupportedModelError, "count_include_pad"),
+    ("QLinearGlobalAveragePool", ["q", "s", "z", "x", "z"], None, UnsupportedModelError, "constant"),
+    ("QLinearSigmoid", ["q", "s", "z", "s"], None, ModelFormatError, "has 4 inputs, expected 5"),
+])
+def test_malformed_qlinear_node_named(tmp_path, op, inputs, attributes, error, message):
+    path = _write_qoperator_graph(tmp_path, op, inputs, attributes)
+    with pytest.raises(error, match=f"node 'op' \\({op}\\).*{message}") as raised:
+        NativeSession(read_onnx(path))
+    assert str(path) in str(raised.value)
+
+
+# ---------------------------------------------------------------------------
+# Load-time checks of the kernel itself.
+
+
+def _int8(graph, name, shape, scale=0.02, zero_point=0):
+    return graph.add_tensor(name, "int8", shape, None, [scale], [zero_point], 0)
+
+
+def test_broadcast_int8_add_rejected_in_onnxruntime_numerics():
+    graph = _native.Graph()
+    a, y = _int8(graph, "a", [4, 3]), _int8(graph, "y", [4, 3])
+    b = graph.add_tensor("b", "int8", [1, 3], bytes(3), [0.02], [0], 0)
+    graph.add_op("ADD", "add", [a, b], [y], {"activation": 0}, {})
+    with pytest.raises(_native.UnsupportedError, match="same shape"):
+        graph.finalize([a], [y], "onnxruntime")
+
+
+@pytest.mark.parametrize("kind", ["ADD", "AVERAGE_POOL_2D"])
+def test_invalid_uint8_domain_option_rejected(kind):
+    graph = _native.Graph()
+    x = _int8(graph, "x", [4, 4, 2])
+    inputs = [x, x] if kind == "ADD" else [x]
+    options = {"uint8_domain": 5, "activation": 0}
+    if kind == "AVERAGE_POOL_2D":
+        options.update(padding=1, filter_h=2, filter_w=2, stride_h=2, stride_w=2)
+    y = _int8(graph, "y", [4, 4, 2] if kind == "ADD" else [2, 2, 2])
+    graph.add_op(kind, "op", inputs, [y], options, {})
+    with pytest.raises(_native.ModelError, match="uint8_domain"):
+        graph.finalize([x], [y], "onnxruntime")
+
+
+def test_int8_tanh_rejected_in_onnxruntime_numerics():
+    graph = _native.Graph()
+    x, y = _int8(graph, "x", [8]), _int8(graph, "y", [8], scale=1.0 / 128)
+    graph.add_op("TANH", "tanh", [x], [y], {}, {})
+    with pytest.raises(_native.UnsupportedError, match="TANH is not reproduced"):
+        graph.finalize([x], [y], "onnxruntime")
+
+
+def test_global_pool_scale_outside_onnxruntime_range_rejected():
+    graph = _native.Graph()
+    x = _int8(graph, "x", [4, 4, 2], scale=1.0)
+    y = _int8(graph, "y", [1, 1, 2], scale=1e-5)
+    graph.add_op("AVERAGE_POOL_2D", "pool", [x], [y],
+                 {"padding": 1, "filter_h": 4, "filter_w": 4, "stride_h": 1, "stride_w": 1, "activation": 0}, {})
+    with pytest.raises(_native.UnsupportedError, match="ONNX Runtime rejects"):
+        graph.finalize([x], [y], "onnxruntime")
+
+
+@pytest.mark.parametrize("op,attributes", HANDMADE)
+def test_mutated_qdq_graphs_fail_cleanly(tmp_path, op, attributes):
+    import onnx
+
+    from onnx_mutations import assert_fails_cleanly, mutated_models
+
+    path = _write_qdq_graph(tmp_path, op, 0, attributes)
+    records = np.random.default_rng(0).uniform(-3.0, 3.0, size=(8, 4, 7, 6)).astype(np.float32)
+    outcomes = [assert_fails_cleanly(tmp_path / f"m{i}.onnx", mutated, records)
+                for i, (_, mutated) in enumerate(mutated_models(onnx.load(str(path)), 60, seed=len(op)))]
+    assert any(outcomes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["residual-qoperator", "sigmoid-qoperator", "pooling-qdq"])
+def test_mutated_keras_qlinear_models_fail_cleanly(keras_models, tmp_path, key):
+    import onnx
+
+    from onnx_mutations import assert_fails_cleanly, mutated_models
+
+    model = read_onnx(keras_models[key])
+    records = records_for(model, 8, seed=0)
+    outcomes = [assert_fails_cleanly(tmp_path / f"m{i}.onnx", mutated, records)
+                for i, (_, mutated) in enumerate(mutated_models(onnx.load(str(keras_models[key])), 60, seed=3))]
+    assert any(outcomes)
