@@ -113,6 +113,26 @@ def _add_device_commands(commands, verbosity: argparse.ArgumentParser) -> None:
         "edgemia versions and backends, and what differs from the profile. Exits with 2 when the "
         "board does not match the profile.",
     )
+    run = actions.add_parser(
+        "run",
+        parents=[verbosity, connection],
+        help="capture an audit run's models on a board and add them to its report",
+        description="Capture every model of a finished audit run (the target, its perturbed copies "
+        "and each reference model of each variant and format) on the board with each backend it "
+        "has, pull the captures back, verify their SHA-256, and add them to the run as "
+        "device:<name>:<backend> report rows, with the agreement between host and device. "
+        "Captures already in the run directory from an earlier device run of the same board are kept.",
+    )
+    run.add_argument("run_dir", type=Path, help="run directory of a finished `edgemia audit`")
+    run.add_argument("--variants", default=None, metavar="LIST",
+                     help="comma-separated variants to capture (default: every variant of the run)")
+    run.add_argument("--backends", default=None, metavar="LIST",
+                     help="comma-separated backends from: native, litert, onnxruntime (default: those "
+                     "the profile lists and the board has)")
+    run.add_argument("--threads", type=_threads, default=None,
+                     help="inference threads on the board, 0..1024; 0 uses every core (default: the profile's)")
+    run.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+                     help="time limit of one capture on the board (default: the profile's)")
 
 
 def _option_help() -> str:
@@ -439,11 +459,36 @@ def _run_device(args: argparse.Namespace, console: Console) -> int:
     from edgemia.devices.ssh import SshClient
 
     settings = _device_settings(args)
-    with SshClient(settings.target, settings.ssh) as client:
-        check = check_device(settings, client)
-    print_board_check(check, settings.target, console)
-    if not check.ok:
-        raise InputError(f"{settings.target} does not match device profile {settings.profile.name}")
+    if args.device_command == "check":
+        with SshClient(settings.target, settings.ssh) as client:
+            check = check_device(settings, client)
+        print_board_check(check, settings.target, console)
+        if not check.ok:
+            raise InputError(f"{settings.target} does not match device profile {settings.profile.name}")
+        return 0
+
+    from edgemia.devices.audit_run import read_audit_run
+    from edgemia.devices.device_run import capture_on_device
+    from edgemia.devices.report import add_device_results
+    from edgemia.reporting.console import print_device_summary
+    from edgemia.runtime.capture import check_backend_names
+
+    run = read_audit_run(args.run_dir)
+    variants = _names(args.variants) if args.variants is not None else None
+    backends = _names(args.backends) if args.backends is not None else None
+    if backends is not None:
+        check_backend_names(backends)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+
+        def capture_progress(total: int) -> Callable[[], None]:
+            task = progress.add_task(f"Capturing on {settings.profile.name}", total=total)
+            return lambda: progress.advance(task)
+
+        captures = capture_on_device(settings, run, variants, backends, capture_progress)
+    report = add_device_results(run, settings, captures)
+    print_device_summary(report, settings.profile.name, console)
+    console.print(f"Updated {run.out / 'report.json'} and report.md.", soft_wrap=True)
     return 0
 
 

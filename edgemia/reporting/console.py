@@ -115,3 +115,28 @@ def print_board_check(check, target, console: Console) -> None:
         console.print(f"problem: {problem}", soft_wrap=True)
     if check.ok:
         console.print(f"{target} matches device profile {profile.name}.")
+
+
+def print_device_summary(report: dict, device: str, console: Console) -> None:
+    """Print one device's rows and its agreement with the host after `edgemia device run`."""
+    prefix = f"device:{device}:"
+    variants = [variant for variant in report["variants"] if variant["backend"].startswith(prefix)]
+    levels = _levels(variants[0]["attacks"]) if variants else []
+    rows = []
+    for variant in variants:
+        accuracy = f"{variant['accuracy']['members']:.3f}/{variant['accuracy']['nonmembers']:.3f}"
+        for attack in variant["attacks"]:
+            rows.append(([variant["name"], f"{variant['backend']}-{variant['format']}", accuracy], attack))
+    console.print(_attack_table(f"Membership leakage on {device}", rows, levels, ["variant", "backend", "acc."]))
+    for row in report.get("device_agreement", []):
+        if row["device"] != device:
+            continue
+        leakage = "identical" if row["captures_identical"] else (
+            "differs" if row["leakage_differs"] else "no significant difference")
+        console.print(
+            f"{row['variant']} ({row['format']}): {prefix}{row['backend']} and host {row['host_backend']} give "
+            f"identical outputs on {row['identical_records']} of {row['n_records']} records and "
+            f"{row['identical_reference_captures']} of {row['n_references']} reference captures "
+            f"(largest logit difference {row['max_abs_logit_difference']:.3g}); leakage: {leakage}.",
+            soft_wrap=True,
+        )
