@@ -8,6 +8,7 @@ test. The tests skip when sshd, ssh, ssh-keygen or ssh-keyscan is missing.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from edgemia.data.records import Records, save_records
 from edgemia.devices.profiles import load_profile, profile_names
 from edgemia.devices.runner import BoardSession, DeviceSettings, InputFile, check_device
 from edgemia.devices.ssh import SshClient, SshOptions, SshTarget
-from edgemia.errors import DeviceConnectionError, HostKeyError
+from edgemia.errors import DeviceConnectionError, DeviceTimeout, HostKeyError
 from edgemia.runtime.capture import load_capture, run_capture
 from edgemia.util import sha256_file
 from sshd import TestServer, missing_tools
@@ -259,3 +260,38 @@ def test_shipped_profiles_load():
     assert "asimddp" not in rpi4.cpu_features
     assert (rpi5.isa, rpi5.qemu_cpu) == ("neondot", "cortex-a76")
     assert "asimddp" in rpi5.cpu_features
+
+
+def test_device_extra_excludes_tensorflow():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    device = project["optional-dependencies"]["device"]
+    for requirement in [*project["dependencies"], *device]:
+        name = requirement.split(";")[0].split(">")[0].split("=")[0].split("[")[0].strip().lower()
+        assert name not in ("tensorflow", "tensorflow-cpu", "keras", "tf-keras"), requirement
+    assert "numpy>=1.26" in project["dependencies"]
+
+
+def test_capture_timeout_reported(server, tmp_path):
+    # A board whose captures hang: the board's own `timeout` must stop them.
+    (server.bin / "python3").write_text(
+        '#!/bin/sh\ncase "$*" in *" capture "*) sleep 60 ;; esac\n' f'exec "{sys.executable}" "$@"\n'
+    )
+    settings = _settings(server, tmp_path / "remote")
+    settings.capture_timeout_seconds = 2
+    model_path, records_path = tmp_path / "model.tflite", tmp_path / "records.npz"
+    model_path.write_bytes(b"model")
+    records_path.write_bytes(b"records")
+    model = InputFile(model_path, sha256_file(model_path))
+    records = InputFile(records_path, sha256_file(records_path))
+    local = tmp_path / "pulled.npz"
+    with SshClient(settings.target, settings.ssh) as client:
+        check = check_device(settings, client)
+        session = BoardSession(settings, client, check)
+        session.push_inputs([model, records])
+        start = time.monotonic()
+        with pytest.raises(DeviceTimeout, match="did not finish within 2 s"):
+            session.capture(model, records, "native", local, label="the model")
+    assert time.monotonic() - start < 30
+    assert not local.exists()
