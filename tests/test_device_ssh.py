@@ -295,3 +295,11 @@ def test_capture_timeout_reported(server, tmp_path):
             session.capture(model, records, "native", local, label="the model")
     assert time.monotonic() - start < 30
     assert not local.exists()
+
+
+def test_cli_lists_profiles():
+    result = run_cli("device", "list")
+    assert result.returncode == 0, result.stderr
+    for name in ("rpi4", "rpi5", "generic-aarch64", "x86-64-v3", "x86-64-v4"):
+        assert name in result.stdout
+    assert "qemu-aarch64 -cpu cortex-a72" in result.stdout
