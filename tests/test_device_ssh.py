@@ -303,3 +303,16 @@ def test_cli_lists_profiles():
     for name in ("rpi4", "rpi5", "generic-aarch64", "x86-64-v3", "x86-64-v4"):
         assert name in result.stdout
     assert "qemu-aarch64 -cpu cortex-a72" in result.stdout
+
+
+def test_python_command_expands_home(server, tmp_path):
+    settings = _settings(server, tmp_path / "remote")
+    settings.python = "~/venv/bin/python -X utf8"
+    assert settings.python_command == '"$HOME"/venv/bin/python -X utf8'
+    home = tmp_path / "home"
+    (home / "venv" / "bin").mkdir(parents=True)
+    (home / "venv" / "bin" / "python").symlink_to(sys.executable)
+    with SshClient(settings.target, settings.ssh) as client:
+        output = client.check_output(f"HOME={home}; {settings.python_command} -c 'print(42)'", timeout=60,
+                                     what="python")
+    assert output.strip() == "42"

@@ -55,10 +55,11 @@ class DeviceSettings:
 
     @property
     def python_command(self) -> str:
+        """The board's Python command, quoted for its shell; a leading ~/ stays the login directory."""
         words = shlex.split(self.python or self.profile.connection.python)
         if not words:
             raise InputError("--python is empty; name the command that starts Python on the board")
-        return " ".join(shlex.quote(word) for word in words)
+        return " ".join(_quote_word(word) for word in words)
 
     @property
     def remote_root(self) -> str:
@@ -71,6 +72,13 @@ class DeviceSettings:
     @property
     def capture_timeout(self) -> float:
         return self.capture_timeout_seconds or self.profile.connection.capture_timeout_seconds
+
+
+def _quote_word(word: str) -> str:
+    # Quoting stops the shell's tilde expansion, so ~/ becomes "$HOME"/.
+    if word.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(word[2:])
+    return shlex.quote(word)
 
 
 def transfer_timeout(size: int) -> float:
