@@ -28,8 +28,9 @@ from edgemia.errors import DeviceError, DeviceTimeout, InputError
 
 logger = logging.getLogger(__name__)
 
-# Seconds allowed for the probe: starting Python and loading the kernel take
-# about 5 s under qemu-user on a 2-core x86 host, and a few seconds on a Pi 4.
+# Seconds allowed for the probe. Starting Python and importing numpy under
+# qemu-user on a busy 2-core x86-64 host took about 20 s.
+# NOTE: not measured on a physical board; the margin is a guess.
 PROBE_TIMEOUT_SECONDS = 300.0
 # Transfers get a base time plus one second per MB, so they assume a link of
 # at least 1 MB/s.
