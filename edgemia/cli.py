@@ -1,6 +1,7 @@
 """Command line: parses arguments and calls the pipeline stages.
 
-Exit codes: 0 success, 2 invalid usage or input, 3 internal error.
+Exit codes: 0 success, 2 invalid usage or input, 3 internal error, 4 a board
+that cannot be reached over SSH, or a command that failed or timed out there.
 """
 
 from __future__ import annotations
@@ -50,6 +51,88 @@ _epochs = _bounded_int(1, 100_000)
 _references = _bounded_int(0, 4096)
 _jobs = _bounded_int(1, 64)
 _resamples = _bounded_int(0, 1_000_000)
+_port = _bounded_int(1, 65535)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not 1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{value:g} is outside 1..86400 seconds")
+    return value
+
+
+def _add_device_commands(commands, verbosity: argparse.ArgumentParser) -> None:
+    device = commands.add_parser(
+        "device",
+        help="check a board and capture an audit's models on it over SSH",
+        description="Reach a board over SSH, compare it with its device profile (devices/<name>.toml), "
+        "and capture an audit run's models there. The board needs Python 3.10 or newer with "
+        "`pip install 'edgemia[device]'` of this edgemia version. Host keys are checked against "
+        "known_hosts; unknown keys are rejected.",
+    )
+    actions = device.add_subparsers(dest="device_command", required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[verbosity], help="list the shipped device profiles")
+
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument("--device", required=True, metavar="NAME",
+                            help="device profile: a shipped name (see `edgemia device list`) or the path of "
+                            "a .toml file")
+    connection.add_argument("--host", required=True, metavar="[USER@]HOST",
+                            help="the board's host name or address, with the login user")
+    connection.add_argument("--port", type=_port, default=None,
+                            help="SSH port, 1..65535 (default: the profile's, usually 22)")
+    connection.add_argument("--known-hosts", type=Path, default=None, metavar="FILE",
+                            help="check the host key against this known_hosts file only (default: the "
+                            "user's and the system's known_hosts)")
+    connection.add_argument("--host-key-fingerprint", default=None, metavar="SHA256:...",
+                            help="accept only the host key with this fingerprint, instead of known_hosts; "
+                            "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the board")
+    connection.add_argument("--identity", type=Path, default=None, metavar="FILE",
+                            help="private key to log in with (ssh -i)")
+    connection.add_argument("--ssh-config", type=Path, default=None, metavar="FILE",
+                            help="ssh_config file to read instead of the user's and the system's (ssh -F)")
+    connection.add_argument("--ssh-option", action="append", default=[], metavar="KEY=VALUE",
+                            help="further ssh option (ssh -o); repeat it for several")
+    connection.add_argument("--connect-timeout", type=_seconds, default=None, metavar="SECONDS",
+                            help="time limit to open the connection (default: the profile's)")
+    connection.add_argument("--python", default=None, metavar="COMMAND",
+                            help="command that starts the board's Python with edgemia installed, e.g. "
+                            "~/venv/bin/python (default: the profile's, python3)")
+    connection.add_argument("--remote-dir", default=None, metavar="DIR",
+                            help="working directory on the board, relative to the login directory "
+                            "(default: the profile's, .cache/edgemia/device)")
+
+    actions.add_parser(
+        "check",
+        parents=[verbosity, connection],
+        help="compare a board with its device profile",
+        description="Report the board's architecture, CPU features, GEMM path, Python, numpy and "
+        "edgemia versions and backends, and what differs from the profile. Exits with 2 when the "
+        "board does not match the profile.",
+    )
+    run = actions.add_parser(
+        "run",
+        parents=[verbosity, connection],
+        help="capture an audit run's models on a board and add them to its report",
+        description="Capture every model of a finished audit run (the target, its perturbed copies "
+        "and each reference model of each variant and format) on the board with each backend it "
+        "has, pull the captures back, verify their SHA-256, and add them to the run as "
+        "device:<name>:<backend> report rows, with the agreement between host and device. "
+        "Captures already in the run directory from an earlier device run of the same board are kept.",
+    )
+    run.add_argument("run_dir", type=Path, help="run directory of a finished `edgemia audit`")
+    run.add_argument("--variants", default=None, metavar="LIST",
+                     help="comma-separated variants to capture (default: every variant of the run)")
+    run.add_argument("--backends", default=None, metavar="LIST",
+                     help="comma-separated backends from: native, litert, onnxruntime (default: those "
+                     "the profile lists and the board has)")
+    run.add_argument("--threads", type=_threads, default=None,
+                     help="inference threads on the board, 0..1024; 0 uses every core (default: the profile's)")
+    run.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+                     help="time limit of one capture on the board (default: the profile's)")
 
 
 def _option_help() -> str:
@@ -209,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="seed of pruning and distillation, 0..2^32-1 (default: 0)")
     compress.add_argument("--threads", type=_threads, default=0,
                           help="inference threads, 0..1024; 0 uses every core (default: 0)")
+
+    _add_device_commands(commands, verbosity)
     return parser
 
 
@@ -332,6 +417,81 @@ def _run_compress(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _device_settings(args: argparse.Namespace):
+    from edgemia.devices.profiles import load_profile
+    from edgemia.devices.runner import DeviceSettings
+    from edgemia.devices.ssh import SshOptions, SshTarget
+
+    profile = load_profile(args.device)
+    connection = profile.connection
+    for option, path in (("--known-hosts", args.known_hosts), ("--identity", args.identity),
+                         ("--ssh-config", args.ssh_config)):
+        if path is not None and not path.is_file():
+            raise InputError(f"{option} {path}: file not found")
+    return DeviceSettings(
+        profile=profile,
+        target=SshTarget.parse(args.host, args.port or connection.port, connection.user),
+        ssh=SshOptions(
+            known_hosts=args.known_hosts,
+            host_key_fingerprint=args.host_key_fingerprint,
+            identity=args.identity,
+            config=args.ssh_config,
+            extra=tuple(args.ssh_option),
+            connect_timeout_seconds=args.connect_timeout or connection.connect_timeout_seconds,
+        ),
+        python=args.python,
+        remote_dir=args.remote_dir,
+        threads=getattr(args, "threads", None),
+        capture_timeout_seconds=getattr(args, "timeout", None),
+    )
+
+
+def _run_device(args: argparse.Namespace, console: Console) -> int:
+    from edgemia.reporting.console import print_board_check, print_profiles
+
+    if args.device_command == "list":
+        from edgemia.devices.profiles import load_profile, profile_names
+
+        print_profiles([load_profile(name) for name in profile_names()], console)
+        return 0
+
+    from edgemia.devices.runner import check_device
+    from edgemia.devices.ssh import SshClient
+
+    settings = _device_settings(args)
+    if args.device_command == "check":
+        with SshClient(settings.target, settings.ssh) as client:
+            check = check_device(settings, client)
+        print_board_check(check, settings.target, console)
+        if not check.ok:
+            raise InputError(f"{settings.target} does not match device profile {settings.profile.name}")
+        return 0
+
+    from edgemia.devices.audit_run import read_audit_run
+    from edgemia.devices.device_run import capture_on_device
+    from edgemia.devices.report import add_device_results
+    from edgemia.reporting.console import print_device_summary
+    from edgemia.runtime.capture import check_backend_names
+
+    run = read_audit_run(args.run_dir)
+    variants = _names(args.variants) if args.variants is not None else None
+    backends = _names(args.backends) if args.backends is not None else None
+    if backends is not None:
+        check_backend_names(backends)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+
+        def capture_progress(total: int) -> Callable[[], None]:
+            task = progress.add_task(f"Capturing on {settings.profile.name}", total=total)
+            return lambda: progress.advance(task)
+
+        captures = capture_on_device(settings, run, variants, backends, capture_progress)
+    report = add_device_results(run, settings, captures)
+    print_device_summary(report, settings.profile.name, console)
+    console.print(f"Updated {run.out / 'report.json'} and report.md.", soft_wrap=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -341,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         console = Console(stderr=False, width=160)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(getattr(args, "verbose", 0), 2)]
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=Console(stderr=True))])
-    commands = {"audit": _run_audit, "capture": _run_capture, "attack": _run_attack, "compress": _run_compress}
+    commands = {"audit": _run_audit, "capture": _run_capture, "attack": _run_attack, "compress": _run_compress,
+                "device": _run_device}
     try:
         return commands[args.command](args, console)
     except EdgemiaError as exc:

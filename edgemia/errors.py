@@ -23,3 +23,21 @@ class ModelFormatError(InputError):
 
 class UnsupportedModelError(ModelFormatError):
     """A well-formed model that uses an op, type or parameter the native kernel does not run."""
+
+
+class DeviceError(EdgemiaError):
+    """A board that cannot be reached, or a command that failed or timed out on it."""
+
+    exit_code = 4
+
+
+class HostKeyError(DeviceError):
+    """The board's SSH host key is unknown or does not match the expected one."""
+
+
+class DeviceConnectionError(DeviceError):
+    """The SSH connection could not be opened, or was lost."""
+
+
+class DeviceTimeout(DeviceError):
+    """A command on the board did not finish within its time limit."""

@@ -246,6 +246,73 @@ def _compression_lines(report: dict) -> list[str]:
     return lines
 
 
+def _leakage_verdict(row: dict) -> str:
+    if row["captures_identical"]:
+        return "identical (every capture byte-equal)"
+    largest = max(row["attacks"], key=lambda attack: abs(attack["auc_difference"]), default=None)
+    if largest is None:
+        return "not compared"
+    verdict = "differs" if row["leakage_differs"] else "no significant difference"
+    return (
+        f"{verdict}; largest AUC change {fmt_difference(largest['auc_difference'])} ({largest['name']}, "
+        f"p {largest['auc_difference_p_value']:.3g})"
+    )
+
+
+def _devices(report: dict) -> list[str]:
+    devices = report.get("devices") or []
+    if not devices:
+        return []
+    lines = [
+        "",
+        "## Devices",
+        "",
+        "| device | reached at | board | CPU features | GEMM path | Python | edgemia | backends | captures | wall s |",
+        "|---|---|---|---|---|---|---|---|---:|---:|",
+    ]
+    for device in devices:
+        board = device["board"]
+        features = ", ".join(device["profile"]["cpu_features"]) or "none required"
+        lines.append(
+            f"| {device['name']} | {device['target']} | {board.get('model') or 'unknown'} ({board.get('machine')}) | "
+            f"{features} | {device['isa'] or 'automatic'} | {board.get('python')} | "
+            f"{board.get('edgemia_version')} | {', '.join(device['backends'])} | "
+            f"{device['captures']} new, {device['reused']} kept | {device['seconds']:.0f} |"
+        )
+    notes = [f"- {device['name']}: {note}" for device in devices for note in device.get("notes", [])]
+    if notes:
+        lines += ["", *notes]
+    lines += [
+        "",
+        "CPU features: those the profile requires, all present on the board. A device capture runs "
+        "`edgemia capture` on the board and comes back verified by SHA-256.",
+    ]
+    rows = report.get("device_agreement") or []
+    if rows:
+        lines += [
+            "",
+            "### Host versus device",
+            "",
+            "| variant | format | device backend | host backend | identical records | "
+            "identical reference captures | largest logit difference | leakage |",
+            "|---|---|---|---|---:|---:|---:|---|",
+        ]
+        for row in rows:
+            lines.append(
+                f"| {row['variant']} | {row['format']} | device:{row['device']}:{row['backend']} | "
+                f"{row['host_backend']} | {row['identical_records']} / {row['n_records']} | "
+                f"{row['identical_reference_captures']} / {row['n_references']} | "
+                f"{row['max_abs_logit_difference']:.3g} | {_leakage_verdict(row)} |"
+            )
+        lines += [
+            "",
+            "Identical records compare the target's raw outputs record by record. Leakage compares each "
+            "attack's AUC on the device with the host's on the same records (device minus host, DeLong's "
+            "paired test); it differs when some attack's p-value is below 0.05.",
+        ]
+    return lines
+
+
 def _artifacts_and_environment(report: dict) -> list[str]:
     if all("artifact" in variant for variant in report["variants"]):
         lines = ["", "## Artifacts", "", "| variant | file | bytes | sha256 |", "|---|---|---:|---|"]
@@ -377,6 +444,7 @@ def render(report: dict) -> str:
     lines += _reference_lines(report)
     lines += _parameter_lines(report)
     lines += _agreement(report)
+    lines += _devices(report)
     lines += _compression_lines(report)
     lines += _artifacts_and_environment(report)
     return "\n".join(lines)
