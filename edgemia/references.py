@@ -24,7 +24,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +36,7 @@ from edgemia.compression.spec import parse_variants
 from edgemia.compression.variants import CompressionData, VariantExporter
 from edgemia.data.records import load_records
 from edgemia.runtime.capture import run_capture, save_capture
-from edgemia.tasks import LocalExecutor, TaskCounts, TaskStore, array_digest, task_key
+from edgemia.tasks import LocalExecutor, TaskCounts, TaskStore, array_digest, code_version, task_key
 from edgemia.training.references import reference_seed, train_reference
 from edgemia.training.train import Recipe
 from edgemia.util import atomic_write_bytes
@@ -64,9 +64,11 @@ class ReferenceTask:
     population_path: Path | None = None  # records file of the population, for distill with data=population
     records_digest: str = ""  # array_digest of the records and population; part of every task key
     train: bool = True  # False: the model's training task is stored and verified, so load its model
+    # The driver's code version, so that a worker that imported other code still writes under the driver's keys.
+    code: str = field(default_factory=code_version)
 
     def training_key(self) -> str:
-        return task_key(TRAINING_KIND, {
+        return task_key(TRAINING_KIND, code=self.code, inputs={
             "records": self.records_digest, "in_mask": array_digest(self.in_mask), "n_classes": self.n_classes,
             "recipe": self.recipe.to_dict(), "seed": self.seed, "k": self.k,
         })
@@ -75,7 +77,7 @@ class ReferenceTask:
         """Key of exporting variant `name` and capturing it on this task's (backend, format) pairs of it."""
         captures = sorted([backend, model_format] for variant, backend, model_format in self.captures
                           if variant == name)
-        return task_key(VARIANT_KIND, {
+        return task_key(VARIANT_KIND, code=self.code, inputs={
             "training": self.training_key(), "variant": name, "captures": captures, "threads": self.threads,
             "recipe": self.recipe.to_dict(),
         })

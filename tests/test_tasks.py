@@ -237,3 +237,67 @@ def test_ray_matches_local_executor(baseline, tmp_path):
     assert report["references"]["executor"] == "ray"
     assert report["tasks"]["kinds"]["reference-training"] == {"reused": 0, "computed": 4}
     assert _metrics(report) == _metrics(baseline[1])
+
+
+_RAY_LISTEN_CHECK = """
+import json
+import os
+from pathlib import Path
+from edgemia.tasks import RayExecutor
+
+
+def descendants(pid):
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def listening_addresses(pids):
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                addresses.add(fields[1].split(":")[0])
+    return addresses
+
+
+with RayExecutor(2) as executor:
+    print("RESULTS", executor.map(json.dumps, [3, "a"]))
+    print("LISTEN", sorted(listening_addresses(descendants(os.getpid()) + [os.getpid()])))
+"""
+
+# 127.0.0.1 in /proc/net/tcp, and as an IPv4-mapped IPv6 address in /proc/net/tcp6 (little-endian hex words).
+_LOOPBACK_HEX = {"0100007F", "0000000000000000FFFF00000100007F"}
+
+
+@pytest.mark.slow
+def test_ray_cluster_listens_on_loopback(tmp_path):
+    pytest.importorskip("ray")
+    result = subprocess.run([sys.executable, "-c", _RAY_LISTEN_CHECK], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "RESULTS ['3', '\"a\"']" in result.stdout
+    listen = next(line for line in result.stdout.splitlines() if line.startswith("LISTEN"))
+    addresses = eval(listen[len("LISTEN "):])  # a printed list of strings
+    assert addresses, "no Ray process listens on a TCP port"
+    assert set(addresses) <= _LOOPBACK_HEX, addresses

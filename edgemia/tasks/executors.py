@@ -98,27 +98,29 @@ class RayExecutor:
                 "--executor ray needs the ray package, which this installation lacks; "
                 "install it with: pip install 'ray>=2.9'"
             ) from exc
+
         # Ray sets OMP_NUM_THREADS=1 in workers whose driver leaves it unset. Give
         # them the driver's value, or one thread per core, the libraries' default
         # in local worker processes, so thread counts match the local executor.
-        env_vars = {"RAY_USAGE_STATS_ENABLED": "0"}
-        if "OMP_NUM_THREADS" in os.environ:
-            env_vars["OMP_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
+        env_vars = {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1)),
+        }
+        runtime_env = {"env_vars": env_vars}
+        if self.address:
+            # NOTE: only the local cluster is tested; joining a cluster by address is not.
+            try:
+                ray.init(address=self.address, runtime_env=runtime_env, logging_level=logging.WARNING)
+            except ConnectionError as exc:
+                raise InputError(
+                    f"--ray-address {self.address}: cannot connect to a Ray cluster there ({exc}); start "
+                    "one with `ray start --head` or leave out --ray-address to start a local cluster"
+                ) from exc
         else:
-            env_vars["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
-        try:
-            if self.address:
-                ray.init(address=self.address, include_dashboard=False, runtime_env={"env_vars": env_vars},
-                         logging_level=logging.WARNING)
-            else:
-                ray.init(num_cpus=self.workers, include_dashboard=False, _node_ip_address="127.0.0.1",
-                         runtime_env={"env_vars": env_vars}, logging_level=logging.WARNING)
-        except ConnectionError as exc:
-            raise InputError(
-                f"--ray-address {self.address}: cannot connect to a Ray cluster there ({exc}); start one "
-                "with `ray start --head` or leave out --ray-address to start a local cluster"
-            ) from exc
+            ray.init(num_cpus=self.workers, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     runtime_env=runtime_env, logging_level=logging.WARNING)
         self._ray = ray
+
         node_address = ray.util.get_node_ip_address()
         if not self.address and node_address != "127.0.0.1":
             self.__exit__()

@@ -57,9 +57,9 @@ def array_digest(*arrays: np.ndarray | None) -> str:
     return digest.hexdigest()
 
 
-def task_key(kind: str, inputs: dict) -> str:
-    """Return the content key of a task: SHA-256 of its kind, its JSON inputs and the code version."""
-    text = json.dumps({"kind": kind, "inputs": inputs, "code": code_version()}, sort_keys=True)
+def task_key(kind: str, inputs: dict, code: str | None = None) -> str:
+    """Return the content key of a task: SHA-256 of its kind, its JSON inputs and `code` (default: code_version())."""
+    text = json.dumps({"kind": kind, "inputs": inputs, "code": code or code_version()}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
