@@ -41,8 +41,10 @@ compares with float on the same backend and format. Each
                    run directory and how many it computed, in total and per
                    kind (target-training, target-variant, reference-training,
                    reference-variant)
-    references     count, jobs, executor (local or ray), seconds, and per model k: training_seed, n_in,
-                   training_seconds, seconds, accuracy (in, out) of the float
+    references     count, jobs, executor (local or ray), seconds, and per
+                   model k: training_seed, n_in, training_seconds, seconds
+                   (training plus each variant's export and capture),
+                   accuracy (in, out) of the float
                    Keras model, artifacts (one file per variant, TFLite where
                    it has one) and artifacts_by_format
     compression    per variant name: spec (its steps with every parameter),
@@ -114,7 +116,6 @@ SCHEMA_VERSION = 1
 # Written first and updated last; a directory holding it is an edgemia run.
 RUN_MARKER = "run.json"
 _REPORT_FILES = ("report.json", "report.md")
-
 
 
 @dataclass
@@ -244,6 +245,8 @@ def _evaluate_captures(
 ) -> tuple[dict[Combination, CaptureBundle], dict[Combination, BundleEvaluation]]:
     """Attack every captured bundle; compare compressed variants with float on the same backend and format."""
     resamples = stratified_resamples(member, config.bootstrap, config.seed) if config.bootstrap else None
+    # NOTE: the reference stage writes each capture to disk as it is made, but this stage
+    # holds every bundle's K reference captures in memory at once (n x classes floats each).
     bundles = {
         (name, backend, model_format): load_bundle(capture_dir(out, slugs[name], backend, model_format))
         for name, backend, model_format in combinations

@@ -171,6 +171,24 @@ def test_rerun_reuses_every_task(baseline, tmp_path):
 
 
 @pytest.mark.slow
+def test_more_variants_train_no_model(baseline, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(baseline[0], out)
+    options = [*SMALL_AUDIT]
+    options[options.index("float,int8")] = "float,int8,int8-dynamic"
+    result = run_cli(*options, "--jobs", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    kinds = report["tasks"]["kinds"]
+    assert kinds["target-training"] == {"reused": 1, "computed": 0}
+    assert kinds["reference-training"] == {"reused": 4, "computed": 0}
+    assert kinds["target-variant"] == {"reused": 2, "computed": 1}
+    assert kinds["reference-variant"] == {"reused": 8, "computed": 4}
+    earlier = _metrics(baseline[1])["variants"]
+    assert [row for row in _metrics(report)["variants"] if row[0] != "int8-dynamic"] == earlier
+
+
+@pytest.mark.slow
 def test_changed_artifact_recomputed(baseline, tmp_path, caplog):
     from edgemia.audit import AuditConfig, run_audit
 
