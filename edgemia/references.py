@@ -88,7 +88,7 @@ def reference_artifact_dir(out: Path, k: int) -> Path:
 
 
 def reference_model_path(out: Path, k: int) -> Path:
-    """The trained float Keras model of reference model k."""
+    """Return the path of reference model k's trained float Keras model."""
     return reference_artifact_dir(out, k) / "float.keras"
 
 
