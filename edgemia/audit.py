@@ -15,7 +15,11 @@ replaced by '_' (prune:0.8+int8 becomes prune_0.8+int8):
     captures/<slug>/<backend>-<format>/reference-<k>.npz     ... its reference models (with `in_mask`)
     captures/<slug>/<backend>-<format>/perturbed-<j>.npz     ... and the target on perturbed copy j
     captures/<slug>/<backend>-<format>/scores.npz            per-record scores per attack
+    tasks/<key>.json                                         manifest of each finished task (edgemia.tasks)
     report.json, report.md
+
+A rerun into the same directory keeps everything but the report: each task
+whose manifest's files are unchanged is reused, the others are computed.
 
 Each bundle directory names the backend and the model format even where a
 backend runs one format only (litert-tflite, onnxruntime-onnx), so the
@@ -33,8 +37,14 @@ compares with float on the same backend and format. Each
 `backend_agreement` row compares two backends on the same file and adds
 `format`. The top level adds:
 
-    references     count, jobs, seconds, and per model k: training_seed, n_in,
-                   training_seconds, seconds, accuracy (in, out) of the float
+    tasks          reused and computed: how many tasks this run took from the
+                   run directory and how many it computed, in total and per
+                   kind (target-training, target-variant, reference-training,
+                   reference-variant)
+    references     count, jobs, executor (local or ray), seconds, and per
+                   model k: training_seed, n_in, training_seconds, seconds
+                   (training plus each variant's export and capture),
+                   accuracy (in, out) of the float
                    Keras model, artifacts (one file per variant, TFLite where
                    it has one) and artifacts_by_format
     compression    per variant name: spec (its steps with every parameter),
@@ -66,7 +76,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -77,14 +86,14 @@ import numpy as np
 
 import edgemia
 from edgemia.attacks import ATTACKS, DESCRIPTIONS, REFERENCE_ATTACKS, attack_options, check_attack_names
-from edgemia.attacks.bundle import CaptureBundle, load_bundle, perturbed_file_name
+from edgemia.attacks.bundle import REFERENCE_PATTERN, CaptureBundle, load_bundle, perturbed_file_name
 from edgemia.compression.pruning import FineTuning
 from edgemia.compression.spec import DEFAULT_VARIANTS, VariantSpec, parse_variants
-from edgemia.compression.variants import FORMATS, CompressionData, VariantExport, VariantExporter
+from edgemia.compression.variants import FORMATS, CompressionData, VariantExporter
 from edgemia.data.builtin import DATASETS, load_dataset
 from edgemia.data.perturb import describe_perturbation, perturbed_copies
 from edgemia.data.records import save_records
-from edgemia.errors import InputError, UnsupportedModelError
+from edgemia.errors import InputError
 from edgemia.evaluation import (
     BundleEvaluation,
     default_attacks,
@@ -98,15 +107,14 @@ from edgemia.reporting.environment import environment
 from edgemia.reporting.markdown import render
 from edgemia.reporting.mitigation import CHART, markdown_lines, mitigation_section
 from edgemia.runtime.capture import (
-    BACKEND_FORMATS,
     BACKENDS,
     DEFAULT_BACKENDS,
     Capture,
     check_backend_names,
-    run_capture,
-    save_capture,
 )
 from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, stratified_resamples
+from edgemia.tasks import EXECUTORS, TaskCounts, array_digest, make_executor
+from edgemia.tasks.target import Combination, build_target_variants, load_target_captures, train_target_task
 from edgemia.training.references import check_reference_count, reference_in_masks
 from edgemia.util import atomic_write_json, atomic_write_text, sha256_file
 
@@ -116,10 +124,7 @@ SCHEMA_VERSION = 1
 
 # Written first and updated last; a directory holding it is an edgemia run.
 RUN_MARKER = "run.json"
-_RUN_OUTPUTS = ("data", "artifacts", "captures", "report.json", "report.md", CHART)
-
-# One capture bundle: (variant name, backend, format).
-Combination = tuple[str, str, str]
+_REPORT_FILES = ("report.json", "report.md", CHART)
 
 
 @dataclass
@@ -139,6 +144,8 @@ class AuditConfig:
     bootstrap: int = DEFAULT_RESAMPLES  # bootstrap resamples; 0 switches intervals off
     attack_options: list[str] = field(default_factory=list)  # KEY=VALUE items, see edgemia.attacks.options
     population: float = 0.0  # fraction of the records set aside for distill with data=population
+    executor: str = "local"  # where reference models are built: local worker processes or ray
+    ray_address: str | None = None  # address of a running Ray cluster; None starts a local one
 
     def __post_init__(self) -> None:
         if self.attacks is None:
@@ -185,6 +192,14 @@ class AuditConfig:
             )
         if self.jobs < 1:
             raise InputError(f"jobs must be at least 1, got {self.jobs}")
+        if self.executor not in EXECUTORS:
+            raise InputError(f"unknown executor '{self.executor}'; valid executors: {', '.join(EXECUTORS)}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise InputError(
+                f"--ray-address {self.ray_address} needs --executor ray, got --executor {self.executor}"
+            )
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise InputError("--ray-address is empty; give a Ray cluster's address such as 127.0.0.1:6379")
         if self.bootstrap < 0:
             raise InputError(f"bootstrap resamples must be 0 (off) or more, got {self.bootstrap}")
         attack_options(self.attack_options)
@@ -239,6 +254,8 @@ def _evaluate_captures(
 ) -> tuple[dict[Combination, CaptureBundle], dict[Combination, BundleEvaluation]]:
     """Attack every captured bundle; compare compressed variants with float on the same backend and format."""
     resamples = stratified_resamples(member, config.bootstrap, config.seed) if config.bootstrap else None
+    # NOTE: the reference stage writes each capture to disk as it is made, but this stage
+    # holds every bundle's K reference captures in memory at once (n x classes floats each).
     bundles = {
         (name, backend, model_format): load_bundle(capture_dir(out, slugs[name], backend, model_format))
         for name, backend, model_format in combinations
@@ -253,67 +270,11 @@ def _evaluate_captures(
     return bundles, evaluations
 
 
-def _capture_target(
-    config: AuditConfig, out: Path, exports: dict[str, VariantExport], records, records_path: Path,
-    member: np.ndarray, perturbed: list, stage: ProgressStage,
-) -> tuple[dict[Combination, Capture], list[dict]]:
-    """Capture every variant's files on every backend that runs their format.
-
-    Each file runs over all records, with `member` and the subgroup
-    attributes saved beside the logits, and over each perturbed copy of them.
-
-    Returns the captures and the skipped combinations. A file the native
-    kernel does not run (an op or type it lacks) is skipped with a warning,
-    so the audit goes on without it. Any other failure is raised.
-    """
-    captures: dict[Combination, Capture] = {}
-    skipped: list[dict] = []
-    planned = []
-    for name, export in exports.items():
-        for backend in config.backends:
-            formats = [fmt for fmt in FORMATS if fmt in export.artifacts and fmt in BACKEND_FORMATS[backend]]
-            if not formats:
-                skipped.append({
-                    "variant": name, "backend": backend, "format": None,
-                    "reason": f"{name} has no file in a format {backend} runs "
-                              f"({' or '.join(BACKEND_FORMATS[backend])})",
-                })
-            planned += [(name, backend, fmt) for fmt in formats]
-
-    with stage("Capturing logits", len(planned)) as advance:
-        for name, backend, model_format in planned:
-            artifact = exports[name].artifacts[model_format]
-            try:
-                capture = run_capture(artifact.path, records, backend, threads=config.threads,
-                                      records_source=str(records_path))
-            except UnsupportedModelError as exc:
-                if backend != "native":
-                    raise
-                reason = str(exc).replace(str(artifact.path), str(artifact.path.relative_to(out)))
-                logger.warning("skipping %s (%s) on the native kernel: %s", name, model_format, reason)
-                skipped.append({"variant": name, "backend": backend, "format": model_format,
-                                "reason": f"the native kernel does not run this file: {reason}"})
-                advance()
-                continue
-            bundle = capture_dir(out, exports[name].spec.slug, backend, model_format)
-            capture.meta["variant"] = name
-            save_capture(bundle / "target.npz", capture, member=member, groups=records.groups)
-            captures[name, backend, model_format] = capture
-            for j, copy in enumerate(perturbed):
-                copy_capture = run_capture(
-                    artifact.path, copy, backend, threads=config.threads,
-                    records_source=str(out / "data" / perturbed_file_name(j)),
-                )
-                copy_capture.meta.update(variant=name, perturbation=describe_perturbation(records),
-                                         perturbed_copy=j)
-                save_capture(bundle / perturbed_file_name(j), copy_capture)
-            advance()
-    return captures, skipped
-
-
 def prepare_run_dir(out: Path) -> None:
-    """Create `out`, or clear the outputs of an earlier run in it.
+    """Create `out`, or remove the report of an earlier run in it.
 
+    The data, model files, captures and task manifests of an earlier run
+    stay: the task store reuses those it can verify and rewrites the rest.
     A non-empty directory that is not an edgemia run is refused, so that an
     audit never deletes or mixes with files it did not write.
     """
@@ -325,16 +286,24 @@ def prepare_run_dir(out: Path) -> None:
                 f"--out {out}: is a non-empty directory without {RUN_MARKER}, so not an edgemia run; "
                 "choose a new or empty directory"
             )
-        for name in _RUN_OUTPUTS:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        for name in _REPORT_FILES:
+            (out / name).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"--out {out}: cannot create the run directory ({exc.strerror or exc})") from exc
+
+
+def _remove_extra_references(out: Path, combinations: list[Combination], slugs: dict[str, str],
+                             n_references: int) -> None:
+    """Delete reference-<k>.npz files with k >= n_references that an earlier, larger run left in the bundles."""
+    for name, backend, model_format in combinations:
+        directory = capture_dir(out, slugs[name], backend, model_format)
+        for path in directory.glob("reference-*.npz"):
+            match = REFERENCE_PATTERN.fullmatch(path.name)
+            if match is not None and int(match.group(1)) >= n_references:
+                logger.info("removing %s, left by an earlier run with more reference models", path)
+                path.unlink()
 
 
 def _write_marker(out: Path, config: AuditConfig, status: str, started: str, error: str | None = None) -> None:
@@ -406,56 +375,71 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         advance()
     stage_seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
 
+    # Each unit of work below is a keyed task: a rerun reuses the verified ones (see edgemia.tasks).
+    counts = TaskCounts()
+    groups = [all_records.groups[name] for name in sorted(all_records.groups)]
+    population = (data.population.x, data.population.y) if data.population is not None else (None, None)
+    records_digest = array_digest(all_records.x, all_records.y, all_records.record_id, member, *population,
+                                  *groups)
+
     # Training: the float target, on the members only.
-    from edgemia.training.train import RECIPES, Recipe, train_target
+    from edgemia.training.train import RECIPES, Recipe
 
     recipe = RECIPES[config.dataset]
     if config.epochs is not None:
         recipe = Recipe(**{**recipe.to_dict(), "epochs": config.epochs})
     with stage(f"Training target ({recipe.epochs} epochs)", recipe.epochs) as advance:
-        trained = train_target(data, recipe, config.seed, callbacks=[_epoch_callback(advance)])
+        target_model, trained, target_key = train_target_task(
+            data, recipe, config.seed, out, records_digest, counts, callbacks=[_epoch_callback(advance)]
+        )
     keras_path = out / "artifacts" / "float.keras"
-    keras_path.parent.mkdir(parents=True, exist_ok=True)
-    trained.model.save(keras_path)
     stage_seconds["target_training"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    # Compression: each variant's model steps fine-tune on the members, and its quantizers calibrate on them.
+    # Compression and capture: each variant's model steps fine-tune on the members, and its quantizers
+    # calibrate on them. Every file runs on every backend that runs its format, over all records.
     compression_data = CompressionData(
         data.members.x, data.members.y, data.population.x if data.population is not None else None,
         record_id=data.members.record_id,
         population_record_id=data.population.record_id if data.population is not None else None,
     )
     tuning = FineTuning(batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, epochs=recipe.epochs)
-    exports: dict[str, VariantExport] = {}
-    with VariantExporter(trained.model, compression_data, out / "artifacts", config.seed, tuning, root=out) as exporter:
-        with stage("Exporting variants", len(specs)) as advance:
-            for spec in specs:
-                exports[spec.name] = exporter.export(spec)
-                advance()
 
-    # Capture: every file on every backend that runs its format, over all records.
-    captures, skipped = _capture_target(
-        config, out, exports, all_records, records_path, member, perturbed, stage
-    )
-    combinations = list(captures)
+    def make_exporter(model) -> VariantExporter:
+        return VariantExporter(model, compression_data, out / "artifacts", config.seed, tuning, root=out)
+
+    with stage("Exporting and capturing variants", len(specs)) as advance:
+        target_variants = build_target_variants(
+            target_model, specs, make_exporter, target_key, config.backends, config.threads, recipe, out,
+            all_records, records_path, member, perturbed, counts, advance,
+        )
+    exports = {name: variant.export for name, variant in target_variants.items()}
+    skipped = [entry for variant in target_variants.values() for entry in variant.skipped]
+    combinations = [c for variant in target_variants.values() for c in variant.combinations]
+    captures = load_target_captures(out, target_variants)
     stage_seconds["export_and_capture"], clock = time.perf_counter() - clock, time.perf_counter()
 
     # Reference models: the audit pool is every record, each IN for half of the models.
     in_masks = reference_in_masks(len(all_records), config.references, config.seed)
     tasks = [
         ReferenceTask(
-            out=out, records_path=records_path, in_mask=in_masks[k], n_classes=data.n_classes,
+            out=out.resolve(), records_path=records_path.resolve(), in_mask=in_masks[k], n_classes=data.n_classes,
             recipe=recipe, seed=config.seed, k=k, variants=tuple(spec.name for spec in specs),
-            captures=tuple(combinations), threads=config.threads, population_path=population_path,
+            captures=tuple(combinations), threads=config.threads,
+            population_path=population_path.resolve() if population_path is not None else None,
+            records_digest=records_digest,
         )
         for k in range(config.references)
     ]
+    executor = make_executor(config.executor, config.jobs, config.ray_address)
     with stage(f"Building {len(tasks)} reference models", len(tasks)) as advance:
-        reference_summaries = build_references(tasks, jobs=config.jobs, advance=advance)
+        reference_summaries = build_references(tasks, advance=advance, executor=executor, counts=counts)
+    slugs = {name: export.spec.slug for name, export in exports.items()}
+    _remove_extra_references(out, combinations, slugs, config.references)
     stage_seconds["references"], clock = time.perf_counter() - clock, time.perf_counter()
+    task_counts = counts.to_dict()
+    logger.info("tasks: %d reused, %d computed", task_counts["reused"], task_counts["computed"])
 
     # Attacks and statistics, on each capture bundle.
-    slugs = {name: export.spec.slug for name, export in exports.items()}
     bundles, evaluations = _evaluate_captures(config, out, combinations, slugs, member, stage)
     variants = []
     for name, backend, model_format in combinations:
@@ -499,8 +483,8 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         },
         "target": {
             "recipe": recipe.to_dict(),
-            "training_seconds": trained.seconds,
-            "accuracy": {"members": trained.accuracy_members, "nonmembers": trained.accuracy_nonmembers},
+            "training_seconds": trained["training_seconds"],
+            "accuracy": trained["accuracy"],
             "keras_model": {"path": str(keras_path.relative_to(out)), "sha256": sha256_file(keras_path)},
         },
         "attacks": {name: DESCRIPTIONS[name] for name in config.attacks},
@@ -508,6 +492,7 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         "references": {
             "count": config.references,
             "jobs": config.jobs,
+            "executor": config.executor,
             "seconds": stage_seconds["references"],
             "models": reference_summaries,
         },
@@ -528,6 +513,7 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         "backend_agreement": agreement,
         "records": records_section(bundles, evaluations),
         "stage_seconds": stage_seconds,
+        "tasks": task_counts,
         "environment": environment(),
     }
     report["mitigation"] = mitigation_section(report, out)

@@ -213,10 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "record is IN for half of them; 0 skips them (default: 16)")
     # The option's earlier name, kept working but out of the help.
     audit.add_argument("--references", type=_references, dest="references", help=argparse.SUPPRESS)
-    audit.add_argument("--jobs", type=_jobs, default=None,
-                       help="worker processes that build reference models in parallel, each with its own "
+    audit.add_argument("--jobs", "--workers", type=_jobs, default=None, dest="jobs",
+                       help="workers that build reference models in parallel, each with its own "
                        "TensorFlow (about 0.7 GB); the models do not depend on it (default: one per "
                        "core, at most 4)")
+    audit.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="where reference models are built: local worker processes, or Ray tasks on a "
+                       "local Ray cluster with --jobs CPUs (or the cluster at --ray-address); the results "
+                       "do not depend on it (default: local)")
+    audit.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                       help="address of a running Ray cluster to join, with --executor ray (default: start "
+                       "a local cluster on 127.0.0.1)")
     audit.add_argument("--bootstrap", type=_resamples, default=1000, metavar="N",
                        help="bootstrap resamples for 95%% confidence intervals; 0 switches them off "
                        "(default: 1000)")
@@ -344,6 +351,8 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         bootstrap=args.bootstrap,
         attack_options=args.attack_options,
         population=args.population,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     config.validate()
     _check_audit_packages()
@@ -352,6 +361,10 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
     with Progress(*columns, console=console, transient=False) as progress:
         report = run_audit(config, stage=_progress_stage(progress))
     print_summary(report, console)
+    console.print(
+        f"Tasks: {report['tasks']['reused']} reused from the run directory, "
+        f"{report['tasks']['computed']} computed."
+    )
     console.print(
         f"Target accuracy: {report['target']['accuracy']['members']:.4f} on members, "
         f"{report['target']['accuracy']['nonmembers']:.4f} on non-members."

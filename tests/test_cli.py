@@ -191,17 +191,22 @@ def test_capture_follows_symlink_and_keeps_permissions(default_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_audit_rerun_clears_stale_outputs(tmp_path):
+def test_audit_rerun_keeps_task_outputs(tmp_path):
     first = run_cli("audit", "--dataset", "breast-cancer", "--epochs", "3", "--references", "4",
-                    "--variants", "float,int8", "--out", str(tmp_path))
+                    "--variants", "float,int8", "--backends", "native", "--bootstrap", "100",
+                    "--out", str(tmp_path))
     assert first.returncode == 0, first.stderr
-    stale = tmp_path / "captures" / "stale.txt"
-    stale.write_text("from an older run")
     second = run_cli("audit", "--dataset", "breast-cancer", "--epochs", "3", "--references", "0",
-                     "--variants", "float", "--backends", "native", "--out", str(tmp_path))
+                     "--variants", "float", "--backends", "native", "--bootstrap", "100", "--out", str(tmp_path))
     assert second.returncode == 0, second.stderr
-    assert not stale.exists()
-    assert not (tmp_path / "artifacts" / "int8.tflite").exists()
+    # The int8 files stay for a later run that asks for them again.
+    assert (tmp_path / "artifacts" / "int8.tflite").exists()
+    # The float bundle loses the reference captures, which the second run did not ask for.
+    assert list((tmp_path / "captures" / "float" / "native-tflite").glob("reference-*.npz")) == []
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["tasks"]["kinds"]["target-training"] == {"reused": 1, "computed": 0}
+    assert report["tasks"]["kinds"]["target-variant"] == {"reused": 1, "computed": 0}
+    assert [row["name"] for row in report["variants"]] == ["float", "float"]
     marker = json.loads((tmp_path / "run.json").read_text())
     assert marker["status"] == "complete"
     assert marker["config"]["variants"] == ["float"]

@@ -1,0 +1,171 @@
+"""Executors that run independent tasks: a local process pool, or a Ray cluster.
+
+Both run a picklable function on picklable items and return the results in
+the items' order. A failure in any item stops the remaining ones and is
+raised to the caller. Results must not depend on the executor or on the
+number of workers, so each task is deterministic in its inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from typing import Any, Callable, Sequence
+
+from edgemia.errors import EdgemiaError, InputError
+
+logger = logging.getLogger(__name__)
+
+EXECUTORS = ("local", "ray")
+
+
+class LocalExecutor:
+    """Runs tasks in this process (workers=1) or in `workers` spawned worker processes."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1):
+        self.workers = workers
+
+    def __enter__(self) -> "LocalExecutor":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+    def map(self, function: Callable[[Any], Any], items: Sequence, advance: Callable[[], None] = lambda: None,
+            label: Callable[[Any], str] = str) -> list:
+        if self.workers <= 1 or len(items) <= 1:
+            results = []
+            for item in items:
+                results.append(function(item))
+                advance()
+            return results
+
+        # TensorFlow is not fork-safe once imported, so workers start fresh ("spawn").
+        # Workers keep TensorFlow's default thread counts. Even with op determinism the
+        # weights depend on the number of intra-op threads: one thread per worker changed
+        # int8 outputs by one step on some digits records. Equal counts keep the models
+        # independent of the number of workers.
+        context = multiprocessing.get_context("spawn")
+        logger.info("running %d tasks in %d processes", len(items), self.workers)
+        results: dict[int, Any] = {}
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+            futures = {pool.submit(function, item): index for index, item in enumerate(items)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    if future.exception() is not None:
+                        for other in pending:
+                            other.cancel()
+                        logger.error("task %s failed: %s", label(items[futures[future]]), future.exception())
+                        raise future.exception()
+                    results[futures[future]] = future.result()
+                    advance()
+        return [results[index] for index in range(len(items))]
+
+
+class RayExecutor:
+    """Runs tasks on Ray, one CPU each: on a local cluster it starts, or on the cluster at `address`.
+
+    The local cluster has `workers` CPUs, binds to 127.0.0.1, runs no
+    dashboard and sends no usage statistics. It is shut down on exit; a
+    cluster joined by address is only disconnected from.
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int = 1, address: str | None = None):
+        self.workers = workers
+        self.address = address
+        self._ray = None
+
+    def __enter__(self) -> "RayExecutor":
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+        if not self.address:
+            # Ray 2.60 replaces a node address of 127.0.0.1 with the host's outward
+            # address and binds its gRPC servers there, unless clusters are switched
+            # off, which ray_constants reads once, at import. With them off, every
+            # server of the local cluster listens on 127.0.0.1 only.
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        try:
+            import ray
+        except ImportError as exc:
+            raise InputError(
+                "--executor ray needs the ray package, which this installation lacks; "
+                "install it with: pip install 'ray>=2.9'"
+            ) from exc
+
+        # Ray sets OMP_NUM_THREADS=1 in workers whose driver leaves it unset. Give
+        # them the driver's value, or one thread per core, the libraries' default
+        # in local worker processes, so thread counts match the local executor.
+        env_vars = {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1)),
+        }
+        runtime_env = {"env_vars": env_vars}
+        if self.address:
+            # NOTE: only the local cluster is tested; joining a cluster by address is not.
+            try:
+                ray.init(address=self.address, runtime_env=runtime_env, logging_level=logging.WARNING)
+            except ConnectionError as exc:
+                raise InputError(
+                    f"--ray-address {self.address}: cannot connect to a Ray cluster there ({exc}); start "
+                    "one with `ray start --head` or leave out --ray-address to start a local cluster"
+                ) from exc
+        else:
+            ray.init(num_cpus=self.workers, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     runtime_env=runtime_env, logging_level=logging.WARNING)
+        self._ray = ray
+
+        node_address = ray.util.get_node_ip_address()
+        if not self.address and node_address != "127.0.0.1":
+            self.__exit__()
+            raise EdgemiaError(
+                f"the local Ray cluster runs on {node_address}, not on 127.0.0.1, because ray was imported "
+                "before the executor started; start the audit in a fresh process"
+            )
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._ray is not None:
+            self._ray.shutdown()
+            self._ray = None
+
+    def map(self, function: Callable[[Any], Any], items: Sequence, advance: Callable[[], None] = lambda: None,
+            label: Callable[[Any], str] = str) -> list:
+        ray = self._ray
+        if ray is None:
+            raise RuntimeError("RayExecutor.map called outside its `with` block")
+        remote = ray.remote(num_cpus=1, max_retries=0)(function)
+        refs = [remote.remote(item) for item in items]
+        index_of = {ref: index for index, ref in enumerate(refs)}
+        logger.info("running %d tasks on Ray", len(items))
+        results: dict[int, Any] = {}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    results[index_of[ref]] = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    for other in pending:
+                        ray.cancel(other, force=True)
+                    logger.error("task %s failed: %s", label(items[index_of[ref]]), exc)
+                    raise exc.as_instanceof_cause() from None
+                advance()
+        return [results[index] for index in range(len(items))]
+
+
+def make_executor(name: str, workers: int, address: str | None = None):
+    """Return the executor called `name` with `workers` workers; `address` is a Ray cluster's."""
+    if name not in EXECUTORS:
+        raise InputError(f"unknown executor '{name}'; valid executors: {', '.join(EXECUTORS)}")
+    if address and name != "ray":
+        raise InputError(f"--ray-address {address} needs --executor ray, got --executor {name}")
+    if name == "ray":
+        return RayExecutor(workers, address)
+    return LocalExecutor(workers)
