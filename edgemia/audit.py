@@ -15,7 +15,7 @@ replaced by '_' (prune:0.8+int8 becomes prune_0.8+int8):
     captures/<slug>/<backend>-<format>/reference-<k>.npz     ... its reference models (with `in_mask`)
     captures/<slug>/<backend>-<format>/perturbed-<j>.npz     ... and the target on perturbed copy j
     captures/<slug>/<backend>-<format>/scores.npz            per-record scores per attack
-    report.json, report.md
+    report.json, report.md, report.html
 
 Each bundle directory names the backend and the model format even where a
 backend runs one format only (litert-tflite, onnxruntime-onnx), so the
@@ -87,7 +87,8 @@ from edgemia.evaluation import (
 )
 from edgemia.references import ReferenceTask, build_references, capture_dir, default_jobs
 from edgemia.reporting.environment import environment
-from edgemia.reporting.markdown import render
+from edgemia.reporting.policy import load_policy
+from edgemia.reporting.writer import write_reports
 from edgemia.runtime.capture import (
     BACKEND_FORMATS,
     BACKENDS,
@@ -99,7 +100,7 @@ from edgemia.runtime.capture import (
 )
 from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, stratified_resamples
 from edgemia.training.references import check_reference_count, reference_in_masks
-from edgemia.util import atomic_write_json, atomic_write_text, sha256_file
+from edgemia.util import atomic_write_json, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ SCHEMA_VERSION = 1
 
 # Written first and updated last; a directory holding it is an edgemia run.
 RUN_MARKER = "run.json"
-_RUN_OUTPUTS = ("data", "artifacts", "captures", "report.json", "report.md")
+_RUN_OUTPUTS = ("data", "artifacts", "captures", "report.json", "report.md", "report.html")
 
 # One capture bundle: (variant name, backend, format).
 Combination = tuple[str, str, str]
@@ -130,6 +131,7 @@ class AuditConfig:
     bootstrap: int = DEFAULT_RESAMPLES  # bootstrap resamples; 0 switches intervals off
     attack_options: list[str] = field(default_factory=list)  # KEY=VALUE items, see edgemia.attacks.options
     population: float = 0.0  # fraction of the records set aside for distill with data=population
+    policy: Path | None = None  # policy file (TOML) whose rules decide the verdict; None: no verdict
 
     def __post_init__(self) -> None:
         if self.attacks is None:
@@ -179,6 +181,8 @@ class AuditConfig:
         if self.bootstrap < 0:
             raise InputError(f"bootstrap resamples must be 0 (off) or more, got {self.bootstrap}")
         attack_options(self.attack_options)
+        if self.policy is not None:
+            load_policy(self.policy)
 
 
 # A progress stage is entered with a description and a total count of steps;
@@ -345,6 +349,7 @@ def _write_marker(out: Path, config: AuditConfig, status: str, started: str, err
             "bootstrap": config.bootstrap,
             "attack_options": config.attack_options,
             "population": config.population,
+            "policy": str(config.policy) if config.policy is not None else None,
         },
     }
     if status != "running":
@@ -519,6 +524,4 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         "stage_seconds": stage_seconds,
         "environment": environment(),
     }
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", render(report))
-    return report
+    return write_reports(out, report, load_policy(config.policy) if config.policy is not None else None)

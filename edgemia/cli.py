@@ -1,6 +1,7 @@
 """Command line: parses arguments and calls the pipeline stages.
 
-Exit codes: 0 success, 2 invalid usage or input, 3 internal error.
+Exit codes: 0 success (and a passing policy), 1 a policy rule failed, 2
+invalid usage or input, 3 internal error.
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--population", type=_fraction, default=0.0, metavar="FRACTION",
                        help="fraction of the records set aside, before the member split, as population "
                        "records for distill:W:data=population; 0 sets none aside (default: 0)")
+    audit.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                       help="policy file (TOML) with a [rules] table; exit code 1 when a rule fails "
+                       "(see examples/policy.toml)")
 
     attack = commands.add_parser(
         "attack",
@@ -163,7 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--seed", type=_seed, default=0,
                         help="seed of the bootstrap resamples (default: 0)")
     attack.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="directory for report.json, report.md and <variant>/<bundle>/scores.npz")
+                        help="directory for report.json, report.md, report.html and <variant>/<bundle>/scores.npz")
+    attack.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                        help="policy file (TOML) with a [rules] table; exit code 1 when a rule fails")
+
+    report = commands.add_parser(
+        "report",
+        parents=[verbosity],
+        help="rebuild report.json, report.md and report.html of a run from its stored results",
+        description="Rebuild report.json, report.md and report.html in RUN_DIR from its report.json, "
+        "without opening captures or models. With --policy, the policy's rules replace the stored "
+        "verdict. Exit code 1 when a rule fails. Does not import TensorFlow.",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory of an audit or attack")
+    report.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                        help="policy file (TOML) with a [rules] table (default: keep the stored verdict)")
 
     capture = commands.add_parser(
         "capture",
@@ -242,7 +260,8 @@ def _check_audit_packages() -> None:
 
 def _run_audit(args: argparse.Namespace, console: Console) -> int:
     from edgemia.audit import AuditConfig, run_audit
-    from edgemia.reporting.console import print_summary
+    from edgemia.reporting.console import print_summary, print_verdict
+    from edgemia.reporting.policy import exit_code
 
     out = args.out or Path("runs") / f"{args.dataset}-seed{args.seed}"
     config = AuditConfig(
@@ -259,6 +278,7 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         bootstrap=args.bootstrap,
         attack_options=args.attack_options,
         population=args.population,
+        policy=args.policy,
     )
     config.validate()
     _check_audit_packages()
@@ -272,9 +292,11 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         f"{report['target']['accuracy']['nonmembers']:.4f} on non-members."
     )
     console.print(
-        f"Run directory: {out} (report.json, report.md); {time.perf_counter() - start:.0f} s.", soft_wrap=True
+        f"Run directory: {out} (report.json, report.md, report.html); {time.perf_counter() - start:.0f} s.",
+        soft_wrap=True,
     )
-    return 0
+    print_verdict(report, console)
+    return exit_code(report)
 
 
 def _run_capture(args: argparse.Namespace, console: Console) -> int:
@@ -303,15 +325,32 @@ def _run_capture(args: argparse.Namespace, console: Console) -> int:
 
 def _run_attack(args: argparse.Namespace, console: Console) -> int:
     from edgemia.attack_run import run_attack_report
-    from edgemia.reporting.console import print_summary
+    from edgemia.reporting.console import print_summary, print_verdict
+    from edgemia.reporting.policy import exit_code, load_policy
 
     attacks = _names(args.attacks) if args.attacks is not None else None
+    policy = load_policy(args.policy) if args.policy is not None else None
     report = run_attack_report(
-        args.captures, args.out, attacks, args.attack_options, n_resamples=args.bootstrap, seed=args.seed
+        args.captures, args.out, attacks, args.attack_options, n_resamples=args.bootstrap, seed=args.seed,
+        policy=policy,
     )
     print_summary(report, console)
-    console.print(f"Wrote {args.out / 'report.json'}, report.md and scores beside them.", soft_wrap=True)
-    return 0
+    console.print(f"Wrote {args.out / 'report.json'}, report.md, report.html and scores beside them.",
+                  soft_wrap=True)
+    print_verdict(report, console)
+    return exit_code(report)
+
+
+def _run_report(args: argparse.Namespace, console: Console) -> int:
+    from edgemia.reporting.console import print_verdict
+    from edgemia.reporting.policy import exit_code, load_policy
+    from edgemia.reporting.rebuild import rebuild_reports
+
+    policy = load_policy(args.policy) if args.policy is not None else None
+    report = rebuild_reports(args.run_dir, policy)
+    console.print(f"Rebuilt report.json, report.md and report.html in {args.run_dir}.", soft_wrap=True)
+    print_verdict(report, console)
+    return exit_code(report)
 
 
 def _run_compress(args: argparse.Namespace, console: Console) -> int:
@@ -341,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         console = Console(stderr=False, width=160)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(getattr(args, "verbose", 0), 2)]
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=Console(stderr=True))])
-    commands = {"audit": _run_audit, "capture": _run_capture, "attack": _run_attack, "compress": _run_compress}
+    commands = {"audit": _run_audit, "capture": _run_capture, "attack": _run_attack, "compress": _run_compress,
+                "report": _run_report}
     try:
         return commands[args.command](args, console)
     except EdgemiaError as exc:
