@@ -76,6 +76,7 @@ from edgemia.compression.variants import FORMATS, CompressionData, VariantExport
 from edgemia.data.builtin import DATASETS, load_dataset
 from edgemia.data.perturb import describe_perturbation, perturbed_copies
 from edgemia.data.records import save_records
+from edgemia.data.tables import RecordsSource, load_table, load_table_data
 from edgemia.errors import InputError, UnsupportedModelError
 from edgemia.evaluation import (
     BundleEvaluation,
@@ -99,6 +100,7 @@ from edgemia.runtime.capture import (
     save_capture,
 )
 from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, stratified_resamples
+from edgemia.training.recipes import audit_recipe, check_recipe_overrides
 from edgemia.training.references import check_reference_count, reference_in_masks
 from edgemia.util import atomic_write_json, sha256_file
 
@@ -132,6 +134,8 @@ class AuditConfig:
     attack_options: list[str] = field(default_factory=list)  # KEY=VALUE items, see edgemia.attacks.options
     population: float = 0.0  # fraction of the records set aside for distill with data=population
     policy: Path | None = None  # policy file (TOML) whose rules decide the verdict; None: no verdict
+    records: RecordsSource | None = None  # a team's own records, used instead of `dataset`
+    training: dict = field(default_factory=dict)  # recipe overrides: architecture, epochs, batch_size, learning_rate
 
     def __post_init__(self) -> None:
         if self.attacks is None:
@@ -144,7 +148,7 @@ class AuditConfig:
         return parse_variants(self.variants)
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
+        if self.records is None and self.dataset not in DATASETS:
             raise InputError(f"unknown data set '{self.dataset}'; valid names: {', '.join(DATASETS)}")
         specs = parse_variants(self.variants)
         valid = {"backend": BACKENDS, "attack": ATTACKS}
@@ -183,6 +187,9 @@ class AuditConfig:
         attack_options(self.attack_options)
         if self.policy is not None:
             load_policy(self.policy)
+        check_recipe_overrides(self.training)
+        if self.records is not None:
+            load_table(self.records)  # raises InputError naming a missing or invalid column before the run starts
 
 
 # A progress stage is entered with a description and a total count of steps;
@@ -349,6 +356,8 @@ def _write_marker(out: Path, config: AuditConfig, status: str, started: str, err
             "bootstrap": config.bootstrap,
             "attack_options": config.attack_options,
             "population": config.population,
+            "records": str(config.records.path) if config.records is not None else None,
+            "training": config.training,
             "policy": str(config.policy) if config.policy is not None else None,
         },
     }
@@ -386,7 +395,10 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     # Data: a stratified 50/50 split into members and non-members, after the population is set aside.
     specs = config.specs()
     with stage("Loading data", 1) as advance:
-        data = load_dataset(config.dataset, config.seed, config.population)
+        if config.records is not None:
+            data = load_table_data(config.records, config.seed, config.population)
+        else:
+            data = load_dataset(config.dataset, config.seed, config.population)
         all_records, member = data.all_records()
         records_path = out / "data" / "records.npz"
         save_records(all_records, records_path)
@@ -403,9 +415,9 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     stage_seconds["data"], clock = time.perf_counter() - clock, time.perf_counter()
 
     # Training: the float target, on the members only.
-    from edgemia.training.train import RECIPES, Recipe, train_target
+    from edgemia.training.train import Recipe, train_target
 
-    recipe = RECIPES[config.dataset]
+    recipe = audit_recipe(data, config.dataset if config.records is None else None, config.training)
     if config.epochs is not None:
         recipe = Recipe(**{**recipe.to_dict(), "epochs": config.epochs})
     with stage(f"Training target ({recipe.epochs} epochs)", recipe.epochs) as advance:

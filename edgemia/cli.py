@@ -74,7 +74,8 @@ def _fraction(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser; `audit_defaults` (from a configuration file) replace the audit's defaults."""
     from edgemia.attacks import ATTACKS
     from edgemia.compression.spec import DEFAULT_VARIANTS, WORDS
     from edgemia.data.builtin import DATASETS
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"variants {', '.join(DEFAULT_VARIANTS)}; backends LiteRT, ONNX Runtime and the native "
         "kernel; 16 reference models; every attack.",
     )
+    audit.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="audit configuration (TOML) with [audit], [records] and [training] tables; options "
+                       "given on the command line override it (see examples/health-insurance.toml)")
     audit.add_argument("--out", type=Path, default=None,
                        help="run directory (default: runs/<dataset>-seed<seed>)")
     audit.add_argument("--seed", type=_seed, default=0,
@@ -144,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--policy", type=Path, default=None, metavar="FILE",
                        help="policy file (TOML) with a [rules] table; exit code 1 when a rule fails "
                        "(see examples/policy.toml)")
+
+    audit.set_defaults(records=None, training={})
+    if audit_defaults:
+        audit.set_defaults(**audit_defaults)
 
     attack = commands.add_parser(
         "attack",
@@ -263,7 +271,8 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
     from edgemia.reporting.console import print_summary, print_verdict
     from edgemia.reporting.policy import exit_code
 
-    out = args.out or Path("runs") / f"{args.dataset}-seed{args.seed}"
+    name = args.records.dataset_name if args.records is not None else args.dataset
+    out = args.out or Path("runs") / f"{name}-seed{args.seed}"
     config = AuditConfig(
         out=out,
         dataset=args.dataset,
@@ -279,6 +288,8 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         attack_options=args.attack_options,
         population=args.population,
         policy=args.policy,
+        records=args.records,
+        training=args.training,
     )
     config.validate()
     _check_audit_packages()
@@ -371,9 +382,22 @@ def _run_compress(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`; for `audit --config FILE`, parse again with the file's values as defaults."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "config", None) is None:
+        return args
+    from edgemia.config_file import load_config_file
+
+    return build_parser(audit_defaults=load_config_file(args.config)).parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(argv)
+    except EdgemiaError as exc:
+        print(f"edgemia: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     console = Console(stderr=False)
     if not console.is_terminal:
         # Logs and pipes get the full table instead of rich's 80-column default.

@@ -1,0 +1,195 @@
+"""Audit configuration files and a team's own records (CSV, Parquet, NPZ)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from edgemia.data.tables import RecordsSource, load_table, load_table_data
+from edgemia.errors import InputError
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+CSV_HEADER = "patient,age,bmi,sex,outcome\n"
+CSV_ROWS = [
+    "101,34,22.1,female,healthy",
+    "102,51,31.0,male,ill",
+    "103,45,27.5,female,ill",
+    "104,29,24.9,male,healthy",
+]
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _config(tmp_path: Path, records_table: str, audit_table: str = "") -> Path:
+    return _write(tmp_path, "audit.toml", f"[audit]\n{audit_table}\n[records]\n{records_table}\n")
+
+
+def _audit(tmp_path: Path, config: Path):
+    out = tmp_path / "run"
+    result = run_cli("audit", "--config", str(config), "--out", str(out))
+    return result, out
+
+
+def test_csv_missing_value_names_column(tmp_path):
+    rows = CSV_ROWS[:2] + ["103,45,,female,ill"] + CSV_ROWS[3:]
+    _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")
+    config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nid = "patient"\ngroups = ["sex"]')
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert "patients.csv: column 'bmi' (records.features) has 1 missing value (first at row 2)" in result.stderr
+    assert not out.exists()
+
+
+def test_label_class_model_lacks_names_column(tmp_path):
+    rows = CSV_ROWS + ["105,60,29.0,male,unknown"]
+    _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")
+    config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nclasses = ["healthy", "ill"]')
+    result, _ = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert "column 'outcome' (records.label) has 1 class that the model lacks: 'unknown' (first at row 4)" \
+        in result.stderr
+    assert "the model's classes are healthy, ill" in result.stderr
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "npz"])
+def test_missing_group_column_named(tmp_path, suffix):
+    import pandas as pd
+
+    frame = pd.DataFrame({"age": [34, 51, 45, 29], "sex": ["f", "m", "f", "m"], "outcome": [0, 1, 1, 0]})
+    path = tmp_path / f"patients.{suffix}"
+    if suffix == "csv":
+        frame.to_csv(path, index=False)
+    elif suffix == "parquet":
+        frame.to_parquet(path)
+    else:
+        np.savez(path, age=frame["age"].to_numpy(), sex=frame["sex"].to_numpy().astype(str),
+                 outcome=frame["outcome"].to_numpy())
+    config = _config(tmp_path, f'path = "patients.{suffix}"\nlabel = "outcome"\ngroups = ["gender"]')
+    result, _ = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert f"patients.{suffix}: column 'gender' (records.groups) not found" in result.stderr
+    assert "the file's columns are: age, sex, outcome" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[audit]\nseed = 'zero'\n", "'audit.seed' must be an integer, got 'zero'"),
+        ("[audit]\nreference_model = 4\n", "unknown key 'audit.reference_model'"),
+        ("[audit]\nvariants = [1, 2]\n", "'audit.variants' must be a list of strings"),
+        ("[audit]\nbootstrap = \n", "invalid TOML"),
+        ("[model]\nkeras = 'm.keras'\n", "unknown table 'model'"),
+        ("[records]\npath = 'x.csv'\n", "missing key 'records.label'"),
+        ("[training]\noptimizer = 'sgd'\n", "'training.optimizer' is 'sgd'; supported optimizers: adam"),
+        ("[training]\nepochs = 0\n", "'training.epochs' is 0; it must be at least 1"),
+        ("[training]\narchitecture = 'resnet'\n", "training.architecture is 'resnet'"),
+        ("[audit]\ndataset = 'mnist'\n", "unknown data set 'mnist'"),
+    ],
+)
+def test_malformed_config_exits_two(tmp_path, text, message):
+    config = _write(tmp_path, "audit.toml", text)
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not out.exists()
+
+
+def test_command_line_overrides_config(tmp_path):
+    from edgemia import cli
+
+    config = _write(tmp_path, "audit.toml", "[audit]\nseed = 7\nbootstrap = 50\nvariants = ['float', 'int8']\n"
+                    "policy = 'policy.toml'\n")
+    args = cli._parse(["audit", "--config", str(config), "--seed", "3"])
+    assert args.seed == 3
+    assert args.bootstrap == 50
+    assert args.variants == "float,int8"
+    assert args.policy == tmp_path / "policy.toml"
+
+
+def test_every_audit_option_has_config_key():
+    from edgemia import cli
+    from edgemia.config_file import AUDIT_KEYS
+
+    parser = cli.build_parser()
+    audit = next(action for action in parser._subparsers._group_actions[0].choices.items() if action[0] == "audit")[1]
+    destinations = {action.dest for action in audit._actions if action.dest not in ("help", "verbose", "config")}
+    assert destinations <= {destination for destination, _ in AUDIT_KEYS.values()}
+
+
+def test_example_config_loads():
+    from edgemia.config_file import load_config_file
+
+    values = load_config_file(REPOSITORY / "examples" / "health-insurance.toml")
+    assert values["dataset"] == "health-insurance"
+    assert values["policy"].resolve() == (REPOSITORY / "examples" / "policy.toml").resolve()
+    assert values["training"] == {"architecture": "tabular-mlp", "epochs": 60, "batch_size": 64,
+                                  "learning_rate": 0.001}
+
+
+def test_table_text_features_one_hot(tmp_path):
+    path = _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(CSV_ROWS) + "\n")
+    records, classes, names = load_table(RecordsSource(path=path, label="outcome", id_column="patient",
+                                                       groups=("sex",), features=("age", "bmi", "sex")))
+    assert classes == ["healthy", "ill"]
+    assert names == ["age", "bmi", "sex=female", "sex=male"]
+    np.testing.assert_array_equal(records.y, [0, 1, 1, 0])
+    np.testing.assert_array_equal(records.record_id, [101, 102, 103, 104])
+    np.testing.assert_array_equal(records.x[:, 2], [1, 0, 1, 0])
+    assert records.groups["sex"].tolist() == ["female", "male", "female", "male"]
+
+
+def test_npz_images_keep_shape(tmp_path):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    path = tmp_path / "digits.npz"
+    np.savez(path, image=(bunch.images / 16.0)[..., None], digit=bunch.target)
+    data = load_table_data(RecordsSource(path=path, label="digit", features=("image",)), seed=0)
+    assert data.input_shape == (8, 8, 1)
+    assert data.n_classes == 10
+    assert len(data.members) + len(data.nonmembers) == 1797
+
+
+def test_single_class_label_rejected(tmp_path):
+    path = _write(tmp_path, "one.csv", "a,y\n1,x\n2,x\n")
+    with pytest.raises(InputError, match="column 'y' \\(records.label\\) has a single class"):
+        load_table(RecordsSource(path=path, label="y"))
+
+
+@pytest.mark.slow
+def test_audit_from_csv_records(tmp_path):
+    """A small real audit of breast-cancer records written to CSV, with a derived subgroup column."""
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer(as_frame=True)
+    frame = bunch.frame.rename(columns={"target": "diagnosis"})
+    frame["size"] = np.where(frame["mean radius"] > frame["mean radius"].median(), "large", "small")
+    frame.insert(0, "record", np.arange(1000, 1000 + len(frame)))
+    frame.to_csv(tmp_path / "cells.csv", index=False)
+    config = _config(
+        tmp_path,
+        'path = "cells.csv"\nlabel = "diagnosis"\nid = "record"\ngroups = ["size"]\nname = "cells"',
+        'variants = ["float", "int8"]\nbackends = ["native"]\nreference_models = 4\nbootstrap = 100\njobs = 2',
+    )
+    _write(tmp_path, "audit.toml", config.read_text() + "\n[training]\nepochs = 3\nbatch_size = 32\n")
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"]["name"] == "cells"
+    assert report["target"]["recipe"] == {"architecture": "tabular-mlp", "epochs": 3, "batch_size": 32,
+                                          "learning_rate": 0.001}
+    assert sorted(report["records"]["record_id"])[:2] == [1000, 1001]
+    assert set(report["records"]["groups"]["size"]) == {"large", "small"}
+    attributes = {row["attribute"] for row in report["variants"][0]["attacks"][0]["slices"]}
+    assert "size" in attributes
+    assert (out / "report.html").is_file()
