@@ -76,7 +76,7 @@ from edgemia.compression.variants import FORMATS, CompressionData, VariantExport
 from edgemia.data.builtin import DATASETS, load_dataset
 from edgemia.data.perturb import describe_perturbation, perturbed_copies
 from edgemia.data.records import save_records
-from edgemia.data.tables import RecordsSource, load_table, load_table_data
+from edgemia.data.tables import RecordsSource, load_table, load_table_data, read_member_column
 from edgemia.errors import InputError, UnsupportedModelError
 from edgemia.evaluation import (
     BundleEvaluation,
@@ -86,6 +86,7 @@ from edgemia.evaluation import (
     variant_row,
     write_scores,
 )
+from edgemia.exported import check_exported_model, exported_attacks, run_exported_audit
 from edgemia.references import ReferenceTask, build_references, capture_dir, default_jobs
 from edgemia.reporting.environment import environment
 from edgemia.reporting.policy import load_policy
@@ -136,10 +137,13 @@ class AuditConfig:
     policy: Path | None = None  # policy file (TOML) whose rules decide the verdict; None: no verdict
     records: RecordsSource | None = None  # a team's own records, used instead of `dataset`
     training: dict = field(default_factory=dict)  # recipe overrides: architecture, epochs, batch_size, learning_rate
+    model: Path | None = None  # exported .tflite or .onnx audited as it is; sets references to 0
 
     def __post_init__(self) -> None:
+        if self.model is not None:
+            self.references = 0
         if self.attacks is None:
-            self.attacks = default_attacks(self.references)
+            self.attacks = default_attacks(self.references) if self.model is None else exported_attacks(None)
         if self.jobs is None:
             self.jobs = default_jobs()
 
@@ -188,8 +192,13 @@ class AuditConfig:
         if self.policy is not None:
             load_policy(self.policy)
         check_recipe_overrides(self.training)
+        if self.model is not None:
+            check_exported_model(Path(self.model), self.records, self.training)
+            exported_attacks(self.attacks)
         if self.records is not None:
             load_table(self.records)  # raises InputError naming a missing or invalid column before the run starts
+        if self.records is not None and self.records.member is not None:
+            read_member_column(self.records)
 
 
 # A progress stage is entered with a description and a total count of steps;
@@ -359,6 +368,7 @@ def _write_marker(out: Path, config: AuditConfig, status: str, started: str, err
             "records": str(config.records.path) if config.records is not None else None,
             "training": config.training,
             "policy": str(config.policy) if config.policy is not None else None,
+            "model": str(config.model) if config.model is not None else None,
         },
     }
     if status != "running":
@@ -380,7 +390,11 @@ def run_audit(config: AuditConfig, stage: ProgressStage = _silent_stage) -> dict
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _write_marker(out, config, "running", created)
     try:
-        report = _run_stages(config, out, created, stage)
+        if config.model is not None:
+            report = write_reports(out, run_exported_audit(config, out),
+                                   load_policy(config.policy) if config.policy is not None else None)
+        else:
+            report = _run_stages(config, out, created, stage)
     except BaseException as exc:
         _write_marker(out, config, "failed", created, error=f"{type(exc).__name__}: {exc}")
         raise

@@ -149,7 +149,7 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
                        help="policy file (TOML) with a [rules] table; exit code 1 when a rule fails "
                        "(see examples/policy.toml)")
 
-    audit.set_defaults(records=None, training={})
+    audit.set_defaults(records=None, training={}, model=None)
     if audit_defaults:
         audit.set_defaults(**audit_defaults)
 
@@ -290,6 +290,7 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         policy=args.policy,
         records=args.records,
         training=args.training,
+        model=args.model,
     )
     config.validate()
     _check_audit_packages()
@@ -298,10 +299,11 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
     with Progress(*columns, console=console, transient=False) as progress:
         report = run_audit(config, stage=_progress_stage(progress))
     print_summary(report, console)
-    console.print(
-        f"Target accuracy: {report['target']['accuracy']['members']:.4f} on members, "
-        f"{report['target']['accuracy']['nonmembers']:.4f} on non-members."
-    )
+    if "target" in report:
+        console.print(
+            f"Target accuracy: {report['target']['accuracy']['members']:.4f} on members, "
+            f"{report['target']['accuracy']['nonmembers']:.4f} on non-members."
+        )
     console.print(
         f"Run directory: {out} (report.json, report.md, report.html); {time.perf_counter() - start:.0f} s.",
         soft_wrap=True,

@@ -13,6 +13,9 @@ A configuration file has up to three tables:
     [training]  the training recipe of the target and reference models:
                 architecture (tabular-mlp or digits-cnn), epochs, batch_size,
                 learning_rate and optimizer (adam, the only one supported).
+    [model]     file: an exported .tflite or .onnx model to audit as it is,
+                without reference models; [records] must then name its
+                member column (see edgemia.exported).
 
 Relative paths are relative to the configuration file's directory. Options
 given on the command line override the file.
@@ -43,7 +46,8 @@ AUDIT_KEYS: dict[str, tuple[str, str]] = {
     "population": ("population", "number"),
     "policy": ("policy", "path"),
 }
-RECORDS_KEYS = ("path", "label", "features", "groups", "id", "classes", "name", "description")
+RECORDS_KEYS = ("path", "label", "features", "groups", "id", "classes", "name", "description", "member")
+MODEL_KEYS = ("file",)
 TRAINING_KEYS = ("architecture", "epochs", "batch_size", "learning_rate", "optimizer")
 OPTIMIZERS = ("adam",)
 
@@ -88,7 +92,7 @@ def _records_source(path: Path, table: dict) -> RecordsSource:
         if key not in table:
             raise InputError(f"{path}: missing key 'records.{key}'; [records] needs path and label")
     text = {key: _convert(path, f"records.{key}", table[key], "string")
-            for key in ("label", "id", "name", "description") if key in table}
+            for key in ("label", "id", "name", "description", "member") if key in table}
     lists = {key: _convert(path, f"records.{key}", table[key], "string list") for key in ("features", "groups")
              if key in table}
     classes = table.get("classes", [])
@@ -104,6 +108,7 @@ def _records_source(path: Path, table: dict) -> RecordsSource:
         classes=tuple(classes),
         name=text.get("name", ""),
         description=text.get("description", ""),
+        member=text.get("member"),
     )
 
 
@@ -129,7 +134,8 @@ def load_config_file(path: Path | str) -> dict:
     """Read an audit configuration file; return argparse defaults for `edgemia audit`.
 
     The result maps argparse destinations to values, plus `records` (a
-    RecordsSource or None) and `training` (recipe overrides).
+    RecordsSource or None), `training` (recipe overrides) and `model` (an
+    exported model file or None).
     """
     path = Path(path)
     try:
@@ -142,9 +148,11 @@ def load_config_file(path: Path | str) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: invalid TOML ({exc}); fix the syntax") from exc
 
-    unknown = [name for name in document if name not in ("audit", "records", "training")]
+    unknown = [name for name in document if name not in ("audit", "records", "training", "model")]
     if unknown:
-        raise InputError(f"{path}: unknown table '{unknown[0]}'; valid tables: [audit], [records], [training]")
+        raise InputError(
+            f"{path}: unknown table '{unknown[0]}'; valid tables: [audit], [records], [training], [model]"
+        )
     for table in document:
         if not isinstance(document[table], dict):
             raise InputError(f"{path}: '{table}' must be a table ([{table}]), got {document[table]!r}")
@@ -156,6 +164,12 @@ def load_config_file(path: Path | str) -> dict:
         values[destination] = _convert(path, f"audit.{key}", value, kind)
     values["records"] = _records_source(path, document["records"]) if "records" in document else None
     values["training"] = _training(path, document["training"]) if "training" in document else {}
+    values["model"] = None
+    if "model" in document:
+        _check_keys(path, "model", document["model"], MODEL_KEYS)
+        if "file" not in document["model"]:
+            raise InputError(f"{path}: missing key 'model.file'; give the exported .tflite or .onnx file")
+        values["model"] = _convert(path, "model.file", document["model"]["file"], "path")
     if values["records"] is not None and "dataset" in values:
         raise InputError(f"{path}: 'audit.dataset' and [records] both name the records; keep one of them")
     return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,8 @@ def test_missing_group_column_named(tmp_path, suffix):
         ("[audit]\nreference_model = 4\n", "unknown key 'audit.reference_model'"),
         ("[audit]\nvariants = [1, 2]\n", "'audit.variants' must be a list of strings"),
         ("[audit]\nbootstrap = \n", "invalid TOML"),
-        ("[model]\nkeras = 'm.keras'\n", "unknown table 'model'"),
+        ("[models]\nfile = 'm.tflite'\n", "unknown table 'models'"),
+        ("[model]\nkeras = 'm.keras'\n", "unknown key 'model.keras'; valid keys of [model]: file"),
         ("[records]\npath = 'x.csv'\n", "missing key 'records.label'"),
         ("[training]\noptimizer = 'sgd'\n", "'training.optimizer' is 'sgd'; supported optimizers: adam"),
         ("[training]\nepochs = 0\n", "'training.epochs' is 0; it must be at least 1"),
@@ -165,12 +167,13 @@ def test_single_class_label_rejected(tmp_path):
         load_table(RecordsSource(path=path, label="y"))
 
 
-@pytest.mark.slow
-def test_audit_from_csv_records(tmp_path):
-    """A small real audit of breast-cancer records written to CSV, with a derived subgroup column."""
-    import pandas as pd
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory):
+    """Run a small real audit of breast-cancer records written to CSV, with a derived subgroup column."""
+    import pandas as pd  # noqa: F401 - the CSV is written through pandas
     from sklearn.datasets import load_breast_cancer
 
+    tmp_path = tmp_path_factory.mktemp("csv-audit")
     bunch = load_breast_cancer(as_frame=True)
     frame = bunch.frame.rename(columns={"target": "diagnosis"})
     frame["size"] = np.where(frame["mean radius"] > frame["mean radius"].median(), "large", "small")
@@ -183,6 +186,12 @@ def test_audit_from_csv_records(tmp_path):
     )
     _write(tmp_path, "audit.toml", config.read_text() + "\n[training]\nepochs = 3\nbatch_size = 32\n")
     result, out = _audit(tmp_path, config)
+    return result, out
+
+
+@pytest.mark.slow
+def test_audit_from_csv_records(csv_run):
+    result, out = csv_run
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"]["name"] == "cells"
@@ -193,3 +202,55 @@ def test_audit_from_csv_records(tmp_path):
     attributes = {row["attribute"] for row in report["variants"][0]["attacks"][0]["slices"]}
     assert "size" in attributes
     assert (out / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_exported_model_audited_as_is(csv_run, tmp_path):
+    """The CSV audit's float .tflite, audited as exported, gives the same loss AUC as in that audit."""
+    _, run = csv_run
+    report = json.loads((run / "report.json").read_text())
+    stored = np.load(run / "data" / "records.npz")
+    np.testing.assert_array_equal(stored["record_id"], report["records"]["record_id"])
+    np.savez(tmp_path / "trained.npz", x=stored["x"], y=stored["y"], record_id=stored["record_id"],
+             size=stored["group_size"].astype(str), member=np.array(report["records"]["member"]))
+    shutil.copy(run / "artifacts" / "float.tflite", tmp_path / "model.tflite")
+    config = _write(
+        tmp_path, "exported.toml",
+        '[audit]\nbackends = ["native", "litert"]\nbootstrap = 100\n'
+        '[model]\nfile = "model.tflite"\n'
+        '[records]\npath = "trained.npz"\nlabel = "y"\nfeatures = ["x"]\nid = "record_id"\ngroups = ["size"]\n'
+        'member = "member"\nclasses = [0, 1]\n',
+    )
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 0, result.stderr
+    exported = json.loads((out / "report.json").read_text())
+    assert exported["exported_model"]["reference_models"] == 0
+    assert {row["backend"] for row in exported["variants"]} == {"native", "litert"}
+    names = [attack["name"] for attack in exported["variants"][0]["attacks"]]
+    assert names == ["loss", "confidence", "entropy", "modified-entropy", "label-gap"]
+    original = next(v for v in report["variants"] if v["name"] == "float")
+    native = next(v for v in exported["variants"] if v["backend"] == "native")
+    assert native["attacks"][0]["auc"] == original["attacks"][0]["auc"]
+    assert "Weaker attacks only" in (out / "report.md").read_text()
+    assert 'id="weaker"' in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "model_table,records_table,message",
+    [
+        ('file = "model.keras"', "", "unsupported model type '.keras'"),
+        ('file = "none.tflite"', "", "none.tflite: file not found"),
+        ('file = "model.tflite"', "", "add a [records] table with a 'member' column"),
+        ('file = "model.tflite"', 'path = "p.csv"\nlabel = "y"\nmember = "trained"',
+         "column 'trained' (records.member) not found"),
+    ],
+)
+def test_exported_model_errors(tmp_path, model_table, records_table, message):
+    _write(tmp_path, "model.tflite", "not a model")
+    _write(tmp_path, "model.keras", "not a model")
+    _write(tmp_path, "p.csv", "a,y\n1,0\n2,1\n")
+    text = f"[model]\n{model_table}\n" + (f"[records]\n{records_table}\n" if records_table else "")
+    result, out = _audit(tmp_path, _write(tmp_path, "audit.toml", text))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not out.exists()

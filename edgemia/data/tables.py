@@ -38,6 +38,7 @@ class RecordsSource:
     id_column: str | None = None  # None: the row number is the record id
     classes: tuple = ()  # the model's classes, in output order; empty: the labels found, sorted
     name: str = ""  # data set name in the report; empty: the file's stem
+    member: str | None = None  # column that is true for the model's training records (exported models only)
     description: str = field(default="", compare=False)
 
     @property
@@ -179,7 +180,7 @@ def load_table(source: RecordsSource) -> tuple[Records, list, list[str]]:
         else np.arange(len(labels), dtype=np.int64)
     )
     features = list(source.features) or [
-        name for name in columns if name not in {source.label, source.id_column, *source.groups}
+        name for name in columns if name not in {source.label, source.id_column, source.member, *source.groups}
     ]
     if not features:
         raise InputError(f"{path}: no feature columns; list them in records.features")
@@ -223,3 +224,25 @@ def load_table_data(source: RecordsSource, seed: int, population: float = 0.0) -
         seed=seed,
         population=records.subset(held_out) if held_out.size else None,
     )
+
+
+def read_member_column(source: RecordsSource) -> np.ndarray:
+    """Return the bool member mask from the column `source.member` (true, 1 or "true" for members)."""
+    path = Path(source.path)
+    values = _column(_read_columns(path), path, source.member, "records.member")
+    text = np.array([str(v).strip().lower() for v in values])
+    valid = {"true": True, "1": True, "false": False, "0": False, "yes": True, "no": False, "1.0": True, "0.0": False}
+    invalid = ~np.isin(text, list(valid))
+    if invalid.any():
+        row = int(np.flatnonzero(invalid)[0])
+        raise InputError(
+            f"{path}: column '{source.member}' (records.member) has value {values[row]!r} at row {row}; "
+            "expected true or false (or 1 and 0)"
+        )
+    member = np.array([valid[t] for t in text], dtype=bool)
+    if member.all() or not member.any():
+        raise InputError(
+            f"{path}: column '{source.member}' (records.member) marks {'every' if member.all() else 'no'} record "
+            "as a member; an audit needs both members and non-members"
+        )
+    return member

@@ -124,8 +124,10 @@ def _variants_section(report: dict) -> str:
 
 
 def _weaker_note(report: dict) -> str:
-    references = report.get("references")
-    if references is not None and references.get("count"):
+    from edgemia.attacks import REFERENCE_ATTACKS
+
+    names = {attack["name"] for variant in report["variants"] for attack in variant["attacks"]}
+    if names & set(REFERENCE_ATTACKS):
         return ""
     return (
         '<p class="note" id="weaker"><b>Weaker attacks only.</b> This run has no reference models, so '

@@ -397,10 +397,25 @@ def policy_lines(report: dict) -> list[str]:
     return lines
 
 
+def _weaker_lines(report: dict) -> list[str]:
+    from edgemia.attacks import REFERENCE_ATTACKS
+
+    names = {attack["name"] for variant in report["variants"] for attack in variant["attacks"]}
+    if not names or names & set(REFERENCE_ATTACKS):
+        return []
+    return [
+        "",
+        "**Weaker attacks only**: no reference models, so LiRA, RMIA and the shadow attack did not run. "
+        "Threshold attacks on the target's own outputs find fewer members; low values do not show "
+        "that the model is safe.",
+    ]
+
+
 def render(report: dict) -> str:
     """Render a report dict as Markdown."""
     levels = list(report["variants"][0]["attacks"][0]["tpr_at_fpr"]) if report["variants"] else []
     lines = _header(report)
+    lines += _weaker_lines(report)
     lines += policy_lines(report)
     lines += _leakage_table(report, levels)
     lines += _comparison_lines(report, levels)
