@@ -30,6 +30,7 @@ def _pyplot():
     return plt
 
 
+
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     # Without the Software entry the PNG bytes do not depend on the matplotlib version.
@@ -108,6 +109,8 @@ def tradeoff_chart(report: dict, attack: str, where: str) -> bytes | None:
     if not points:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     figure, (by_size, by_accuracy) = plt.subplots(1, 2, figsize=(8.4, 3.6), sharey=True)
     for name, size, accuracy, auc_value in points:
         if size is not None:
@@ -126,6 +129,7 @@ def tradeoff_chart(report: dict, attack: str, where: str) -> bytes | None:
         by_size.set_xlabel("model file size: not in this report")
     by_size.set_ylabel(f"AUC of {attack}")
     by_accuracy.set_xlabel("accuracy on non-members")
+    by_accuracy.xaxis.set_major_locator(MaxNLocator(4))
     for axes in (by_size, by_accuracy):
         axes.grid(True, linewidth=0.3)
     figure.suptitle(f"Leakage, accuracy and size ({where})", fontsize=10)
