@@ -252,3 +252,20 @@ def test_example_policy_loads():
     policy = load_policy(REPOSITORY / "examples" / "policy.toml")
     assert set(policy.rules) == set(RULES)
     assert policy.unmeasurable == "fail"
+
+
+def test_attack_command_applies_policy(tmp_path):
+    from synthetic import bundle_from_phi, gaussian_population, write_bundle
+
+    target_phi, member, reference_phi, in_mask = gaussian_population(200, 4, seed=30)
+    bundle = write_bundle(tmp_path / "bundle", bundle_from_phi(target_phi, member, reference_phi, in_mask))
+    policy = _write(tmp_path, "policy.toml", "[rules]\nmax_epsilon_lower_bound = 0.0\nmin_accuracy = 0.0\n")
+    out = tmp_path / "results"
+    result = run_cli("attack", "--captures", str(bundle), "--bootstrap", "50", "--out", str(out),
+                     "--policy", str(policy))
+    assert result.returncode == 1, result.stderr
+    assert "Rule failed: max_epsilon_lower_bound" in result.stdout
+    assert "Rule failed: min_accuracy" not in result.stdout
+    html = (out / "report.html").read_text()
+    assert "FAIL: max_epsilon_lower_bound" in html
+    assert 'id="weaker"' not in html
