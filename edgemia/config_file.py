@@ -13,9 +13,12 @@ A configuration file has up to three tables:
     [training]  the training recipe of the target and reference models:
                 architecture (tabular-mlp or digits-cnn), epochs, batch_size,
                 learning_rate and optimizer (adam, the only one supported).
-    [model]     file: an exported .tflite or .onnx model to audit as it is,
-                without reference models; [records] must then name its
-                member column (see edgemia.exported).
+    [model]     file: a Keras 3 .keras model or an exported .tflite or .onnx
+                model. The target and the reference models train clones of
+                a .keras model's architecture with fresh weights. An
+                exported model is audited as it is, without reference
+                models, and [records] must name its member column (see
+                edgemia.exported).
 
 Relative paths are relative to the configuration file's directory. Options
 given on the command line override the file.
@@ -130,6 +133,19 @@ def _training(path: Path, table: dict) -> dict:
     return recipe
 
 
+def keras_architecture(path: Path, values: dict) -> str:
+    """Return the recipe architecture that clones the .keras file of [model] for the target and references."""
+    from edgemia.training.models import KERAS_FILE_PREFIX
+
+    model = values["model"]
+    if "architecture" in values["training"]:
+        raise InputError(f"{path}: 'training.architecture' and a .keras model.file both set the architecture; "
+                         "keep one of them")
+    if not model.is_file():
+        raise InputError(f"{path}: model.file {model}: file not found")
+    return KERAS_FILE_PREFIX + str(model.resolve())
+
+
 def load_config_file(path: Path | str) -> dict:
     """Read an audit configuration file; return argparse defaults for `edgemia audit`.
 
@@ -170,6 +186,9 @@ def load_config_file(path: Path | str) -> dict:
         if "file" not in document["model"]:
             raise InputError(f"{path}: missing key 'model.file'; give the exported .tflite or .onnx file")
         values["model"] = _convert(path, "model.file", document["model"]["file"], "path")
+        if values["model"].suffix == ".keras":
+            values["training"] = {**values["training"], "architecture": keras_architecture(path, values)}
+            values["model"] = None
     if values["records"] is not None and "dataset" in values:
         raise InputError(f"{path}: 'audit.dataset' and [records] both name the records; keep one of them")
     return values

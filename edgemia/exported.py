@@ -34,7 +34,7 @@ def check_exported_model(model: Path, records: RecordsSource | None, training: d
     if model.suffix.lower() not in MODEL_SUFFIXES:
         raise InputError(
             f"model.file {model}: unsupported model type '{model.suffix}'; give an exported .tflite or .onnx "
-            "file (Keras model files are not supported yet)"
+            "file; a .keras file in a configuration's [model] table is retrained from its architecture instead"
         )
     if not model.is_file():
         raise InputError(f"model.file {model}: file not found")

@@ -238,7 +238,7 @@ def test_exported_model_audited_as_is(csv_run, tmp_path):
 @pytest.mark.parametrize(
     "model_table,records_table,message",
     [
-        ('file = "model.keras"', "", "unsupported model type '.keras'"),
+        ('file = "model.h5"', "", "unsupported model type '.h5'"),
         ('file = "none.tflite"', "", "none.tflite: file not found"),
         ('file = "model.tflite"', "", "add a [records] table with a 'member' column"),
         ('file = "model.tflite"', 'path = "p.csv"\nlabel = "y"\nmember = "trained"',
@@ -247,10 +247,66 @@ def test_exported_model_audited_as_is(csv_run, tmp_path):
 )
 def test_exported_model_errors(tmp_path, model_table, records_table, message):
     _write(tmp_path, "model.tflite", "not a model")
-    _write(tmp_path, "model.keras", "not a model")
+    _write(tmp_path, "model.h5", "not a model")
     _write(tmp_path, "p.csv", "a,y\n1,0\n2,1\n")
     text = f"[model]\n{model_table}\n" + (f"[records]\n{records_table}\n" if records_table else "")
     result, out = _audit(tmp_path, _write(tmp_path, "audit.toml", text))
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert not out.exists()
+
+
+def _save_mlp(path: Path, n_inputs: int, n_classes: int, last_activation=None, lambda_layer: bool = False) -> Path:
+    from edgemia._tf import import_keras
+
+    keras = import_keras()
+    inputs = keras.Input(shape=(n_inputs,))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    if lambda_layer:
+        hidden = keras.layers.Lambda(lambda t: t * 2)(hidden)
+    outputs = keras.layers.Dense(n_classes, activation=last_activation)(hidden)
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("softmax", "the last layer must be a Dense layer with 2 units (one per class) and no activation"),
+        ("lambda", "cannot load the Keras model in safe mode"),
+        ("inputs", "input shape (None, 5) does not match the records' (None, 30)"),
+    ],
+)
+def test_keras_architecture_checked(tmp_path, case, message):
+    from edgemia.errors import ModelFormatError
+    from edgemia.training.models import KERAS_FILE_PREFIX, build_model
+
+    path = _save_mlp(tmp_path / "team.keras", 5 if case == "inputs" else 30, 2,
+                     last_activation="softmax" if case == "softmax" else None, lambda_layer=case == "lambda")
+    with pytest.raises(ModelFormatError) as error:
+        build_model(KERAS_FILE_PREFIX + str(path), (30,), 2)
+    assert message in str(error.value)
+
+
+@pytest.mark.slow
+def test_keras_architecture_audit(csv_run, tmp_path):
+    """The CSV records audited with a team's .keras architecture, cloned for the target and reference models."""
+    _, run = csv_run
+    shutil.copy(run.parent / "cells.csv", tmp_path / "cells.csv")
+    _save_mlp(tmp_path / "team.keras", 30, 2)
+    config = _write(
+        tmp_path, "audit.toml",
+        '[audit]\nvariants = ["float", "int8"]\nbackends = ["native"]\nreference_models = 4\nbootstrap = 50\n'
+        'jobs = 2\nattacks = ["loss", "lira-online"]\n'
+        '[model]\nfile = "team.keras"\n'
+        '[records]\npath = "cells.csv"\nlabel = "diagnosis"\nid = "record"\ngroups = ["size"]\n'
+        '[training]\nepochs = 2\n',
+    )
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["target"]["recipe"]["architecture"] == "keras-file:" + str((tmp_path / "team.keras").resolve())
+    assert report["references"]["count"] == 4
+    assert [attack["name"] for attack in report["variants"][0]["attacks"]] == ["loss", "lira-online"]
+    # The clone keeps the team's layers: 30 * 16 + 16 + 16 * 2 + 2 parameters.
+    assert report["compression"]["float"]["parameter_count"] == 530

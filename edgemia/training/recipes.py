@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgemia.data.builtin import AuditData
 from edgemia.errors import InputError
-from edgemia.training.models import ARCHITECTURES
+from edgemia.training.models import ARCHITECTURES, KERAS_FILE_PREFIX
 from edgemia.training.train import RECIPES, Recipe
 
 # NOTE: a first recipe for records without one, the same as the built-in health tables';
@@ -20,9 +20,10 @@ def check_recipe_overrides(overrides: dict) -> None:
         if key not in _OVERRIDE_KEYS:
             raise InputError(f"unknown training setting '{key}'; valid settings: {', '.join(_OVERRIDE_KEYS)}")
     architecture = overrides.get("architecture")
-    if architecture is not None and architecture not in ARCHITECTURES:
+    if architecture is not None and architecture not in ARCHITECTURES and not architecture.startswith(KERAS_FILE_PREFIX):
         raise InputError(
-            f"training.architecture is '{architecture}'; valid architectures: {', '.join(ARCHITECTURES)}"
+            f"training.architecture is '{architecture}'; valid architectures: {', '.join(ARCHITECTURES)}, "
+            "or a .keras file in [model]"
         )
 
 

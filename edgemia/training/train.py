@@ -12,7 +12,7 @@ import numpy as np
 from edgemia._stderr import native_stderr_to_log
 from edgemia._tf import import_keras, import_tensorflow
 from edgemia.data.builtin import AuditData
-from edgemia.training.models import ARCHITECTURES
+from edgemia.training.models import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 class Recipe:
     """Training recipe of a target model: architecture, epochs, batch size, Adam learning rate."""
 
-    architecture: str  # a key of ARCHITECTURES
+    architecture: str  # a key of ARCHITECTURES, or KERAS_FILE_PREFIX and a .keras file
     epochs: int
     batch_size: int
     learning_rate: float  # Adam
@@ -78,7 +78,7 @@ def fit_model(
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    model = ARCHITECTURES[recipe.architecture](tuple(x.shape[1:]), n_classes)
+    model = build_model(recipe.architecture, tuple(x.shape[1:]), n_classes)
     seconds = _compile_and_fit(
         model, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"],
         recipe.epochs, recipe.batch_size, recipe.learning_rate, callbacks,
