@@ -269,3 +269,18 @@ def test_attack_command_applies_policy(tmp_path):
     html = (out / "report.html").read_text()
     assert "FAIL: max_epsilon_lower_bound" in html
     assert 'id="weaker"' not in html
+
+
+def test_report_command_skips_tensorflow(tmp_path):
+    from conftest import run_main_without_tensorflow
+    from synthetic import bundle_from_phi, gaussian_population, write_bundle
+
+    target_phi, member, reference_phi, in_mask = gaussian_population(200, 4, seed=31)
+    bundle = write_bundle(tmp_path / "bundle", bundle_from_phi(target_phi, member, reference_phi, in_mask))
+    out = tmp_path / "results"
+    assert run_cli("attack", "--captures", str(bundle), "--bootstrap", "0", "--out", str(out)).returncode == 0
+    (out / "report.html").unlink()
+    result = run_main_without_tensorflow(["report", str(out)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout
+    assert (out / "report.html").stat().st_size > 10_000
