@@ -138,6 +138,7 @@ class AuditConfig:
     records: RecordsSource | None = None  # a team's own records, used instead of `dataset`
     training: dict = field(default_factory=dict)  # recipe overrides: architecture, epochs, batch_size, learning_rate
     model: Path | None = None  # exported .tflite or .onnx audited as it is; sets references to 0
+    target_model: Path | None = None  # a team's trained .keras target, used instead of training one
 
     def __post_init__(self) -> None:
         if self.model is not None:
@@ -369,6 +370,7 @@ def _write_marker(out: Path, config: AuditConfig, status: str, started: str, err
             "training": config.training,
             "policy": str(config.policy) if config.policy is not None else None,
             "model": str(config.model) if config.model is not None else None,
+            "target_model": str(config.target_model) if config.target_model is not None else None,
         },
     }
     if status != "running":
@@ -434,8 +436,13 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     recipe = audit_recipe(data, config.dataset if config.records is None else None, config.training)
     if config.epochs is not None:
         recipe = Recipe(**{**recipe.to_dict(), "epochs": config.epochs})
-    with stage(f"Training target ({recipe.epochs} epochs)", recipe.epochs) as advance:
-        trained = train_target(data, recipe, config.seed, callbacks=[_epoch_callback(advance)])
+    if config.target_model is not None:
+        from edgemia.training.train import load_trained_target
+
+        trained = load_trained_target(config.target_model, data, recipe)
+    else:
+        with stage(f"Training target ({recipe.epochs} epochs)", recipe.epochs) as advance:
+            trained = train_target(data, recipe, config.seed, callbacks=[_epoch_callback(advance)])
     keras_path = out / "artifacts" / "float.keras"
     keras_path.parent.mkdir(parents=True, exist_ok=True)
     trained.model.save(keras_path)

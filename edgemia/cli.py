@@ -149,7 +149,7 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
                        help="policy file (TOML) with a [rules] table; exit code 1 when a rule fails "
                        "(see examples/policy.toml)")
 
-    audit.set_defaults(records=None, training={}, model=None)
+    audit.set_defaults(records=None, training={}, model=None, target_model=None)
     if audit_defaults:
         audit.set_defaults(**audit_defaults)
 
@@ -291,6 +291,7 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         records=args.records,
         training=args.training,
         model=args.model,
+        target_model=args.target_model,
     )
     config.validate()
     _check_audit_packages()

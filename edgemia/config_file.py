@@ -14,10 +14,12 @@ A configuration file has up to three tables:
                 architecture (tabular-mlp or digits-cnn), epochs, batch_size,
                 learning_rate and optimizer (adam, the only one supported).
     [model]     file: a Keras 3 .keras model or an exported .tflite or .onnx
-                model. The target and the reference models train clones of
-                a .keras model's architecture with fresh weights. An
-                exported model is audited as it is, without reference
-                models, and [records] must name its member column (see
+                model. The reference models train clones of a .keras
+                model's architecture with fresh weights. The target is the
+                file's trained model when [records] names a member column,
+                and otherwise a clone trained on a random half. An exported
+                model is audited as it is, without reference models, and
+                [records] must name its member column (see
                 edgemia.exported).
 
 Relative paths are relative to the configuration file's directory. Options
@@ -188,6 +190,9 @@ def load_config_file(path: Path | str) -> dict:
         values["model"] = _convert(path, "model.file", document["model"]["file"], "path")
         if values["model"].suffix == ".keras":
             values["training"] = {**values["training"], "architecture": keras_architecture(path, values)}
+            # With a member column the file's trained weights are the target; without one it is retrained.
+            if values["records"] is not None and values["records"].member is not None:
+                values["target_model"] = values["model"]
             values["model"] = None
     if values["records"] is not None and "dataset" in values:
         raise InputError(f"{path}: 'audit.dataset' and [records] both name the records; keep one of them")

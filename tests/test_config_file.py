@@ -310,3 +310,33 @@ def test_keras_architecture_audit(csv_run, tmp_path):
     assert [attack["name"] for attack in report["variants"][0]["attacks"]] == ["loss", "lira-online"]
     # The clone keeps the team's layers: 30 * 16 + 16 + 16 * 2 + 2 parameters.
     assert report["compression"]["float"]["parameter_count"] == 530
+
+
+@pytest.mark.slow
+def test_trained_keras_target_audited(csv_run, tmp_path):
+    """The CSV audit's own float.keras, given back as a team's trained model with its members, is the target."""
+    import pandas as pd
+
+    _, run = csv_run
+    report = json.loads((run / "report.json").read_text())
+    frame = pd.read_csv(run.parent / "cells.csv")
+    member_by_id = dict(zip(report["records"]["record_id"], report["records"]["member"]))
+    frame["member"] = frame["record"].map(member_by_id)
+    frame.to_csv(tmp_path / "cells.csv", index=False)
+    shutil.copy(run / "artifacts" / "float.keras", tmp_path / "team.keras")
+    config = _write(
+        tmp_path, "audit.toml",
+        '[audit]\nvariants = ["float"]\nbackends = ["native"]\nreference_models = 4\nbootstrap = 0\n'
+        'jobs = 2\nattacks = ["loss", "rmia"]\n'
+        '[model]\nfile = "team.keras"\n'
+        '[records]\npath = "cells.csv"\nlabel = "diagnosis"\nid = "record"\ngroups = ["size"]\nmember = "member"\n'
+        '[training]\nepochs = 2\n',
+    )
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 0, result.stderr
+    audited = json.loads((out / "report.json").read_text())
+    assert audited["target"]["accuracy"] == report["target"]["accuracy"]
+    assert audited["target"]["training_seconds"] == 0.0
+    assert audited["records"]["member"] == report["records"]["member"]
+    original = next(v for v in report["variants"] if v["name"] == "float")
+    assert audited["variants"][0]["attacks"][0]["auc"] == original["attacks"][0]["auc"]

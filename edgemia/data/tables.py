@@ -204,11 +204,21 @@ def load_table(source: RecordsSource) -> tuple[Records, list, list[str]]:
 def load_table_data(source: RecordsSource, seed: int, population: float = 0.0) -> AuditData:
     """Load `source` and split it into members, non-members and population records with `seed`.
 
+    With a member column, that column decides the members and nothing is set aside.
+
     Tabular features are standardized with the members' statistics, as for
     the built-in tables; image arrays from an NPZ file are kept as they are.
     """
     records, classes, feature_names = load_table(source)
-    members, nonmembers, held_out = split_rows(records.y, seed, population)
+    if source.member is not None:
+        # The model was trained already: its training records are the members.
+        if population:
+            raise InputError(f"{source.path}: records.member fixes the members, so the population fraction "
+                             f"must be 0, got {population}")
+        member = read_member_column(source)
+        members, nonmembers, held_out = np.flatnonzero(member), np.flatnonzero(~member), np.zeros(0, np.int64)
+    else:
+        members, nonmembers, held_out = split_rows(records.y, seed, population)
     if records.x.ndim == 2:
         records.x = standardize_on(records.x, members)
     description = source.description or (

@@ -44,8 +44,8 @@ ARCHITECTURES = {
 }
 
 
-def _keras_file_architecture(path: Path, input_shape: tuple[int, ...], n_classes: int):
-    """Load a .keras file in safe mode and return a clone of its architecture with fresh weights.
+def load_keras_file(path: Path, input_shape: tuple[int, ...], n_classes: int):
+    """Load a .keras file in safe mode and check that it maps the records to one logit per class.
 
     Safe mode rejects Lambda layers and other code in the file, and a .keras
     file holds a JSON configuration and HDF5 weights, so nothing is unpickled.
@@ -71,11 +71,12 @@ def _keras_file_architecture(path: Path, input_shape: tuple[int, ...], n_classes
             f"and no activation, so that the model outputs logits; found {type(last).__name__} "
             f"'{last.name}' with activation {activation}"
         )
-    return keras.models.clone_model(model)
+    return model
 
 
 def build_model(architecture: str, input_shape: tuple[int, ...], n_classes: int):
     """Build an untrained model: a built-in architecture, or a clone of a .keras file's (KERAS_FILE_PREFIX)."""
     if architecture.startswith(KERAS_FILE_PREFIX):
-        return _keras_file_architecture(Path(architecture[len(KERAS_FILE_PREFIX):]), input_shape, n_classes)
+        model = load_keras_file(Path(architecture[len(KERAS_FILE_PREFIX):]), input_shape, n_classes)
+        return import_keras().models.clone_model(model)
     return ARCHITECTURES[architecture](input_shape, n_classes)

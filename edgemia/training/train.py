@@ -12,7 +12,7 @@ import numpy as np
 from edgemia._stderr import native_stderr_to_log
 from edgemia._tf import import_keras, import_tensorflow
 from edgemia.data.builtin import AuditData
-from edgemia.training.models import build_model
+from edgemia.training.models import build_model, load_keras_file
 
 logger = logging.getLogger(__name__)
 
@@ -152,3 +152,17 @@ def train_target(data: AuditData, recipe: Recipe, seed: int, callbacks: list | N
         trained.accuracy_nonmembers,
     )
     return trained
+
+
+def load_trained_target(path, data: AuditData, recipe: Recipe) -> TrainedModel:
+    """Load a team's trained .keras model as the target, with its accuracy on `data`; nothing is trained."""
+    from pathlib import Path
+
+    model = load_keras_file(Path(path), data.input_shape, data.n_classes)
+    return TrainedModel(
+        model=model,
+        recipe=recipe,
+        accuracy_members=_accuracy(model, data.members.x, data.members.y),
+        accuracy_nonmembers=_accuracy(model, data.nonmembers.x, data.nonmembers.y),
+        seconds=0.0,
+    )
