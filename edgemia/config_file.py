@@ -12,7 +12,9 @@ A configuration file has up to three tables:
                 groups, id, classes and name (see edgemia.data.tables).
     [training]  the training recipe of the target and reference models:
                 architecture (tabular-mlp or digits-cnn), epochs, batch_size,
-                learning_rate and optimizer (adam, the only one supported).
+                learning_rate, optimizer (adam, the only one supported) and
+                input_noise (augmentation: the standard deviation of
+                Gaussian noise added to the inputs while training).
     [model]     file: a Keras 3 .keras model or an exported .tflite or .onnx
                 model. The reference models train clones of a .keras
                 model's architecture with fresh weights. The target is the
@@ -53,7 +55,7 @@ AUDIT_KEYS: dict[str, tuple[str, str]] = {
 }
 RECORDS_KEYS = ("path", "label", "features", "groups", "id", "classes", "name", "description", "member")
 MODEL_KEYS = ("file",)
-TRAINING_KEYS = ("architecture", "epochs", "batch_size", "learning_rate", "optimizer")
+TRAINING_KEYS = ("architecture", "epochs", "batch_size", "learning_rate", "optimizer", "input_noise")
 OPTIMIZERS = ("adam",)
 
 
@@ -120,7 +122,7 @@ def _records_source(path: Path, table: dict) -> RecordsSource:
 def _training(path: Path, table: dict) -> dict:
     _check_keys(path, "training", table, TRAINING_KEYS)
     kinds = {"architecture": "string", "epochs": "integer", "batch_size": "integer", "learning_rate": "number",
-             "optimizer": "string"}
+             "optimizer": "string", "input_noise": "number"}
     recipe = {key: _convert(path, f"training.{key}", value, kinds[key]) for key, value in table.items()}
     if recipe.get("optimizer", "adam") not in OPTIMIZERS:
         raise InputError(
@@ -130,6 +132,8 @@ def _training(path: Path, table: dict) -> dict:
     for key in ("epochs", "batch_size"):
         if key in recipe and recipe[key] < 1:
             raise InputError(f"{path}: 'training.{key}' is {recipe[key]}; it must be at least 1")
+    if "input_noise" in recipe and not recipe["input_noise"] >= 0:
+        raise InputError(f"{path}: 'training.input_noise' is {recipe['input_noise']}; it must be 0 or more")
     if "learning_rate" in recipe and not recipe["learning_rate"] > 0:
         raise InputError(f"{path}: 'training.learning_rate' is {recipe['learning_rate']}; it must be above 0")
     return recipe

@@ -93,6 +93,7 @@ def test_missing_group_column_named(tmp_path, suffix):
         ("[records]\npath = 'x.csv'\n", "missing key 'records.label'"),
         ("[training]\noptimizer = 'sgd'\n", "'training.optimizer' is 'sgd'; supported optimizers: adam"),
         ("[training]\nepochs = 0\n", "'training.epochs' is 0; it must be at least 1"),
+        ("[training]\ninput_noise = -0.1\n", "'training.input_noise' is -0.1; it must be 0 or more"),
         ("[training]\narchitecture = 'resnet'\n", "training.architecture is 'resnet'"),
         ("[audit]\ndataset = 'mnist'\n", "unknown data set 'mnist'"),
     ],
@@ -196,7 +197,7 @@ def test_audit_from_csv_records(csv_run):
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"]["name"] == "cells"
     assert report["target"]["recipe"] == {"architecture": "tabular-mlp", "epochs": 3, "batch_size": 32,
-                                          "learning_rate": 0.001}
+                                          "learning_rate": 0.001, "input_noise": 0.0}
     assert sorted(report["records"]["record_id"])[:2] == [1000, 1001]
     assert set(report["records"]["groups"]["size"]) == {"large", "small"}
     attributes = {row["attribute"] for row in report["variants"][0]["attacks"][0]["slices"]}
@@ -340,3 +341,19 @@ def test_trained_keras_target_audited(csv_run, tmp_path):
     assert audited["records"]["member"] == report["records"]["member"]
     original = next(v for v in report["variants"] if v["name"] == "float")
     assert audited["variants"][0]["attacks"][0]["auc"] == original["attacks"][0]["auc"]
+
+
+def test_input_noise_changes_training_only():
+    from edgemia.training.train import Recipe, fit_model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    plain = Recipe(architecture="tabular-mlp", epochs=2, batch_size=16, learning_rate=1e-2)
+    noisy = Recipe(architecture="tabular-mlp", epochs=2, batch_size=16, learning_rate=1e-2, input_noise=0.5)
+    plain_model, _ = fit_model(x, y, 2, plain, seed=0)
+    noisy_model, _ = fit_model(x, y, 2, noisy, seed=0)
+    assert [layer.name for layer in noisy_model.layers] == [layer.name for layer in plain_model.layers]
+    assert not np.allclose(plain_model.get_weights()[0], noisy_model.get_weights()[0])
+    again, _ = fit_model(x, y, 2, noisy, seed=0)
+    np.testing.assert_array_equal(again.get_weights()[0], noisy_model.get_weights()[0])

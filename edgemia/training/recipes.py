@@ -11,7 +11,7 @@ from edgemia.training.train import RECIPES, Recipe
 # a team should set [training] for its own data.
 _TABLE_RECIPE = Recipe(architecture="tabular-mlp", epochs=60, batch_size=64, learning_rate=1e-3)
 _IMAGE_RECIPE = Recipe(architecture="digits-cnn", epochs=80, batch_size=32, learning_rate=1e-3)
-_OVERRIDE_KEYS = ("architecture", "epochs", "batch_size", "learning_rate")
+_OVERRIDE_KEYS = ("architecture", "epochs", "batch_size", "learning_rate", "input_noise")
 
 
 def check_recipe_overrides(overrides: dict) -> None:

@@ -25,6 +25,9 @@ class Recipe:
     epochs: int
     batch_size: int
     learning_rate: float  # Adam
+    # Augmentation: standard deviation of the Gaussian noise added to every input in each
+    # training step (keras.layers.GaussianNoise); 0 trains on the records as they are.
+    input_noise: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,8 +82,16 @@ def fit_model(
     tf.config.experimental.enable_op_determinism()
 
     model = build_model(recipe.architecture, tuple(x.shape[1:]), n_classes)
+    trainer = model
+    if recipe.input_noise > 0:
+        # The noise layer wraps the model only while it trains, so the returned model has none.
+        trainer = keras.Sequential([
+            keras.Input(shape=tuple(x.shape[1:])),
+            keras.layers.GaussianNoise(recipe.input_noise, seed=seed),
+            model,
+        ])
     seconds = _compile_and_fit(
-        model, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"],
+        trainer, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"],
         recipe.epochs, recipe.batch_size, recipe.learning_rate, callbacks,
     )
     return model, seconds
