@@ -107,7 +107,7 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
         "kernel; 16 reference models; every attack.",
     )
     audit.add_argument("--config", type=Path, default=None, metavar="FILE",
-                       help="audit configuration (TOML) with [audit], [records] and [training] tables; options "
+                       help="audit configuration (TOML) with [audit], [records], [training] and [model] tables; options "
                        "given on the command line override it (see examples/health-insurance.toml)")
     audit.add_argument("--out", type=Path, default=None,
                        help="run directory (default: runs/<dataset>-seed<seed>)")
