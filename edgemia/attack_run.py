@@ -10,7 +10,7 @@ its backend from the meta's `backend` and its model format from the meta's
 `model_format` or the extension of `model_file` (none when neither says). Every variant other than
 float is compared with float on the same backend and format.
 
-The output directory receives report.json, report.md and one scores.npz per
+The output directory receives report.json, report.md, report.html and one scores.npz per
 bundle, at <out>/<variant>/<bundle>/scores.npz with the input's directory
 names (for a single bundle: <variant slug>/<backend>-<format>, or
 <variant slug>/<backend> without a format). report.json
@@ -33,10 +33,10 @@ from edgemia.attacks.bundle import TARGET_FILE, CaptureBundle, load_bundle
 from edgemia.errors import InputError
 from edgemia.evaluation import default_attacks, evaluate_bundles, records_section, variant_row, write_scores
 from edgemia.reporting.environment import environment
-from edgemia.reporting.markdown import render
+from edgemia.reporting.policy import Policy
+from edgemia.reporting.writer import write_reports
 from edgemia.runtime.capture import load_capture
 from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, stratified_resamples
-from edgemia.util import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +107,13 @@ def run_attack_report(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
+    policy: Policy | None = None,
 ) -> dict:
-    """Attack the bundles under `captures`, write report.json, report.md and scores into `out`; return the report.
+    """Attack the bundles under `captures`, write the reports and scores into `out`; return the report.
 
     `attacks` None runs every attack that all bundles support, and
-    `n_resamples` 0 skips the bootstrap.
+    `n_resamples` 0 skips the bootstrap. With a `policy`, the reports carry
+    its verdict.
     """
     start = time.perf_counter()
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -180,6 +182,4 @@ def run_attack_report(
         "stage_seconds": {"attacks": time.perf_counter() - start},
         "environment": environment(),
     }
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", render(report))
-    return report
+    return write_reports(out, report, policy)

@@ -16,7 +16,7 @@ replaced by '_' (prune:0.8+int8 becomes prune_0.8+int8):
     captures/<slug>/<backend>-<format>/perturbed-<j>.npz     ... and the target on perturbed copy j
     captures/<slug>/<backend>-<format>/scores.npz            per-record scores per attack
     tasks/<key>.json                                         manifest of each finished task (edgemia.tasks)
-    report.json, report.md
+    report.json, report.md, report.html
 
 A rerun into the same directory keeps everything but the report: each task
 whose manifest's files are unchanged is reused, the others are computed.
@@ -93,6 +93,7 @@ from edgemia.compression.variants import FORMATS, CompressionData, VariantExport
 from edgemia.data.builtin import DATASETS, load_dataset
 from edgemia.data.perturb import describe_perturbation, perturbed_copies
 from edgemia.data.records import save_records
+from edgemia.data.tables import RecordsSource, load_table, load_table_data, read_member_column
 from edgemia.errors import InputError
 from edgemia.evaluation import (
     BundleEvaluation,
@@ -102,10 +103,12 @@ from edgemia.evaluation import (
     variant_row,
     write_scores,
 )
+from edgemia.exported import check_exported_model, exported_attacks, run_exported_audit
 from edgemia.references import ReferenceTask, build_references, capture_dir, default_jobs
 from edgemia.reporting.environment import environment
-from edgemia.reporting.markdown import render
-from edgemia.reporting.mitigation import CHART, markdown_lines, mitigation_section
+from edgemia.reporting.mitigation import CHART, mitigation_section
+from edgemia.reporting.policy import load_policy
+from edgemia.reporting.writer import write_reports
 from edgemia.runtime.capture import (
     BACKENDS,
     DEFAULT_BACKENDS,
@@ -115,8 +118,9 @@ from edgemia.runtime.capture import (
 from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, stratified_resamples
 from edgemia.tasks import EXECUTORS, TaskCounts, array_digest, make_executor
 from edgemia.tasks.target import Combination, build_target_variants, load_target_captures, train_target_task
+from edgemia.training.recipes import audit_recipe, check_recipe_overrides
 from edgemia.training.references import check_reference_count, reference_in_masks
-from edgemia.util import atomic_write_json, atomic_write_text, sha256_file
+from edgemia.util import atomic_write_json, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +128,7 @@ SCHEMA_VERSION = 1
 
 # Written first and updated last; a directory holding it is an edgemia run.
 RUN_MARKER = "run.json"
-_REPORT_FILES = ("report.json", "report.md", CHART)
+_REPORT_FILES = ("report.json", "report.md", "report.html", CHART)
 
 
 @dataclass
@@ -146,10 +150,17 @@ class AuditConfig:
     population: float = 0.0  # fraction of the records set aside for distill with data=population
     executor: str = "local"  # where reference models are built: local worker processes or ray
     ray_address: str | None = None  # address of a running Ray cluster; None starts a local one
+    policy: Path | None = None  # policy file (TOML) whose rules decide the verdict; None: no verdict
+    records: RecordsSource | None = None  # a team's own records, used instead of `dataset`
+    training: dict = field(default_factory=dict)  # recipe overrides: architecture, epochs, batch_size, learning_rate
+    model: Path | None = None  # exported .tflite or .onnx audited as it is; sets references to 0
+    target_model: Path | None = None  # a team's trained .keras target, used instead of training one
 
     def __post_init__(self) -> None:
+        if self.model is not None:
+            self.references = 0
         if self.attacks is None:
-            self.attacks = default_attacks(self.references)
+            self.attacks = default_attacks(self.references) if self.model is None else exported_attacks(None)
         if self.jobs is None:
             self.jobs = default_jobs()
 
@@ -158,7 +169,7 @@ class AuditConfig:
         return parse_variants(self.variants)
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
+        if self.records is None and self.dataset not in DATASETS:
             raise InputError(f"unknown data set '{self.dataset}'; valid names: {', '.join(DATASETS)}")
         specs = parse_variants(self.variants)
         valid = {"backend": BACKENDS, "attack": ATTACKS}
@@ -203,6 +214,16 @@ class AuditConfig:
         if self.bootstrap < 0:
             raise InputError(f"bootstrap resamples must be 0 (off) or more, got {self.bootstrap}")
         attack_options(self.attack_options)
+        if self.policy is not None:
+            load_policy(self.policy)
+        check_recipe_overrides(self.training)
+        if self.model is not None:
+            check_exported_model(Path(self.model), self.records, self.training)
+            exported_attacks(self.attacks)
+        if self.records is not None:
+            load_table(self.records)  # raises InputError naming a missing or invalid column before the run starts
+        if self.records is not None and self.records.member is not None:
+            read_member_column(self.records)
 
 
 # A progress stage is entered with a description and a total count of steps;
@@ -323,6 +344,11 @@ def _write_marker(out: Path, config: AuditConfig, status: str, started: str, err
             "bootstrap": config.bootstrap,
             "attack_options": config.attack_options,
             "population": config.population,
+            "records": str(config.records.path) if config.records is not None else None,
+            "training": config.training,
+            "policy": str(config.policy) if config.policy is not None else None,
+            "model": str(config.model) if config.model is not None else None,
+            "target_model": str(config.target_model) if config.target_model is not None else None,
         },
     }
     if status != "running":
@@ -344,7 +370,11 @@ def run_audit(config: AuditConfig, stage: ProgressStage = _silent_stage) -> dict
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _write_marker(out, config, "running", created)
     try:
-        report = _run_stages(config, out, created, stage)
+        if config.model is not None:
+            report = write_reports(out, run_exported_audit(config, out),
+                                   load_policy(config.policy) if config.policy is not None else None)
+        else:
+            report = _run_stages(config, out, created, stage)
     except BaseException as exc:
         _write_marker(out, config, "failed", created, error=f"{type(exc).__name__}: {exc}")
         raise
@@ -359,7 +389,10 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     # Data: a stratified 50/50 split into members and non-members, after the population is set aside.
     specs = config.specs()
     with stage("Loading data", 1) as advance:
-        data = load_dataset(config.dataset, config.seed, config.population)
+        if config.records is not None:
+            data = load_table_data(config.records, config.seed, config.population)
+        else:
+            data = load_dataset(config.dataset, config.seed, config.population)
         all_records, member = data.all_records()
         records_path = out / "data" / "records.npz"
         save_records(all_records, records_path)
@@ -383,14 +416,16 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
                                   *groups)
 
     # Training: the float target, on the members only.
-    from edgemia.training.train import RECIPES, Recipe
+    from edgemia.training.train import Recipe
 
-    recipe = RECIPES[config.dataset]
+    recipe = audit_recipe(data, config.dataset if config.records is None else None, config.training)
     if config.epochs is not None:
         recipe = Recipe(**{**recipe.to_dict(), "epochs": config.epochs})
-    with stage(f"Training target ({recipe.epochs} epochs)", recipe.epochs) as advance:
+    with stage(f"Training target ({recipe.epochs} epochs)" if config.target_model is None
+               else "Loading the trained target", recipe.epochs if config.target_model is None else 1) as advance:
         target_model, trained, target_key = train_target_task(
-            data, recipe, config.seed, out, records_digest, counts, callbacks=[_epoch_callback(advance)]
+            data, recipe, config.seed, out, records_digest, counts, callbacks=[_epoch_callback(advance)],
+            trained_model=config.target_model,
         )
     keras_path = out / "artifacts" / "float.keras"
     stage_seconds["target_training"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -517,6 +552,4 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         "environment": environment(),
     }
     report["mitigation"] = mitigation_section(report, out)
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", "\n".join([render(report), *markdown_lines(report["mitigation"])]))
-    return report
+    return write_reports(out, report, load_policy(config.policy) if config.policy is not None else None)

@@ -1,7 +1,8 @@
 """Command line: parses arguments and calls the pipeline stages.
 
-Exit codes: 0 success, 2 invalid usage or input, 3 internal error, 4 a board
-that cannot be reached over SSH, or a command that failed or timed out there.
+Exit codes: 0 success (and a passing policy), 1 a policy rule failed, 2
+invalid usage or input, 3 internal error, 4 a board that cannot be reached
+over SSH, or a command that failed or timed out there.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def _fraction(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser; `audit_defaults` (from a configuration file) replace the audit's defaults."""
     from edgemia.attacks import ATTACKS
     from edgemia.compression.spec import DEFAULT_VARIANTS, WORDS
     from edgemia.data.builtin import DATASETS
@@ -187,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"variants {', '.join(DEFAULT_VARIANTS)}; backends LiteRT, ONNX Runtime and the native "
         "kernel; 16 reference models; every attack.",
     )
+    audit.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="audit configuration (TOML) with [audit], [records], [training] and [model] tables; options "
+                       "given on the command line override it (see examples/health-insurance.toml)")
     audit.add_argument("--out", type=Path, default=None,
                        help="run directory (default: runs/<dataset>-seed<seed>)")
     audit.add_argument("--seed", type=_seed, default=0,
@@ -230,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--population", type=_fraction, default=0.0, metavar="FRACTION",
                        help="fraction of the records set aside, before the member split, as population "
                        "records for distill:W:data=population; 0 sets none aside (default: 0)")
+    audit.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                       help="policy file (TOML) with a [rules] table; exit code 1 when a rule fails "
+                       "(see examples/policy.toml)")
+
+    audit.set_defaults(records=None, training={}, model=None, target_model=None)
+    if audit_defaults:
+        audit.set_defaults(**audit_defaults)
 
     attack = commands.add_parser(
         "attack",
@@ -253,7 +265,21 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--seed", type=_seed, default=0,
                         help="seed of the bootstrap resamples (default: 0)")
     attack.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="directory for report.json, report.md and <variant>/<bundle>/scores.npz")
+                        help="directory for report.json, report.md, report.html and <variant>/<bundle>/scores.npz")
+    attack.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                        help="policy file (TOML) with a [rules] table; exit code 1 when a rule fails")
+
+    report = commands.add_parser(
+        "report",
+        parents=[verbosity],
+        help="rebuild report.json, report.md and report.html of a run from its stored results",
+        description="Rebuild report.json, report.md and report.html in RUN_DIR from its report.json, "
+        "without opening captures or models. With --policy, the policy's rules replace the stored "
+        "verdict. Exit code 1 when a rule fails. Does not import TensorFlow.",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory of an audit or attack")
+    report.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                        help="policy file (TOML) with a [rules] table (default: keep the stored verdict)")
 
     capture = commands.add_parser(
         "capture",
@@ -334,9 +360,11 @@ def _check_audit_packages() -> None:
 
 def _run_audit(args: argparse.Namespace, console: Console) -> int:
     from edgemia.audit import AuditConfig, run_audit
-    from edgemia.reporting.console import print_summary
+    from edgemia.reporting.console import print_summary, print_verdict
+    from edgemia.reporting.policy import exit_code
 
-    out = args.out or Path("runs") / f"{args.dataset}-seed{args.seed}"
+    name = args.records.dataset_name if args.records is not None else args.dataset
+    out = args.out or Path("runs") / f"{name}-seed{args.seed}"
     config = AuditConfig(
         out=out,
         dataset=args.dataset,
@@ -353,6 +381,11 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         population=args.population,
         executor=args.executor,
         ray_address=args.ray_address,
+        policy=args.policy,
+        records=args.records,
+        training=args.training,
+        model=args.model,
+        target_model=args.target_model,
     )
     config.validate()
     _check_audit_packages()
@@ -361,18 +394,22 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
     with Progress(*columns, console=console, transient=False) as progress:
         report = run_audit(config, stage=_progress_stage(progress))
     print_summary(report, console)
+    if "target" in report:
+        console.print(
+            f"Target accuracy: {report['target']['accuracy']['members']:.4f} on members, "
+            f"{report['target']['accuracy']['nonmembers']:.4f} on non-members."
+        )
+    if "tasks" in report:
+        console.print(
+            f"Tasks: {report['tasks']['reused']} reused from the run directory, "
+            f"{report['tasks']['computed']} computed."
+        )
     console.print(
-        f"Tasks: {report['tasks']['reused']} reused from the run directory, "
-        f"{report['tasks']['computed']} computed."
+        f"Run directory: {out} (report.json, report.md, report.html); {time.perf_counter() - start:.0f} s.",
+        soft_wrap=True,
     )
-    console.print(
-        f"Target accuracy: {report['target']['accuracy']['members']:.4f} on members, "
-        f"{report['target']['accuracy']['nonmembers']:.4f} on non-members."
-    )
-    console.print(
-        f"Run directory: {out} (report.json, report.md); {time.perf_counter() - start:.0f} s.", soft_wrap=True
-    )
-    return 0
+    print_verdict(report, console)
+    return exit_code(report)
 
 
 def _run_capture(args: argparse.Namespace, console: Console) -> int:
@@ -401,15 +438,32 @@ def _run_capture(args: argparse.Namespace, console: Console) -> int:
 
 def _run_attack(args: argparse.Namespace, console: Console) -> int:
     from edgemia.attack_run import run_attack_report
-    from edgemia.reporting.console import print_summary
+    from edgemia.reporting.console import print_summary, print_verdict
+    from edgemia.reporting.policy import exit_code, load_policy
 
     attacks = _names(args.attacks) if args.attacks is not None else None
+    policy = load_policy(args.policy) if args.policy is not None else None
     report = run_attack_report(
-        args.captures, args.out, attacks, args.attack_options, n_resamples=args.bootstrap, seed=args.seed
+        args.captures, args.out, attacks, args.attack_options, n_resamples=args.bootstrap, seed=args.seed,
+        policy=policy,
     )
     print_summary(report, console)
-    console.print(f"Wrote {args.out / 'report.json'}, report.md and scores beside them.", soft_wrap=True)
-    return 0
+    console.print(f"Wrote {args.out / 'report.json'}, report.md, report.html and scores beside them.",
+                  soft_wrap=True)
+    print_verdict(report, console)
+    return exit_code(report)
+
+
+def _run_report(args: argparse.Namespace, console: Console) -> int:
+    from edgemia.reporting.console import print_verdict
+    from edgemia.reporting.policy import exit_code, load_policy
+    from edgemia.reporting.rebuild import rebuild_reports
+
+    policy = load_policy(args.policy) if args.policy is not None else None
+    report = rebuild_reports(args.run_dir, policy)
+    console.print(f"Rebuilt report.json, report.md and report.html in {args.run_dir}.", soft_wrap=True)
+    print_verdict(report, console)
+    return exit_code(report)
 
 
 def _run_compress(args: argparse.Namespace, console: Console) -> int:
@@ -503,11 +557,22 @@ def _run_device(args: argparse.Namespace, console: Console) -> int:
     print_device_summary(report, settings.profile.name, console)
     console.print(f"Updated {run.out / 'report.json'} and report.md.", soft_wrap=True)
     return 0
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`; for `audit --config FILE`, parse again with the file's values as defaults."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "config", None) is None:
+        return args
+    from edgemia.config_file import load_config_file
+
+    return build_parser(audit_defaults=load_config_file(args.config)).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(argv)
+    except EdgemiaError as exc:
+        print(f"edgemia: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     console = Console(stderr=False)
     if not console.is_terminal:
         # Logs and pipes get the full table instead of rich's 80-column default.
@@ -515,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(getattr(args, "verbose", 0), 2)]
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=Console(stderr=True))])
     commands = {"audit": _run_audit, "capture": _run_capture, "attack": _run_attack, "compress": _run_compress,
-                "device": _run_device}
+                "device": _run_device, "report": _run_report}
     try:
         return commands[args.command](args, console)
     except EdgemiaError as exc:

@@ -50,6 +50,22 @@ def summary_table(report: dict) -> Table:
     return _attack_table(f"Membership leakage: {subject}", rows, levels, ["variant", "backend", "acc."])
 
 
+def print_verdict(report: dict, console: Console) -> None:
+    """Print the policy verdict, naming every failing rule; print nothing without a policy."""
+    section = report.get("policy")
+    if section is None:
+        return
+    for outcome in section["outcomes"]:
+        if not outcome["passed"]:
+            console.print(f"Rule failed: {outcome['message']}", soft_wrap=True)
+    passed = sum(outcome["passed"] for outcome in section["outcomes"])
+    console.print(
+        f"Verdict: {section['verdict'].upper()} ({passed} of {len(section['outcomes'])} rules passed, "
+        f"policy {section['path']}).",
+        soft_wrap=True,
+    )
+
+
 def print_summary(report: dict, console: Console) -> None:
     console.print(summary_table(report))
     console.print(

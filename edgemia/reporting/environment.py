@@ -8,7 +8,8 @@ from importlib import metadata
 
 import edgemia
 
-_PACKAGES = ("numpy", "tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert", "tflite", "scikit-learn")
+_PACKAGES = ("numpy", "tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert", "tflite", "onnxruntime", "onnx",
+             "tf2onnx", "scikit-learn", "matplotlib")
 
 
 def _cpu_model() -> str:

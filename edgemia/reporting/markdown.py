@@ -433,14 +433,64 @@ def _slice_lines(report: dict) -> list[str]:
     return lines
 
 
+def fmt_observed(value: float | None) -> str:
+    return "n/m" if value is None else f"{value:.4g}"
+
+
+def policy_lines(report: dict) -> list[str]:
+    """Return the verdict and each rule's outcome, or nothing when no policy was applied."""
+    section = report.get("policy")
+    if section is None:
+        return []
+    failed = [outcome["rule"] for outcome in section["outcomes"] if not outcome["passed"]]
+    verdict = "PASS" if section["verdict"] == "pass" else f"FAIL ({', '.join(failed)})"
+    lines = [
+        "",
+        f"## Verdict: {verdict}",
+        "",
+        f"Policy `{section['path']}` (sha256 `{section['sha256'][:12]}`); a rule without a measurable "
+        f"value counts as {'passed' if section['unmeasurable'] == 'pass' else 'failed'}.",
+        "",
+        "| rule | limit | worst value | where | outcome |",
+        "|---|---:|---:|---|---|",
+    ]
+    for outcome in section["outcomes"]:
+        where = outcome["where"] or {}
+        place = ", ".join(str(value) for key, value in where.items() if key != "p_value" and value is not None)
+        lines.append(
+            f"| {outcome['rule']} | {outcome['limit']:g} | {fmt_observed(outcome['observed'])} | {place} | "
+            f"{outcome['status']} |"
+        )
+    return lines
+
+
+def _weaker_lines(report: dict) -> list[str]:
+    from edgemia.attacks import REFERENCE_ATTACKS
+
+    names = {attack["name"] for variant in report["variants"] for attack in variant["attacks"]}
+    if not names or names & set(REFERENCE_ATTACKS):
+        return []
+    return [
+        "",
+        "**Weaker attacks only**: no reference models, so LiRA, RMIA and the shadow attack did not run. "
+        "Threshold attacks on the target's own outputs find fewer members; low values do not show "
+        "that the model is safe.",
+    ]
+
+
 def render(report: dict) -> str:
     """Render a report dict as Markdown."""
+    from edgemia.reporting.mitigation import markdown_lines as mitigation_lines
+
     levels = list(report["variants"][0]["attacks"][0]["tpr_at_fpr"]) if report["variants"] else []
     lines = _header(report)
+    lines += _weaker_lines(report)
+    lines += policy_lines(report)
     lines += _leakage_table(report, levels)
     lines += _comparison_lines(report, levels)
     lines += _exposure_lines(report)
     lines += _slice_lines(report)
+    lines += mitigation_lines(report.get("mitigation"))
     lines += _reference_lines(report)
     lines += _parameter_lines(report)
     lines += _agreement(report)

@@ -24,7 +24,7 @@ from edgemia.data.perturb import describe_perturbation
 from edgemia.errors import UnsupportedModelError
 from edgemia.runtime.capture import BACKEND_FORMATS, Capture, load_capture, run_capture, save_capture
 from edgemia.tasks.store import TaskCounts, TaskStore, task_key
-from edgemia.util import atomic_write_bytes
+from edgemia.util import atomic_write_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -40,21 +40,29 @@ def _bundle_dir(out: Path, slug: str, backend: str, model_format: str) -> Path:
 
 
 def train_target_task(data, recipe, seed: int, out: Path, records_digest: str, counts: TaskCounts,
-                      callbacks: list | None = None) -> tuple[object, dict, str]:
+                      callbacks: list | None = None, trained_model: Path | None = None) -> tuple[object, dict, str]:
     """Train the target, or reuse its verified model; return the loaded model, its result and task key.
 
+    With `trained_model` (a team's trained .keras file) nothing is trained:
+    the file is checked against the data, and its sha256 enters the key.
     The result has training_seconds and accuracy (members, non-members).
     """
     from edgemia._tf import import_keras
-    from edgemia.training.train import train_target
+    from edgemia.training.train import load_trained_target, train_target
 
     store = TaskStore(out)
-    key = task_key(TRAINING_KIND, {"records": records_digest, "recipe": recipe.to_dict(), "seed": seed})
+    inputs = {"records": records_digest, "recipe": recipe.to_dict(), "seed": seed}
+    if trained_model is not None:
+        inputs["trained_model_sha256"] = sha256_file(trained_model)
+    key = task_key(TRAINING_KIND, inputs)
     path = Path(out) / "artifacts" / "float.keras"
     result = store.verified_result(key, "training of the target")
     if result is None:
         counts.computed[TRAINING_KIND] += 1
-        trained = train_target(data, recipe, seed, callbacks=callbacks)
+        if trained_model is not None:
+            trained = load_trained_target(trained_model, data, recipe)
+        else:
+            trained = train_target(data, recipe, seed, callbacks=callbacks)
         with tempfile.TemporaryDirectory(prefix="edgemia-target-") as scratch:
             scratch_path = Path(scratch) / "float.keras"
             trained.model.save(scratch_path)

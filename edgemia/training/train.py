@@ -12,7 +12,7 @@ import numpy as np
 from edgemia._stderr import native_stderr_to_log
 from edgemia._tf import import_keras, import_tensorflow
 from edgemia.data.builtin import AuditData
-from edgemia.training.models import ARCHITECTURES
+from edgemia.training.models import build_model, load_keras_file
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +21,13 @@ logger = logging.getLogger(__name__)
 class Recipe:
     """Training recipe of a target model: architecture, epochs, batch size, Adam learning rate."""
 
-    architecture: str  # a key of ARCHITECTURES
+    architecture: str  # a key of ARCHITECTURES, or KERAS_FILE_PREFIX and a .keras file
     epochs: int
     batch_size: int
     learning_rate: float  # Adam
+    # Augmentation: standard deviation of the Gaussian noise added to every input in each
+    # training step (keras.layers.GaussianNoise); 0 trains on the records as they are.
+    input_noise: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,9 +81,17 @@ def fit_model(
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    model = ARCHITECTURES[recipe.architecture](tuple(x.shape[1:]), n_classes)
+    model = build_model(recipe.architecture, tuple(x.shape[1:]), n_classes)
+    trainer = model
+    if recipe.input_noise > 0:
+        # The noise layer wraps the model only while it trains, so the returned model has none.
+        trainer = keras.Sequential([
+            keras.Input(shape=tuple(x.shape[1:])),
+            keras.layers.GaussianNoise(recipe.input_noise, seed=seed),
+            model,
+        ])
     seconds = _compile_and_fit(
-        model, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"],
+        trainer, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"],
         recipe.epochs, recipe.batch_size, recipe.learning_rate, callbacks,
     )
     return model, seconds
@@ -152,3 +163,17 @@ def train_target(data: AuditData, recipe: Recipe, seed: int, callbacks: list | N
         trained.accuracy_nonmembers,
     )
     return trained
+
+
+def load_trained_target(path, data: AuditData, recipe: Recipe) -> TrainedModel:
+    """Load a team's trained .keras model as the target, with its accuracy on `data`; nothing is trained."""
+    from pathlib import Path
+
+    model = load_keras_file(Path(path), data.input_shape, data.n_classes)
+    return TrainedModel(
+        model=model,
+        recipe=recipe,
+        accuracy_members=_accuracy(model, data.members.x, data.members.y),
+        accuracy_nonmembers=_accuracy(model, data.nonmembers.x, data.nonmembers.y),
+        seconds=0.0,
+    )

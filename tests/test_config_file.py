@@ -1,0 +1,359 @@
+"""Audit configuration files and a team's own records (CSV, Parquet, NPZ)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from edgemia.data.tables import RecordsSource, load_table, load_table_data
+from edgemia.errors import InputError
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+CSV_HEADER = "patient,age,bmi,sex,outcome\n"
+CSV_ROWS = [
+    "101,34,22.1,female,healthy",
+    "102,51,31.0,male,ill",
+    "103,45,27.5,female,ill",
+    "104,29,24.9,male,healthy",
+]
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _config(tmp_path: Path, records_table: str, audit_table: str = "") -> Path:
+    return _write(tmp_path, "audit.toml", f"[audit]\n{audit_table}\n[records]\n{records_table}\n")
+
+
+def _audit(tmp_path: Path, config: Path):
+    out = tmp_path / "run"
+    result = run_cli("audit", "--config", str(config), "--out", str(out))
+    return result, out
+
+
+def test_csv_missing_value_names_column(tmp_path):
+    rows = CSV_ROWS[:2] + ["103,45,,female,ill"] + CSV_ROWS[3:]
+    _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")
+    config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nid = "patient"\ngroups = ["sex"]')
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert "patients.csv: column 'bmi' (records.features) has 1 missing value (first at row 2)" in result.stderr
+    assert not out.exists()
+
+
+def test_label_class_model_lacks_names_column(tmp_path):
+    rows = CSV_ROWS + ["105,60,29.0,male,unknown"]
+    _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")
+    config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nclasses = ["healthy", "ill"]')
+    result, _ = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert "column 'outcome' (records.label) has 1 class that the model lacks: 'unknown' (first at row 4)" \
+        in result.stderr
+    assert "the model's classes are healthy, ill" in result.stderr
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "npz"])
+def test_missing_group_column_named(tmp_path, suffix):
+    import pandas as pd
+
+    frame = pd.DataFrame({"age": [34, 51, 45, 29], "sex": ["f", "m", "f", "m"], "outcome": [0, 1, 1, 0]})
+    path = tmp_path / f"patients.{suffix}"
+    if suffix == "csv":
+        frame.to_csv(path, index=False)
+    elif suffix == "parquet":
+        frame.to_parquet(path)
+    else:
+        np.savez(path, age=frame["age"].to_numpy(), sex=frame["sex"].to_numpy().astype(str),
+                 outcome=frame["outcome"].to_numpy())
+    config = _config(tmp_path, f'path = "patients.{suffix}"\nlabel = "outcome"\ngroups = ["gender"]')
+    result, _ = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert f"patients.{suffix}: column 'gender' (records.groups) not found" in result.stderr
+    assert "the file's columns are: age, sex, outcome" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[audit]\nseed = 'zero'\n", "'audit.seed' must be an integer, got 'zero'"),
+        ("[audit]\nreference_model = 4\n", "unknown key 'audit.reference_model'"),
+        ("[audit]\nvariants = [1, 2]\n", "'audit.variants' must be a list of strings"),
+        ("[audit]\nbootstrap = \n", "invalid TOML"),
+        ("[models]\nfile = 'm.tflite'\n", "unknown table 'models'"),
+        ("[model]\nkeras = 'm.keras'\n", "unknown key 'model.keras'; valid keys of [model]: file"),
+        ("[records]\npath = 'x.csv'\n", "missing key 'records.label'"),
+        ("[training]\noptimizer = 'sgd'\n", "'training.optimizer' is 'sgd'; supported optimizers: adam"),
+        ("[training]\nepochs = 0\n", "'training.epochs' is 0; it must be at least 1"),
+        ("[training]\ninput_noise = -0.1\n", "'training.input_noise' is -0.1; it must be 0 or more"),
+        ("[training]\narchitecture = 'resnet'\n", "training.architecture is 'resnet'"),
+        ("[audit]\ndataset = 'mnist'\n", "unknown data set 'mnist'"),
+    ],
+)
+def test_malformed_config_exits_two(tmp_path, text, message):
+    config = _write(tmp_path, "audit.toml", text)
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not out.exists()
+
+
+def test_command_line_overrides_config(tmp_path):
+    from edgemia import cli
+
+    config = _write(tmp_path, "audit.toml", "[audit]\nseed = 7\nbootstrap = 50\nvariants = ['float', 'int8']\n"
+                    "policy = 'policy.toml'\n")
+    args = cli._parse(["audit", "--config", str(config), "--seed", "3"])
+    assert args.seed == 3
+    assert args.bootstrap == 50
+    assert args.variants == "float,int8"
+    assert args.policy == tmp_path / "policy.toml"
+
+
+def test_every_audit_option_has_config_key():
+    from edgemia import cli
+    from edgemia.config_file import AUDIT_KEYS
+
+    parser = cli.build_parser()
+    audit = next(action for action in parser._subparsers._group_actions[0].choices.items() if action[0] == "audit")[1]
+    destinations = {action.dest for action in audit._actions if action.dest not in ("help", "verbose", "config")}
+    assert destinations <= {destination for destination, _ in AUDIT_KEYS.values()}
+
+
+def test_example_config_loads():
+    from edgemia.config_file import load_config_file
+
+    values = load_config_file(REPOSITORY / "examples" / "health-insurance.toml")
+    assert values["dataset"] == "health-insurance"
+    assert values["policy"].resolve() == (REPOSITORY / "examples" / "policy.toml").resolve()
+    assert values["training"] == {"architecture": "tabular-mlp", "epochs": 60, "batch_size": 64,
+                                  "learning_rate": 0.001}
+
+
+def test_table_text_features_one_hot(tmp_path):
+    path = _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(CSV_ROWS) + "\n")
+    records, classes, names = load_table(RecordsSource(path=path, label="outcome", id_column="patient",
+                                                       groups=("sex",), features=("age", "bmi", "sex")))
+    assert classes == ["healthy", "ill"]
+    assert names == ["age", "bmi", "sex=female", "sex=male"]
+    np.testing.assert_array_equal(records.y, [0, 1, 1, 0])
+    np.testing.assert_array_equal(records.record_id, [101, 102, 103, 104])
+    np.testing.assert_array_equal(records.x[:, 2], [1, 0, 1, 0])
+    assert records.groups["sex"].tolist() == ["female", "male", "female", "male"]
+
+
+def test_npz_images_keep_shape(tmp_path):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    path = tmp_path / "digits.npz"
+    np.savez(path, image=(bunch.images / 16.0)[..., None], digit=bunch.target)
+    data = load_table_data(RecordsSource(path=path, label="digit", features=("image",)), seed=0)
+    assert data.input_shape == (8, 8, 1)
+    assert data.n_classes == 10
+    assert len(data.members) + len(data.nonmembers) == 1797
+
+
+def test_single_class_label_rejected(tmp_path):
+    path = _write(tmp_path, "one.csv", "a,y\n1,x\n2,x\n")
+    with pytest.raises(InputError, match="column 'y' \\(records.label\\) has a single class"):
+        load_table(RecordsSource(path=path, label="y"))
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory):
+    """Run a small real audit of breast-cancer records written to CSV, with a derived subgroup column."""
+    import pandas as pd  # noqa: F401 - the CSV is written through pandas
+    from sklearn.datasets import load_breast_cancer
+
+    tmp_path = tmp_path_factory.mktemp("csv-audit")
+    bunch = load_breast_cancer(as_frame=True)
+    frame = bunch.frame.rename(columns={"target": "diagnosis"})
+    frame["size"] = np.where(frame["mean radius"] > frame["mean radius"].median(), "large", "small")
+    frame.insert(0, "record", np.arange(1000, 1000 + len(frame)))
+    frame.to_csv(tmp_path / "cells.csv", index=False)
+    config = _config(
+        tmp_path,
+        'path = "cells.csv"\nlabel = "diagnosis"\nid = "record"\ngroups = ["size"]\nname = "cells"',
+        'variants = ["float", "int8"]\nbackends = ["native"]\nreference_models = 4\nbootstrap = 100\njobs = 2',
+    )
+    _write(tmp_path, "audit.toml", config.read_text() + "\n[training]\nepochs = 3\nbatch_size = 32\n")
+    result, out = _audit(tmp_path, config)
+    return result, out
+
+
+@pytest.mark.slow
+def test_audit_from_csv_records(csv_run):
+    result, out = csv_run
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"]["name"] == "cells"
+    assert report["target"]["recipe"] == {"architecture": "tabular-mlp", "epochs": 3, "batch_size": 32,
+                                          "learning_rate": 0.001, "input_noise": 0.0}
+    assert sorted(report["records"]["record_id"])[:2] == [1000, 1001]
+    assert set(report["records"]["groups"]["size"]) == {"large", "small"}
+    attributes = {row["attribute"] for row in report["variants"][0]["attacks"][0]["slices"]}
+    assert "size" in attributes
+    assert (out / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_exported_model_audited_as_is(csv_run, tmp_path):
+    """The CSV audit's float .tflite, audited as exported, gives the same loss AUC as in that audit."""
+    _, run = csv_run
+    report = json.loads((run / "report.json").read_text())
+    stored = np.load(run / "data" / "records.npz")
+    np.testing.assert_array_equal(stored["record_id"], report["records"]["record_id"])
+    np.savez(tmp_path / "trained.npz", x=stored["x"], y=stored["y"], record_id=stored["record_id"],
+             size=stored["group_size"].astype(str), member=np.array(report["records"]["member"]))
+    shutil.copy(run / "artifacts" / "float.tflite", tmp_path / "model.tflite")
+    config = _write(
+        tmp_path, "exported.toml",
+        '[audit]\nbackends = ["native", "litert"]\nbootstrap = 100\n'
+        '[model]\nfile = "model.tflite"\n'
+        '[records]\npath = "trained.npz"\nlabel = "y"\nfeatures = ["x"]\nid = "record_id"\ngroups = ["size"]\n'
+        'member = "member"\nclasses = [0, 1]\n',
+    )
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 0, result.stderr
+    exported = json.loads((out / "report.json").read_text())
+    assert exported["exported_model"]["reference_models"] == 0
+    assert {row["backend"] for row in exported["variants"]} == {"native", "litert"}
+    names = [attack["name"] for attack in exported["variants"][0]["attacks"]]
+    assert names == ["loss", "confidence", "entropy", "modified-entropy", "label-gap"]
+    original = next(v for v in report["variants"] if v["name"] == "float")
+    native = next(v for v in exported["variants"] if v["backend"] == "native")
+    assert native["attacks"][0]["auc"] == original["attacks"][0]["auc"]
+    assert "Weaker attacks only" in (out / "report.md").read_text()
+    assert 'id="weaker"' in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "model_table,records_table,message",
+    [
+        ('file = "model.h5"', "", "unsupported model type '.h5'"),
+        ('file = "none.tflite"', "", "none.tflite: file not found"),
+        ('file = "model.tflite"', "", "add a [records] table with a 'member' column"),
+        ('file = "model.tflite"', 'path = "p.csv"\nlabel = "y"\nmember = "trained"',
+         "column 'trained' (records.member) not found"),
+    ],
+)
+def test_exported_model_errors(tmp_path, model_table, records_table, message):
+    _write(tmp_path, "model.tflite", "not a model")
+    _write(tmp_path, "model.h5", "not a model")
+    _write(tmp_path, "p.csv", "a,y\n1,0\n2,1\n")
+    text = f"[model]\n{model_table}\n" + (f"[records]\n{records_table}\n" if records_table else "")
+    result, out = _audit(tmp_path, _write(tmp_path, "audit.toml", text))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not out.exists()
+
+
+def _save_mlp(path: Path, n_inputs: int, n_classes: int, last_activation=None, lambda_layer: bool = False) -> Path:
+    from edgemia._tf import import_keras
+
+    keras = import_keras()
+    inputs = keras.Input(shape=(n_inputs,))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    if lambda_layer:
+        hidden = keras.layers.Lambda(lambda t: t * 2)(hidden)
+    outputs = keras.layers.Dense(n_classes, activation=last_activation)(hidden)
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("softmax", "the last layer must be a Dense layer with 2 units (one per class) and no activation"),
+        ("lambda", "cannot load the Keras model in safe mode"),
+        ("inputs", "input shape (None, 5) does not match the records' (None, 30)"),
+    ],
+)
+def test_keras_architecture_checked(tmp_path, case, message):
+    from edgemia.errors import ModelFormatError
+    from edgemia.training.models import KERAS_FILE_PREFIX, build_model
+
+    path = _save_mlp(tmp_path / "team.keras", 5 if case == "inputs" else 30, 2,
+                     last_activation="softmax" if case == "softmax" else None, lambda_layer=case == "lambda")
+    with pytest.raises(ModelFormatError) as error:
+        build_model(KERAS_FILE_PREFIX + str(path), (30,), 2)
+    assert message in str(error.value)
+
+
+@pytest.mark.slow
+def test_keras_architecture_audit(csv_run, tmp_path):
+    """The CSV records audited with a team's .keras architecture, cloned for the target and reference models."""
+    _, run = csv_run
+    shutil.copy(run.parent / "cells.csv", tmp_path / "cells.csv")
+    _save_mlp(tmp_path / "team.keras", 30, 2)
+    config = _write(
+        tmp_path, "audit.toml",
+        '[audit]\nvariants = ["float", "int8"]\nbackends = ["native"]\nreference_models = 4\nbootstrap = 50\n'
+        'jobs = 2\nattacks = ["loss", "lira-online"]\n'
+        '[model]\nfile = "team.keras"\n'
+        '[records]\npath = "cells.csv"\nlabel = "diagnosis"\nid = "record"\ngroups = ["size"]\n'
+        '[training]\nepochs = 2\n',
+    )
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["target"]["recipe"]["architecture"] == "keras-file:" + str((tmp_path / "team.keras").resolve())
+    assert report["references"]["count"] == 4
+    assert [attack["name"] for attack in report["variants"][0]["attacks"]] == ["loss", "lira-online"]
+    # The clone keeps the team's layers: 30 * 16 + 16 + 16 * 2 + 2 parameters.
+    assert report["compression"]["float"]["parameter_count"] == 530
+
+
+@pytest.mark.slow
+def test_trained_keras_target_audited(csv_run, tmp_path):
+    """The CSV audit's own float.keras, given back as a team's trained model with its members, is the target."""
+    import pandas as pd
+
+    _, run = csv_run
+    report = json.loads((run / "report.json").read_text())
+    frame = pd.read_csv(run.parent / "cells.csv")
+    member_by_id = dict(zip(report["records"]["record_id"], report["records"]["member"]))
+    frame["member"] = frame["record"].map(member_by_id)
+    frame.to_csv(tmp_path / "cells.csv", index=False)
+    shutil.copy(run / "artifacts" / "float.keras", tmp_path / "team.keras")
+    config = _write(
+        tmp_path, "audit.toml",
+        '[audit]\nvariants = ["float"]\nbackends = ["native"]\nreference_models = 4\nbootstrap = 0\n'
+        'jobs = 2\nattacks = ["loss", "rmia"]\n'
+        '[model]\nfile = "team.keras"\n'
+        '[records]\npath = "cells.csv"\nlabel = "diagnosis"\nid = "record"\ngroups = ["size"]\nmember = "member"\n'
+        '[training]\nepochs = 2\n',
+    )
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 0, result.stderr
+    audited = json.loads((out / "report.json").read_text())
+    assert audited["target"]["accuracy"] == report["target"]["accuracy"]
+    assert audited["target"]["training_seconds"] == 0.0
+    assert audited["records"]["member"] == report["records"]["member"]
+    original = next(v for v in report["variants"] if v["name"] == "float")
+    assert audited["variants"][0]["attacks"][0]["auc"] == original["attacks"][0]["auc"]
+
+
+def test_input_noise_changes_training_only():
+    from edgemia.training.train import Recipe, fit_model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    plain = Recipe(architecture="tabular-mlp", epochs=2, batch_size=16, learning_rate=1e-2)
+    noisy = Recipe(architecture="tabular-mlp", epochs=2, batch_size=16, learning_rate=1e-2, input_noise=0.5)
+    plain_model, _ = fit_model(x, y, 2, plain, seed=0)
+    noisy_model, _ = fit_model(x, y, 2, noisy, seed=0)
+    assert [layer.name for layer in noisy_model.layers] == [layer.name for layer in plain_model.layers]
+    assert not np.allclose(plain_model.get_weights()[0], noisy_model.get_weights()[0])
+    again, _ = fit_model(x, y, 2, noisy, seed=0)
+    np.testing.assert_array_equal(again.get_weights()[0], noisy_model.get_weights()[0])

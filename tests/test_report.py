@@ -1,0 +1,286 @@
+"""Reports and sign-off: policy verdicts and exit codes, report.html, `edgemia report` and the schema.
+
+One small real audit of health-insurance (3 epochs, 4 reference models,
+float and int8 on the native kernel, 100 bootstrap resamples) serves the
+whole module. It runs through the command line with a policy that must
+fail, so its exit code is tested too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from edgemia.reporting.browser import check_page, find_chromium
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+SMALL_AUDIT = ("--dataset", "health-insurance", "--epochs", "3", "--reference-models", "4",
+               "--variants", "float,int8", "--backends", "native", "--bootstrap", "100", "--jobs", "2")
+
+FAILING_POLICY = """
+[rules]
+min_accuracy = 0.999
+max_auc_increase = 0.5
+"""
+
+PASSING_POLICY = """
+unmeasurable = "pass"
+
+[rules]
+max_auc_increase = 0.5
+min_accuracy = 0.1
+max_tpr_at_0_1pct_fpr = 1.0
+max_epsilon_lower_bound = 100
+max_subgroup_auc_gap = 1.0
+"""
+
+needs_chromium = pytest.mark.skipif(
+    find_chromium() is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """Run the small audit with a failing policy; return (run directory, finished process)."""
+    root = tmp_path_factory.mktemp("report")
+    policy = root / "failing.toml"
+    policy.write_text(FAILING_POLICY)
+    out = root / "run"
+    result = run_cli("audit", *SMALL_AUDIT, "--out", str(out), "--policy", str(policy))
+    assert (out / "report.json").is_file(), result.stderr
+    return out, result
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _copy_reports(run: Path, tmp_path: Path) -> Path:
+    """Copy a run's report.json alone into a new run directory."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(run / "report.json", copy / "report.json")
+    return copy
+
+
+@pytest.mark.slow
+def test_failing_policy_exits_one(small_run):
+    out, result = small_run
+    assert result.returncode == 1, result.stderr
+    assert "Rule failed: min_accuracy" in result.stdout
+    assert "Verdict: FAIL" in result.stdout
+    assert "Rule failed: max_auc_increase" not in result.stdout
+
+
+@pytest.mark.slow
+def test_policy_outcomes_in_all_reports(small_run):
+    out, _ = small_run
+    report = json.loads((out / "report.json").read_text())
+    outcomes = {outcome["rule"]: outcome for outcome in report["policy"]["outcomes"]}
+    assert report["policy"]["verdict"] == "fail"
+    assert outcomes["min_accuracy"]["status"] == "fail"
+    assert outcomes["min_accuracy"]["observed"] < 0.999
+    assert outcomes["max_auc_increase"]["status"] == "pass"
+    markdown = (out / "report.md").read_text()
+    assert "## Verdict: FAIL (min_accuracy)" in markdown
+    assert "| max_auc_increase | 0.5 |" in markdown
+    html = (out / "report.html").read_text()
+    assert 'class="verdict fail"' in html
+    assert "FAIL: min_accuracy" in html
+
+
+@pytest.mark.slow
+def test_passing_policy_exits_zero(small_run, tmp_path):
+    out, _ = small_run
+    copy = _copy_reports(out, tmp_path)
+    policy = _write(tmp_path, "passing.toml", PASSING_POLICY)
+    result = run_cli("report", str(copy), "--policy", str(policy))
+    assert result.returncode == 0, result.stderr
+    assert "Verdict: PASS (5 of 5 rules passed" in result.stdout
+    report = json.loads((copy / "report.json").read_text())
+    assert report["policy"]["verdict"] == "pass"
+    assert [outcome["rule"] for outcome in report["policy"]["outcomes"]] == [
+        "max_auc_increase", "min_accuracy", "max_tpr_at_0_1pct_fpr", "max_epsilon_lower_bound",
+        "max_subgroup_auc_gap",
+    ]
+
+
+@pytest.mark.slow
+def test_every_rule_can_fail(small_run, tmp_path):
+    out, _ = small_run
+    report = json.loads((out / "report.json").read_text())
+    strict = "[rules]\n" + "\n".join(
+        f"{rule} = {limit}" for rule, limit in [
+            ("max_auc_increase", -1.0), ("min_accuracy", 1.0), ("max_tpr_at_0_1pct_fpr", 0.0),
+            ("max_epsilon_lower_bound", 0.0), ("max_subgroup_auc_gap", 0.0),
+        ]
+    )
+    copy = _copy_reports(out, tmp_path)
+    result = run_cli("report", str(copy), "--policy", str(_write(tmp_path, "strict.toml", strict)))
+    assert result.returncode == 1
+    rebuilt = json.loads((copy / "report.json").read_text())
+    statuses = {outcome["rule"]: outcome["status"] for outcome in rebuilt["policy"]["outcomes"]}
+    # The TPR at 0.1% FPR may be 0 everywhere in a 3-epoch model, which a limit of 0 passes.
+    tpr_values = [a["tpr_at_fpr"]["0.001"] for v in report["variants"] for a in v["attacks"]]
+    expected_tpr = "fail" if max(tpr_values) > 0 else "pass"
+    assert statuses == {
+        "max_auc_increase": "fail", "min_accuracy": "fail", "max_tpr_at_0_1pct_fpr": expected_tpr,
+        "max_epsilon_lower_bound": "fail" if max(a["epsilon_lower_bound"] for v in report["variants"]
+                                                 for a in v["attacks"]) > 0 else "pass",
+        "max_subgroup_auc_gap": "fail",
+    }
+    for rule, status in statuses.items():
+        if status == "fail":
+            assert f"Rule failed: {rule}" in result.stdout
+
+
+@pytest.mark.slow
+def test_report_rebuilds_without_captures(small_run, tmp_path):
+    out, _ = small_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    expected_markdown = (run / "report.md").read_text()
+    expected_json = json.loads((run / "report.json").read_text())
+    for name in ("captures", "artifacts", "data"):
+        shutil.rmtree(run / name)
+    (run / "report.md").unlink()
+    (run / "report.html").unlink()
+    result = run_cli("report", str(run))
+    # The stored verdict is kept: the audit's failing policy still decides the exit code.
+    assert result.returncode == 1, result.stderr
+    assert (run / "report.md").read_text() == expected_markdown
+    assert json.loads((run / "report.json").read_text()) == expected_json
+    assert (run / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_report_json_matches_schema(small_run):
+    import jsonschema
+
+    out, _ = small_run
+    schema = json.loads((REPOSITORY / "docs" / "report.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    report = json.loads((out / "report.json").read_text())
+    jsonschema.validate(report, schema, cls=jsonschema.Draft202012Validator)
+    broken = {**report, "policy": {**report["policy"], "verdict": "maybe"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema, cls=jsonschema.Draft202012Validator)
+
+
+@pytest.mark.slow
+def test_html_is_self_contained(small_run):
+    out, _ = small_run
+    html = (out / "report.html").read_text()
+    for section in ("verdict", "rules", "variants", "roc", "tradeoff", "subgroups", "histograms", "exposed",
+                    "manifest"):
+        assert f'id="{section}"' in html
+    assert "http://" not in html
+    assert "https://" not in html
+    assert "default-src 'none'" in html
+    # One ROC chart per attack, the trade-off chart, one bar chart per subgroup attribute
+    # (ethnicity and gender) and the histograms.
+    report = json.loads((out / "report.json").read_text())
+    n_attacks = len(report["variants"][0]["attacks"])
+    assert html.count('src="data:image/png;base64,') == n_attacks + 1 + 2 + 1
+    for package in ("numpy", "tensorflow-cpu", "ai-edge-litert", "onnxruntime"):
+        assert f"<td class=\"text\">{package}</td>" in html
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_html_opens_in_chromium(small_run):
+    out, _ = small_run
+    check = check_page(out / "report.html")
+    assert check.console_errors == []
+    assert len(check.images) >= 5
+    assert check.broken_images == []
+    assert check.title == "edgemia audit: health-insurance"
+
+
+@needs_chromium
+def test_chromium_check_sees_broken_page(tmp_path):
+    page = _write(tmp_path, "broken.html", '<!DOCTYPE html><html><head><title>t</title></head><body>'
+                  '<img src="missing.png" alt="missing"></body></html>')
+    check = check_page(page)
+    assert [image["alt"] for image in check.broken_images] == ["missing"]
+    assert any("missing.png" in error or "ERR_FILE_NOT_FOUND" in error for error in check.console_errors)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[rules]\nmax_auc_increas = 0.01\n", "unknown rule 'rules.max_auc_increas'"),
+        ("[rules]\nmin_accuracy = 'high'\n", "'rules.min_accuracy' must be a number, got 'high'"),
+        ("[rules]\nmin_accuracy = 1.5\n", "'rules.min_accuracy' is 1.5; it must be at least 0 and at most 1"),
+        ("[rules]\nmax_auc_increase = 0.01\nmin_accuracy = \n", "invalid TOML"),
+        ("[limits]\nmin_accuracy = 0.9\n", "unknown key 'limits'"),
+        ("unmeasurable = 'ignore'\n[rules]\nmin_accuracy = 0.9\n", "'unmeasurable' is 'ignore'"),
+        ("[rules]\n", "[rules] is empty"),
+    ],
+)
+def test_malformed_policy_exits_two(tmp_path, text, message):
+    policy = _write(tmp_path, "policy.toml", text)
+    out = tmp_path / "run"
+    result = run_cli("audit", "--policy", str(policy), "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert str(policy) in result.stderr
+    assert not out.exists()
+
+
+def test_missing_policy_file_exits_two(tmp_path):
+    result = run_cli("audit", "--policy", str(tmp_path / "none.toml"), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "none.toml: file not found" in result.stderr
+
+
+def test_report_of_directory_without_report(tmp_path):
+    result = run_cli("report", str(tmp_path))
+    assert result.returncode == 2
+    assert "report.json: file not found" in result.stderr
+
+
+def test_example_policy_loads():
+    from edgemia.reporting.policy import RULES, load_policy
+
+    policy = load_policy(REPOSITORY / "examples" / "policy.toml")
+    assert set(policy.rules) == set(RULES)
+    assert policy.unmeasurable == "fail"
+
+
+def test_attack_command_applies_policy(tmp_path):
+    from synthetic import bundle_from_phi, gaussian_population, write_bundle
+
+    target_phi, member, reference_phi, in_mask = gaussian_population(200, 4, seed=30)
+    bundle = write_bundle(tmp_path / "bundle", bundle_from_phi(target_phi, member, reference_phi, in_mask))
+    policy = _write(tmp_path, "policy.toml", "[rules]\nmax_epsilon_lower_bound = 0.0\nmin_accuracy = 0.0\n")
+    out = tmp_path / "results"
+    result = run_cli("attack", "--captures", str(bundle), "--bootstrap", "50", "--out", str(out),
+                     "--policy", str(policy))
+    assert result.returncode == 1, result.stderr
+    assert "Rule failed: max_epsilon_lower_bound" in result.stdout
+    assert "Rule failed: min_accuracy" not in result.stdout
+    html = (out / "report.html").read_text()
+    assert "FAIL: max_epsilon_lower_bound" in html
+    assert 'id="weaker"' not in html
+
+
+def test_report_command_skips_tensorflow(tmp_path):
+    from conftest import run_main_without_tensorflow
+    from synthetic import bundle_from_phi, gaussian_population, write_bundle
+
+    target_phi, member, reference_phi, in_mask = gaussian_population(200, 4, seed=31)
+    bundle = write_bundle(tmp_path / "bundle", bundle_from_phi(target_phi, member, reference_phi, in_mask))
+    out = tmp_path / "results"
+    assert run_cli("attack", "--captures", str(bundle), "--bootstrap", "0", "--out", str(out)).returncode == 0
+    (out / "report.html").unlink()
+    result = run_main_without_tensorflow(["report", str(out)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout
+    assert (out / "report.html").stat().st_size > 10_000
