@@ -52,6 +52,8 @@ AUDIT_KEYS: dict[str, tuple[str, str]] = {
     "bootstrap": ("bootstrap", "integer"),
     "population": ("population", "number"),
     "policy": ("policy", "path"),
+    "executor": ("executor", "string"),
+    "ray_address": ("ray_address", "string"),
 }
 RECORDS_KEYS = ("path", "label", "features", "groups", "id", "classes", "name", "description", "member")
 MODEL_KEYS = ("file",)
