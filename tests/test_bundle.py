@@ -158,3 +158,45 @@ def test_member_must_have_both_classes(bundle_dir):
     _rewrite(bundle_dir / "target.npz", member=np.ones(40, bool))
     with pytest.raises(InputError, match="at least one member and one non-member"):
         load_bundle(bundle_dir)
+
+
+def _with_row(path, key, row, value):
+    values = _field(path, key).copy()
+    values[row] = value
+    _rewrite(path, **{key: values})
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("labels", -1, r"'labels' row 3 is -1, outside the 2 classes"),
+        ("labels", 15, r"'labels' row 3 is 15, outside the 2 classes"),
+        ("logits", np.nan, r"'logits' row 3 contains NaN or infinite values"),
+        ("logits", np.inf, r"'logits' row 3 contains NaN or infinite values"),
+        ("record_id", 0, r"'record_id' 0 appears 2 times"),
+    ],
+)
+def test_bad_capture_values_named(bundle_dir, key, value, message):
+    _with_row(bundle_dir / "target.npz", key, 3, value)
+    with pytest.raises(InputError, match=message):
+        load_bundle(bundle_dir)
+
+
+def test_fractional_labels_rejected(bundle_dir):
+    path = bundle_dir / "reference-1.npz"
+    _rewrite(path, labels=_field(path, "labels") + 0.5)
+    with pytest.raises(InputError, match=r"reference-1\.npz: 'labels' must be integers, got float64"):
+        load_bundle(bundle_dir)
+
+
+def test_one_class_logits_rejected(bundle_dir):
+    for path in bundle_dir.glob("*.npz"):
+        _rewrite(path, logits=_field(path, "logits")[:, :1])
+    with pytest.raises(InputError, match="1 class column"):
+        load_bundle(bundle_dir)
+
+
+def test_meta_must_be_object(bundle_dir):
+    _rewrite(bundle_dir / "target.npz", meta=np.array("[1, 2, 3]"))
+    with pytest.raises(InputError, match="'meta' must be a JSON object, got list"):
+        load_bundle(bundle_dir)

@@ -176,6 +176,40 @@ def save_capture(
     atomic_save_npz(path, **arrays)
 
 
+def _first_row(bad: np.ndarray) -> int:
+    return int(np.flatnonzero(bad)[0])
+
+
+def _check_capture_fields(path: Path, logits: np.ndarray, labels: np.ndarray, record_id: np.ndarray) -> None:
+    """Raise InputError, naming the field and first bad row, unless the capture's arrays can be attacked."""
+    if not np.issubdtype(logits.dtype, np.floating):
+        raise InputError(f"{path}: 'logits' must be floating point, got {logits.dtype}")
+    n_classes = logits.shape[1]
+    if n_classes < 2:
+        raise InputError(f"{path}: 'logits' has {n_classes} class column(s); a classifier capture needs at least 2")
+    finite = np.isfinite(logits).all(axis=1)
+    if not finite.all():
+        raise InputError(
+            f"{path}: 'logits' row {_first_row(~finite)} contains NaN or infinite values; "
+            f"{int((~finite).sum())} of {len(finite)} rows do. Check the model file and the runtime that made it"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"{path}: 'labels' must be integers, got {labels.dtype}")
+    outside = (labels < 0) | (labels >= n_classes)
+    if outside.any():
+        row = _first_row(outside)
+        raise InputError(
+            f"{path}: 'labels' row {row} is {int(labels[row])}, outside the {n_classes} classes of 'logits' "
+            f"(0 to {n_classes - 1})"
+        )
+    if not np.issubdtype(record_id.dtype, np.integer):
+        raise InputError(f"{path}: 'record_id' must be integers, got {record_id.dtype}")
+    _, first_index, counts = np.unique(record_id, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        repeated = int(record_id[first_index[counts > 1][0]])
+        raise InputError(f"{path}: 'record_id' {repeated} appears {int(counts[counts > 1][0])} times; ids must be unique")
+
+
 def load_capture(path: str | Path) -> tuple[Capture, dict[str, np.ndarray]]:
     """Read a capture file; returns the capture and its bundle fields (member, in_mask, group_*)."""
     path = Path(path)
@@ -205,6 +239,9 @@ def load_capture(path: str | Path) -> tuple[Capture, dict[str, np.ndarray]]:
         meta = json.loads(str(arrays["meta"]))
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: field 'meta' is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: field 'meta' must be a JSON object, got {type(meta).__name__}")
+    _check_capture_fields(path, logits, arrays["labels"], arrays["record_id"])
 
     capture = Capture(
         logits=logits.astype(np.float32),
