@@ -443,6 +443,10 @@ def _run_attack(args: argparse.Namespace, console: Console) -> int:
 
     attacks = _names(args.attacks) if args.attacks is not None else None
     policy = load_policy(args.policy) if args.policy is not None else None
+    # Writing into an audit's run directory or a capture bundle would replace its report or mix with its files.
+    for marker, kind in (("run.json", "an audit's run directory"), ("target.npz", "a capture bundle")):
+        if (args.out / marker).is_file():
+            raise InputError(f"--out {args.out}: is {kind} (it contains {marker}); choose a new or empty directory")
     report = run_attack_report(
         args.captures, args.out, attacks, args.attack_options, n_resamples=args.bootstrap, seed=args.seed,
         policy=policy,

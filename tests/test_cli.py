@@ -341,3 +341,14 @@ def test_audit_odd_reference_count(tmp_path):
     result = run_cli("audit", "--reference-models", "3", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "even number of at least 2, got 3" in result.stderr
+
+
+@pytest.mark.parametrize("marker", ["run.json", "target.npz"])
+def test_attack_out_refuses_run_or_bundle(synthetic_bundle, tmp_path, marker):
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / marker).write_text("{}")
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--out", str(out))
+    assert result.returncode == 2
+    assert f"contains {marker}" in result.stderr
+    assert not (out / "report.json").exists()
