@@ -129,7 +129,7 @@ def test_float_exports_match_keras(exports):
 
 # Variants whose files the native kernel does not run: int16 activations,
 # dynamic-range (hybrid) ops, and 4-bit TFLite weights.
-NATIVE_UNSUPPORTED = {("int16x8", "tflite"), ("int8-dynamic", "tflite"), ("int8-dynamic", "onnx"),
+NATIVE_UNSUPPORTED = {("int16x8", "tflite"), ("int8-dynamic", "tflite"),
                       ("int4", "tflite"), ("distill:0.5:epochs=4+int4", "tflite")}
 
 
