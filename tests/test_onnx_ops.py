@@ -150,3 +150,21 @@ def test_int4_matmulnbits_close_to_onnxruntime(onnx_models, key):
     # Both dequantize the 4-bit weights and multiply in float32; only the order of additions differs.
     difference = float(np.abs(got - expected).max())
     assert difference < 1e-4 * max(1.0, float(np.abs(expected).max())), difference
+
+
+def test_int4_nan_scale_rejected(onnx_models, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from edgemia.errors import InputError
+
+    proto = onnx.load(str(onnx_models["mlp-int4-sym"]))
+    node = next(node for node in proto.graph.node if node.op_type == "MatMulNBits")
+    initializer = next(init for init in proto.graph.initializer if init.name == node.input[2])
+    scales = numpy_helper.to_array(initializer).copy()
+    scales.reshape(-1)[3] = np.nan
+    initializer.CopyFrom(numpy_helper.from_array(scales, initializer.name))
+    path = tmp_path / "nan-scale.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(InputError, match="block scale 3 .* is nan; every scale must be finite"):
+        NativeSession(read_onnx(path))

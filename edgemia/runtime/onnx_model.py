@@ -514,6 +514,10 @@ class _Translator(DynamicQuantizationHandlers):
             raise self.fail(node, f"packed weights of {packed.size} bytes do not match N={n}, K={k}, block_size={block}")
         if scales.size != n * k_blocks:
             raise self.fail(node, f"{scales.size} scales do not match N={n} and {k_blocks} blocks")
+        if not np.isfinite(scales).all():
+            first = int(np.flatnonzero(~np.isfinite(scales.reshape(-1)))[0])
+            raise self.fail(node, f"block scale {first} of '{names[2]}' is {scales.reshape(-1)[first]}; "
+                                  "every scale must be finite, so re-quantize the model")
         nibbles = np.empty((n, k_blocks, block), dtype=np.float32)
         bytes_ = packed.reshape(n, k_blocks, block // 2)
         nibbles[:, :, 0::2] = bytes_ & 0x0F  # the low nibble holds the even element
