@@ -145,7 +145,7 @@ def _option_help() -> str:
             keys.append(f"{family}.{name} (default {option.default})")
     return (
         "attack setting KEY=VALUE, repeatable; keys: " + ", ".join(keys)
-        + ". README.md lists the values of each"
+        + ". docs/attacks.md lists the values of each"
     )
 def _fraction(text: str) -> float:
     try:
@@ -234,7 +234,7 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
                        "(default: 1000)")
     audit.add_argument("--population", type=_fraction, default=0.0, metavar="FRACTION",
                        help="fraction of the records set aside, before the member split, as population "
-                       "records for distill:W:data=population; 0 sets none aside (default: 0)")
+                       "records for distill:W:data=population and pate; 0 sets none aside (default: 0)")
     audit.add_argument("--policy", type=Path, default=None, metavar="FILE",
                        help="policy file (TOML) with a [rules] table; exit code 1 when a rule fails "
                        "(see examples/policy.toml)")
@@ -298,7 +298,8 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
                          help="inference threads, 0..1024; 0 uses every core (default: 0)")
     capture.add_argument("--numerics", default=None, metavar="MODE",
                          help="numerics mode of the native kernel: litert (LiteRT's default path) or "
-                         "litert-reference (TFLite's reference kernels); default: litert")
+                         "litert-reference (TFLite's reference kernels) for .tflite files, onnxruntime (the "
+                         "only mode for .onnx files); default: litert for .tflite, onnxruntime for .onnx")
 
     compress = commands.add_parser(
         "compress",
