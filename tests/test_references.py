@@ -24,10 +24,23 @@ def test_in_masks_deterministic_per_seed():
 
 def test_in_masks_look_random():
     masks = reference_in_masks(4000, 16, seed=0)
-    # Each model trains on about half of the records, and two models share about a quarter.
+    # Each model trains on about half of the records, and two models of different pairs share about a quarter.
     assert np.abs(masks.mean(axis=1) - 0.5).max() < 0.05
-    shared = (masks[0] & masks[1]).mean()
+    shared = (masks[0] & masks[2]).mean()
     assert shared == pytest.approx(0.25, abs=0.05)
+
+
+def test_more_models_keep_the_first_masks():
+    # A rerun with more reference models must find the first models' records unchanged.
+    fewer, more = reference_in_masks(300, 4, seed=5), reference_in_masks(300, 16, seed=5)
+    np.testing.assert_array_equal(more[:4], fewer)
+
+
+def test_pairs_split_records_in_halves():
+    masks = reference_in_masks(301, 6, seed=1)
+    for pair in range(3):
+        np.testing.assert_array_equal(masks[2 * pair], ~masks[2 * pair + 1])
+        assert masks[2 * pair].sum() == 150
 
 
 def test_no_references_gives_empty_masks():

@@ -4,7 +4,8 @@ The audit pool is every audit record, members and non-members of the target
 alike. Reference model k trains on the records where `in_masks[k]` is True
 (its IN records) with the target's recipe. Every record is IN for exactly half
 of the K reference models, so each record has K/2 models that saw it and K/2
-that did not, which is what the online attacks (LiRA, RMIA) compare.
+that did not, which is what the online attacks (LiRA, RMIA) compare. Model
+k's records depend on the seed and k alone, not on K.
 """
 
 from __future__ import annotations
@@ -38,17 +39,21 @@ def check_reference_count(n_references: int) -> None:
 def reference_in_masks(n_records: int, n_references: int, seed: int) -> np.ndarray:
     """Assign records to reference models: bool [K, n], each column True in exactly K/2 rows.
 
-    Each record gets its own uniformly random half of the models, drawn from
-    `seed` alone, so every worker that trains one model k computes the same
-    matrix. The number of IN records per model varies around n/2.
+    Models come in complementary pairs: model 2j trains on a random half of
+    the records, drawn from (seed, j) alone, and model 2j+1 on the other half.
+    So every record is IN for exactly one model of each pair, every worker
+    that trains one model k computes the same mask, and the masks of the
+    first K models do not change when a rerun asks for more: an audit with 64
+    reference models reuses the 32 that an earlier run with 32 trained.
     """
     check_reference_count(n_references)
-    if n_references == 0:
-        return np.zeros((0, n_records), dtype=bool)
-    rng = np.random.default_rng([_IN_MASK_STREAM, seed])
-    first_half = np.arange(n_references) < n_references // 2
-    column = np.repeat(first_half[:, np.newaxis], n_records, axis=1)
-    return rng.permuted(column, axis=0)
+    masks = np.zeros((n_references, n_records), dtype=bool)
+    for pair in range(n_references // 2):
+        rng = np.random.default_rng([_IN_MASK_STREAM, seed, pair])
+        first = np.zeros(n_records, dtype=bool)
+        first[rng.permutation(n_records)[: n_records // 2]] = True
+        masks[2 * pair], masks[2 * pair + 1] = first, ~first
+    return masks
 
 
 def reference_seed(seed: int, k: int) -> int:
