@@ -45,10 +45,8 @@ class LocalExecutor:
             return results
 
         # TensorFlow is not fork-safe once imported, so workers start fresh ("spawn").
-        # Workers keep TensorFlow's default thread counts. Even with op determinism the
-        # weights depend on the number of intra-op threads: one thread per worker changed
-        # int8 outputs by one step on some digits records. Equal counts keep the models
-        # independent of the number of workers.
+        # Every process trains with the same TensorFlow thread counts (edgemia._tf),
+        # so the models do not depend on the number of workers.
         context = multiprocessing.get_context("spawn")
         logger.info("running %d tasks in %d processes", len(items), self.workers)
         results: dict[int, Any] = {}
@@ -68,6 +66,12 @@ class LocalExecutor:
         return [results[index] for index in range(len(items))]
 
 
+def _is_loopback(address: str) -> bool:
+    """True when a Ray address such as 127.0.0.1:6379 or localhost:6379 names this machine's loopback."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 class RayExecutor:
     """Runs tasks on Ray, one CPU each: on a local cluster it starts, or on the cluster at `address`.
 
@@ -85,11 +89,12 @@ class RayExecutor:
 
     def __enter__(self) -> "RayExecutor":
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-        if not self.address:
+        if not self.address or _is_loopback(self.address):
             # Ray 2.60 replaces a node address of 127.0.0.1 with the host's outward
             # address and binds its gRPC servers there, unless clusters are switched
             # off, which ray_constants reads once, at import. With them off, every
-            # server of the local cluster listens on 127.0.0.1 only.
+            # server of the local cluster listens on 127.0.0.1 only, and a driver
+            # joining a cluster on this machine's loopback connects there.
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         try:
             import ray
@@ -108,7 +113,6 @@ class RayExecutor:
         }
         runtime_env = {"env_vars": env_vars}
         if self.address:
-            # NOTE: only the local cluster is tested; joining a cluster by address is not.
             try:
                 ray.init(address=self.address, runtime_env=runtime_env, logging_level=logging.WARNING)
             except ConnectionError as exc:
