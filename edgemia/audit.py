@@ -97,8 +97,9 @@ from edgemia.data.tables import RecordsSource, load_table, load_table_data, read
 from edgemia.errors import InputError
 from edgemia.evaluation import (
     BundleEvaluation,
+    compare_bundles,
     default_attacks,
-    evaluate_bundles,
+    evaluate_bundle,
     records_section,
     variant_row,
     write_scores,
@@ -275,19 +276,21 @@ def _evaluate_captures(
 ) -> tuple[dict[Combination, CaptureBundle], dict[Combination, BundleEvaluation]]:
     """Attack every captured bundle; compare compressed variants with float on the same backend and format."""
     resamples = stratified_resamples(member, config.bootstrap, config.seed) if config.bootstrap else None
-    # NOTE: the reference stage writes each capture to disk as it is made, but this stage
-    # holds every bundle's K reference captures in memory at once (n x classes floats each).
-    bundles = {
-        (name, backend, model_format): load_bundle(capture_dir(out, slugs[name], backend, model_format))
-        for name, backend, model_format in combinations
-    }
-    with stage("Running attacks", len(bundles) * len(config.attacks)) as advance:
-        evaluations = evaluate_bundles(
-            bundles, config.attacks, resamples, DEFAULT_CONFIDENCE, advance, attack_options(config.attack_options)
-        )
-    for (name, backend, model_format), bundle in bundles.items():
-        write_scores(capture_dir(out, slugs[name], backend, model_format), bundle,
-                     evaluations[name, backend, model_format])
+    options = attack_options(config.attack_options)
+    # One bundle's K reference captures are in memory at a time: each bundle is
+    # loaded, scored and written, then its reference captures are dropped.
+    bundles: dict[Combination, CaptureBundle] = {}
+    evaluations: dict[Combination, BundleEvaluation] = {}
+    with stage("Running attacks", len(combinations) * len(config.attacks)) as advance:
+        for key in combinations:
+            name, backend, model_format = key
+            directory = capture_dir(out, slugs[name], backend, model_format)
+            bundle = load_bundle(directory)
+            evaluations[key] = evaluate_bundle(bundle, config.attacks, resamples, DEFAULT_CONFIDENCE, advance, options)
+            write_scores(directory, bundle, evaluations[key])
+            bundle.drop_references()
+            bundles[key] = bundle
+    compare_bundles(bundles, evaluations, DEFAULT_CONFIDENCE)
     return bundles, evaluations
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -196,12 +196,25 @@ def evaluate_bundles(
         key: evaluate_bundle(bundle, attacks, resamples, confidence, advance, options)
         for key, bundle in bundles.items()
     }
+    compare_bundles(bundles, evaluations, confidence)
+    return evaluations
+
+
+def compare_bundles(
+    bundles: Mapping[tuple[str, ...], CaptureBundle],
+    evaluations: dict[tuple[str, ...], BundleEvaluation],
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> None:
+    """Compare each compressed variant's evaluation with float's on the same backend and format.
+
+    Only the targets' captures and the members are read, so the bundles'
+    reference captures may already be dropped.
+    """
     for key, evaluation in evaluations.items():
         variant, where = key[0], key[1:]
         baseline = (BASELINE, *where)
         if variant != BASELINE and baseline in evaluations:
             compare_with_baseline(evaluation, evaluations[baseline], bundles[key], confidence)
-    return evaluations
 
 
 def records_section(

@@ -162,3 +162,43 @@ def test_gaussian_gap_closed_form():
     rng = np.random.default_rng(62)
     member = np.r_[np.ones(50000, bool), np.zeros(50000, bool)]
     assert roc_auc_score(member, rng.normal(member * 1.0, 1.0)) == pytest.approx(norm.cdf(2**-0.5), abs=0.005)
+
+
+def _attack_stage_peak(out, n_bundles: int, n_references: int) -> tuple[int, dict]:
+    """Peak Python memory of the audit's attack stage over `n_bundles` bundles written under `out`."""
+    import contextlib
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from edgemia.audit import _evaluate_captures
+    from edgemia.references import capture_dir
+    from synthetic import multiclass_bundle
+
+    combinations = [(name, "native", "tflite") for name in ("float", "int8", "int4", "int16x8")[:n_bundles]]
+    for index, (name, backend, model_format) in enumerate(combinations):
+        bundle = multiclass_bundle(1500, n_references, 10, index, 1.0)
+        write_bundle(capture_dir(out, name, backend, model_format), bundle)
+
+    @contextlib.contextmanager
+    def stage(label, total):
+        yield lambda: None
+
+    config = SimpleNamespace(bootstrap=0, seed=0, attack_options=[], attacks=["loss", "lira-online", "rmia"])
+    tracemalloc.start()
+    try:
+        bundles, _ = _evaluate_captures(
+            config, out, combinations, {name: name for name, _, _ in combinations}, bundle.member, stage
+        )
+        return tracemalloc.get_traced_memory()[1], bundles
+    finally:
+        tracemalloc.stop()
+
+
+def test_attack_stage_holds_one_bundle_of_references_at_a_time(tmp_path):
+    one, _ = _attack_stage_peak(tmp_path / "one", 1, 32)
+    four, bundles = _attack_stage_peak(tmp_path / "four", 4, 32)
+    loaded = load_bundle(tmp_path / "one" / "captures" / "float" / "native-tflite")
+    reference_bytes = sum(reference.logits.nbytes + reference.raw.nbytes for reference in loaded.references)
+    # Holding every bundle's reference captures at once added three bundles' worth to the peak.
+    assert four - one < 0.5 * reference_bytes
+    assert all(bundle.n_references == 32 and not bundle.references for bundle in bundles.values())

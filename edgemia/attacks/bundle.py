@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemia.attacks.signals import logit_scaled_confidence
 from edgemia.data.records import GROUP_PREFIX
 from edgemia.errors import InputError
 from edgemia.runtime.capture import Capture, load_capture
@@ -141,11 +142,24 @@ class CaptureBundle:
 
     @property
     def n_references(self) -> int:
-        return len(self.references)
+        return len(self.in_mask)
+
+    def drop_references(self) -> None:
+        """Free the reference captures once the attacks have scored the bundle; in_mask and the count stay."""
+        self.references = []
 
     @property
     def n_perturbed(self) -> int:
         return len(self.perturbed)
+
+    def reference_phi(self) -> np.ndarray:
+        """LiRA's signal phi of every reference capture, float64 [K, n], computed one model at a time.
+
+        Stacking the logits first would hold several [K, n, C] float64 copies.
+        """
+        labels = self.target.labels
+        rows = [logit_scaled_confidence(reference.logits, labels) for reference in self.references]
+        return np.stack(rows) if rows else np.zeros((0, len(self.target)))
 
     def reference_logits(self) -> np.ndarray:
         """Stack the reference models' logits: float32 [K, n, C]."""

@@ -160,7 +160,7 @@ def _score(bundle: CaptureBundle, attack: str, variance: str, offline: str):
     bundle.require_references(attack, in_models=in_models, out_models=minimum)
     labels = bundle.target.labels
     target_phi = logit_scaled_confidence(bundle.target.logits, labels)
-    reference_phi = logit_scaled_confidence(bundle.reference_logits(), labels)
+    reference_phi = bundle.reference_phi()
     parameters = {"variance": variance, "reference_models": bundle.n_references}
     try:
         if attack == ONLINE:

@@ -192,7 +192,7 @@ def _signals(bundle: CaptureBundle, attack: str) -> tuple[np.ndarray, np.ndarray
     labels = bundle.target.labels
     return (
         log_true_probability(logit_scaled_confidence(bundle.target.logits, labels)),
-        logit_scaled_confidence(bundle.reference_logits(), labels),
+        bundle.reference_phi(),
     )
 
 
