@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from report_schema import assert_matches_schema
 from edgemia.data.tables import RecordsSource, load_table, load_table_data
 from edgemia.errors import InputError
 
@@ -207,7 +208,7 @@ def csv_run(tmp_path_factory):
 def test_audit_from_csv_records(csv_run):
     result, out = csv_run
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
+    report = assert_matches_schema(out / "report.json")
     assert report["dataset"]["name"] == "cells"
     assert report["target"]["recipe"] == {"architecture": "tabular-mlp", "epochs": 3, "batch_size": 32,
                                           "learning_rate": 0.001, "input_noise": 0.0, "optimizer": "adam",
@@ -239,7 +240,7 @@ def test_exported_model_audited_as_is(csv_run, tmp_path):
     )
     result, out = _audit(tmp_path, config)
     assert result.returncode == 0, result.stderr
-    exported = json.loads((out / "report.json").read_text())
+    exported = assert_matches_schema(out / "report.json")
     assert exported["exported_model"]["reference_models"] == 0
     assert {row["backend"] for row in exported["variants"]} == {"native", "litert"}
     names = [attack["name"] for attack in exported["variants"][0]["attacks"]]

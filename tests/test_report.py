@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from report_schema import assert_matches_schema, schema_errors
 from edgemia.reporting.browser import check_page, find_chromium
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -163,16 +164,50 @@ def test_report_rebuilds_without_captures(small_run, tmp_path):
 
 @pytest.mark.slow
 def test_report_json_matches_schema(small_run):
-    import jsonschema
-
     out, _ = small_run
-    schema = json.loads((REPOSITORY / "docs" / "report.schema.json").read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    report = json.loads((out / "report.json").read_text())
-    jsonschema.validate(report, schema, cls=jsonschema.Draft202012Validator)
+    report = assert_matches_schema(out / "report.json")
+    assert report["mitigation"] is not None
+    assert "policy" in report
+    assert "tasks" in report
     broken = {**report, "policy": {**report["policy"], "verdict": "maybe"}}
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, schema, cls=jsonschema.Draft202012Validator)
+    assert schema_errors(broken) != []
+
+
+@pytest.mark.slow
+def test_schema_rejects_undocumented_fields(small_run):
+    """A field the schema does not list fails at every level where the fields are known."""
+    out, _ = small_run
+    report = json.loads((out / "report.json").read_text())
+    places = {
+        "top level": lambda r: r,
+        "dataset": lambda r: r["dataset"],
+        "target recipe": lambda r: r["target"]["recipe"],
+        "variant row": lambda r: r["variants"][0],
+        "capture": lambda r: r["variants"][0]["capture"],
+        "attack row": lambda r: r["variants"][0]["attacks"][0],
+        "versus float": lambda r: next(v for v in r["variants"] if v["name"] == "int8")["attacks"][0]["versus_float"],
+        "slice": lambda r: r["variants"][0]["attacks"][0]["slices"][0],
+        "compression": lambda r: r["compression"]["int8"],
+        "training summary": lambda r: r["compression"]["l2:0.01+int8"]["training"],
+        "reference model": lambda r: r["references"]["models"][0],
+        "tasks": lambda r: r["tasks"],
+        "mitigation row": lambda r: r["mitigation"]["bundles"][0]["recipes"][0]["rows"][0],
+        "policy outcome": lambda r: r["policy"]["outcomes"][0],
+        "environment": lambda r: r["environment"],
+    }
+    for place, locate in places.items():
+        copy = json.loads(json.dumps(report))
+        locate(copy)["undocumented_field"] = 1
+        errors = schema_errors(copy)
+        assert len(errors) == 1, place
+        assert "'undocumented_field' was unexpected" in errors[0], place
+
+
+@pytest.mark.slow
+def test_default_audit_matches_schema(default_run):
+    out, _ = default_run
+    report = assert_matches_schema(out / "report.json")
+    assert report["mitigation"] is None
 
 
 @pytest.mark.slow
@@ -248,7 +283,7 @@ def test_attack_command_writes_mitigation(small_run, tmp_path):
     result = run_cli("attack", "--captures", str(out / "captures"), "--attacks", "lira-online,loss",
                      "--bootstrap", "50", "--out", str(results))
     assert result.returncode == 0, result.stderr
-    report = json.loads((results / "report.json").read_text())
+    report = assert_matches_schema(results / "report.json")
     group = report["mitigation"]["bundles"][0]["recipes"][0]
     assert [row["variant"] for row in group["rows"]] == ["float", "int8", "l2:0.01+int8"]
     assert (results / "mitigation.png").is_file()
@@ -319,6 +354,7 @@ def test_attack_command_applies_policy(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "Rule failed: max_epsilon_lower_bound" in result.stdout
     assert "Rule failed: min_accuracy" not in result.stdout
+    assert_matches_schema(out / "report.json")
     html = (out / "report.html").read_text()
     assert "FAIL: max_epsilon_lower_bound" in html
     assert 'id="weaker"' not in html
@@ -337,7 +373,7 @@ def test_report_command_skips_tensorflow(tmp_path):
         write_bundle(captures / variant.replace(":", "_") / "native", bundle)
     out = tmp_path / "results"
     assert run_cli("attack", "--captures", str(captures), "--bootstrap", "0", "--out", str(out)).returncode == 0
-    assert json.loads((out / "report.json").read_text())["mitigation"] is not None
+    assert assert_matches_schema(out / "report.json")["mitigation"] is not None
     (out / "report.html").unlink()
     (out / "mitigation.png").unlink()
     result = run_main_without_tensorflow(["report", str(out)], cwd=tmp_path)
