@@ -13,8 +13,8 @@ A configuration file has up to three tables:
     [training]  the training recipe of the target and reference models:
                 architecture (tabular-mlp or digits-cnn), epochs, batch_size,
                 learning_rate, optimizer (adam, adamw, sgd or rmsprop),
-                momentum (sgd and rmsprop), weight_decay (adamw, sgd and
-                rmsprop; adamw's default is 0.004) and augmentation:
+                momentum (sgd and rmsprop) and weight_decay (adamw, sgd and
+                rmsprop, with 0.004 by default for adamw). Augmentation:
                 input_noise (the standard deviation of Gaussian noise added
                 to the inputs), and for image records random_shift (up to
                 this many pixels) and random_flip (left-right, true or

@@ -376,7 +376,7 @@ def test_input_noise_changes_training_only():
 
 
 def _tiny_images(n: int = 96, seed: int = 0):
-    """Random 8x8 one-channel images whose class is which half holds more ink, so that shifts and flips matter."""
+    """Return random 8x8 one-channel images labelled by which half is brighter, so that shifts and flips matter."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(size=(n, 8, 8, 1)).astype(np.float32)
     y = (x[:, :, :4].sum(axis=(1, 2, 3)) > x[:, :, 4:].sum(axis=(1, 2, 3))).astype(np.int64)

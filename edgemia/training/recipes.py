@@ -41,6 +41,7 @@ def check_recipe_values(overrides: dict) -> None:
             f"training.architecture is '{architecture}'; valid architectures: {', '.join(ARCHITECTURES)}, "
             "or a .keras file in [model]"
         )
+
     optimizer = overrides.get("optimizer", "adam")
     if optimizer not in OPTIMIZERS:
         raise InputError(f"{_name('optimizer')} is {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
@@ -51,6 +52,7 @@ def check_recipe_values(overrides: dict) -> None:
         if momentum > 0 and optimizer not in _MOMENTUM_OPTIMIZERS:
             raise InputError(f"{_name('momentum')} is {momentum}, and optimizer {optimizer} has no momentum; "
                              f"set the optimizer to {' or '.join(_MOMENTUM_OPTIMIZERS)}, or remove momentum")
+
     decay = overrides.get("weight_decay")
     if decay is not None:
         if not 0 <= decay < 1:
@@ -58,6 +60,7 @@ def check_recipe_values(overrides: dict) -> None:
         if decay > 0 and optimizer not in _WEIGHT_DECAY_OPTIMIZERS:
             raise InputError(f"{_name('weight_decay')} is {decay}, and optimizer {optimizer} has no weight decay; "
                              "set the optimizer to adamw (Adam with decoupled weight decay), sgd or rmsprop")
+
     shift = overrides.get("random_shift")
     if shift is not None and (isinstance(shift, bool) or not isinstance(shift, int) or shift < 0):
         raise InputError(f"{_name('random_shift')} is {shift!r}; it must be a whole number of pixels, 0 or more")

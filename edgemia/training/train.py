@@ -42,9 +42,9 @@ class Recipe:
     # Decoupled weight decay (the variable shrinks by learning_rate * weight_decay each step);
     # adamw, sgd and rmsprop only.
     weight_decay: float = 0.0
-    # Image augmentation, drawn anew for every record in each training step: a random shift
-    # of up to this many pixels along the height and the width (empty pixels filled with 0)
-    # and, when random_flip is set, a left-right flip of half the images.
+    # Image augmentation, drawn anew for every record in each training step. random_shift moves
+    # each image by up to this many pixels along the height and the width, filling the empty
+    # pixels with 0. random_flip flips half the images left to right.
     random_shift: int = 0
     random_flip: bool = False
 
