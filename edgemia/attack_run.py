@@ -10,8 +10,9 @@ its backend from the meta's `backend` and its model format from the meta's
 `model_format` or the extension of `model_file` (none when neither says). Every variant other than
 float is compared with float on the same backend and format.
 
-The output directory receives report.json, report.md, report.html and one scores.npz per
-bundle, at <out>/<variant>/<bundle>/scores.npz with the input's directory
+The output directory receives report.json, report.md, report.html, mitigation.png
+when a variant name has training steps (see edgemia.reporting.mitigation), and one
+scores.npz per bundle, at <out>/<variant>/<bundle>/scores.npz with the input's directory
 names (for a single bundle: <variant slug>/<backend>-<format>, or
 <variant slug>/<backend> without a format). report.json
 has the audit's schema (version 1) without the audit-only fields (target,

@@ -107,7 +107,7 @@ from edgemia.evaluation import (
 from edgemia.exported import check_exported_model, exported_attacks, run_exported_audit
 from edgemia.references import ReferenceTask, build_references, capture_dir, default_jobs
 from edgemia.reporting.environment import environment
-from edgemia.reporting.mitigation import CHART, mitigation_section
+from edgemia.reporting.mitigation import CHART
 from edgemia.reporting.policy import load_policy
 from edgemia.reporting.writer import write_reports
 from edgemia.runtime.capture import (
@@ -153,7 +153,7 @@ class AuditConfig:
     ray_address: str | None = None  # address of a running Ray cluster; None starts a local one
     policy: Path | None = None  # policy file (TOML) whose rules decide the verdict; None: no verdict
     records: RecordsSource | None = None  # a team's own records, used instead of `dataset`
-    training: dict = field(default_factory=dict)  # recipe overrides: architecture, epochs, batch_size, learning_rate
+    training: dict = field(default_factory=dict)  # recipe overrides, see edgemia.training.recipes
     model: Path | None = None  # exported .tflite or .onnx audited as it is; sets references to 0
     target_model: Path | None = None  # a team's trained .keras target, used instead of training one
 
@@ -217,7 +217,7 @@ class AuditConfig:
         attack_options(self.attack_options)
         if self.policy is not None:
             load_policy(self.policy)
-        check_recipe_overrides(self.training)
+        check_recipe_overrides(self.training, self.dataset, self.records)
         if self.model is not None:
             check_exported_model(Path(self.model), self.records, self.training)
             exported_attacks(self.attacks)
@@ -554,5 +554,4 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         "tasks": task_counts,
         "environment": environment(),
     }
-    report["mitigation"] = mitigation_section(report, out)
     return write_reports(out, report, load_policy(config.policy) if config.policy is not None else None)

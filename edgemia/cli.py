@@ -65,6 +65,35 @@ def _seconds(text: str) -> float:
     return value
 
 
+# Recipe options of `edgemia audit`: each sets the [training] key of the same name and
+# overrides the configuration file's value.
+RECIPE_OPTIONS = ("optimizer", "momentum", "weight_decay", "random_shift", "random_flip")
+
+
+def _add_recipe_options(audit: argparse.ArgumentParser) -> None:
+    from edgemia.training.train import OPTIMIZERS
+
+    group = audit.add_argument_group("training recipe of the target and reference models ([training] keys)")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                       help="optimizer, with the recipe's learning rate (default: adam)")
+    group.add_argument("--momentum", type=float, default=None, metavar="M",
+                       help="momentum of sgd and rmsprop, 0 <= M < 1 (default: 0)")
+    group.add_argument("--weight-decay", type=float, default=None, metavar="W",
+                       help="decoupled weight decay of adamw, sgd and rmsprop, 0 <= W < 1 "
+                       "(default: 0.004 for adamw, else 0)")
+    group.add_argument("--random-shift", type=int, default=None, metavar="PIXELS",
+                       help="augment image records by a random shift of up to PIXELS along each axis in "
+                       "every training step (default: 0, no shift)")
+    group.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=None,
+                       help="augment image records by flipping half of them left to right in every training "
+                       "step (default: no flip)")
+
+
+def training_overrides(args: argparse.Namespace) -> dict:
+    """Return the recipe overrides of `edgemia audit`: the configuration's [training], then the recipe options."""
+    return {**args.training, **{key: getattr(args, key) for key in RECIPE_OPTIONS if getattr(args, key) is not None}}
+
+
 def _add_device_commands(commands, verbosity: argparse.ArgumentParser) -> None:
     device = commands.add_parser(
         "device",
@@ -238,6 +267,7 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
     audit.add_argument("--policy", type=Path, default=None, metavar="FILE",
                        help="policy file (TOML) with a [rules] table; exit code 1 when a rule fails "
                        "(see examples/policy.toml)")
+    _add_recipe_options(audit)
 
     audit.set_defaults(records=None, training={}, model=None, target_model=None)
     if audit_defaults:
@@ -384,7 +414,7 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         ray_address=args.ray_address,
         policy=args.policy,
         records=args.records,
-        training=args.training,
+        training=training_overrides(args),
         model=args.model,
         target_model=args.target_model,
     )

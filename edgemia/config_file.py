@@ -12,9 +12,13 @@ A configuration file has up to three tables:
                 groups, id, classes and name (see edgemia.data.tables).
     [training]  the training recipe of the target and reference models:
                 architecture (tabular-mlp or digits-cnn), epochs, batch_size,
-                learning_rate, optimizer (adam, the only one supported) and
-                input_noise (augmentation: the standard deviation of
-                Gaussian noise added to the inputs while training).
+                learning_rate, optimizer (adam, adamw, sgd or rmsprop),
+                momentum (sgd and rmsprop) and weight_decay (adamw, sgd and
+                rmsprop, with 0.004 by default for adamw). Augmentation:
+                input_noise (the standard deviation of Gaussian noise added
+                to the inputs), and for image records random_shift (up to
+                this many pixels) and random_flip (left-right, true or
+                false). See edgemia.training.train.Recipe.
     [model]     file: a Keras 3 .keras model or an exported .tflite or .onnx
                 model. The reference models train clones of a .keras
                 model's architecture with fresh weights. The target is the
@@ -35,6 +39,7 @@ from pathlib import Path
 
 from edgemia.data.tables import RecordsSource
 from edgemia.errors import InputError
+from edgemia.training.recipes import check_recipe_values
 
 # [audit] key: (argparse destination, expected kind).
 AUDIT_KEYS: dict[str, tuple[str, str]] = {
@@ -57,8 +62,8 @@ AUDIT_KEYS: dict[str, tuple[str, str]] = {
 }
 RECORDS_KEYS = ("path", "label", "features", "groups", "id", "classes", "name", "description", "member")
 MODEL_KEYS = ("file",)
-TRAINING_KEYS = ("architecture", "epochs", "batch_size", "learning_rate", "optimizer", "input_noise")
-OPTIMIZERS = ("adam",)
+TRAINING_KEYS = ("architecture", "epochs", "batch_size", "learning_rate", "optimizer", "momentum", "weight_decay",
+                 "input_noise", "random_shift", "random_flip")
 
 
 def _convert(path: Path, key: str, value, kind: str):
@@ -73,6 +78,10 @@ def _convert(path: Path, key: str, value, kind: str):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail("a number")
         return float(value)
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            fail("true or false")
+        return value
     if kind == "string":
         if not isinstance(value, str) or not value:
             fail("a non-empty string")
@@ -124,13 +133,9 @@ def _records_source(path: Path, table: dict) -> RecordsSource:
 def _training(path: Path, table: dict) -> dict:
     _check_keys(path, "training", table, TRAINING_KEYS)
     kinds = {"architecture": "string", "epochs": "integer", "batch_size": "integer", "learning_rate": "number",
-             "optimizer": "string", "input_noise": "number"}
+             "optimizer": "string", "momentum": "number", "weight_decay": "number", "input_noise": "number",
+             "random_shift": "integer", "random_flip": "boolean"}
     recipe = {key: _convert(path, f"training.{key}", value, kinds[key]) for key, value in table.items()}
-    if recipe.get("optimizer", "adam") not in OPTIMIZERS:
-        raise InputError(
-            f"{path}: 'training.optimizer' is {recipe['optimizer']!r}; supported optimizers: {', '.join(OPTIMIZERS)}"
-        )
-    recipe.pop("optimizer", None)
     for key in ("epochs", "batch_size"):
         if key in recipe and recipe[key] < 1:
             raise InputError(f"{path}: 'training.{key}' is {recipe[key]}; it must be at least 1")
@@ -138,6 +143,10 @@ def _training(path: Path, table: dict) -> dict:
         raise InputError(f"{path}: 'training.input_noise' is {recipe['input_noise']}; it must be 0 or more")
     if "learning_rate" in recipe and not recipe["learning_rate"] > 0:
         raise InputError(f"{path}: 'training.learning_rate' is {recipe['learning_rate']}; it must be above 0")
+    try:
+        check_recipe_values(recipe)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return recipe
 
 

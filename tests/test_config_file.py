@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from report_schema import assert_matches_schema
 from edgemia.data.tables import RecordsSource, load_table, load_table_data
 from edgemia.errors import InputError
 
@@ -91,7 +92,19 @@ def test_missing_group_column_named(tmp_path, suffix):
         ("[models]\nfile = 'm.tflite'\n", "unknown table 'models'"),
         ("[model]\nkeras = 'm.keras'\n", "unknown key 'model.keras'; valid keys of [model]: file"),
         ("[records]\npath = 'x.csv'\n", "missing key 'records.label'"),
-        ("[training]\noptimizer = 'sgd'\n", "'training.optimizer' is 'sgd'; supported optimizers: adam"),
+        ("[training]\noptimizer = 'nadam'\n",
+         "training.optimizer (--optimizer) is 'nadam'; valid optimizers: adam, adamw, sgd, rmsprop"),
+        ("[training]\nmomentum = 0.9\n", "training.momentum (--momentum) is 0.9, and optimizer adam has no momentum"),
+        ("[training]\noptimizer = 'sgd'\nmomentum = 1.5\n", "training.momentum (--momentum) is 1.5; it must be at"),
+        ("[training]\nweight_decay = 0.01\n", "training.weight_decay (--weight-decay) is 0.01, and optimizer adam"),
+        ("[training]\nrandom_flip = 'yes'\n", "'training.random_flip' must be true or false, got 'yes'"),
+        ("[training]\nrandom_shift = 1.5\n", "'training.random_shift' must be an integer, got 1.5"),
+        ("[training]\nrandom_shift = -1\n", "training.random_shift (--random-shift) is -1; it must be a whole"),
+        ("[training]\nrandom_shift = 8\n", "training.random_shift (--random-shift) is 8 pixels, and the images of "
+         "data set digits have 8x8 pixels; choose a shift below 8"),
+        ("[audit]\ndataset = 'health-insurance'\n[training]\nrandom_shift = 1\n",
+         "training.random_shift (--random-shift) augments images, and the records of data set health-insurance "
+         "have shape ("),
         ("[training]\nepochs = 0\n", "'training.epochs' is 0; it must be at least 1"),
         ("[training]\ninput_noise = -0.1\n", "'training.input_noise' is -0.1; it must be 0 or more"),
         ("[training]\narchitecture = 'resnet'\n", "training.architecture is 'resnet'"),
@@ -120,12 +133,13 @@ def test_command_line_overrides_config(tmp_path):
 
 def test_every_audit_option_has_config_key():
     from edgemia import cli
-    from edgemia.config_file import AUDIT_KEYS
+    from edgemia.config_file import AUDIT_KEYS, TRAINING_KEYS
 
     parser = cli.build_parser()
     audit = next(action for action in parser._subparsers._group_actions[0].choices.items() if action[0] == "audit")[1]
     destinations = {action.dest for action in audit._actions if action.dest not in ("help", "verbose", "config")}
-    assert destinations <= {destination for destination, _ in AUDIT_KEYS.values()}
+    assert destinations - set(cli.RECIPE_OPTIONS) <= {destination for destination, _ in AUDIT_KEYS.values()}
+    assert set(cli.RECIPE_OPTIONS) <= set(TRAINING_KEYS)
 
 
 def test_example_config_loads():
@@ -135,7 +149,7 @@ def test_example_config_loads():
     assert values["dataset"] == "health-insurance"
     assert values["policy"].resolve() == (REPOSITORY / "examples" / "policy.toml").resolve()
     assert values["training"] == {"architecture": "tabular-mlp", "epochs": 60, "batch_size": 64,
-                                  "learning_rate": 0.001}
+                                  "learning_rate": 0.001, "optimizer": "adam"}
 
 
 def test_table_text_features_one_hot(tmp_path):
@@ -194,10 +208,12 @@ def csv_run(tmp_path_factory):
 def test_audit_from_csv_records(csv_run):
     result, out = csv_run
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
+    report = assert_matches_schema(out / "report.json")
     assert report["dataset"]["name"] == "cells"
     assert report["target"]["recipe"] == {"architecture": "tabular-mlp", "epochs": 3, "batch_size": 32,
-                                          "learning_rate": 0.001, "input_noise": 0.0}
+                                          "learning_rate": 0.001, "input_noise": 0.0, "optimizer": "adam",
+                                          "momentum": 0.0, "weight_decay": 0.0, "random_shift": 0,
+                                          "random_flip": False}
     assert sorted(report["records"]["record_id"])[:2] == [1000, 1001]
     assert set(report["records"]["groups"]["size"]) == {"large", "small"}
     attributes = {row["attribute"] for row in report["variants"][0]["attacks"][0]["slices"]}
@@ -224,7 +240,7 @@ def test_exported_model_audited_as_is(csv_run, tmp_path):
     )
     result, out = _audit(tmp_path, config)
     assert result.returncode == 0, result.stderr
-    exported = json.loads((out / "report.json").read_text())
+    exported = assert_matches_schema(out / "report.json")
     assert exported["exported_model"]["reference_models"] == 0
     assert {row["backend"] for row in exported["variants"]} == {"native", "litert"}
     names = [attack["name"] for attack in exported["variants"][0]["attacks"]]
@@ -357,3 +373,173 @@ def test_input_noise_changes_training_only():
     assert not np.allclose(plain_model.get_weights()[0], noisy_model.get_weights()[0])
     again, _ = fit_model(x, y, 2, noisy, seed=0)
     np.testing.assert_array_equal(again.get_weights()[0], noisy_model.get_weights()[0])
+
+
+def _tiny_images(n: int = 96, seed: int = 0):
+    """Return random 8x8 one-channel images labelled by which half is brighter, so that shifts and flips matter."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(n, 8, 8, 1)).astype(np.float32)
+    y = (x[:, :, :4].sum(axis=(1, 2, 3)) > x[:, :, 4:].sum(axis=(1, 2, 3))).astype(np.int64)
+    return x, y
+
+
+@pytest.mark.parametrize(
+    "optimizer,momentum,weight_decay,keras_class",
+    [("adam", 0.0, 0.0, "Adam"), ("adamw", 0.0, 0.01, "AdamW"), ("sgd", 0.9, 0.0, "SGD"),
+     ("rmsprop", 0.5, 0.001, "RMSprop")],
+)
+def test_recipe_optimizer_used(optimizer, momentum, weight_decay, keras_class):
+    from edgemia.training.train import Recipe, fit_model
+
+    x, y = _tiny_images()
+    x = x.reshape(len(x), -1)
+    recipe = Recipe(architecture="tabular-mlp", epochs=2, batch_size=32, learning_rate=1e-2, optimizer=optimizer,
+                    momentum=momentum, weight_decay=weight_decay)
+    model, _ = fit_model(x, y, 2, recipe, seed=0)
+    used = model.optimizer
+    assert type(used).__name__ == keras_class
+    assert int(used.iterations.numpy()) == 2 * 3  # 2 epochs of 3 batches
+    assert float(used.learning_rate.numpy()) == pytest.approx(1e-2)
+    if momentum:
+        assert used.momentum == momentum
+    assert (used.weight_decay or 0.0) == pytest.approx(weight_decay)
+
+
+def test_optimizers_train_differently():
+    from edgemia.training.train import OPTIMIZERS, Recipe, fit_model
+
+    x, y = _tiny_images()
+    x = x.reshape(len(x), -1)
+    weights = {}
+    for optimizer in OPTIMIZERS:
+        recipe = Recipe(architecture="tabular-mlp", epochs=1, batch_size=32, learning_rate=1e-2, optimizer=optimizer,
+                        weight_decay=0.1 if optimizer == "adamw" else 0.0)
+        weights[optimizer] = fit_model(x, y, 2, recipe, seed=0)[0].get_weights()[0]
+    for first in OPTIMIZERS:
+        for second in OPTIMIZERS:
+            if first < second:
+                assert not np.allclose(weights[first], weights[second]), (first, second)
+
+
+def test_image_augmentation_deterministic():
+    from edgemia.training.train import Recipe, augmentation_layers, fit_model
+
+    x, y = _tiny_images()
+    plain = Recipe(architecture="digits-cnn", epochs=2, batch_size=32, learning_rate=1e-2)
+    shifted = Recipe(architecture="digits-cnn", epochs=2, batch_size=32, learning_rate=1e-2, random_shift=2)
+    flipped = Recipe(architecture="digits-cnn", epochs=2, batch_size=32, learning_rate=1e-2, random_flip=True)
+    plain_weights = fit_model(x, y, 2, plain, seed=0)[0].get_weights()
+    for recipe in (shifted, flipped):
+        first = fit_model(x, y, 2, recipe, seed=0)[0].get_weights()
+        again = fit_model(x, y, 2, recipe, seed=0)[0].get_weights()
+        other_seed = fit_model(x, y, 2, recipe, seed=1)[0].get_weights()
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+        assert not np.allclose(first[0], plain_weights[0])
+        assert not np.allclose(first[0], other_seed[0])
+
+    # The layers change the images while training and leave them unchanged at inference.
+    shift_layer, = augmentation_layers(shifted, (8, 8, 1), seed=0)
+    flip_layer, = augmentation_layers(flipped, (8, 8, 1), seed=0)
+    for layer in (shift_layer, flip_layer):
+        np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+        assert not np.array_equal(np.asarray(layer(x, training=True)), x)
+    flipped_images = np.asarray(flip_layer(x, training=True))
+    is_flipped = [np.array_equal(out, image[:, ::-1]) for out, image in zip(flipped_images, x)]
+    is_same = [np.array_equal(out, image) for out, image in zip(flipped_images, x)]
+    assert all(a or b for a, b in zip(is_flipped, is_same))
+    assert 0 < sum(is_flipped) < len(x)
+
+
+def test_recipe_fields_change_task_keys():
+    from edgemia.references import ReferenceTask
+    from edgemia.training.train import Recipe
+
+    base = Recipe(architecture="digits-cnn", epochs=2, batch_size=32, learning_rate=1e-3)
+    changes = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.01, "random_shift": 1, "random_flip": True,
+               "input_noise": 0.1}
+
+    def keys(recipe):
+        task = ReferenceTask(out=Path("run"), records_path=Path("run/data/records.npz"),
+                             in_mask=np.array([True, False]), n_classes=10, recipe=recipe, seed=0, k=0,
+                             variants=("float",), captures=(("float", "native", "tflite"),), code="fixed")
+        return task.training_key(), task.variant_key("float")
+
+    base_keys = keys(base)
+    assert keys(Recipe(**base.to_dict())) == base_keys
+    for field, value in changes.items():
+        changed = keys(Recipe(**{**base.to_dict(), field: value}))
+        assert changed[0] != base_keys[0], field
+        assert changed[1] != base_keys[1], field
+
+
+def test_command_line_recipe_overrides_config(tmp_path):
+    from edgemia import cli
+
+    config = _write(tmp_path, "audit.toml", "[training]\noptimizer = 'sgd'\nmomentum = 0.5\nrandom_flip = true\n")
+    args = cli._parse(["audit", "--config", str(config), "--momentum", "0.9", "--no-random-flip",
+                       "--random-shift", "1"])
+    assert cli.training_overrides(args) == {"optimizer": "sgd", "momentum": 0.9, "random_flip": False,
+                                            "random_shift": 1}
+    assert cli.training_overrides(cli._parse(["audit"])) == {}
+
+
+def test_adamw_default_weight_decay():
+    from edgemia.data.builtin import load_dataset
+    from edgemia.training.recipes import ADAMW_WEIGHT_DECAY, audit_recipe
+
+    data = load_dataset("digits", 0)
+    assert audit_recipe(data, "digits", {"optimizer": "adamw"}).weight_decay == ADAMW_WEIGHT_DECAY
+    assert audit_recipe(data, "digits", {"optimizer": "adamw", "weight_decay": 0.0}).weight_decay == 0.0
+    assert audit_recipe(data, "digits", {"optimizer": "sgd"}).weight_decay == 0.0
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (["--optimizer", "nadam"], "argument --optimizer: invalid choice: 'nadam'"),
+        (["--momentum", "0.9"], "training.momentum (--momentum) is 0.9, and optimizer adam has no momentum"),
+        (["--optimizer", "rmsprop", "--weight-decay", "-1"], "training.weight_decay (--weight-decay) is -1.0"),
+        (["--dataset", "breast-cancer", "--random-flip"],
+         "training.random_flip (--random-flip) augments images, and the records of data set breast-cancer have "
+         "shape (30,)"),
+    ],
+)
+def test_bad_recipe_option_exits_two(tmp_path, options, message):
+    out = tmp_path / "run"
+    result = run_cli("audit", *options, "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not out.exists()
+
+
+def test_tabular_csv_rejects_image_augmentation(tmp_path):
+    _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(CSV_ROWS) + "\n")
+    config = _write(tmp_path, "audit.toml", '[records]\npath = "patients.csv"\nlabel = "outcome"\n'
+                    '[training]\nrandom_flip = true\n')
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert "training.random_flip (--random-flip) augments images" in result.stderr
+    # patient, age, bmi and sex one-hot encoded as two columns
+    assert "patients.csv have shape (5,), not (height, width, channels)" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_changed_recipe_never_reused(tmp_path):
+    """Three small audits into one directory: a changed optimizer retrains everything, the same one reuses it."""
+    out = tmp_path / "run"
+    small = ("--dataset", "breast-cancer", "--epochs", "2", "--variants", "float", "--backends", "native",
+             "--reference-models", "4", "--attacks", "loss,lira-online", "--bootstrap", "0", "--jobs", "2",
+             "--out", str(out))
+    counts = []
+    for options in ([], ["--optimizer", "sgd", "--momentum", "0.9"], ["--optimizer", "sgd", "--momentum", "0.9"]):
+        result = run_cli("audit", *small, *options)
+        assert result.returncode == 0, result.stderr
+        report = json.loads((out / "report.json").read_text())
+        counts.append(report["tasks"])
+        assert report["target"]["recipe"]["optimizer"] == (options[1] if options else "adam")
+    assert counts[1]["computed"] == counts[0]["computed"]
+    assert counts[1]["reused"] == 0
+    assert counts[2]["computed"] == 0
+    assert counts[2]["reused"] == counts[1]["computed"]

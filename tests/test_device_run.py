@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from report_schema import assert_matches_schema
 from edgemia.runtime.capture import load_capture
 from sshd import TestServer, missing_tools
 
@@ -89,7 +90,7 @@ def test_device_run_adds_identical_rows(audit_run, server, tmp_path):
     result = run_cli(*_run_arguments(server, audit_run, tmp_path / "remote"))
     assert result.returncode == 0, result.stderr
 
-    report = json.loads((audit_run / "report.json").read_text())
+    report = assert_matches_schema(audit_run / "report.json")
     rows = [row for row in report["variants"] if row["backend"] == f"device:{DEVICE}:native"]
     assert sorted((row["name"], row["format"]) for row in rows) == [
         ("float", "onnx"), ("float", "tflite"), ("int8", "onnx"), ("int8", "tflite")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgemia.reporting.mitigation import markdown_lines, mitigation_section, pareto_front
+from edgemia.reporting.mitigation import markdown_lines, mitigation_chart, mitigation_section, pareto_front
 
 
 def _variant(name, auc, tpr, accuracy, auc_ci=None, tpr_ci=None):
@@ -29,8 +29,8 @@ def _report(defended_auc=0.52):
     }
 
 
-def test_groups_by_compression_recipe(tmp_path):
-    section = mitigation_section(_report(), tmp_path)
+def test_groups_by_compression_recipe():
+    section = mitigation_section(_report())
     assert section["attack"] == "lira-online"
     recipes = {group["recipe"]: group for group in section["bundles"][0]["recipes"]}
     assert list(recipes) == ["int8", "float"]
@@ -39,8 +39,8 @@ def test_groups_by_compression_recipe(tmp_path):
     assert [row["variant"] for row in recipes["float"]["rows"]] == ["float", "l2:0.001"]
 
 
-def test_cheapest_restoring_defense(tmp_path):
-    recipes = {g["recipe"]: g for g in mitigation_section(_report(), tmp_path)["bundles"][0]["recipes"]}
+def test_cheapest_restoring_defense():
+    recipes = {g["recipe"]: g for g in mitigation_section(_report())["bundles"][0]["recipes"]}
     rows = {row["variant"]: row for row in recipes["int8"]["rows"]}
     assert not rows["int8"]["restores_float_leakage"]
     assert rows["dp-sgd:eps=8+int8"]["restores_float_leakage"]
@@ -55,10 +55,10 @@ def test_cheapest_restoring_defense(tmp_path):
     assert recipes["float"]["rows"][1]["accuracy_cost"] == pytest.approx(0.005)
 
 
-def test_no_restoring_defense_sentence(tmp_path):
+def test_no_restoring_defense_sentence():
     report = _report(defended_auc=0.59)
     report["variants"] = [v for v in report["variants"] if v["name"] != "l2:0.001+int8"]
-    recipes = {g["recipe"]: g for g in mitigation_section(report, tmp_path)["bundles"][0]["recipes"]}
+    recipes = {g["recipe"]: g for g in mitigation_section(report)["bundles"][0]["recipes"]}
     assert recipes["int8"]["cheapest_defense"] is None
     assert recipes["int8"]["sentence"] == (
         "For int8, no defense brought lira-online's leakage within the float model's 95% interval; "
@@ -75,10 +75,10 @@ def test_pareto_front_closed_form():
     assert pareto_front(entries) == ["a", "c"]
 
 
-def test_chart_and_markdown(tmp_path):
-    section = mitigation_section(_report(), tmp_path)
-    bundle = section["bundles"][0]
-    assert (tmp_path / bundle["chart"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_chart_and_markdown():
+    report = _report()
+    section = mitigation_section(report)
+    assert mitigation_chart(report, section)[:8] == b"\x89PNG\r\n\x1a\n"
     lines = markdown_lines(section)
     assert "## Mitigations" in lines
     assert "| dp-sgd:eps=8+int8 | dp-sgd:eps=8 | 0.520 [0.500, 0.540] | 1.0% [0.3, 2.0] | 100.0% | 91.0% | "
@@ -86,21 +86,39 @@ def test_chart_and_markdown(tmp_path):
     assert any(line.startswith("For int8, the cheapest defense") for line in lines)
 
 
-def test_no_section_without_defenses(tmp_path):
+def test_no_section_without_defenses():
     report = _report()
     report["variants"] = report["variants"][:2]
-    assert mitigation_section(report, tmp_path) is None
+    assert mitigation_section(report) is None
     assert markdown_lines(None) == []
 
 
-def test_without_intervals_compares_values(tmp_path):
+def test_without_intervals_compares_values():
     report = _report()
     for variant in report["variants"]:
         del variant["attacks"][0]["ci"]
-    recipes = {g["recipe"]: g for g in mitigation_section(report, tmp_path)["bundles"][0]["recipes"]}
+    recipes = {g["recipe"]: g for g in mitigation_section(report)["bundles"][0]["recipes"]}
     rows = {row["variant"]: row for row in recipes["int8"]["rows"]}
     assert rows["dp-sgd:eps=8+int8"]["restores_float_leakage"]  # AUC 0.52 <= 0.55, TPR 1% <= 2%
     assert not rows["l2:0.001+int8"]["restores_float_leakage"]  # AUC 0.56 > 0.55
     assert recipes["int8"]["cheapest_defense"] == "dp-sgd:eps=8"
     assert "float model's value (intervals are off)" in recipes["int8"]["sentence"]
-    assert "| 0.520 |" in "\n".join(markdown_lines(mitigation_section(report, tmp_path)))
+    assert "| 0.520 |" in "\n".join(markdown_lines(mitigation_section(report)))
+
+
+def test_names_outside_grammar_undefended():
+    report = _report()
+    report["variants"].append(_variant("target", 0.7, 0.1, 0.9, [0.68, 0.72], [0.08, 0.12]))
+    section = mitigation_section(report)
+    assert [group["recipe"] for group in section["bundles"][0]["recipes"]] == ["int8", "float"]
+    assert "target" not in section["bundles"][0]["pareto_front"]  # float has higher accuracy and lower AUC
+
+
+def test_section_per_backend_and_format():
+    report = _report()
+    report["variants"] += [{**row, "backend": "litert"} for row in _report()["variants"][:3]]
+    report["variants"].append({**_report()["variants"][1], "backend": "onnxruntime", "format": "onnx"})
+    section = mitigation_section(report)
+    assert [(b["backend"], b["format"]) for b in section["bundles"]] == [("native", "tflite"), ("litert", "tflite")]
+    litert = section["bundles"][1]
+    assert [row["variant"] for row in litert["recipes"][0]["rows"]] == ["float", "int8", "dp-sgd:eps=8+int8"]

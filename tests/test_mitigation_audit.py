@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from report_schema import assert_matches_schema
 
 pytestmark = pytest.mark.slow
 
@@ -55,4 +55,5 @@ def test_dp_sgd_report_shows_accuracy_cost(dp_run):
     assert f"{100 * rows['dp-sgd:eps=1']['accuracy_cost']:+.1f}" in markdown
     assert bundle["recipes"][0]["sentence"] in markdown
     assert (out / bundle["chart"]).stat().st_size > 1000
-    assert json.loads((out / "report.json").read_text())["mitigation"] == section
+    assert assert_matches_schema(out / "report.json")["mitigation"] == section
+    assert 'id="mitigation"' in (out / "report.html").read_text()

@@ -1,25 +1,28 @@
 """Reports and sign-off: policy verdicts and exit codes, report.html, `edgemia report` and the schema.
 
 One small real audit of health-insurance (3 epochs, 4 reference models,
-float and int8 on the native kernel, 100 bootstrap resamples) serves the
-whole module. It runs through the command line with a policy that must
-fail, so its exit code is tested too.
+float, int8 and an L2-defended int8 on the native kernel, 100 bootstrap
+resamples) serves the whole module. The defended variant is the cheapest
+one that gives the reports a mitigation section. The audit runs through the
+command line with a policy that must fail, so its exit code is tested too.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from html import escape
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
+from report_schema import assert_matches_schema, schema_errors
 from edgemia.reporting.browser import check_page, find_chromium
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SMALL_AUDIT = ("--dataset", "health-insurance", "--epochs", "3", "--reference-models", "4",
-               "--variants", "float,int8", "--backends", "native", "--bootstrap", "100", "--jobs", "2")
+               "--variants", "float,int8,l2:0.01+int8", "--backends", "native", "--bootstrap", "100", "--jobs", "2")
 
 FAILING_POLICY = """
 [rules]
@@ -161,33 +164,67 @@ def test_report_rebuilds_without_captures(small_run, tmp_path):
 
 @pytest.mark.slow
 def test_report_json_matches_schema(small_run):
-    import jsonschema
-
     out, _ = small_run
-    schema = json.loads((REPOSITORY / "docs" / "report.schema.json").read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    report = json.loads((out / "report.json").read_text())
-    jsonschema.validate(report, schema, cls=jsonschema.Draft202012Validator)
+    report = assert_matches_schema(out / "report.json")
+    assert report["mitigation"] is not None
+    assert "policy" in report
+    assert "tasks" in report
     broken = {**report, "policy": {**report["policy"], "verdict": "maybe"}}
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, schema, cls=jsonschema.Draft202012Validator)
+    assert schema_errors(broken) != []
+
+
+@pytest.mark.slow
+def test_schema_rejects_undocumented_fields(small_run):
+    """A field the schema does not list fails at every level where the fields are known."""
+    out, _ = small_run
+    report = json.loads((out / "report.json").read_text())
+    places = {
+        "top level": lambda r: r,
+        "dataset": lambda r: r["dataset"],
+        "target recipe": lambda r: r["target"]["recipe"],
+        "variant row": lambda r: r["variants"][0],
+        "capture": lambda r: r["variants"][0]["capture"],
+        "attack row": lambda r: r["variants"][0]["attacks"][0],
+        "versus float": lambda r: next(v for v in r["variants"] if v["name"] == "int8")["attacks"][0]["versus_float"],
+        "slice": lambda r: r["variants"][0]["attacks"][0]["slices"][0],
+        "compression": lambda r: r["compression"]["int8"],
+        "training summary": lambda r: r["compression"]["l2:0.01+int8"]["training"],
+        "reference model": lambda r: r["references"]["models"][0],
+        "tasks": lambda r: r["tasks"],
+        "mitigation row": lambda r: r["mitigation"]["bundles"][0]["recipes"][0]["rows"][0],
+        "policy outcome": lambda r: r["policy"]["outcomes"][0],
+        "environment": lambda r: r["environment"],
+    }
+    for place, locate in places.items():
+        copy = json.loads(json.dumps(report))
+        locate(copy)["undocumented_field"] = 1
+        errors = schema_errors(copy)
+        assert len(errors) == 1, place
+        assert "'undocumented_field' was unexpected" in errors[0], place
+
+
+@pytest.mark.slow
+def test_default_audit_matches_schema(default_run):
+    out, _ = default_run
+    report = assert_matches_schema(out / "report.json")
+    assert report["mitigation"] is None
 
 
 @pytest.mark.slow
 def test_html_is_self_contained(small_run):
     out, _ = small_run
     html = (out / "report.html").read_text()
-    for section in ("verdict", "rules", "variants", "roc", "tradeoff", "subgroups", "histograms", "exposed",
-                    "manifest"):
+    for section in ("verdict", "rules", "variants", "roc", "tradeoff", "subgroups", "histograms", "mitigation",
+                    "exposed", "manifest"):
         assert f'id="{section}"' in html
     assert "http://" not in html
     assert "https://" not in html
     assert "default-src 'none'" in html
     # One ROC chart per attack, the trade-off chart, one bar chart per subgroup attribute
-    # (ethnicity and gender) and the histograms.
+    # (ethnicity and gender), the histograms and the mitigation chart.
     report = json.loads((out / "report.json").read_text())
     n_attacks = len(report["variants"][0]["attacks"])
-    assert html.count('src="data:image/png;base64,') == n_attacks + 1 + 2 + 1
+    assert html.count('src="data:image/png;base64,') == n_attacks + 1 + 2 + 1 + 1
     for package in ("numpy", "tensorflow-cpu", "ai-edge-litert", "onnxruntime"):
         assert f"<td class=\"text\">{package}</td>" in html
 
@@ -198,9 +235,60 @@ def test_html_opens_in_chromium(small_run):
     out, _ = small_run
     check = check_page(out / "report.html")
     assert check.console_errors == []
-    assert len(check.images) >= 5
+    assert len(check.images) >= 6
     assert check.broken_images == []
     assert check.title == "edgemia audit: health-insurance"
+    mitigation = [image for image in check.images if image["alt"] == "leakage against accuracy"]
+    assert len(mitigation) == 1
+    assert mitigation[0]["width"] > 100
+
+
+@pytest.mark.slow
+def test_mitigation_section_in_every_report(small_run):
+    out, _ = small_run
+    report = json.loads((out / "report.json").read_text())
+    section = report["mitigation"]
+    group = section["bundles"][0]["recipes"][0]
+    assert group["recipe"] == "int8"
+    assert [row["variant"] for row in group["rows"]] == ["float", "int8", "l2:0.01+int8"]
+    assert section["bundles"][0]["chart"] == "mitigation.png"
+    assert (out / "mitigation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert group["sentence"] in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert html.index('id="mitigation"') < html.index('id="exposed"')
+    assert escape(group["sentence"]) in html
+    defended = group["rows"][2]
+    assert f"{defended['auc']:.3f} [{defended['auc_ci'][0]:.3f}, {defended['auc_ci'][1]:.3f}]" in html
+
+
+@pytest.mark.slow
+def test_report_command_rebuilds_mitigation(small_run, tmp_path):
+    out, _ = small_run
+    copy = _copy_reports(out, tmp_path)
+    stored = json.loads((copy / "report.json").read_text())
+    del stored["mitigation"]
+    (copy / "report.json").write_text(json.dumps(stored))
+    result = run_cli("report", str(copy))
+    assert result.returncode == 1, result.stderr  # the stored failing verdict is kept
+    rebuilt = json.loads((copy / "report.json").read_text())
+    assert rebuilt["mitigation"] == json.loads((out / "report.json").read_text())["mitigation"]
+    assert (copy / "mitigation.png").read_bytes() == (out / "mitigation.png").read_bytes()
+    assert 'id="mitigation"' in (copy / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_attack_command_writes_mitigation(small_run, tmp_path):
+    out, _ = small_run
+    results = tmp_path / "results"
+    result = run_cli("attack", "--captures", str(out / "captures"), "--attacks", "lira-online,loss",
+                     "--bootstrap", "50", "--out", str(results))
+    assert result.returncode == 0, result.stderr
+    report = assert_matches_schema(results / "report.json")
+    group = report["mitigation"]["bundles"][0]["recipes"][0]
+    assert [row["variant"] for row in group["rows"]] == ["float", "int8", "l2:0.01+int8"]
+    assert (results / "mitigation.png").is_file()
+    assert "## Mitigations" in (results / "report.md").read_text()
+    assert 'id="mitigation"' in (results / "report.html").read_text()
 
 
 @needs_chromium
@@ -266,6 +354,7 @@ def test_attack_command_applies_policy(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "Rule failed: max_epsilon_lower_bound" in result.stdout
     assert "Rule failed: min_accuracy" not in result.stdout
+    assert_matches_schema(out / "report.json")
     html = (out / "report.html").read_text()
     assert "FAIL: max_epsilon_lower_bound" in html
     assert 'id="weaker"' not in html
@@ -275,12 +364,21 @@ def test_report_command_skips_tensorflow(tmp_path):
     from conftest import run_main_without_tensorflow
     from synthetic import bundle_from_phi, gaussian_population, write_bundle
 
-    target_phi, member, reference_phi, in_mask = gaussian_population(200, 4, seed=31)
-    bundle = write_bundle(tmp_path / "bundle", bundle_from_phi(target_phi, member, reference_phi, in_mask))
+    # float, and an L2-defended variant that leaks less, so the report has a mitigation section.
+    captures = tmp_path / "captures"
+    for variant, shift in (("float", 1.0), ("l2:0.01", 0.3)):
+        target_phi, member, reference_phi, in_mask = gaussian_population(200, 4, seed=31, shift=shift)
+        bundle = bundle_from_phi(target_phi, member, reference_phi, in_mask)
+        bundle.target.meta["variant"] = variant
+        write_bundle(captures / variant.replace(":", "_") / "native", bundle)
     out = tmp_path / "results"
-    assert run_cli("attack", "--captures", str(bundle), "--bootstrap", "0", "--out", str(out)).returncode == 0
+    assert run_cli("attack", "--captures", str(captures), "--bootstrap", "0", "--out", str(out)).returncode == 0
+    assert assert_matches_schema(out / "report.json")["mitigation"] is not None
     (out / "report.html").unlink()
+    (out / "mitigation.png").unlink()
     result = run_main_without_tensorflow(["report", str(out)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout
     assert (out / "report.html").stat().st_size > 10_000
+    assert 'id="mitigation"' in (out / "report.html").read_text()
+    assert (out / "mitigation.png").is_file()

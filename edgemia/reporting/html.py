@@ -4,7 +4,8 @@ The page embeds its charts as base64 PNG images and its style inline, and
 its Content-Security-Policy forbids every other source, so a browser opens
 it offline and loads nothing from the network. Sections, in order: verdict
 and rules, variants table, ROC curves, trade-off chart, subgroup leakage,
-score histograms, newly exposed records and the reproducibility manifest.
+score histograms, mitigations (when the audit ran defended variants), newly
+exposed records and the reproducibility manifest.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from html import escape
 
 from edgemia.reporting import charts
 from edgemia.reporting.markdown import fmt_interval, fmt_observed
+from edgemia.reporting.mitigation import interval_text, mitigation_chart, percent_text
 
 _LEVELS = ("0.01", "0.001")  # FPR levels of the variants table: 1% and 0.1%
 _SHOWN_RECORD_IDS = 50
@@ -166,6 +168,53 @@ def _exposure_section(report: dict) -> str:
     )
 
 
+def _mitigation_section(report: dict, png: bytes | None) -> str:
+    """Render the mitigation section: chart, one table per compression recipe and its sentence."""
+    section = report.get("mitigation")
+    if not section:
+        return ""
+    parts = [
+        '<h2 id="mitigation">Mitigations</h2>',
+        f'<p class="note">Leakage under {escape(section["attack"])} and accuracy of each defense, beside the '
+        "undefended float model and the undefended model of the same compression recipe. Intervals are 95% "
+        "bootstrap intervals. Cost: non-member accuracy lost against the undefended model of the recipe, in "
+        "percentage points. Restores: AUC and TPR at 1% FPR at most the upper end of the float model's "
+        "interval.</p>",
+    ]
+    header = (
+        '<tr><th class="text">variant</th><th class="text">defense</th><th>AUC [95% CI]</th>'
+        "<th>TPR at 1% FPR [95% CI]</th><th>accuracy members</th><th>accuracy non-members</th><th>cost</th>"
+        '<th class="text">epsilon (delta)</th><th>restores</th></tr>'
+    )
+    for index, bundle in enumerate(section["bundles"]):
+        runs_on = f"{bundle['backend']} ({bundle['format']})" if bundle.get("format") else bundle["backend"]
+        parts.append(f"<h3>{escape(runs_on)}</h3>")
+        if index == 0:
+            parts.append('<div class="charts">' + _image(png, "leakage against accuracy") + "</div>")
+        for group in bundle["recipes"]:
+            rows = []
+            for row in group["rows"]:
+                privacy = ""
+                if "epsilon" in row:
+                    privacy = f"{row['epsilon']:.3g} ({row['delta']:g}), {row['epsilon_bound']}"
+                restores = row["restores_float_leakage"]
+                rows.append(
+                    "<tr>" + _cell(row["variant"], "text") + _cell(row["defense"] or "none", "text")
+                    + _cell(f"{row['auc']:.3f}{interval_text(row['auc_ci'])}")
+                    + _cell(percent_text(row["tpr_at_1pct_fpr"]) + interval_text(row["tpr_at_1pct_fpr_ci"], 100, 1))
+                    + _cell(percent_text(row["accuracy_members"])) + _cell(percent_text(row["accuracy_nonmembers"]))
+                    + _cell(f"{100 * row['accuracy_cost']:+.1f}") + _cell(privacy, "text")
+                    + _cell("yes" if restores else "no", "pass" if restores else "fail") + "</tr>"
+                )
+            parts.append(
+                f"<p><b>Recipe {escape(group['recipe'])}</b></p><table>" + header + "".join(rows) + "</table>"
+                f'<p class="sentence">{escape(group["sentence"])}</p>'
+            )
+        parts.append(f'<p class="note">Pareto front (accuracy against AUC): '
+                     f'{escape(", ".join(bundle["pareto_front"]))}.</p>')
+    return "".join(parts)
+
+
 def _manifest_section(report: dict) -> str:
     env = report.get("environment", {})
     packages = env.get("packages", {})
@@ -229,8 +278,12 @@ def _title(report: dict) -> str:
     return f"edgemia {'audit' if report.get('target') else 'attack'}: {name}"
 
 
-def render_html(report: dict) -> str:
-    """Render a report dict as one self-contained HTML page."""
+def render_html(report: dict, mitigation_png: bytes | None = None) -> str:
+    """Render a report dict as one self-contained HTML page.
+
+    `mitigation_png` is the mitigation chart when the caller has drawn it
+    already; without it the chart is drawn here.
+    """
     where = charts.chart_location(report)
     attack = charts.chosen_attack(report)
     attacks = [row["name"] for row in report["variants"][0]["attacks"]] if report["variants"] else []
@@ -272,6 +325,9 @@ def render_html(report: dict) -> str:
         parts.append(_image(charts.histogram_chart(report, attack, where), "score histograms"))
         parts.append("</div>")
 
+    if report.get("mitigation"):
+        png = mitigation_png if mitigation_png is not None else mitigation_chart(report, report["mitigation"])
+        parts.append(_mitigation_section(report, png))
     parts.append(_exposure_section(report))
     parts.append(_manifest_section(report))
     body = "\n".join(part for part in parts if part)

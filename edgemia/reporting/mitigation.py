@@ -18,10 +18,12 @@ with the smallest cost.
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import logging
-from pathlib import Path
 
 from edgemia.compression.spec import parse_variant
+from edgemia.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +39,28 @@ def _headline_attack(report: dict) -> str | None:
     return next((name for name in HEADLINE_ATTACKS if name in ran), ran[0] if ran else None)
 
 
+def _defense_and_recipe(name: str) -> tuple[str | None, str]:
+    """Return a variant's training steps (None without any) and its compression recipe.
+
+    A name that is not a variant spec, such as a capture bundle's directory
+    name in `edgemia attack`, has no defense and is its own recipe.
+    """
+    try:
+        spec = parse_variant(name)
+    except InputError:
+        return None, name
+    return spec.defense or None, spec.compression_name
+
+
 def _entry(report: dict, variant: dict, attack_name: str) -> dict:
     attack = next(row for row in variant["attacks"] if row["name"] == attack_name)
     ci = attack.get("ci") or {}
-    training = (report.get("compression", {}).get(variant["name"]) or {}).get("training") or {}
-    spec = parse_variant(variant["name"])
+    training = ((report.get("compression") or {}).get(variant["name"]) or {}).get("training") or {}
+    defense, recipe = _defense_and_recipe(variant["name"])
     entry = {
         "variant": variant["name"],
-        "defense": spec.defense or None,
-        "recipe": spec.compression_name,
+        "defense": defense,
+        "recipe": recipe,
         "auc": attack["auc"],
         "auc_ci": ci.get("auc"),
         "tpr_at_1pct_fpr": attack["tpr_at_fpr"].get(FPR_LEVEL),
@@ -101,47 +116,65 @@ def _verdict(recipe: str, rows: list[dict], float_entry: dict, attack: str) -> t
     best = min(restoring, key=lambda row: (row["accuracy_cost"], row["auc"]))
     return best["defense"], (
         f"{subject}, the cheapest defense that brings {attack}'s leakage within the float model's {interval} is "
-        f"{best['defense']}: AUC {best['auc']:.3f}, TPR at 1% FPR {_percent(best['tpr_at_1pct_fpr'])}, "
-        f"non-member accuracy {_percent(best['accuracy_nonmembers'])}, "
+        f"{best['defense']}: AUC {best['auc']:.3f}, TPR at 1% FPR {percent_text(best['tpr_at_1pct_fpr'])}, "
+        f"non-member accuracy {percent_text(best['accuracy_nonmembers'])}, "
         f"{100 * best['accuracy_cost']:.1f} points below the undefended model."
     )
 
 
-def _percent(value: float | None) -> str:
+def percent_text(value: float | None) -> str:
+    """Format a rate as a percentage with one decimal, or n/m when it was not measurable."""
     return "n/m" if value is None else f"{100 * value:.1f}%"
 
 
-def mitigation_section(report: dict, out: Path) -> dict | None:
-    """Build the mitigation section of `report` and draw its chart into `out`; None without defended variants."""
+def _bundle_keys(report: dict) -> list[tuple[str, str | None]]:
+    keys = []
+    for row in report["variants"]:
+        key = (row["backend"], row.get("format"))
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _bundle_entries(report: dict, attack: str, backend: str, model_format: str | None) -> dict[str, dict]:
+    """Return the headline-attack entry of every variant on one backend and format, by variant name."""
+    return {
+        row["name"]: _entry(report, row, attack)
+        for row in report["variants"]
+        if row["backend"] == backend and row.get("format") == model_format
+        and any(a["name"] == attack for a in row["attacks"])
+    }
+
+
+def mitigation_section(report: dict) -> dict | None:
+    """Build the mitigation section of `report` from its variant rows; None without defended variants.
+
+    Only the stored results are read, so the section of a rebuilt report
+    equals the audit's. Bundles (backend and format) without float or
+    without a defended variant are left out.
+    """
     attack = _headline_attack(report)
-    defended_names = {row["name"] for row in report["variants"] if parse_variant(row["name"]).defense}
+    defended_names = {row["name"] for row in report["variants"] if _defense_and_recipe(row["name"])[0]}
     if attack is None or not defended_names:
         return None
 
-    bundles = []
-    for row in report["variants"]:
-        key = (row["backend"], row.get("format"))
-        if key not in bundles:
-            bundles.append(key)
     section = {"attack": attack, "fpr": float(FPR_LEVEL), "bundles": []}
-    for backend, model_format in bundles:
-        rows = {row["name"]: row for row in report["variants"]
-                if row["backend"] == backend and row.get("format") == model_format}
-        if "float" not in rows or not defended_names & set(rows):
+    for backend, model_format in _bundle_keys(report):
+        entries = _bundle_entries(report, attack, backend, model_format)
+        if "float" not in entries or not defended_names & set(entries):
             continue
-        entries = {name: _entry(report, row, attack) for name, row in rows.items()}
         float_entry = entries["float"]
         recipes = []
-        for name in rows:
-            recipe = entries[name]["recipe"]
-            if name in defended_names and recipe not in [r["recipe"] for r in recipes]:
-                recipes.append({"recipe": recipe})
+        for name, entry in entries.items():
+            if name in defended_names and entry["recipe"] not in [group["recipe"] for group in recipes]:
+                recipes.append({"recipe": entry["recipe"]})
         for group in recipes:
             recipe = group["recipe"]
             undefended = entries.get(recipe)
             baseline = undefended or float_entry
             members = [float_entry] + ([undefended] if undefended and recipe != "float" else [])
-            members += [entries[name] for name in rows if name in defended_names and entries[name]["recipe"] == recipe]
+            members += [entry for name, entry in entries.items()
+                        if name in defended_names and entry["recipe"] == recipe]
             group_rows = []
             for entry in members:
                 row = dict(entry)
@@ -150,21 +183,31 @@ def mitigation_section(report: dict, out: Path) -> dict | None:
                 group_rows.append(row)
             group["rows"] = group_rows
             group["cheapest_defense"], group["sentence"] = _verdict(recipe, group_rows, float_entry, attack)
-        bundle = {
+        section["bundles"].append({
             "backend": backend,
             "format": model_format,
             "recipes": recipes,
             "pareto_front": pareto_front(list(entries.values())),
-        }
-        if not section["bundles"]:
-            bundle["chart"] = _draw_chart(list(entries.values()), bundle["pareto_front"], attack,
-                                          f"{backend} ({model_format})", Path(out) / CHART)
-        section["bundles"].append(bundle)
+        })
     return section if section["bundles"] else None
 
 
-def _draw_chart(entries: list[dict], front: list[str], attack: str, runs_on: str, path: Path) -> str:
-    """Plot each variant's AUC (with its interval) against its non-member accuracy; return the file name."""
+def mitigation_chart(report: dict, section: dict | None) -> bytes | None:
+    """Draw the chart of the section's first bundle as PNG bytes; None without a section or matplotlib.
+
+    The chart shows every variant of that backend and format, defended or
+    not, so that the Pareto front is drawn among all of them.
+    """
+    if not section or importlib.util.find_spec("matplotlib") is None:
+        return None
+    bundle = section["bundles"][0]
+    entries = _bundle_entries(report, section["attack"], bundle["backend"], bundle["format"])
+    runs_on = f"{bundle['backend']} ({bundle['format']})" if bundle["format"] else bundle["backend"]
+    return _draw_chart(list(entries.values()), bundle["pareto_front"], section["attack"], runs_on)
+
+
+def _draw_chart(entries: list[dict], front: list[str], attack: str, runs_on: str) -> bytes:
+    """Plot each variant's AUC (with its interval) against its non-member accuracy; return the PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,13 +232,15 @@ def _draw_chart(entries: list[dict], front: list[str], attack: str, runs_on: str
     axes.set_title(f"Leakage against accuracy, {runs_on}; squares are defended variants", fontsize=9)
     axes.legend(fontsize=7)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    buffer = io.BytesIO()
+    # Without the Software entry the PNG bytes do not depend on the matplotlib version.
+    figure.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(figure)
-    return path.name
+    return buffer.getvalue()
 
 
-def _interval(interval: list[float] | None, scale: float = 1.0, digits: int = 3) -> str:
+def interval_text(interval: list[float] | None, scale: float = 1.0, digits: int = 3) -> str:
+    """Format an interval as " [low, high]" after multiplying by `scale`; empty without an interval."""
     if interval is None:
         return ""
     return f" [{scale * interval[0]:.{digits}f}, {scale * interval[1]:.{digits}f}]"
@@ -231,9 +276,9 @@ def markdown_lines(section: dict | None) -> list[str]:
                 if "epsilon" in row:
                     privacy = f"{row['epsilon']:.3g} ({row['delta']:g}), {row['epsilon_bound']}"
                 lines.append(
-                    f"| {row['variant']} | {row['defense'] or 'none'} | {row['auc']:.3f}{_interval(row['auc_ci'])} | "
-                    f"{_percent(row['tpr_at_1pct_fpr'])}{_interval(row['tpr_at_1pct_fpr_ci'], 100, 1)} | "
-                    f"{_percent(row['accuracy_members'])} | {_percent(row['accuracy_nonmembers'])} | "
+                    f"| {row['variant']} | {row['defense'] or 'none'} | {row['auc']:.3f}{interval_text(row['auc_ci'])} | "
+                    f"{percent_text(row['tpr_at_1pct_fpr'])}{interval_text(row['tpr_at_1pct_fpr_ci'], 100, 1)} | "
+                    f"{percent_text(row['accuracy_members'])} | {percent_text(row['accuracy_nonmembers'])} | "
                     f"{100 * row['accuracy_cost']:+.1f} | {privacy} | {'yes' if row['restores_float_leakage'] else 'no'} |"
                 )
             lines += ["", group["sentence"], ""]

@@ -1,24 +1,40 @@
-"""The training recipe of an audit: a built-in data set's recipe, or a default for a team's records, with overrides."""
+"""The training recipe of an audit: a built-in data set's recipe, or a default for a team's records, with overrides.
+
+Overrides come from the [training] table of a configuration file and from
+the recipe options of `edgemia audit`; their keys are the fields of
+edgemia.training.train.Recipe. Every message names the setting as
+`training.KEY`, the configuration key, with the command-line option beside it.
+"""
 
 from __future__ import annotations
 
 from edgemia.data.builtin import AuditData
 from edgemia.errors import InputError
 from edgemia.training.models import ARCHITECTURES, KERAS_FILE_PREFIX
-from edgemia.training.train import RECIPES, Recipe
+from edgemia.training.train import OPTIMIZERS, RECIPES, Recipe
 
 # NOTE: a first recipe for records without one, the same as the built-in health tables';
 # a team should set [training] for its own data.
 _TABLE_RECIPE = Recipe(architecture="tabular-mlp", epochs=60, batch_size=64, learning_rate=1e-3)
 _IMAGE_RECIPE = Recipe(architecture="digits-cnn", epochs=80, batch_size=32, learning_rate=1e-3)
-_OVERRIDE_KEYS = ("architecture", "epochs", "batch_size", "learning_rate", "input_noise")
+OVERRIDE_KEYS = ("architecture", "epochs", "batch_size", "learning_rate", "input_noise", "optimizer", "momentum",
+                 "weight_decay", "random_shift", "random_flip")
+# Keras 3's default weight decay of AdamW, used when a recipe names adamw without weight_decay.
+ADAMW_WEIGHT_DECAY = 0.004
+_MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
+_WEIGHT_DECAY_OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+_IMAGE_KEYS = ("random_shift", "random_flip")
 
 
-def check_recipe_overrides(overrides: dict) -> None:
-    """Raise InputError for an unknown key or architecture in `overrides`."""
+def _name(key: str) -> str:
+    return f"training.{key} (--{key.replace('_', '-')})"
+
+
+def check_recipe_values(overrides: dict) -> None:
+    """Raise InputError for an unknown key, architecture or optimizer, or a value out of range, in `overrides`."""
     for key in overrides:
-        if key not in _OVERRIDE_KEYS:
-            raise InputError(f"unknown training setting '{key}'; valid settings: {', '.join(_OVERRIDE_KEYS)}")
+        if key not in OVERRIDE_KEYS:
+            raise InputError(f"unknown training setting '{key}'; valid settings: {', '.join(OVERRIDE_KEYS)}")
     architecture = overrides.get("architecture")
     if architecture is not None and architecture not in ARCHITECTURES and not architecture.startswith(KERAS_FILE_PREFIX):
         raise InputError(
@@ -26,11 +42,80 @@ def check_recipe_overrides(overrides: dict) -> None:
             "or a .keras file in [model]"
         )
 
+    optimizer = overrides.get("optimizer", "adam")
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"{_name('optimizer')} is {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    momentum = overrides.get("momentum")
+    if momentum is not None:
+        if not 0 <= momentum < 1:
+            raise InputError(f"{_name('momentum')} is {momentum}; it must be at least 0 and below 1")
+        if momentum > 0 and optimizer not in _MOMENTUM_OPTIMIZERS:
+            raise InputError(f"{_name('momentum')} is {momentum}, and optimizer {optimizer} has no momentum; "
+                             f"set the optimizer to {' or '.join(_MOMENTUM_OPTIMIZERS)}, or remove momentum")
+
+    decay = overrides.get("weight_decay")
+    if decay is not None:
+        if not 0 <= decay < 1:
+            raise InputError(f"{_name('weight_decay')} is {decay}; it must be at least 0 and below 1")
+        if decay > 0 and optimizer not in _WEIGHT_DECAY_OPTIMIZERS:
+            raise InputError(f"{_name('weight_decay')} is {decay}, and optimizer {optimizer} has no weight decay; "
+                             "set the optimizer to adamw (Adam with decoupled weight decay), sgd or rmsprop")
+
+    shift = overrides.get("random_shift")
+    if shift is not None and (isinstance(shift, bool) or not isinstance(shift, int) or shift < 0):
+        raise InputError(f"{_name('random_shift')} is {shift!r}; it must be a whole number of pixels, 0 or more")
+    flip = overrides.get("random_flip")
+    if flip is not None and not isinstance(flip, bool):
+        raise InputError(f"{_name('random_flip')} is {flip!r}; it must be true or false")
+
+
+def check_augmentation(overrides: dict, input_shape: tuple[int, ...], records: str) -> None:
+    """Raise InputError when `overrides` ask for image augmentation and the records are not images."""
+    asked = [key for key in _IMAGE_KEYS if overrides.get(key)]
+    if asked and len(input_shape) != 3:
+        raise InputError(
+            f"{_name(asked[0])} augments images, and the records of {records} have shape {tuple(input_shape)}, "
+            "not (height, width, channels); remove it, or use input_noise to augment tabular records"
+        )
+    if overrides.get("random_shift") and overrides["random_shift"] >= min(input_shape[:2]):
+        raise InputError(
+            f"{_name('random_shift')} is {overrides['random_shift']} pixels, and the images of {records} have "
+            f"{input_shape[0]}x{input_shape[1]} pixels; choose a shift below {min(input_shape[:2])}"
+        )
+
+
+def check_recipe_overrides(overrides: dict, dataset: str | None = None, records=None) -> None:
+    """Check `overrides` (see check_recipe_values) and, when they augment images, that the records are images.
+
+    `records` is a RecordsSource for a team's records, else `dataset` names
+    the built-in data set. Records are loaded only when image augmentation
+    is asked for.
+    """
+    check_recipe_values(overrides)
+    if not any(overrides.get(key) for key in _IMAGE_KEYS):
+        return
+    if records is not None:
+        from edgemia.data.tables import load_table
+
+        loaded, _, _ = load_table(records)
+        check_augmentation(overrides, tuple(loaded.x.shape[1:]), str(records.path))
+    elif dataset is not None:
+        from edgemia.data.builtin import DATASETS, load_dataset
+
+        if dataset in DATASETS:
+            check_augmentation(overrides, load_dataset(dataset, 0).input_shape, f"data set {dataset}")
+
 
 def audit_recipe(data: AuditData, dataset: str | None, overrides: dict) -> Recipe:
-    """Return the recipe of built-in `dataset`, or for records of a file (dataset None) a default by input rank."""
+    """Return the recipe of built-in `dataset`, or for records of a file (dataset None) a default by input rank.
+
+    An adamw recipe without weight_decay gets Keras's default, ADAMW_WEIGHT_DECAY.
+    """
     if dataset is not None:
         base = RECIPES[dataset]
     else:
         base = _TABLE_RECIPE if len(data.input_shape) == 1 else _IMAGE_RECIPE
+    overrides = dict(overrides)
+    if overrides.get("optimizer") == "adamw" and "weight_decay" not in overrides:
+        overrides["weight_decay"] = ADAMW_WEIGHT_DECAY
     return Recipe(**{**base.to_dict(), **overrides})

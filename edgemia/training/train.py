@@ -17,17 +17,36 @@ from edgemia.training.models import build_model, load_keras_file
 logger = logging.getLogger(__name__)
 
 
+# Optimizers a recipe may name, each a Keras 3 optimizer class.
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """Training recipe of a target model: architecture, epochs, batch size, Adam learning rate."""
+    """Training recipe of the target and every reference model: architecture, optimizer and augmentation.
+
+    NOTE: the training steps of defended variants (edgemia.training.defenses)
+    and the fine-tuning of model steps (pruning, distillation) train with Adam
+    and without augmentation, whatever the recipe's optimizer and augmentation.
+    """
 
     architecture: str  # a key of ARCHITECTURES, or KERAS_FILE_PREFIX and a .keras file
     epochs: int
     batch_size: int
-    learning_rate: float  # Adam
+    learning_rate: float  # of the optimizer
     # Augmentation: standard deviation of the Gaussian noise added to every input in each
     # training step (keras.layers.GaussianNoise); 0 trains on the records as they are.
     input_noise: float = 0.0
+    optimizer: str = "adam"  # one of OPTIMIZERS
+    momentum: float = 0.0  # sgd and rmsprop only
+    # Decoupled weight decay (the variable shrinks by learning_rate * weight_decay each step);
+    # adamw, sgd and rmsprop only.
+    weight_decay: float = 0.0
+    # Image augmentation, drawn anew for every record in each training step. random_shift moves
+    # each image by up to this many pixels along the height and the width, filling the empty
+    # pixels with 0. random_flip flips half the images left to right.
+    random_shift: int = 0
+    random_flip: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,19 +101,55 @@ def fit_model(
     tf.config.experimental.enable_op_determinism()
 
     model = build_model(recipe.architecture, tuple(x.shape[1:]), n_classes)
+    augmentation = augmentation_layers(recipe, tuple(x.shape[1:]), seed)
     trainer = model
-    if recipe.input_noise > 0:
-        # The noise layer wraps the model only while it trains, so the returned model has none.
-        trainer = keras.Sequential([
-            keras.Input(shape=tuple(x.shape[1:])),
-            keras.layers.GaussianNoise(recipe.input_noise, seed=seed),
-            model,
-        ])
+    if augmentation:
+        # The augmentation layers wrap the model only while it trains, so the returned model has none.
+        trainer = keras.Sequential([keras.Input(shape=tuple(x.shape[1:])), *augmentation, model])
     seconds = _compile_and_fit(
         trainer, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"],
-        recipe.epochs, recipe.batch_size, recipe.learning_rate, callbacks,
+        recipe.epochs, recipe.batch_size, make_optimizer(recipe), callbacks,
     )
     return model, seconds
+
+
+def make_optimizer(recipe: Recipe):
+    """Return a fresh Keras optimizer for the recipe's optimizer, learning rate, momentum and weight decay."""
+    keras = import_keras()
+    # Keras skips weight decay for None; 0 would still run the decay step, multiplying by 0.
+    decay = recipe.weight_decay or None
+    if recipe.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=recipe.learning_rate)
+    if recipe.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=recipe.learning_rate, momentum=recipe.momentum, weight_decay=decay)
+    if recipe.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=recipe.learning_rate, momentum=recipe.momentum,
+                                        weight_decay=decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+
+
+def augmentation_layers(recipe: Recipe, input_shape: tuple[int, ...], seed: int) -> list:
+    """Return the Keras layers that augment each training batch under `recipe`, seeded by `seed`; none by default.
+
+    Random shift and flip need image records of shape (height, width,
+    channels); edgemia.training.recipes rejects them for other records
+    before an audit starts.
+    """
+    keras = import_keras()
+    layers = []
+    if recipe.random_shift > 0:
+        height, width = input_shape[0], input_shape[1]
+        layers.append(keras.layers.RandomTranslation(
+            recipe.random_shift / height, recipe.random_shift / width, fill_mode="constant", fill_value=0.0,
+            interpolation="nearest", seed=(seed + 1) % 2**32,
+        ))
+    if recipe.random_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=(seed + 2) % 2**32))
+    if recipe.input_noise > 0:
+        layers.append(keras.layers.GaussianNoise(recipe.input_noise, seed=seed))
+    return layers
 
 
 def fine_tune(
@@ -118,13 +173,13 @@ def fine_tune(
     keras = import_keras()
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    return _compile_and_fit(model, x, targets, loss, [], epochs, batch_size, learning_rate, callbacks)
+    return _compile_and_fit(model, x, targets, loss, [], epochs, batch_size,
+                            keras.optimizers.Adam(learning_rate=learning_rate), callbacks)
 
 
-def _compile_and_fit(model, x, targets, loss, metrics, epochs, batch_size, learning_rate, callbacks) -> float:
-    keras = import_keras()
+def _compile_and_fit(model, x, targets, loss, metrics, epochs, batch_size, optimizer, callbacks) -> float:
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=optimizer,
         loss=loss,
         metrics=metrics,
         steps_per_execution=math.ceil(len(x) / batch_size),
