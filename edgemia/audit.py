@@ -115,7 +115,12 @@ from edgemia.runtime.capture import (
     Capture,
     check_backend_names,
 )
-from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, stratified_resamples
+from edgemia.stats.bootstrap import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    StratifiedResamples,
+    check_resample_count,
+)
 from edgemia.tasks import EXECUTORS, TaskCounts, array_digest, make_executor
 from edgemia.tasks.target import Combination, build_target_variants, load_target_captures, train_target_task
 from edgemia.training.recipes import audit_recipe, check_recipe_overrides
@@ -211,8 +216,7 @@ class AuditConfig:
             )
         if self.ray_address is not None and not self.ray_address.strip():
             raise InputError("--ray-address is empty; give a Ray cluster's address such as 127.0.0.1:6379")
-        if self.bootstrap < 0:
-            raise InputError(f"bootstrap resamples must be 0 (off) or more, got {self.bootstrap}")
+        check_resample_count(self.bootstrap)
         attack_options(self.attack_options)
         if self.policy is not None:
             load_policy(self.policy)
@@ -274,7 +278,7 @@ def _evaluate_captures(
     member: np.ndarray, stage: ProgressStage,
 ) -> tuple[dict[Combination, CaptureBundle], dict[Combination, BundleEvaluation]]:
     """Attack every captured bundle; compare compressed variants with float on the same backend and format."""
-    resamples = stratified_resamples(member, config.bootstrap, config.seed) if config.bootstrap else None
+    resamples = StratifiedResamples(member, config.bootstrap, config.seed) if config.bootstrap else None
     # NOTE: the reference stage writes each capture to disk as it is made, but this stage
     # holds every bundle's K reference captures in memory at once (n x classes floats each).
     bundles = {

@@ -51,8 +51,19 @@ _threads = _bounded_int(0, 1024)
 _epochs = _bounded_int(1, 100_000)
 _references = _bounded_int(0, 4096)
 _jobs = _bounded_int(1, 64)
-_resamples = _bounded_int(0, 1_000_000)
 _port = _bounded_int(1, 65535)
+
+
+def _resamples(text: str) -> int:
+    """Parse --bootstrap; an InputError passes through argparse, so its message is printed whole."""
+    from edgemia.stats.bootstrap import check_resample_count
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    check_resample_count(value)
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -230,8 +241,8 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
                        help="address of a running Ray cluster to join, with --executor ray (default: start "
                        "a local cluster on 127.0.0.1)")
     audit.add_argument("--bootstrap", type=_resamples, default=1000, metavar="N",
-                       help="bootstrap resamples for 95%% confidence intervals; 0 switches them off "
-                       "(default: 1000)")
+                       help="bootstrap resamples for 95%% confidence intervals, 40..100000; 0 switches "
+                       "them off (default: 1000)")
     audit.add_argument("--population", type=_fraction, default=0.0, metavar="FRACTION",
                        help="fraction of the records set aside, before the member split, as population "
                        "records for distill:W:data=population and pate; 0 sets none aside (default: 0)")
@@ -260,8 +271,8 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
     attack.add_argument("--attack-option", action="append", default=[], metavar="KEY=VALUE",
                         dest="attack_options", help=_option_help())
     attack.add_argument("--bootstrap", type=_resamples, default=1000, metavar="N",
-                        help="bootstrap resamples for 95%% confidence intervals; 0 switches them off "
-                        "(default: 1000)")
+                        help="bootstrap resamples for 95%% confidence intervals, 40..100000; 0 switches "
+                        "them off (default: 1000)")
     attack.add_argument("--seed", type=_seed, default=0,
                         help="seed of the bootstrap resamples (default: 0)")
     attack.add_argument("--out", type=Path, required=True, metavar="DIR",

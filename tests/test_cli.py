@@ -274,6 +274,30 @@ def test_attack_option_errors(synthetic_bundle, tmp_path, item, message):
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("count", ["1", "2", "39", "100001"])
+def test_bootstrap_count_out_of_range(synthetic_bundle, tmp_path, count):
+    for command in ("attack", "audit"):
+        out = tmp_path / command
+        extra = ["--captures", str(synthetic_bundle)] if command == "attack" else []
+        result = run_cli(command, *extra, "--bootstrap", count, "--out", str(out))
+        assert result.returncode == 2, result.stderr
+        assert f"--bootstrap {count} is " in result.stderr
+        assert "use 0 to switch the intervals off, or 40..100000 resamples" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not out.exists()
+
+
+def test_bootstrap_zero_reports_no_intervals(synthetic_bundle, tmp_path):
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--bootstrap", "0", "--attacks", "loss",
+                     "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "ci" not in report["variants"][0]["attacks"][0]
+    assert "interval" not in (tmp_path / "report.md").read_text().lower()
+    assert "bootstrap interval" not in (tmp_path / "report.html").read_text().lower()
+    assert "bootstrap interval" not in result.stdout
+
+
 def test_attack_command_without_references(synthetic_bundle, tmp_path):
     for path in synthetic_bundle.glob("reference-*.npz"):
         path.unlink()

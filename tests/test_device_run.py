@@ -42,7 +42,7 @@ exec "{python}" "$@"
 def audit_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("audit") / "run"
     result = run_cli("audit", "--out", str(out), "--epochs", "2", "--reference-models", "4",
-                     "--variants", "float,int8", "--backends", "native", "--bootstrap", "20")
+                     "--variants", "float,int8", "--backends", "native", "--bootstrap", "40")
     assert result.returncode == 0, result.stderr
     return out
 
