@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, run_main_without_tensorflow
-from edgemia.runtime.capture import load_capture
+from edgemia.runtime.capture import load_capture, save_capture
 
 
 def test_unknown_dataset_lists_valid_names(tmp_path):
@@ -296,6 +296,31 @@ def test_bootstrap_zero_reports_no_intervals(synthetic_bundle, tmp_path):
     assert "interval" not in (tmp_path / "report.md").read_text().lower()
     assert "bootstrap interval" not in (tmp_path / "report.html").read_text().lower()
     assert "bootstrap interval" not in result.stdout
+
+
+def test_attack_nan_group_rejected(synthetic_bundle, tmp_path):
+    target = synthetic_bundle / "target.npz"
+    capture, extras = load_capture(target)
+    region = np.where(np.arange(len(capture)) % 2 == 0, 1.0, 2.0)
+    region[[5, 8]] = np.nan
+    save_capture(target, capture, member=extras["member"], groups={"region": region})
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--bootstrap", "0", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert f"{target}: 'group_region' has 2 missing (NaN) subgroup labels (first at row 5)" in result.stderr
+    assert "give every record a label" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_records_nan_group_rejected(tmp_path):
+    from edgemia.data.records import load_records
+    from edgemia.errors import RecordsError
+
+    path = tmp_path / "records.npz"
+    group = np.zeros(6)
+    group[3] = np.nan
+    np.savez(path, x=np.zeros((6, 2), np.float32), y=np.zeros(6, np.int64), group_age=group)
+    with pytest.raises(RecordsError, match=r"'group_age' has 1 missing \(NaN\) subgroup label \(first at row 3\)"):
+        load_records(path)
 
 
 def test_attack_command_without_references(synthetic_bundle, tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemia.data.records import GROUP_PREFIX
+from edgemia.data.records import GROUP_PREFIX, check_group_labels
 from edgemia.errors import InputError
 from edgemia.runtime.capture import Capture, load_capture
 
@@ -114,6 +114,7 @@ class CaptureBundle:
                     f"{target_source}: '{GROUP_PREFIX}{attribute}' has shape {np.shape(values)}; "
                     f"expected one label per record, [{n}]"
                 )
+            check_group_labels(np.asarray(values), target_source, GROUP_PREFIX + attribute)
         for j, capture in enumerate(self.perturbed):
             _check_same_records(capture, f"{self.location}/{perturbed_file_name(j)}", self.target, target_source)
         if self.member.all() or not self.member.any():
