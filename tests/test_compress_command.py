@@ -117,3 +117,47 @@ def test_compress_bad_spec_exits_2(tmp_path):
     assert result.returncode == 2
     assert "unknown word 'int3'" in result.stderr
     assert "Variant grammar" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "option,change,message",
+    [
+        ("--calibration", {"y": lambda y: y + 5}, "'y' has {count} values outside 0..9"),
+        ("--calibration", {"x": lambda x: x.reshape(len(x), -1)}, "'x' has record shape (64,)"),
+        ("--nonmembers", {"y": lambda y: y + 5}, "'y' has {count} values outside 0..9"),
+    ],
+    ids=["calibration-labels", "calibration-shape", "nonmember-labels"],
+)
+def test_compress_checks_records_first(trained_files, tmp_path, option, change, message):
+    source = trained_files / ("members.npz" if option == "--calibration" else "nonmembers.npz")
+    with np.load(source) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    for key, function in change.items():
+        arrays[key] = function(arrays[key])
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    inputs = {"--calibration": trained_files / "members.npz", "--nonmembers": trained_files / "nonmembers.npz",
+              option: bad}
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = run_cli("compress", "--model", str(trained_files / "float.keras"), "--variant", "int8",
+                     *[str(item) for pair in inputs.items() for item in pair], "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    count = int((arrays["y"] >= 10).sum())
+    assert f"{bad}: " + message.format(count=count) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_compress_leaves_no_staging_files(trained_files, tmp_path):
+    out = tmp_path / "new" / "out"
+    result = run_cli("compress", "--model", str(trained_files / "float.keras"), "--variant", "int8",
+                     "--calibration", str(trained_files / "members.npz"),
+                     "--nonmembers", str(trained_files / "population.npz"),
+                     "--backends", "onnxruntime", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["compress.json", "int8.onnx", "int8.tflite"]
