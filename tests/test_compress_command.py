@@ -161,3 +161,32 @@ def test_compress_leaves_no_staging_files(trained_files, tmp_path):
                      "--backends", "onnxruntime", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in out.iterdir()) == ["compress.json", "int8.onnx", "int8.tflite"]
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("zip", "a zip archive without config.json, so not a Keras model file"),
+        ("text", "not a Keras model file, because a .keras file is a zip archive and this file is not one"),
+    ],
+    ids=["zip-without-config", "not-a-zip"],
+)
+def test_compress_non_keras_model_exits_2(tmp_path, content, message):
+    import zipfile
+
+    model = tmp_path / "model.keras"
+    if content == "zip":
+        with zipfile.ZipFile(model, "w") as archive:
+            archive.writestr("notes.txt", "not a model")
+    else:
+        model.write_text("not a model")
+    records = tmp_path / "records.npz"
+    np.savez(records, x=np.zeros((20, 8, 8, 1), np.float32), y=np.arange(20) % 10)
+    out = tmp_path / "out"
+    result = run_cli("compress", "--model", str(model), "--variant", "int8", "--calibration", str(records),
+                     "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert f"--model {model}: {message}" in result.stderr
+    assert "model.save('NAME.keras')" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 from edgemia.compression.pruning import FineTuning
@@ -36,10 +37,33 @@ def _load_keras_model(path: Path):
     keras = import_keras()
     if not path.is_file():
         raise InputError(f"--model {path}: file not found")
+    _check_keras_archive(path)
     try:
         return keras.models.load_model(path, compile=False)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
         raise InputError(f"--model {path}: not a loadable Keras model ({exc})") from exc
+
+
+def _check_keras_archive(path: Path) -> None:
+    """Raise InputError unless a .keras file (or any zip archive) has the config.json that Keras writes.
+
+    Other files, such as legacy HDF5 .h5 models, are left to Keras to read.
+    """
+    if path.suffix != ".keras" and not zipfile.is_zipfile(path):
+        return
+    advice = "pass a model saved with model.save('NAME.keras')"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(
+            f"--model {path}: not a Keras model file, because a .keras file is a zip archive and this file "
+            f"is not one ({exc}); {advice}"
+        ) from exc
+    if "config.json" not in names:
+        raise InputError(
+            f"--model {path}: a zip archive without config.json, so not a Keras model file; {advice}"
+        )
 
 
 def compress(
