@@ -323,6 +323,22 @@ def test_records_nan_group_rejected(tmp_path):
         load_records(path)
 
 
+@pytest.mark.parametrize("stem", ["reference", "perturbed"])
+def test_attack_numbering_gap_rejected(synthetic_bundle, tmp_path, stem):
+    if stem == "perturbed":
+        for j in (0, 2):
+            (synthetic_bundle / f"perturbed-{j}.npz").write_bytes((synthetic_bundle / "target.npz").read_bytes())
+    else:
+        (synthetic_bundle / "reference-1.npz").unlink()
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--bootstrap", "0", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    missing = synthetic_bundle / f"{stem}-1.npz"
+    assert f"{missing}: " in result.stderr
+    assert f"capture not found, but {stem}-" in result.stderr
+    assert "without gaps" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_attack_command_without_references(synthetic_bundle, tmp_path):
     for path in synthetic_bundle.glob("reference-*.npz"):
         path.unlink()

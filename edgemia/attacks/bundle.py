@@ -222,11 +222,6 @@ def load_bundle(directory: str | Path) -> CaptureBundle:
         sources.append(str(path))
 
     perturbed_files = _numbered_files(directory, "perturbed", PERTURBED_PATTERN, "j", "perturbed copy")
-    if perturbed_files and sorted(perturbed_files) != list(range(len(perturbed_files))):
-        raise InputError(
-            f"{directory}: perturbed captures are numbered {sorted(perturbed_files)}; number them "
-            f"perturbed-0.npz to perturbed-{len(perturbed_files) - 1}.npz without gaps"
-        )
     perturbed = []
     for j in sorted(perturbed_files):
         capture, _ = load_capture(perturbed_files[j])
@@ -253,7 +248,7 @@ def load_bundle(directory: str | Path) -> CaptureBundle:
 
 
 def _numbered_files(directory: Path, stem: str, pattern: re.Pattern, letter: str, noun: str) -> dict[int, Path]:
-    """Map each number to its `<stem>-<number>.npz` file, rejecting other names and repeats."""
+    """Map each number to its `<stem>-<number>.npz` file, rejecting other names, repeats and gaps."""
     numbered: dict[int, Path] = {}
     for path in sorted(directory.glob(f"{stem}-*.npz")):
         match = pattern.fullmatch(path.name)
@@ -265,4 +260,11 @@ def _numbered_files(directory: Path, stem: str, pattern: re.Pattern, letter: str
                 f"{path}: {noun} {number} also appears as {numbered[number]}; keep one file per {letter}"
             )
         numbered[number] = path
+    missing = sorted(set(range(len(numbered))) - set(numbered))
+    if missing:
+        last = max(numbered)
+        raise InputError(
+            f"{directory / f'{stem}-{missing[0]}.npz'}: {noun} capture not found, but {stem}-{last}.npz "
+            f"exists; number the {stem} captures {stem}-0.npz, {stem}-1.npz, ... without gaps"
+        )
     return numbered
