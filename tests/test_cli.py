@@ -24,6 +24,8 @@ def test_unknown_dataset_lists_valid_names(tmp_path):
     "option,value,message",
     [
         ("--variants", "float,int3", "unknown word 'int3'; valid words: "),
+        ("--variants", "float,prune:0.5:epochs=+3", "invalid variant 'prune:0.5:epochs=+3': '+' separates steps"),
+        ("--variants", "float,prune:0_5", "invalid variant 'prune:0_5': prune: sparsity '0_5' is not a number"),
         ("--backends", "litert,onnx", "valid backends: native, litert, onnxruntime"),
         ("--attacks", "loss,label-only", "valid attacks: loss, confidence, entropy, modified-entropy, label-gap, "
          "label-augment, lira-online, lira-offline, rmia, rmia-offline, shadow"),
