@@ -93,7 +93,7 @@ from edgemia.compression.variants import FORMATS, CompressionData, VariantExport
 from edgemia.data.builtin import DATASETS, load_dataset
 from edgemia.data.perturb import describe_perturbation, perturbed_copies
 from edgemia.data.records import save_records
-from edgemia.data.tables import RecordsSource, load_table, load_table_data, read_member_column
+from edgemia.data.tables import RecordsSource, load_table_data
 from edgemia.errors import InputError
 from edgemia.evaluation import (
     BundleEvaluation,
@@ -224,10 +224,11 @@ class AuditConfig:
         if self.model is not None:
             check_exported_model(Path(self.model), self.records, self.training)
             exported_attacks(self.attacks)
+        # Loading and splitting the records raises InputError for a bad column or split before the run starts.
         if self.records is not None:
-            load_table(self.records)  # raises InputError naming a missing or invalid column before the run starts
-        if self.records is not None and self.records.member is not None:
-            read_member_column(self.records)
+            load_table_data(self.records, self.seed, self.population)
+        else:
+            load_dataset(self.dataset, self.seed, self.population)
 
 
 # A progress stage is entered with a description and a total count of steps;

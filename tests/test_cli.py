@@ -55,6 +55,20 @@ def test_audit_refuses_foreign_directory(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+def test_audit_rerun_late_error_keeps_report(tmp_path):
+    old = {"run.json": '{"status": "complete"}', "report.json": "{}", "report.md": "# old", "report.html": "<p>old"}
+    for name, text in old.items():
+        (tmp_path / name).write_text(text)
+    result = run_cli("audit", "--population", "0.99", "--variants", "float", "--reference-models", "0",
+                     "--bootstrap", "0", "--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "--population 0.99: the 1797 records cannot be split" in result.stderr
+    assert "choose a smaller population fraction" in result.stderr
+    assert "Traceback" not in result.stderr
+    for name, text in old.items():
+        assert (tmp_path / name).read_text() == text
+
+
 def test_audit_out_is_a_file(tmp_path):
     target = tmp_path / "file"
     target.write_text("x")
