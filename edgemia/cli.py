@@ -304,7 +304,8 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
     capture.add_argument("--data", type=Path, required=True, help="records file (.npz)")
     capture.add_argument("--backend", required=True, metavar="NAME",
                          help=f"backend: {', '.join(BACKENDS)}")
-    capture.add_argument("--out", type=Path, required=True, help="capture file to write (.npz)")
+    capture.add_argument("--out", type=Path, required=True,
+                         help="capture file to write (.npz), in an existing directory")
     capture.add_argument("--threads", type=_threads, default=0,
                          help="inference threads, 0..1024; 0 uses every core (default: 0)")
     capture.add_argument("--numerics", default=None, metavar="MODE",
@@ -430,6 +431,10 @@ def _run_capture(args: argparse.Namespace, console: Console) -> int:
 
     check_backend_names([args.backend])
     out = check_output_file(args.out, "--out", inputs=(args.model, args.data))
+    # A mistyped directory would otherwise be created silently, and the capture would land out of sight.
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: directory {out.parent} not found; create it first, or choose a file in an "
+                         "existing directory")
     records = load_records(args.data)
     capture = run_capture(
         args.model, records, args.backend, threads=args.threads, numerics=args.numerics,

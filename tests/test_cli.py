@@ -433,3 +433,15 @@ def test_attack_out_refuses_run_or_bundle(synthetic_bundle, tmp_path, marker):
     assert result.returncode == 2
     assert f"contains {marker}" in result.stderr
     assert not (out / "report.json").exists()
+
+
+def test_capture_out_parent_must_exist(tmp_path):
+    model, records = tmp_path / "model.tflite", tmp_path / "records.npz"
+    model.write_bytes(b"")
+    np.savez(records, x=np.zeros((4, 8, 8, 1), np.float32), y=np.zeros(4, np.int64))
+    out = tmp_path / "missing" / "inner" / "capture.npz"
+    result = run_cli("capture", "--model", str(model), "--data", str(records), "--backend", "native",
+                     "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert f"--out {out}: directory {out.parent} not found; create it first" in result.stderr
+    assert not (tmp_path / "missing").exists()
