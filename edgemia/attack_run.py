@@ -37,7 +37,7 @@ from edgemia.reporting.environment import environment
 from edgemia.reporting.policy import Policy
 from edgemia.reporting.writer import write_reports
 from edgemia.runtime.capture import load_capture
-from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, stratified_resamples
+from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, StratifiedResamples, check_resample_count
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +123,7 @@ def run_attack_report(
         if not attacks:
             raise InputError("the attack list is empty")
         check_attack_names(attacks)
-    if n_resamples < 0:
-        raise InputError(f"bootstrap resamples must be 0 (off) or more, got {n_resamples}")
+    check_resample_count(n_resamples)
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -138,7 +137,7 @@ def run_attack_report(
             min(bundle.n_perturbed for bundle in bundles.values()),
         )
     first = next(iter(bundles.values()))
-    resamples = stratified_resamples(first.member, n_resamples, seed) if n_resamples else None
+    resamples = StratifiedResamples(first.member, n_resamples, seed) if n_resamples else None
     evaluations = evaluate_bundles(bundles, attacks, resamples, confidence, options=options)
 
     variants = []

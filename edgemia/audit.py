@@ -93,7 +93,7 @@ from edgemia.compression.variants import FORMATS, CompressionData, VariantExport
 from edgemia.data.builtin import DATASETS, load_dataset
 from edgemia.data.perturb import describe_perturbation, perturbed_copies
 from edgemia.data.records import save_records
-from edgemia.data.tables import RecordsSource, load_table, load_table_data, read_member_column
+from edgemia.data.tables import RecordsSource, load_table_data
 from edgemia.errors import InputError
 from edgemia.evaluation import (
     BundleEvaluation,
@@ -116,7 +116,12 @@ from edgemia.runtime.capture import (
     Capture,
     check_backend_names,
 )
-from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, stratified_resamples
+from edgemia.stats.bootstrap import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    StratifiedResamples,
+    check_resample_count,
+)
 from edgemia.tasks import EXECUTORS, TaskCounts, array_digest, make_executor
 from edgemia.tasks.target import Combination, build_target_variants, load_target_captures, train_target_task
 from edgemia.training.recipes import audit_recipe, check_recipe_overrides
@@ -212,8 +217,7 @@ class AuditConfig:
             )
         if self.ray_address is not None and not self.ray_address.strip():
             raise InputError("--ray-address is empty; give a Ray cluster's address such as 127.0.0.1:6379")
-        if self.bootstrap < 0:
-            raise InputError(f"bootstrap resamples must be 0 (off) or more, got {self.bootstrap}")
+        check_resample_count(self.bootstrap)
         attack_options(self.attack_options)
         if self.policy is not None:
             load_policy(self.policy)
@@ -221,10 +225,11 @@ class AuditConfig:
         if self.model is not None:
             check_exported_model(Path(self.model), self.records, self.training)
             exported_attacks(self.attacks)
+        # Loading and splitting the records raises InputError for a bad column or split before the run starts.
         if self.records is not None:
-            load_table(self.records)  # raises InputError naming a missing or invalid column before the run starts
-        if self.records is not None and self.records.member is not None:
-            read_member_column(self.records)
+            load_table_data(self.records, self.seed, self.population)
+        else:
+            load_dataset(self.dataset, self.seed, self.population)
 
 
 # A progress stage is entered with a description and a total count of steps;
@@ -275,7 +280,7 @@ def _evaluate_captures(
     member: np.ndarray, stage: ProgressStage,
 ) -> tuple[dict[Combination, CaptureBundle], dict[Combination, BundleEvaluation]]:
     """Attack every captured bundle; compare compressed variants with float on the same backend and format."""
-    resamples = stratified_resamples(member, config.bootstrap, config.seed) if config.bootstrap else None
+    resamples = StratifiedResamples(member, config.bootstrap, config.seed) if config.bootstrap else None
     options = attack_options(config.attack_options)
     # One bundle's K reference captures are in memory at a time: each bundle is
     # loaded, scored and written, then its reference captures are dropped.

@@ -51,8 +51,19 @@ _threads = _bounded_int(0, 1024)
 _epochs = _bounded_int(1, 100_000)
 _references = _bounded_int(0, 4096)
 _jobs = _bounded_int(1, 64)
-_resamples = _bounded_int(0, 1_000_000)
 _port = _bounded_int(1, 65535)
+
+
+def _resamples(text: str) -> int:
+    """Parse --bootstrap; an InputError passes through argparse, so its message is printed whole."""
+    from edgemia.stats.bootstrap import check_resample_count
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    check_resample_count(value)
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -259,8 +270,8 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
                        help="address of a running Ray cluster to join, with --executor ray (default: start "
                        "a local cluster on 127.0.0.1)")
     audit.add_argument("--bootstrap", type=_resamples, default=1000, metavar="N",
-                       help="bootstrap resamples for 95%% confidence intervals; 0 switches them off "
-                       "(default: 1000)")
+                       help="bootstrap resamples for 95%% confidence intervals, 40..100000; 0 switches "
+                       "them off (default: 1000)")
     audit.add_argument("--population", type=_fraction, default=0.0, metavar="FRACTION",
                        help="fraction of the records set aside, before the member split, as population "
                        "records for distill:W:data=population and pate; 0 sets none aside (default: 0)")
@@ -290,8 +301,8 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
     attack.add_argument("--attack-option", action="append", default=[], metavar="KEY=VALUE",
                         dest="attack_options", help=_option_help())
     attack.add_argument("--bootstrap", type=_resamples, default=1000, metavar="N",
-                        help="bootstrap resamples for 95%% confidence intervals; 0 switches them off "
-                        "(default: 1000)")
+                        help="bootstrap resamples for 95%% confidence intervals, 40..100000; 0 switches "
+                        "them off (default: 1000)")
     attack.add_argument("--seed", type=_seed, default=0,
                         help="seed of the bootstrap resamples (default: 0)")
     attack.add_argument("--out", type=Path, required=True, metavar="DIR",
@@ -323,7 +334,8 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
     capture.add_argument("--data", type=Path, required=True, help="records file (.npz)")
     capture.add_argument("--backend", required=True, metavar="NAME",
                          help=f"backend: {', '.join(BACKENDS)}")
-    capture.add_argument("--out", type=Path, required=True, help="capture file to write (.npz)")
+    capture.add_argument("--out", type=Path, required=True,
+                         help="capture file to write (.npz), in an existing directory")
     capture.add_argument("--threads", type=_threads, default=0,
                          help="inference threads, 0..1024; 0 uses every core (default: 0)")
     capture.add_argument("--numerics", default=None, metavar="MODE",
@@ -449,6 +461,10 @@ def _run_capture(args: argparse.Namespace, console: Console) -> int:
 
     check_backend_names([args.backend])
     out = check_output_file(args.out, "--out", inputs=(args.model, args.data))
+    # A mistyped directory would otherwise be created silently, and the capture would land out of sight.
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: directory {out.parent} not found; create it first, or choose a file in an "
+                         "existing directory")
     records = load_records(args.data)
     capture = run_capture(
         args.model, records, args.backend, threads=args.threads, numerics=args.numerics,

@@ -1,9 +1,9 @@
 """Audit of an already exported .tflite or .onnx model, as it is, on a team's records.
 
-Without a Keras model and a training recipe there are no reference models,
-so only the attacks that threshold the target's own outputs run (loss,
-confidence, entropy, modified-entropy, label-gap); the reports mark them as
-weaker. The records file must name its member column: which records the
+Without a Keras model and a training recipe there are no reference models.
+Only the attacks that threshold the target's own outputs run (loss,
+confidence, entropy, modified-entropy, label-gap), and the reports mark them
+as weaker. The records file must name its member column: which records the
 model was trained on. Features go to the model exactly as stored in the
 file, without standardization.
 

@@ -20,6 +20,14 @@ def default_run(tmp_path_factory) -> tuple[Path, dict]:
     return out, report
 
 
+@pytest.fixture
+def server(tmp_path):
+    """An OpenSSH server on 127.0.0.1 for the device tests (tests/sshd.py); skips when OpenSSH is missing."""
+    from sshd import running_server
+
+    yield from running_server(tmp_path / "sshd")
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Run `python -m edgemia ARGS` in a fresh process and capture its output.
 

@@ -15,8 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 START_ATTEMPTS = 3
@@ -144,6 +146,14 @@ class TestServer:
         path.write_text(f"[127.0.0.1]:{self.port} {key_type} {blob}\n")
         return path
 
+    def connection_arguments(self, known_hosts: Path | None = None) -> list[str]:
+        """Return the `edgemia device` options that reach this server as the current user with the client key.
+
+        `known_hosts` defaults to a file that contains the server's real host key.
+        """
+        return ["--host", f"{self.user}@127.0.0.1", "--port", str(self.port),
+                "--known-hosts", str(known_hosts or self.known_hosts()), "--identity", str(self.client_key)]
+
     def fingerprint(self, key: Path | None = None) -> str:
         key = key or self.host_key
         done = subprocess.run(["ssh-keygen", "-lf", str(key.with_suffix(".pub"))], capture_output=True, text=True,
@@ -180,6 +190,21 @@ class TestServer:
                 pass
         return len(pids)
 
+    def kill_sessions_when(self, condition: Callable[[], bool], timeout: float) -> threading.Thread:
+        """Kill every open connection, from a thread, once `condition()` holds or `timeout` seconds have passed."""
+
+        def watch():
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if condition():
+                    self.kill_sessions()
+                    return
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        return thread
+
     def stop(self) -> None:
         if self.process is None:
             return
@@ -191,3 +216,22 @@ class TestServer:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+
+def running_server(directory: Path) -> Iterator[TestServer]:
+    """Start a server in `directory` whose `python3` is this interpreter, yield it and stop it.
+
+    Skips the test when this machine lacks a tool the server needs.
+    """
+    import pytest
+
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"the SSH tests need {', '.join(missing)}")
+    server = TestServer(directory)
+    server.add_python()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

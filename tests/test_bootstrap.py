@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy.stats import bootstrap, norm, rankdata
 
-from edgemia.stats.bootstrap import metric_draws, stratified_resamples
+from edgemia.stats.bootstrap import (
+    MAX_RESAMPLES,
+    MIN_RESAMPLES,
+    StratifiedResamples,
+    check_resample_count,
+    metric_draws,
+    stratified_resamples,
+)
+from edgemia.errors import InputError
 from edgemia.stats.roc import attack_metrics
 
 
@@ -127,3 +135,71 @@ def test_paired_p_values_of_identical_scores():
     p_values = draws.minus(draws).p_values()
     assert p_values["auc"] == 1.0
     assert p_values["tpr_at_fpr"]["0.01"] == 1.0
+
+
+def _resamples_in_one_draw(member, n_resamples, seed):
+    """The resamples as drawn before the block-wise draw: all member rows in one call, then all non-member rows."""
+    rng = np.random.default_rng([0xB0075, seed])
+    members, nonmembers = np.flatnonzero(member), np.flatnonzero(~member)
+    return np.concatenate(
+        [
+            members[rng.integers(0, members.size, size=(n_resamples, members.size))],
+            nonmembers[rng.integers(0, nonmembers.size, size=(n_resamples, nonmembers.size))],
+        ],
+        axis=1,
+    )
+
+
+@pytest.mark.parametrize("n_resamples", [1, 24, 25, 26, 1000])
+def test_blockwise_resamples_equal_one_draw(n_resamples):
+    _, member = _scores(n=301, seed=14)
+    expected = _resamples_in_one_draw(member, n_resamples, seed=15)
+    lazy = StratifiedResamples(member, n_resamples, seed=15)
+    np.testing.assert_array_equal(np.concatenate(list(lazy.blocks())), expected)
+    # A second pass draws the same rows again.
+    np.testing.assert_array_equal(np.concatenate(list(lazy.blocks())), expected)
+    np.testing.assert_array_equal(stratified_resamples(member, n_resamples, seed=15), expected)
+
+
+def test_blockwise_draws_equal_array_draws():
+    scores, member = _scores(seed=16, ties=True)
+    lazy = metric_draws(scores, member, StratifiedResamples(member, 300, seed=17))
+    whole = metric_draws(scores, member, stratified_resamples(member, 300, seed=17))
+    assert lazy.intervals() == whole.intervals()
+    np.testing.assert_array_equal(lazy.auc, whole.auc)
+
+
+def test_blockwise_draws_bounded_memory():
+    import tracemalloc
+
+    scores, member = _scores(n=4000, seed=18)
+    n_resamples = 4000  # the whole index array would take 4000 x 4000 x 8 bytes = 128 MB
+    tracemalloc.start()
+    try:
+        draws = metric_draws(scores, member, StratifiedResamples(member, n_resamples, seed=19), levels=(0.01,))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert draws.auc.shape == (n_resamples,)
+    assert peak < 32 * 2**20
+
+
+@pytest.mark.parametrize("count", [-1, 1, 2, MIN_RESAMPLES - 1, MAX_RESAMPLES + 1])
+def test_resample_count_out_of_range(count):
+    with pytest.raises(InputError, match=f"--bootstrap {count} .*use 0 to switch the intervals off"):
+        check_resample_count(count)
+
+
+@pytest.mark.parametrize("count", [0, MIN_RESAMPLES, 1000, MAX_RESAMPLES])
+def test_resample_count_in_range(count):
+    check_resample_count(count)
+
+
+def test_minimum_resamples_cover_point_estimate():
+    # With 1 resample the interval misses the AUC of the data for each of these seeds, with 2 for 8 of them.
+    scores, member = _scores(seed=20)
+    point = attack_metrics(scores, member, levels=()).auc
+    for seed in range(20):
+        resamples = stratified_resamples(member, MIN_RESAMPLES, seed)
+        low, high = metric_draws(scores, member, resamples, levels=()).intervals()["auc"]
+        assert low <= point <= high

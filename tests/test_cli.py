@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, run_main_without_tensorflow
-from edgemia.runtime.capture import load_capture
+from edgemia.runtime.capture import load_capture, save_capture
 
 
 def test_unknown_dataset_lists_valid_names(tmp_path):
@@ -24,6 +24,8 @@ def test_unknown_dataset_lists_valid_names(tmp_path):
     "option,value,message",
     [
         ("--variants", "float,int3", "unknown word 'int3'; valid words: "),
+        ("--variants", "float,prune:0.5:epochs=+3", "invalid variant 'prune:0.5:epochs=+3': '+' separates steps"),
+        ("--variants", "float,prune:0_5", "invalid variant 'prune:0_5': prune: sparsity '0_5' is not a number"),
         ("--backends", "litert,onnx", "valid backends: native, litert, onnxruntime"),
         ("--attacks", "loss,label-only", "valid attacks: loss, confidence, entropy, modified-entropy, label-gap, "
          "label-augment, lira-online, lira-offline, rmia, rmia-offline, shadow"),
@@ -51,6 +53,20 @@ def test_audit_refuses_foreign_directory(tmp_path):
     assert result.returncode == 2
     assert "not an edgemia run" in result.stderr
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_audit_rerun_late_error_keeps_report(tmp_path):
+    old = {"run.json": '{"status": "complete"}', "report.json": "{}", "report.md": "# old", "report.html": "<p>old"}
+    for name, text in old.items():
+        (tmp_path / name).write_text(text)
+    result = run_cli("audit", "--population", "0.99", "--variants", "float", "--reference-models", "0",
+                     "--bootstrap", "0", "--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "--population 0.99: the 1797 records cannot be split" in result.stderr
+    assert "choose a smaller population fraction" in result.stderr
+    assert "Traceback" not in result.stderr
+    for name, text in old.items():
+        assert (tmp_path / name).read_text() == text
 
 
 def test_audit_out_is_a_file(tmp_path):
@@ -274,6 +290,71 @@ def test_attack_option_errors(synthetic_bundle, tmp_path, item, message):
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("count", ["1", "2", "39", "100001"])
+def test_bootstrap_count_out_of_range(synthetic_bundle, tmp_path, count):
+    for command in ("attack", "audit"):
+        out = tmp_path / command
+        extra = ["--captures", str(synthetic_bundle)] if command == "attack" else []
+        result = run_cli(command, *extra, "--bootstrap", count, "--out", str(out))
+        assert result.returncode == 2, result.stderr
+        assert f"--bootstrap {count} is " in result.stderr
+        assert "use 0 to switch the intervals off, or 40..100000 resamples" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not out.exists()
+
+
+def test_bootstrap_zero_reports_no_intervals(synthetic_bundle, tmp_path):
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--bootstrap", "0", "--attacks", "loss",
+                     "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "ci" not in report["variants"][0]["attacks"][0]
+    assert "interval" not in (tmp_path / "report.md").read_text().lower()
+    assert "bootstrap interval" not in (tmp_path / "report.html").read_text().lower()
+    assert "bootstrap interval" not in result.stdout
+
+
+def test_attack_nan_group_rejected(synthetic_bundle, tmp_path):
+    target = synthetic_bundle / "target.npz"
+    capture, extras = load_capture(target)
+    region = np.where(np.arange(len(capture)) % 2 == 0, 1.0, 2.0)
+    region[[5, 8]] = np.nan
+    save_capture(target, capture, member=extras["member"], groups={"region": region})
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--bootstrap", "0", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert f"{target}: 'group_region' has 2 missing (NaN) subgroup labels (first at row 5)" in result.stderr
+    assert "give every record a label" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_records_nan_group_rejected(tmp_path):
+    from edgemia.data.records import load_records
+    from edgemia.errors import RecordsError
+
+    path = tmp_path / "records.npz"
+    group = np.zeros(6)
+    group[3] = np.nan
+    np.savez(path, x=np.zeros((6, 2), np.float32), y=np.zeros(6, np.int64), group_age=group)
+    with pytest.raises(RecordsError, match=r"'group_age' has 1 missing \(NaN\) subgroup label \(first at row 3\)"):
+        load_records(path)
+
+
+@pytest.mark.parametrize("stem", ["reference", "perturbed"])
+def test_attack_numbering_gap_rejected(synthetic_bundle, tmp_path, stem):
+    if stem == "perturbed":
+        for j in (0, 2):
+            (synthetic_bundle / f"perturbed-{j}.npz").write_bytes((synthetic_bundle / "target.npz").read_bytes())
+    else:
+        (synthetic_bundle / "reference-1.npz").unlink()
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--bootstrap", "0", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    missing = synthetic_bundle / f"{stem}-1.npz"
+    assert f"{missing}: " in result.stderr
+    assert f"capture not found, but {stem}-" in result.stderr
+    assert "without gaps" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_attack_command_without_references(synthetic_bundle, tmp_path):
     for path in synthetic_bundle.glob("reference-*.npz"):
         path.unlink()
@@ -352,3 +433,15 @@ def test_attack_out_refuses_run_or_bundle(synthetic_bundle, tmp_path, marker):
     assert result.returncode == 2
     assert f"contains {marker}" in result.stderr
     assert not (out / "report.json").exists()
+
+
+def test_capture_out_parent_must_exist(tmp_path):
+    model, records = tmp_path / "model.tflite", tmp_path / "records.npz"
+    model.write_bytes(b"")
+    np.savez(records, x=np.zeros((4, 8, 8, 1), np.float32), y=np.zeros(4, np.int64))
+    out = tmp_path / "missing" / "inner" / "capture.npz"
+    result = run_cli("capture", "--model", str(model), "--data", str(records), "--backend", "native",
+                     "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert f"--out {out}: directory {out.parent} not found; create it first" in result.stderr
+    assert not (tmp_path / "missing").exists()

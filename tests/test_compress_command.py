@@ -117,3 +117,76 @@ def test_compress_bad_spec_exits_2(tmp_path):
     assert result.returncode == 2
     assert "unknown word 'int3'" in result.stderr
     assert "Variant grammar" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "option,change,message",
+    [
+        ("--calibration", {"y": lambda y: y + 5}, "'y' has {count} values outside 0..9"),
+        ("--calibration", {"x": lambda x: x.reshape(len(x), -1)}, "'x' has record shape (64,)"),
+        ("--nonmembers", {"y": lambda y: y + 5}, "'y' has {count} values outside 0..9"),
+    ],
+    ids=["calibration-labels", "calibration-shape", "nonmember-labels"],
+)
+def test_compress_checks_records_first(trained_files, tmp_path, option, change, message):
+    source = trained_files / ("members.npz" if option == "--calibration" else "nonmembers.npz")
+    with np.load(source) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    for key, function in change.items():
+        arrays[key] = function(arrays[key])
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    inputs = {"--calibration": trained_files / "members.npz", "--nonmembers": trained_files / "nonmembers.npz",
+              option: bad}
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = run_cli("compress", "--model", str(trained_files / "float.keras"), "--variant", "int8",
+                     *[str(item) for pair in inputs.items() for item in pair], "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    count = int((arrays["y"] >= 10).sum())
+    assert f"{bad}: " + message.format(count=count) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_compress_leaves_no_staging_files(trained_files, tmp_path):
+    out = tmp_path / "new" / "out"
+    result = run_cli("compress", "--model", str(trained_files / "float.keras"), "--variant", "int8",
+                     "--calibration", str(trained_files / "members.npz"),
+                     "--nonmembers", str(trained_files / "population.npz"),
+                     "--backends", "onnxruntime", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["compress.json", "int8.onnx", "int8.tflite"]
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("zip", "a zip archive without config.json, so not a Keras model file"),
+        ("text", "not a Keras model file, because a .keras file is a zip archive and this file is not one"),
+    ],
+    ids=["zip-without-config", "not-a-zip"],
+)
+def test_compress_non_keras_model_exits_2(tmp_path, content, message):
+    import zipfile
+
+    model = tmp_path / "model.keras"
+    if content == "zip":
+        with zipfile.ZipFile(model, "w") as archive:
+            archive.writestr("notes.txt", "not a model")
+    else:
+        model.write_text("not a model")
+    records = tmp_path / "records.npz"
+    np.savez(records, x=np.zeros((20, 8, 8, 1), np.float32), y=np.arange(20) % 10)
+    out = tmp_path / "out"
+    result = run_cli("compress", "--model", str(model), "--variant", "int8", "--calibration", str(records),
+                     "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert f"--model {model}: {message}" in result.stderr
+    assert "model.save('NAME.keras')" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import run_cli
-from edgemia.compression.spec import GRAMMAR, TRAINING_STEP, parse_variant
-from edgemia.errors import InputError
+from edgemia.compression.spec import TRAINING_STEP, parse_variant
 
 
 @pytest.mark.parametrize(
@@ -54,42 +53,6 @@ def test_dp_sgd_defaults():
 def test_pate_uses_population():
     assert parse_variant("pate:teachers=5").uses_population
     assert not parse_variant("dp-sgd:eps=1").uses_population
-
-
-@pytest.mark.parametrize(
-    "text,reason",
-    [
-        ("dp-sgd:eps=-1", "dp-sgd: eps -1 is outside 0 < x <= 1e+06"),
-        ("dp-sgd:eps=0", "eps 0 is outside"),
-        ("dp-sgd:eps=inf", "eps inf is outside"),
-        ("dp-sgd", "dp-sgd needs eps=E"),
-        ("dp-sgd:eps=1:noise=2", "not both"),
-        ("dp-sgd:eps=1:delta=1", "delta 1 is outside 0 < x < 1"),
-        ("dp-sgd:eps=1:clip=0", "clip 0 is outside"),
-        ("dp-sgd:eps=1:lr=0", "lr 0 is outside 0 < x <= 10"),
-        ("dp-sgd:eps=1:batch=0", "batch 0 is outside 1..100000"),
-        ("pate:teachers=1", "pate: teachers 1 is outside 2..1000"),
-        ("pate:teachers=2.5", "teachers '2.5' is not an integer"),
-        ("pate:noise=0", "noise 0 is outside"),
-        ("l2:0", "lambda 0 is outside 0 < x <= 1"),
-        ("l2", "'l2' needs a lambda"),
-        ("dropout:1", "rate 1 is outside 0 < x < 1"),
-        ("label-smoothing:-0.1", "alpha -0.1 is outside"),
-        ("early-stop:holdout=0.9", "holdout 0.9 is outside 0 < x <= 0.5"),
-        ("prune:0.5+dp-sgd:eps=1", "the training step 'dp-sgd' comes after 'prune'"),
-        ("l2:0.1+l2:0.01", "the training step 'l2' is given twice"),
-        ("dp-sgd:eps=1+pate", "dp-sgd and pate are two ways to train the model"),
-        ("early-stop+dp-sgd:eps=1", "early-stop chooses the epoch on held-out training records"),
-        ("pate+early-stop", "which pate's privacy accounting does not cover"),
-    ],
-)
-def test_bad_defense_rejected(text, reason):
-    with pytest.raises(InputError) as raised:
-        parse_variant(text)
-    message = str(raised.value)
-    assert reason in message
-    assert GRAMMAR in message
-    assert raised.value.exit_code == 2
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import pytest
 from conftest import run_cli
 from report_schema import assert_matches_schema
 from edgemia.runtime.capture import load_capture
-from sshd import TestServer, missing_tools
+from sshd import TestServer
 
 pytestmark = pytest.mark.slow
 
@@ -43,43 +41,14 @@ exec "{python}" "$@"
 def audit_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("audit") / "run"
     result = run_cli("audit", "--out", str(out), "--epochs", "2", "--reference-models", "4",
-                     "--variants", "float,int8", "--backends", "native", "--bootstrap", "20")
+                     "--variants", "float,int8", "--backends", "native", "--bootstrap", "40")
     assert result.returncode == 0, result.stderr
     return out
 
 
-@pytest.fixture
-def server(tmp_path):
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"the device run tests need {', '.join(missing)}")
-    server = TestServer(tmp_path / "sshd")
-    server.add_python()
-    server.start()
-    yield server
-    server.stop()
-
-
-def kill_sessions_when(server: TestServer, condition, timeout: float = 300.0) -> threading.Thread:
-    """Kill the server's connections, from a thread, once `condition()` holds."""
-
-    def watch():
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                server.kill_sessions()
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def _run_arguments(server: TestServer, run_dir: Path, remote: Path) -> list[str]:
-    return ["device", "run", str(run_dir), "--device", DEVICE, "--host", f"{server.user}@127.0.0.1",
-            "--port", str(server.port), "--known-hosts", str(server.known_hosts()),
-            "--identity", str(server.client_key), "--remote-dir", str(remote), "--backends", "native"]
+    return ["device", "run", str(run_dir), "--device", DEVICE, *server.connection_arguments(),
+            "--remote-dir", str(remote), "--backends", "native"]
 
 
 def _device_files(run_dir: Path) -> list[Path]:
@@ -139,7 +108,7 @@ def test_lost_connection_keeps_finished_captures(audit_run, server, tmp_path):
     def fourth_started() -> bool:
         return counter.is_file() and counter.read_text().strip() == "4"
 
-    watcher = kill_sessions_when(server, fourth_started)
+    watcher = server.kill_sessions_when(fourth_started, timeout=300.0)
     result = run_cli(*_run_arguments(server, audit_run, tmp_path / "remote"))
     watcher.join()
     assert result.returncode == 4, result.stderr

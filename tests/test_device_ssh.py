@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from edgemia.devices.ssh import SshClient, SshOptions, SshTarget
 from edgemia.errors import DeviceConnectionError, DeviceTimeout, HostKeyError
 from edgemia.runtime.capture import load_capture, run_capture
 from edgemia.util import sha256_file
-from sshd import TestServer, missing_tools
+from sshd import TestServer
 
 # A `cat` that copies 64 KiB every 50 ms, so that a 4 MiB transfer takes
 # about 3 s and can be cut in the middle.
@@ -41,18 +40,6 @@ while True:
     time.sleep(0.05)
 """
 LARGE_BYTES = 4 * 1024 * 1024
-
-
-@pytest.fixture
-def server(tmp_path):
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"the SSH runner tests need {', '.join(missing)}")
-    server = TestServer(tmp_path / "sshd")
-    server.add_python()
-    server.start()
-    yield server
-    server.stop()
 
 
 def _client(server: TestServer, **options) -> SshClient:
@@ -103,22 +90,6 @@ def test_check_reports_host_board(server, tmp_path):
     assert "native" in check.backends
 
 
-def _kill_when(server: TestServer, condition, timeout: float = 60.0) -> threading.Thread:
-    """Kill the server's connections, from a thread, once `condition()` holds."""
-
-    def watch():
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                server.kill_sessions()
-                return
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_killed_pull_leaves_no_file(server, tmp_path):
     source = tmp_path / "board" / "large.bin"
     source.parent.mkdir()
@@ -131,7 +102,7 @@ def test_killed_pull_leaves_no_file(server, tmp_path):
     def partly_arrived() -> bool:
         return any(path.stat().st_size > LARGE_BYTES // 4 for path in local_dir.iterdir())
 
-    watcher = _kill_when(server, partly_arrived)
+    watcher = server.kill_sessions_when(partly_arrived, timeout=60.0)
     with _client(server) as client:
         with pytest.raises(DeviceConnectionError, match="lost the connection"):
             client.pull(str(source), local_dir / "large.bin", sha256_file(source), timeout=120)
@@ -150,7 +121,7 @@ def test_killed_push_leaves_no_file(server, tmp_path):
     def partly_arrived() -> bool:
         return any(path.stat().st_size > LARGE_BYTES // 4 for path in remote_dir.iterdir())
 
-    watcher = _kill_when(server, partly_arrived)
+    watcher = server.kill_sessions_when(partly_arrived, timeout=60.0)
     with _client(server) as client:
         with pytest.raises(DeviceConnectionError, match="lost the connection"):
             client.push(source, str(remote_dir / "large.bin"), timeout=120)
@@ -212,8 +183,7 @@ def test_capture_round_trip(server, tmp_path, int8_mlp):
 
 
 def _check_arguments(server: TestServer, known_hosts: Path, profile: str = "x86-64-v3") -> list[str]:
-    return ["device", "check", "--device", profile, "--host", f"{server.user}@127.0.0.1",
-            "--port", str(server.port), "--known-hosts", str(known_hosts), "--identity", str(server.client_key)]
+    return ["device", "check", "--device", profile, *server.connection_arguments(known_hosts)]
 
 
 def test_cli_check_matching_board(server, tmp_path):

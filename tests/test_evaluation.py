@@ -153,7 +153,8 @@ def test_perturbed_files_numbered_without_gaps(tmp_path):
     bundle.perturbed = [capture_from_phi(np.zeros(400))]
     directory = write_bundle(tmp_path / "bundle", bundle)
     (directory / "perturbed-0.npz").rename(directory / "perturbed-2.npz")
-    with pytest.raises(InputError, match=r"numbered \[2\]; number them perturbed-0.npz"):
+    missing = directory / "perturbed-0.npz"
+    with pytest.raises(InputError, match=rf"{missing}: perturbed copy capture not found, but perturbed-2\.npz exists"):
         load_bundle(directory)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemia.attacks.signals import logit_scaled_confidence
-from edgemia.data.records import GROUP_PREFIX
+from edgemia.data.records import GROUP_PREFIX, check_group_labels
 from edgemia.errors import InputError
 from edgemia.runtime.capture import Capture, load_capture
 
@@ -115,6 +115,7 @@ class CaptureBundle:
                     f"{target_source}: '{GROUP_PREFIX}{attribute}' has shape {np.shape(values)}; "
                     f"expected one label per record, [{n}]"
                 )
+            check_group_labels(np.asarray(values), target_source, GROUP_PREFIX + attribute)
         for j, capture in enumerate(self.perturbed):
             _check_same_records(capture, f"{self.location}/{perturbed_file_name(j)}", self.target, target_source)
         if self.member.all() or not self.member.any():
@@ -235,11 +236,6 @@ def load_bundle(directory: str | Path) -> CaptureBundle:
         sources.append(str(path))
 
     perturbed_files = _numbered_files(directory, "perturbed", PERTURBED_PATTERN, "j", "perturbed copy")
-    if perturbed_files and sorted(perturbed_files) != list(range(len(perturbed_files))):
-        raise InputError(
-            f"{directory}: perturbed captures are numbered {sorted(perturbed_files)}; number them "
-            f"perturbed-0.npz to perturbed-{len(perturbed_files) - 1}.npz without gaps"
-        )
     perturbed = []
     for j in sorted(perturbed_files):
         capture, _ = load_capture(perturbed_files[j])
@@ -266,7 +262,7 @@ def load_bundle(directory: str | Path) -> CaptureBundle:
 
 
 def _numbered_files(directory: Path, stem: str, pattern: re.Pattern, letter: str, noun: str) -> dict[int, Path]:
-    """Map each number to its `<stem>-<number>.npz` file, rejecting other names and repeats."""
+    """Map each number to its `<stem>-<number>.npz` file, rejecting other names, repeats and gaps."""
     numbered: dict[int, Path] = {}
     for path in sorted(directory.glob(f"{stem}-*.npz")):
         match = pattern.fullmatch(path.name)
@@ -278,4 +274,11 @@ def _numbered_files(directory: Path, stem: str, pattern: re.Pattern, letter: str
                 f"{path}: {noun} {number} also appears as {numbered[number]}; keep one file per {letter}"
             )
         numbered[number] = path
+    missing = sorted(set(range(len(numbered))) - set(numbered))
+    if missing:
+        last = max(numbered)
+        raise InputError(
+            f"{directory / f'{stem}-{missing[0]}.npz'}: {noun} capture not found, but {stem}-{last}.npz "
+            f"exists; number the {stem} captures {stem}-0.npz, {stem}-1.npz, ... without gaps"
+        )
     return numbered

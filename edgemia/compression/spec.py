@@ -25,6 +25,7 @@ one to one.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -77,11 +78,18 @@ MODEL_STEP = "model"
 EXPORT_STEP = "export"
 
 
+def _check_number_text(text: str) -> None:
+    """Raise ValueError for the '_' digit separators that Python's int() and float() accept."""
+    if "_" in text:
+        raise ValueError(f"'{text}' is not a number: write it without '_' separators")
+
+
 def _fraction(low_inclusive: bool, high: float, high_inclusive: bool) -> Callable[[str], float]:
     low_text = "0 <=" if low_inclusive else "0 <"
     high_text = f"<= {high:g}" if high_inclusive else f"< {high:g}"
 
     def parse(text: str) -> float:
+        _check_number_text(text)
         try:
             value = float(text)
         except ValueError:
@@ -97,6 +105,7 @@ def _fraction(low_inclusive: bool, high: float, high_inclusive: bool) -> Callabl
 
 def _positive_int(maximum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
+        _check_number_text(text)
         try:
             value = int(text)
         except ValueError:
@@ -110,6 +119,7 @@ def _positive_int(maximum: int) -> Callable[[str], int]:
 
 def _positive(maximum: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
+        _check_number_text(text)
         try:
             value = float(text)
         except ValueError:
@@ -123,6 +133,7 @@ def _positive(maximum: float) -> Callable[[str], float]:
 
 def _integer(minimum: int, maximum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
+        _check_number_text(text)
         try:
             value = int(text)
         except ValueError:
@@ -386,6 +397,10 @@ def parse_variant(text: str) -> VariantSpec:
     text = text.strip()
     if not text:
         raise _invalid(text, "the spec is empty")
+    signed = re.search(r"[:=]\+|\d[eE]\+", text)
+    if signed:
+        raise _invalid(text, f"'+' separates steps, so a value cannot contain it (at '{signed.group()}'); "
+                             "write positive numbers without a sign, e.g. epochs=3 or 1e3")
     steps = []
     for part in text.split("+"):
         if not part.strip():

@@ -61,9 +61,16 @@ def _split(y: np.ndarray, seed: int, population: float) -> tuple[np.ndarray, np.
 
     index = np.arange(len(y))
     held_out = np.zeros(0, dtype=index.dtype)
-    if population > 0:
-        index, held_out = train_test_split(index, test_size=population, stratify=y, random_state=seed)
-    members, nonmembers = train_test_split(index, test_size=0.5, stratify=y[index], random_state=seed)
+    try:
+        if population > 0:
+            index, held_out = train_test_split(index, test_size=population, stratify=y, random_state=seed)
+        members, nonmembers = train_test_split(index, test_size=0.5, stratify=y[index], random_state=seed)
+    except ValueError as exc:
+        # scikit-learn's stratified split needs at least 2 records of each class in what it splits.
+        raise InputError(
+            f"--population {population:g}: the {len(y)} records cannot be split into population, member and "
+            f"non-member records with every class in each ({exc}); choose a smaller population fraction"
+        ) from exc
     return np.sort(members), np.sort(nonmembers), np.sort(held_out)
 
 

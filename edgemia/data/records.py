@@ -151,8 +151,27 @@ def validate_records(records: Records, source: str) -> Records:
             raise RecordsError(
                 f"{source}: '{GROUP_PREFIX}{name}' contains Python objects; store strings or integers"
             )
+        check_group_labels(values, source, GROUP_PREFIX + name)
         groups[name] = values
     return Records(x=x, y=y, record_id=record_id, groups=groups)
+
+
+def check_group_labels(values: np.ndarray, source: str, field_name: str) -> None:
+    """Raise RecordsError, naming the field and first row, if a subgroup label is NaN (missing).
+
+    A NaN label equals no value, not even another NaN, so its records would
+    silently fall out of every subgroup slice.
+    """
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    missing = np.isnan(values)
+    if missing.any():
+        count = int(missing.sum())
+        raise RecordsError(
+            f"{source}: '{field_name}' has {count} missing (NaN) subgroup label{'s' if count > 1 else ''} "
+            f"(first at row {_first_row(missing)}); give every record a label, for example a named "
+            "'unknown' group, or drop those records"
+        )
 
 
 def check_against_model(

@@ -1,10 +1,10 @@
 """The finished audit run that a device run captures again on a board.
 
-A device run reads the run directory that `edgemia audit` wrote: report.json
-for the variants, their files per format and their sha256, the records and
-their perturbed copies under data/, and one host capture bundle per variant
-and format for the `member`, `in_mask` and subgroup fields that the
-device's bundles must carry.
+A device run reads the run directory that `edgemia audit` wrote. It takes
+the variants, their files per format and their sha256 from report.json, and
+the records and their perturbed copies from data/. From the host capture
+bundle of each variant and format it takes the `member`, `in_mask` and
+subgroup fields that the device's bundles must carry.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Describe the machine this runs on, as one JSON object on stdout.
 
 `edgemia device check` sends this file's source to the board's Python over
-SSH (`python3 -`), so it uses the standard library only and must not fail
-when numpy or edgemia are missing there: each missing piece becomes a null
-field or an error text.
+SSH (`python3 -`). The file therefore uses the standard library only, and it
+must not fail when numpy or edgemia are missing there. Each missing piece
+becomes a null field or an error text.
 
 CPU features on aarch64 come from the kernel's hardware capability bits
-(getauxval), which is what the native kernel's dispatch reads too and what
-qemu-user emulates for the CPU model it runs; on x86-64 they come from the
-flags line of /proc/cpuinfo.
+(getauxval). The native kernel's dispatch reads the same bits, and
+qemu-user emulates them for the CPU model it runs. On x86-64 the features
+come from the flags line of /proc/cpuinfo.
 """
 
 import ctypes

@@ -1,13 +1,14 @@
 """Device profiles: one TOML file per kind of board.
 
-A profile names the board's architecture, the CPU features it must report
-(as Linux names them in /proc/cpuinfo), the GEMM path its kernel runs, its
-default thread count, the backends expected there, how to reach it over SSH
-and, for ARM boards, the qemu-aarch64 CPU model that emulates it. The
-profiles shipped with edgemia are in the repository's devices/ directory; a
-user's own profile is passed as a path to its .toml file.
+A profile names the board's architecture and the CPU features it must
+report, as Linux names them in /proc/cpuinfo. It also names the GEMM path
+its kernel runs, its default thread count, the backends expected there and
+how to reach it over SSH. For ARM boards it names the qemu-aarch64 CPU model
+that emulates the board. The profiles shipped with edgemia are in the
+repository's devices/ directory. A user's own profile is passed as a path
+to its .toml file.
 
-Profiles hold no host name: the user passes it on each command.
+Profiles contain no host name, because the user passes it on each command.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class DeviceProfile:
 
 
 def profile_dirs() -> list[Path]:
-    """Return the directories that hold the shipped profiles, the source checkout's first.
+    """Return the directories that contain the shipped profiles, the source checkout's first.
 
     A source checkout (and an editable install) has devices/ beside the
     package. A wheel installs the same files into edgemia/device_profiles,

@@ -42,7 +42,7 @@ from edgemia.devices.device_run import DeviceCaptures
 from edgemia.devices.runner import DeviceSettings
 from edgemia.evaluation import BundleEvaluation, evaluate_bundle, evaluate_bundles, variant_row, write_scores
 from edgemia.reporting.markdown import render
-from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, stratified_resamples
+from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, StratifiedResamples
 from edgemia.stats.compare import delong_test
 from edgemia.util import atomic_write_json, atomic_write_text
 
@@ -96,7 +96,7 @@ def add_device_results(run: AuditRun, settings: DeviceSettings, captures: Device
     options = report["config"].get("attack_options") or attack_options()
     bootstrap = report.get("bootstrap")
     member = run.fields.member
-    resamples = stratified_resamples(member, bootstrap["resamples"], bootstrap["seed"]) if bootstrap else None
+    resamples = StratifiedResamples(member, bootstrap["resamples"], bootstrap["seed"]) if bootstrap else None
     confidence = bootstrap["confidence"] if bootstrap else DEFAULT_CONFIDENCE
 
     bundles = {key: load_bundle(directory) for key, directory in captures.bundles.items()}

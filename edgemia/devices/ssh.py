@@ -1,16 +1,16 @@
 """Commands and file transfers on a board, through the OpenSSH client.
 
 Every call starts `ssh` with BatchMode (no password prompts) and
-StrictHostKeyChecking=yes: the board's host key must already be in
+StrictHostKeyChecking=yes. The board's host key must therefore already be in
 known_hosts (the user's files, or the one given), or match the one SHA256
-fingerprint given. In the second case ssh-keyscan fetches the keys the board
-offers, and only a key with that fingerprint is written to a private
-known_hosts file that ssh then checks against.
+fingerprint given. With a fingerprint, ssh-keyscan fetches the keys the
+board offers. Only the key with that fingerprint is written to a private
+known_hosts file, which ssh then checks against.
 
 Transfers never leave a file that looks complete but is not. A push writes
-to a hidden temporary name on the board and renames it only after its SHA-256
-matches; a pull writes to a temporary file here, checks the SHA-256 the board
-reported, and only then renames it. The board's shell must be POSIX sh with
+to a hidden temporary name on the board and renames it only after its
+SHA-256 matches. A pull writes to a temporary file here, checks the SHA-256
+the board reported, and only then renames it. The board's shell must be POSIX sh with
 `cat`, `mkdir`, `mv`, `rm` and `sha256sum`, as Linux distributions and BusyBox
 provide.
 """

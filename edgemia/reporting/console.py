@@ -14,7 +14,10 @@ def _levels(attack_rows: list[dict]) -> list[str]:
 
 def _attack_table(title: str, rows: list[tuple[list[str], dict]], levels: list[str], prefix: list[str]) -> Table:
     """Table with the `prefix` columns, then each attack's metrics, interval and change versus float."""
-    table = Table(title=title, caption="TPR at FPR; CI: 95% bootstrap interval of the AUC")
+    # Without the bootstrap no row has an interval, and the caption does not promise one.
+    has_intervals = any("ci" in attack for _, attack in rows)
+    caption = "TPR at FPR; CI: 95% bootstrap interval of the AUC" if has_intervals else "TPR at FPR"
+    table = Table(title=title, caption=caption)
     for name in prefix:
         table.add_column(name)
     table.add_column("attack", no_wrap=True)

@@ -116,11 +116,14 @@ def _variants_section(report: dict) -> str:
                 + "".join(_cell(_rate(attack, level)) for level in _LEVELS)
                 + _cell(change) + _cell(p_value) + "</tr>"
             )
+    intervals = (
+        "Intervals are 95% bootstrap intervals, paired for the change versus float on the same "
+        "backend and format. " if report.get("bootstrap") else ""
+    )
     return (
         '<h2 id="variants">Variants</h2><table>' + header + "".join(rows) + "</table>"
         f'<p class="note">n/m: not measurable; with {report["dataset"]["n_nonmembers"]} non-members the '
-        f"smallest resolvable FPR is {report['fpr_resolution']:.5f}. Intervals are 95% bootstrap "
-        "intervals, paired for the change versus float on the same backend and format. A positive "
+        f"smallest resolvable FPR is {report['fpr_resolution']:.5f}. {intervals}A positive "
         "change means the variant leaks more than float.</p>"
     )
 
