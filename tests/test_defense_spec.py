@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import run_cli
-from edgemia.compression.spec import GRAMMAR, TRAINING_STEP, parse_variant
+from edgemia.compression.spec import GRAMMAR, TRAINING_STEP, parse_variant, parse_variants
 from edgemia.errors import InputError
 
 
@@ -110,3 +110,30 @@ def test_cli_pate_without_population_exits_2(tmp_path):
     assert result.returncode == 2
     assert "pate:teachers=4 uses population records" in result.stderr
     assert "--population" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text,name",
+    [
+        ("dropout:0.2+l2:0.01", "l2:0.01+dropout:0.2"),
+        ("dropout:0.2+l2:0.01+int8", "l2:0.01+dropout:0.2+int8"),
+        ("early-stop+label-smoothing:0.1+l2:0.01+prune:0.5", "l2:0.01+label-smoothing:0.1+early-stop+prune:0.5"),
+        ("dp-sgd:eps=1+dropout:0.2+l2:0.01", "l2:0.01+dropout:0.2+dp-sgd:eps=1"),
+        ("pate+label-smoothing:0.1+int8", "label-smoothing:0.1+pate+int8"),
+    ],
+)
+def test_training_steps_any_order(text, name):
+    spec = parse_variant(text)
+    assert spec.name == name
+    assert spec.slug == parse_variant(name).slug
+    assert spec.defense == "+".join(str(step) for step in spec.training_steps)
+
+
+def test_training_order_keeps_model_steps():
+    spec = parse_variant("dropout:0.2+l2:0.01+distill:0.5+prune:0.5+int8")
+    assert [step.word for step in spec.model_steps] == ["l2", "dropout", "distill", "prune"]
+
+
+def test_training_orders_one_variant():
+    with pytest.raises(InputError, match="names l2:0.01\\+dropout:0.2 more than once"):
+        parse_variants(["l2:0.01+dropout:0.2", "dropout:0.2+l2:0.01"])

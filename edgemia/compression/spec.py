@@ -9,7 +9,9 @@ that a comma-separated list of specs needs no quoting:
 Training steps (l2, dropout, label-smoothing, early-stop, dp-sgd, pate) are
 privacy defenses: they change how the float model is trained, so they come
 first, and the model is trained anew from the recipe with all of them
-together. Model steps (prune, prune-structured, distill) change the Keras
+together. Because they train together, their order carries no meaning, and
+the canonical name lists them in the order of WORDS (l2, dropout,
+label-smoothing, early-stop, dp-sgd, pate). Model steps (prune, prune-structured, distill) change the Keras
 model and run left to right. The export step (float, int8, int8-dynamic,
 int16x8, int4) decides the exported files. A chain has at most one export
 step, and it comes last. A chain without one exports float32.
@@ -32,8 +34,8 @@ from edgemia.errors import InputError
 
 GRAMMAR = """\
 Variant grammar: STEP[+STEP...], where STEP is WORD[:VALUE][:KEY=VALUE...]
-  Training steps (defenses), first in a chain and at most one of each; the float model is
-  trained anew with all of them, the target and every reference model alike:
+  Training steps (defenses), first in a chain, at most one of each and in any order; the
+  float model is trained anew with all of them, the target and every reference model alike:
     l2:LAMBDA              L2 penalty LAMBDA * sum(w^2) on every kernel (0 < LAMBDA <= 1)
     dropout:P              dropout with rate P (0 < P < 1) after every hidden layer
     label-smoothing:A      train on labels smoothed by A (0 < A < 1)
@@ -398,6 +400,10 @@ def parse_variant(text: str) -> VariantSpec:
     if exports and exports[0] != len(steps) - 1:
         raise _invalid(text, f"the export step '{steps[exports[0]].word}' must come last")
     _check_training_steps(text, steps)
+    # Training steps train together, so `dropout:0.2+l2:0.01` is the variant `l2:0.01+dropout:0.2`.
+    training = [step for step in steps if step.kind == TRAINING_STEP]
+    word_order = list(WORDS)
+    steps[:len(training)] = sorted(training, key=lambda step: word_order.index(step.word))
     if exports:
         return VariantSpec(model_steps=tuple(steps[:-1]), export=steps[-1])
     return VariantSpec(model_steps=tuple(steps), export=_parse_step(text, "float"))
