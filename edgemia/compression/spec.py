@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from edgemia.errors import InputError
+from edgemia.training.dp import DEFAULT_SETTINGS as DP_SGD_DEFAULTS
 
 GRAMMAR = """\
 Variant grammar: STEP[+STEP...], where STEP is WORD[:VALUE][:KEY=VALUE...]
@@ -44,8 +45,9 @@ Variant grammar: STEP[+STEP...], where STEP is WORD[:VALUE][:KEY=VALUE...]
     dp-sgd                 DP-SGD: per-example gradients clipped to norm C, Gaussian noise,
                            Poisson sampling; options eps=E (target epsilon) or noise=SIGMA
                            (noise multiplier), one of them required, delta=D (default 1e-05),
-                           clip=C (default 1), and epochs=N, batch=N (expected batch size)
-                           and lr=X (Adam learning rate), each by default the recipe's
+                           clip=C (default 1), epochs=N (default 20), batch=N (expected
+                           batch size, default 128) and lr=X (Adam learning rate, default
+                           0.01), DP-SGD's own settings rather than the recipe's
     pate                   PATE: teachers on disjoint partitions of the training records
                            label the population records by noisy argmax (Gaussian noise
                            sigma), and a student learns only from those; options teachers=N
@@ -195,9 +197,9 @@ WORDS: dict[str, Word] = {
             Parameter("delta", _fraction(False, 1.0, False), 1e-5),
             Parameter("clip", _positive(1e6), 1.0),
             Parameter("noise", _positive(1e6), None),
-            Parameter("epochs", _positive_int(10_000), None),
-            Parameter("batch", _positive_int(100_000), None),
-            Parameter("lr", _positive(10.0), None),
+            Parameter("epochs", _positive_int(10_000), DP_SGD_DEFAULTS.epochs),
+            Parameter("batch", _positive_int(100_000), DP_SGD_DEFAULTS.batch_size),
+            Parameter("lr", _positive(10.0), DP_SGD_DEFAULTS.learning_rate),
         ),
         check=_check_dp_sgd,
     ),
