@@ -43,7 +43,9 @@ def main() -> None:
         plain.append(seconds)
     print(f"plain training: {min(plain):.2f} s (runs: {', '.join(f'{s:.2f}' for s in plain)})")
 
-    steps = parse_variant("dp-sgd:eps=8").training_steps
+    # The same epochs, batch size and learning rate as the plain run, not dp-sgd's own defaults.
+    steps = parse_variant(f"dp-sgd:eps=8:epochs={recipe.epochs}:batch={recipe.batch_size}:"
+                          f"lr={recipe.learning_rate:g}").training_steps
     settings = TrainingSettings(recipe.epochs, recipe.batch_size, recipe.learning_rate)
     base = digits_cnn(tuple(x.shape[1:]), data.n_classes)
     private = []

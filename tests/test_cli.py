@@ -278,7 +278,7 @@ def test_attack_command_options_reach_attacks(synthetic_bundle, tmp_path):
 @pytest.mark.parametrize(
     "item,message",
     [
-        ("lira.variance=wide", "attack option lira.variance='wide' is invalid: expected one of per-record, fixed, pooled"),
+        ("lira.variance=wide", "attack option lira.variance='wide' is invalid: expected one of auto, per-record, fixed, pooled"),
         ("rmia.gamma=-1", "attack option rmia.gamma='-1' is invalid: expected a finite number above 0"),
         ("lira.sigma=1", "unknown attack option 'lira.sigma'; valid keys: lira.variance, lira.offline"),
         ("gamma", "is not KEY=VALUE"),

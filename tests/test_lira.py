@@ -93,7 +93,7 @@ def test_offline_tail_matches_formula(variance):
 
 def test_offline_log_density_matches_formula():
     bundle = _fixed_bundle()
-    options = attack_options(["lira.offline=log-density"])
+    options = attack_options(["lira.offline=log-density", "lira.variance=per-record"])
     scores = score_attack("lira-offline", bundle, options).scores
     np.testing.assert_allclose(scores, _lira_by_formula(bundle, "per-record", "log-density"), rtol=1e-6, atol=1e-6)
 
@@ -131,16 +131,32 @@ def test_offline_fewer_models_matches_direct_call():
     target_phi, member, reference_phi, in_mask = gaussian_population(300, 8, seed=4)
     bundle = bundle_from_phi(target_phi, member, reference_phi, in_mask)
     np.testing.assert_allclose(
-        score_attack("lira-offline", bundle).scores, offline_scores(target_phi, reference_phi, in_mask), rtol=1e-12
+        score_attack("lira-offline", bundle).scores, offline_scores(target_phi, reference_phi, in_mask, "fixed"),
+        rtol=1e-12,
     )
 
 
 def test_parameters_reported():
     target_phi, member, reference_phi, in_mask = gaussian_population(50, 4, seed=6)
     bundle = bundle_from_phi(target_phi, member, reference_phi, in_mask)
-    assert score_attack("lira-online", bundle).parameters == {"variance": "per-record", "reference_models": 4}
+    rule = "auto: fixed below 64 reference models, else per-record"
+    assert score_attack("lira-online", bundle).parameters == {
+        "variance": "fixed", "reference_models": 4, "variance_rule": rule}
     offline = score_attack("lira-offline", bundle, attack_options(["lira.offline=log-density"])).parameters
-    assert offline == {"variance": "per-record", "offline": "log-density", "reference_models": 4}
+    assert offline == {"variance": "fixed", "offline": "log-density", "reference_models": 4, "variance_rule": rule}
+    chosen = score_attack("lira-online", bundle, attack_options(["lira.variance=per-record"])).parameters
+    assert chosen == {"variance": "per-record", "reference_models": 4}
+
+
+@pytest.mark.parametrize("n_references,variance", [(4, "fixed"), (63, "fixed"), (64, "per-record"), (80, "per-record")])
+def test_auto_variance_by_reference_count(n_references, variance):
+    target_phi, member, reference_phi, in_mask = gaussian_population(60, n_references, seed=11)
+    bundle = bundle_from_phi(target_phi, member, reference_phi, in_mask)
+    for attack in ("lira-online", "lira-offline"):
+        auto = score_attack(attack, bundle)
+        explicit = score_attack(attack, bundle, attack_options([f"lira.variance={variance}"]))
+        assert auto.parameters["variance"] == variance
+        np.testing.assert_array_equal(auto.scores, explicit.scores)
 
 
 def test_record_never_left_out_rejected():
@@ -162,9 +178,10 @@ def test_online_needs_two_in_models_per_record():
     in_mask[:, 5] = [True, False, False, False]
     bundle = bundle_from_phi(target_phi, member, reference_phi, in_mask)
     with pytest.raises(InputError, match=r"at least 2 reference model\(s\) that trained on each record.*record_id 5 at row 5"):
-        score_attack("lira-online", bundle)
-    # A global variance needs only one IN model per record.
+        score_attack("lira-online", bundle, attack_options(["lira.variance=per-record"]))
+    # A global variance, which `auto` picks for 4 models, needs only one IN model per record.
     score_attack("lira-online", bundle, attack_options(["lira.variance=fixed"]))
+    score_attack("lira-online", bundle)
 
 
 def test_signals_without_spread_rejected():

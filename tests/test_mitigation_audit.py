@@ -14,11 +14,9 @@ def dp_run(tmp_path_factory):
     from edgemia.audit import AuditConfig, run_audit
 
     out = tmp_path_factory.mktemp("dp-run")
-    # With 4 IN and 4 OUT models per record, per-record variances are noisy, so LiRA
-    # uses one variance for all records, as Carlini et al. advise for few reference models.
+    # No attack options: with 8 reference models LiRA's `auto` variance is the global one.
     config = AuditConfig(out=out, variants=["float", "dp-sgd:eps=1"], backends=["native"],
-                         attacks=["lira-online", "loss"], references=8, epochs=10,
-                         attack_options=["lira.variance=fixed"])
+                         attacks=["lira-online", "loss"], references=8, epochs=10)
     return out, run_audit(config)
 
 
@@ -32,9 +30,15 @@ def test_dp_sgd_eps1_lira_at_chance(dp_run):
     lira = _attack(report, "dp-sgd:eps=1")
     low, high = lira["ci"]["tpr_at_fpr"]["0.01"]
     assert low <= 0.01 <= high
+    assert report["config"]["attack_options"]["lira"]["variance"] == "auto"
+    assert lira["parameters"]["variance"] == "fixed"
+    assert lira["parameters"]["variance_rule"] == "auto: fixed below 64 reference models, else per-record"
     training = report["compression"]["dp-sgd:eps=1"]["training"]
     assert training["epsilon"] <= 1.0
     assert training["delta"] == 1e-5
+    # dp-sgd's own defaults, not the 10 epochs of the audit's recipe.
+    assert training["epochs"] == 20
+    assert training["learning_rate"] == 0.01
 
 
 def test_dp_sgd_report_shows_accuracy_cost(dp_run):

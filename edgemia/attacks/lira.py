@@ -19,12 +19,16 @@ z-score does not round to 1 for records far above the OUT distribution.
 
 Options (see edgemia.attacks.options), for both attacks:
 
-- `lira.variance`: `per-record` (default) estimates sigma_in and sigma_out for
-  each record from its own reference models. `fixed` uses one global
-  sigma_in and one global sigma_out for all records: the standard deviation
-  of all IN (or OUT) signals of all records, as the reference code's fixed
-  variance does. `pooled` uses the root of the pooled within-record variance,
-  which leaves out the spread between records.
+- `lira.variance`: `per-record` estimates sigma_in and sigma_out for each
+  record from its own reference models. `fixed` uses one global sigma_in
+  and one global sigma_out for all records: the standard deviation of all
+  IN (or OUT) signals of all records, as the reference code's fixed
+  variance does. `pooled` uses the root of the pooled within-record
+  variance, which leaves out the spread between records. `auto` (default)
+  is `fixed` below FIXED_VARIANCE_BELOW (64) reference models and
+  `per-record` from there on, because a standard deviation from the few
+  signals each record has with fewer models is itself noisy and makes the
+  attack weaker (docs/attacks.md gives the measurements).
 - `lira.offline`: `one-sided-tail` (default) is the z-score above.
   `log-density` is the reference code's offline score, -log N(phi; mu_out,
   sigma_out^2), which is two-sided: it also calls records far below the OUT
@@ -49,12 +53,16 @@ DESCRIPTIONS = {
     OFFLINE: "LiRA offline: test of phi against the Gaussian of the OUT reference models",
 }
 VARIANCES = ("per-record", "fixed", "pooled")
+AUTO = "auto"
+# `auto` picks `fixed` with fewer reference models than this, and `per-record` from here on.
+FIXED_VARIANCE_BELOW = 64
 OFFLINE_SCORES = ("one-sided-tail", "log-density")
 OPTIONS = {
     "variance": AttackOption(
-        "per-record", choice(*VARIANCES),
-        "per-record: sigma of each record's own reference signals; fixed: one global sigma_in and "
-        "sigma_out; pooled: root of the pooled within-record variance",
+        AUTO, choice(AUTO, *VARIANCES),
+        f"per-record: sigma of each record's own reference signals; fixed: one global sigma_in and "
+        f"sigma_out; pooled: root of the pooled within-record variance; auto: fixed below "
+        f"{FIXED_VARIANCE_BELOW} reference models, per-record from there on",
     ),
     "offline": AttackOption(
         "one-sided-tail", choice(*OFFLINE_SCORES),
@@ -151,9 +159,18 @@ def offline_scores(
     return (target_phi - mean_out) / std_out
 
 
+def resolve_variance(variance: str, n_references: int) -> str:
+    """Return the variance estimator that `variance` names for `n_references` models, resolving `auto`."""
+    _check_choice(variance, (AUTO, *VARIANCES), "variance")
+    if variance != AUTO:
+        return variance
+    return "fixed" if n_references < FIXED_VARIANCE_BELOW else "per-record"
+
+
 def _score(bundle: CaptureBundle, attack: str, variance: str, offline: str):
     """Check the bundle's references, then score with `online_scores` or `offline_scores`."""
-    _check_choice(variance, VARIANCES, "variance")
+    requested = variance
+    variance = resolve_variance(variance, bundle.n_references)
     _check_choice(offline, OFFLINE_SCORES, "offline")
     minimum = 2 if variance == "per-record" else 1
     in_models = minimum if attack == ONLINE else 0
@@ -162,6 +179,8 @@ def _score(bundle: CaptureBundle, attack: str, variance: str, offline: str):
     target_phi = logit_scaled_confidence(bundle.target.logits, labels)
     reference_phi = bundle.reference_phi()
     parameters = {"variance": variance, "reference_models": bundle.n_references}
+    if requested == AUTO:
+        parameters["variance_rule"] = f"auto: fixed below {FIXED_VARIANCE_BELOW} reference models, else per-record"
     try:
         if attack == ONLINE:
             scores = online_scores(target_phi, reference_phi, bundle.in_mask, variance)
@@ -173,11 +192,11 @@ def _score(bundle: CaptureBundle, attack: str, variance: str, offline: str):
     return scores, parameters
 
 
-def score_online(bundle: CaptureBundle, variance: str = "per-record", offline: str = "one-sided-tail"):
+def score_online(bundle: CaptureBundle, variance: str = AUTO, offline: str = "one-sided-tail"):
     """Return the online LiRA scores of `bundle` and the settings used (`offline` is ignored)."""
     return _score(bundle, ONLINE, variance, offline)
 
 
-def score_offline(bundle: CaptureBundle, variance: str = "per-record", offline: str = "one-sided-tail"):
+def score_offline(bundle: CaptureBundle, variance: str = AUTO, offline: str = "one-sided-tail"):
     """Return the offline LiRA scores of `bundle` and the settings used."""
     return _score(bundle, OFFLINE, variance, offline)

@@ -9,7 +9,9 @@ that a comma-separated list of specs needs no quoting:
 Training steps (l2, dropout, label-smoothing, early-stop, dp-sgd, pate) are
 privacy defenses: they change how the float model is trained, so they come
 first, and the model is trained anew from the recipe with all of them
-together. Model steps (prune, prune-structured, distill) change the Keras
+together. Because they train together, their order carries no meaning, and
+the canonical name lists them in the order of WORDS (l2, dropout,
+label-smoothing, early-stop, dp-sgd, pate). Model steps (prune, prune-structured, distill) change the Keras
 model and run left to right. The export step (float, int8, int8-dynamic,
 int16x8, int4) decides the exported files. A chain has at most one export
 step, and it comes last. A chain without one exports float32.
@@ -30,11 +32,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from edgemia.errors import InputError
+from edgemia.training.dp import DEFAULT_SETTINGS as DP_SGD_DEFAULTS
 
 GRAMMAR = """\
 Variant grammar: STEP[+STEP...], where STEP is WORD[:VALUE][:KEY=VALUE...]
-  Training steps (defenses), first in a chain and at most one of each; the float model is
-  trained anew with all of them, the target and every reference model alike:
+  Training steps (defenses), first in a chain, at most one of each and in any order; the
+  float model is trained anew with all of them, the target and every reference model alike:
     l2:LAMBDA              L2 penalty LAMBDA * sum(w^2) on every kernel (0 < LAMBDA <= 1)
     dropout:P              dropout with rate P (0 < P < 1) after every hidden layer
     label-smoothing:A      train on labels smoothed by A (0 < A < 1)
@@ -43,8 +46,9 @@ Variant grammar: STEP[+STEP...], where STEP is WORD[:VALUE][:KEY=VALUE...]
     dp-sgd                 DP-SGD: per-example gradients clipped to norm C, Gaussian noise,
                            Poisson sampling; options eps=E (target epsilon) or noise=SIGMA
                            (noise multiplier), one of them required, delta=D (default 1e-05),
-                           clip=C (default 1), and epochs=N, batch=N (expected batch size)
-                           and lr=X (Adam learning rate), each by default the recipe's
+                           clip=C (default 1), epochs=N (default 20), batch=N (expected
+                           batch size, default 128) and lr=X (Adam learning rate, default
+                           0.01), DP-SGD's own settings rather than the recipe's
     pate                   PATE: teachers on disjoint partitions of the training records
                            label the population records by noisy argmax (Gaussian noise
                            sigma), and a student learns only from those; options teachers=N
@@ -204,9 +208,9 @@ WORDS: dict[str, Word] = {
             Parameter("delta", _fraction(False, 1.0, False), 1e-5),
             Parameter("clip", _positive(1e6), 1.0),
             Parameter("noise", _positive(1e6), None),
-            Parameter("epochs", _positive_int(10_000), None),
-            Parameter("batch", _positive_int(100_000), None),
-            Parameter("lr", _positive(10.0), None),
+            Parameter("epochs", _positive_int(10_000), DP_SGD_DEFAULTS.epochs),
+            Parameter("batch", _positive_int(100_000), DP_SGD_DEFAULTS.batch_size),
+            Parameter("lr", _positive(10.0), DP_SGD_DEFAULTS.learning_rate),
         ),
         check=_check_dp_sgd,
     ),
@@ -413,6 +417,10 @@ def parse_variant(text: str) -> VariantSpec:
     if exports and exports[0] != len(steps) - 1:
         raise _invalid(text, f"the export step '{steps[exports[0]].word}' must come last")
     _check_training_steps(text, steps)
+    # Training steps train together, so `dropout:0.2+l2:0.01` is the variant `l2:0.01+dropout:0.2`.
+    training = [step for step in steps if step.kind == TRAINING_STEP]
+    word_order = list(WORDS)
+    steps[:len(training)] = sorted(training, key=lambda step: word_order.index(step.word))
     if exports:
         return VariantSpec(model_steps=tuple(steps[:-1]), export=steps[-1])
     return VariantSpec(model_steps=tuple(steps), export=_parse_step(text, "float"))

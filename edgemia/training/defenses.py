@@ -17,6 +17,10 @@ reference model), with every training step of the chain at once:
 - pate trains teachers on the training records and a student on the
   population records they label (edgemia.training.pate).
 
+DP-SGD does not use the recipe's epochs, batch size and learning rate: it
+has its own defaults (edgemia.training.dp.DEFAULT_SETTINGS), which the
+step's epochs=, batch= and lr= options override.
+
 The returned model has the architecture of the model it replaces, without
 Dropout layers or regularizers, so its exported files differ from the
 undefended model's only in their weights.
@@ -164,8 +168,7 @@ def train_defended(base, steps, data: DefenseData, settings: TrainingSettings, s
         from edgemia.training import dp
 
         step = by_word["dp-sgd"]
-        dp_settings = TrainingSettings(step["epochs"] or settings.epochs, step["batch"] or settings.batch_size,
-                                       step["lr"] or settings.learning_rate)
+        dp_settings = dp.step_settings(step)
         try:
             plan = dp.plan_dp_sgd(len(data.x), dp_settings.batch_size, dp_settings.epochs, step["delta"],
                                   step["eps"], step["noise"])
