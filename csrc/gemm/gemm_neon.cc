@@ -31,11 +31,7 @@ void PackS8S32Nr4C16(const int8_t* b, int64_t n, int64_t k, PackedB* out) {
   const int64_t kp = RoundUp(k, kKc);
   const int64_t panels = (n + kNr - 1) / kNr;
   int8_t* data = PreparePackedB(out, n, k, panels * kNr * kp, 0);
-  for (int64_t j = 0; j < n; ++j) {
-    int8_t* panel = data + (j / kNr) * kNr * kp;
-    const int8_t* bj = b + j * k;
-    for (int64_t q = 0; q < k; ++q) panel[(q / kKc) * kNr * kKc + (j % kNr) * kKc + q % kKc] = bj[q];
-  }
+  PackPanels(b, n, k, kp, kNr, kKc, kNr, data);
 }
 
 // C[MR rows][4 columns] = A . B for one panel, of which the first `width`
@@ -60,19 +56,14 @@ void s8s32_gemm_MRx4c16__neon_mull(const int8_t* a, int64_t kp, const int8_t* w,
       }
     }
   }
+  EdgeTile<MR, kNr> tile(c, c_stride, width);
   for (int r = 0; r < MR; ++r) {
     // Pairwise additions leave the four columns' totals in one register.
     const int32x4_t sums =
         vpaddq_s32(vpaddq_s32(acc[r][0], acc[r][1]), vpaddq_s32(acc[r][2], acc[r][3]));
-    int32_t* cr = c + r * c_stride;
-    if (width == kNr) {
-      vst1q_s32(cr, sums);
-    } else {
-      int32_t tile[kNr];
-      vst1q_s32(tile, sums);
-      std::memcpy(cr, tile, static_cast<size_t>(width) * sizeof(int32_t));
-    }
+    vst1q_s32(tile.out + r * tile.out_stride, sums);
   }
+  tile.Finish();
 }
 
 using Microkernel = void (*)(const int8_t*, int64_t, const int8_t*, int64_t, int32_t*, int64_t, int64_t);

@@ -1,7 +1,8 @@
-// Loop structure shared by the vector GEMM paths. Rows of A go in blocks
-// that the path packs. Within a block the weight panels are outermost, so
-// that a panel stays in cache for all its row tiles, and the row tiles have
-// equal heights. The output stage goes over columns in fixed-width blocks.
+// Loop structure, weight packing and edge tiles shared by the vector GEMM
+// paths. Rows of A go in blocks that the path packs. Within a block the
+// weight panels are outermost, so that a panel stays in cache for all its
+// row tiles, and the row tiles have equal heights. The output stage goes
+// over columns in fixed-width blocks.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +42,53 @@ void ForEachTile(int64_t m, int64_t n, int64_t mr, int64_t nr, int64_t row_block
     }
   }
 }
+
+// Rearranges row-major B [n][k] into panels of `nr` columns and kp (k
+// padded) values per column, for a microkernel that reads `group`
+// consecutive k of each column at a time. Value (j, q) of a panel goes to
+// (q / group) * width * group + j * group + q % group. The width is nr, or
+// `narrow` for a last panel with at most `narrow` columns, so pass nr when
+// every panel is full width. T is the stored type: int8, or int16 for a path
+// that multiplies 16-bit values. The caller zeroes `data`, so the padding of
+// k and of the columns is zero.
+template <typename T>
+void PackPanels(const int8_t* b, int64_t n, int64_t k, int64_t kp, int64_t nr, int64_t group, int64_t narrow,
+                T* data) {
+  const int64_t panels = (n + nr - 1) / nr;
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t columns = n - p * nr < nr ? n - p * nr : nr;
+    const int64_t width = columns > narrow ? nr : narrow;
+    T* panel = data + p * nr * kp;
+    for (int64_t j = 0; j < columns; ++j) {
+      const int8_t* bj = b + (p * nr + j) * k;
+      for (int64_t q = 0; q < k; ++q) panel[(q / group) * width * group + j * group + q % group] = bj[q];
+    }
+  }
+}
+
+// The destination of a microkernel's MR x NR tile of C. A panel with all NR
+// columns stores straight into C. A partial panel stores into a local tile,
+// and Finish() copies its first `width` columns to C, because a store past
+// column n could leave C. Masked stores straight from the accumulators
+// would make GCC 12 spill them.
+template <int MR, int NR>
+struct EdgeTile {
+  EdgeTile(int32_t* c, int64_t c_stride, int64_t width)
+      : c(c), c_stride(c_stride), width(width), out(width < NR ? &tile[0][0] : c),
+        out_stride(width < NR ? NR : c_stride) {}
+
+  void Finish() const {
+    if (out == c) return;
+    for (int r = 0; r < MR; ++r) std::memcpy(c + r * c_stride, tile[r], static_cast<size_t>(width) * sizeof(int32_t));
+  }
+
+  int32_t* const c;
+  const int64_t c_stride;
+  const int64_t width;
+  alignas(64) int32_t tile[MR][NR];
+  int32_t* const out;        // where the microkernel stores row r at out + r * out_stride
+  const int64_t out_stride;
+};
 
 // Copies `rows` rows of A (k bytes each, a_stride apart) to a contiguous
 // block with rows of kp bytes, padded with zeros.
