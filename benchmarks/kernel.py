@@ -253,13 +253,20 @@ def machine_description(start_load: tuple[float, ...]) -> str:
     cpu = fields.get("model name", platform.processor() or platform.machine())
     if "cpu family" in fields:
         cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "asimd", "asimddp")
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_int8", "asimd", "asimddp")
     present = set(fields.get("flags", fields.get("Features", "")).split())
     flags = " ".join(flag for flag in wanted if flag in present) or "none of interest"
     start = ", ".join(f"{v:.1f}" for v in start_load)
     end = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, "
             f"flags {flags}; load average (1, 5, 15 minutes) {start} at start and {end} at the end")
+
+
+def has_amx() -> bool:
+    """Whether this CPU reports AMX int8 tiles (amx_int8 in /proc/cpuinfo)."""
+    with contextlib.suppress(OSError):
+        return " amx_int8" in Path("/proc/cpuinfo").read_text()
+    return False
 
 
 def versions() -> str:
@@ -411,6 +418,10 @@ def write_report(out: Path, command: str, results, isas, peaks, macs, onnx, onnx
         "",
         *peak_table(results, peaks, macs),
         "",
+        *(["This CPU has AMX int8 tile instructions (amx_int8). ONNX Runtime's MLAS has AMX int8",
+           "GEMM kernels (onnxruntime/core/mlas/lib/qgemm_kernel_amx.cpp), and the native kernel has",
+           "none, so the peak above counts vpdpbusd alone and a runtime can exceed it.",
+           ""] if has_amx() else []),
         "### Targets",
         "",
         *target_lines(results, peaks, macs, best_isa, onnx),
