@@ -72,15 +72,22 @@ void s8s32_gemm_MRx16c2__avx2(const int16_t* a, int64_t kp, const int16_t* w, in
       for (int q = 0; q < NB; ++q) acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(va, b[q]));
     }
   }
-  EdgeTile<MR, 8 * NB> tile(c, c_stride, width);
+  // A partial panel goes through a local tile (CopyTileColumns).
+  int32_t* out = c;
+  int64_t out_stride = c_stride;
+  alignas(32) int32_t tile[MR][8 * NB];
+  if (width < 8 * NB) {
+    out = &tile[0][0];
+    out_stride = 8 * NB;
+  }
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 2
     for (int q = 0; q < NB; ++q) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile.out + r * tile.out_stride + 8 * q), acc[r][q]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * out_stride + 8 * q), acc[r][q]);
     }
   }
-  tile.Finish();
+  if (out != c) CopyTileColumns(&tile[0][0], 8 * NB, MR, width, c, c_stride);
 }
 
 using Microkernel = void (*)(const int16_t*, int64_t, const int16_t*, int64_t, int32_t*, int64_t, int64_t);

@@ -130,13 +130,20 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t kp, const int32_t* 
       }
     }
   }
-  EdgeTile<MR, 16 * NB> tile(c, c_stride, width);
+  // A partial panel goes through a local tile (CopyTileColumns).
+  int32_t* out = c;
+  int64_t out_stride = c_stride;
+  alignas(64) int32_t tile[MR][16 * NB];
+  if (width < 16 * NB) {
+    out = &tile[0][0];
+    out_stride = 16 * NB;
+  }
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 2
-    for (int q = 0; q < NB; ++q) _mm512_storeu_si512(tile.out + r * tile.out_stride + 16 * q, acc[0][r][q]);
+    for (int q = 0; q < NB; ++q) _mm512_storeu_si512(out + r * out_stride + 16 * q, acc[0][r][q]);
   }
-  tile.Finish();
+  if (out != c) CopyTileColumns(&tile[0][0], 16 * NB, MR, width, c, c_stride);
 }
 
 using Microkernel = void (*)(const int8_t*, int64_t, const int32_t*, const int8_t*, int64_t, int32_t*, int64_t,

@@ -56,14 +56,19 @@ void s8s32_gemm_MRx4c16__neon_mull(const int8_t* a, int64_t kp, const int8_t* w,
       }
     }
   }
-  EdgeTile<MR, kNr> tile(c, c_stride, width);
   for (int r = 0; r < MR; ++r) {
     // Pairwise additions leave the four columns' totals in one register.
     const int32x4_t sums =
         vpaddq_s32(vpaddq_s32(acc[r][0], acc[r][1]), vpaddq_s32(acc[r][2], acc[r][3]));
-    vst1q_s32(tile.out + r * tile.out_stride, sums);
+    int32_t* cr = c + r * c_stride;
+    if (width == kNr) {
+      vst1q_s32(cr, sums);
+    } else {
+      int32_t tile[kNr];
+      vst1q_s32(tile, sums);
+      CopyTileColumns(tile, kNr, 1, width, cr, c_stride);
+    }
   }
-  tile.Finish();
 }
 
 using Microkernel = void (*)(const int8_t*, int64_t, const int8_t*, int64_t, int32_t*, int64_t, int64_t);

@@ -60,11 +60,16 @@ void s8s32_gemm_MRx16c4__neondot(const int8_t* a, int64_t kp, const int8_t* w, i
     DotGroup<MR, 3>(acc, va, w);
     w += kNr * kKc;
   }
-  EdgeTile<MR, kNr> tile(c, c_stride, width);
   for (int r = 0; r < MR; ++r) {
-    for (int q = 0; q < 4; ++q) vst1q_s32(tile.out + r * tile.out_stride + 4 * q, acc[r][q]);
+    int32_t* cr = c + r * c_stride;
+    if (width == kNr) {
+      for (int q = 0; q < 4; ++q) vst1q_s32(cr + 4 * q, acc[r][q]);
+    } else {
+      int32_t tile[kNr];
+      for (int q = 0; q < 4; ++q) vst1q_s32(tile + 4 * q, acc[r][q]);
+      CopyTileColumns(tile, kNr, 1, width, cr, c_stride);
+    }
   }
-  tile.Finish();
 }
 
 using Microkernel = void (*)(const int8_t*, int64_t, const int8_t*, int64_t, int32_t*, int64_t, int64_t);

@@ -1,4 +1,4 @@
-// Loop structure, weight packing and edge tiles shared by the vector GEMM
+// Loop structure, weight packing and partial-panel stores shared by the vector GEMM
 // paths. Rows of A go in blocks that the path packs. Within a block the
 // weight panels are outermost, so that a panel stays in cache for all its
 // row tiles, and the row tiles have equal heights. The output stage goes
@@ -66,29 +66,16 @@ void PackPanels(const int8_t* b, int64_t n, int64_t k, int64_t kp, int64_t nr, i
   }
 }
 
-// The destination of a microkernel's MR x NR tile of C. A panel with all NR
-// columns stores straight into C. A partial panel stores into a local tile,
-// and Finish() copies its first `width` columns to C, because a store past
-// column n could leave C. Masked stores straight from the accumulators
-// would make GCC 12 spill them.
-template <int MR, int NR>
-struct EdgeTile {
-  EdgeTile(int32_t* c, int64_t c_stride, int64_t width)
-      : c(c), c_stride(c_stride), width(width), out(width < NR ? &tile[0][0] : c),
-        out_stride(width < NR ? NR : c_stride) {}
-
-  void Finish() const {
-    if (out == c) return;
-    for (int r = 0; r < MR; ++r) std::memcpy(c + r * c_stride, tile[r], static_cast<size_t>(width) * sizeof(int32_t));
+// Copies the first `width` columns of `rows` rows of a microkernel's local
+// tile (row stride tile_stride) to C. A partial panel stores its
+// accumulators into such a tile, because a store past column n could leave
+// C, and masked stores straight from the accumulators make GCC 12 spill them.
+inline void CopyTileColumns(const int32_t* tile, int64_t tile_stride, int64_t rows, int64_t width, int32_t* c,
+                            int64_t c_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(c + r * c_stride, tile + r * tile_stride, static_cast<size_t>(width) * sizeof(int32_t));
   }
-
-  int32_t* const c;
-  const int64_t c_stride;
-  const int64_t width;
-  alignas(64) int32_t tile[MR][NR];
-  int32_t* const out;        // where the microkernel stores row r at out + r * out_stride
-  const int64_t out_stride;
-};
+}
 
 // Copies `rows` rows of A (k bytes each, a_stride apart) to a contiguous
 // block with rows of kp bytes, padded with zeros.
