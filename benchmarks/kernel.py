@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BATCHES = (1, 64, 1024)
 THREADS = (1, 2)
 GEMM_BOUND = "mlp-784-1024-1024-10"
-SMALL_MODELS = ("tabular-mlp", "digits-cnn")
+SMALL_MODELS = ("tabular-mlp", "digits-cnn", "cnn32-depthwise")
 
 
 # ---------------------------------------------------------------------------
@@ -243,8 +243,8 @@ def check_outputs_equal(runners: dict[str, object], model: str) -> None:
 # Report
 
 
-def machine_description() -> str:
-    """CPU name, family and model, the instruction-set flags the GEMM paths use, and the load."""
+def machine_description(start_load: tuple[float, ...]) -> str:
+    """CPU name, family and model, the instruction-set flags the GEMM paths use, and the load at start and end."""
     fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -253,12 +253,20 @@ def machine_description() -> str:
     cpu = fields.get("model name", platform.processor() or platform.machine())
     if "cpu family" in fields:
         cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "asimd", "asimddp")
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_int8", "asimd", "asimddp")
     present = set(fields.get("flags", fields.get("Features", "")).split())
     flags = " ".join(flag for flag in wanted if flag in present) or "none of interest"
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    start = ", ".join(f"{v:.1f}" for v in start_load)
+    end = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, "
-            f"flags {flags}; load average at start {load}")
+            f"flags {flags}; load average (1, 5, 15 minutes) {start} at start and {end} at the end")
+
+
+def has_amx() -> bool:
+    """Whether this CPU reports AMX int8 tiles (amx_int8 in /proc/cpuinfo)."""
+    with contextlib.suppress(OSError):
+        return " amx_int8" in Path("/proc/cpuinfo").read_text()
+    return False
 
 
 def versions() -> str:
@@ -365,7 +373,7 @@ def replace_section(out: Path, section: str) -> None:
     out.write_text(page)
 
 
-def write_report(out: Path, command: str, results, isas, peaks, macs, onnx, onnx_skipped) -> str:
+def write_report(out: Path, command: str, results, isas, peaks, macs, onnx, onnx_skipped, start_load) -> str:
     best_isa = isas[-1]
     text = "\n".join([
         "## The native kernel",
@@ -375,7 +383,7 @@ def write_report(out: Path, command: str, results, isas, peaks, macs, onnx, onnx
         "",
         f"- Command: `{command}`",
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Machine: {machine_description()}",
+        f"- Machine: {machine_description(start_load)}",
         f"- Versions: {versions()}",
         "",
         "Each cell is the best of several rounds in which the backends take turns; a round",
@@ -410,15 +418,22 @@ def write_report(out: Path, command: str, results, isas, peaks, macs, onnx, onnx
         "",
         *peak_table(results, peaks, macs),
         "",
+        *(["This CPU has AMX int8 tile instructions (amx_int8). ONNX Runtime's MLAS has AMX int8",
+           "GEMM kernels (onnxruntime/core/mlas/lib/qgemm_kernel_amx.cpp), and the native kernel has",
+           "none, so the peak above counts vpdpbusd alone and a runtime can exceed it.",
+           ""] if has_amx() else []),
         "### Targets",
         "",
         *target_lines(results, peaks, macs, best_isa, onnx),
         "",
         "Where the native kernel loses time on the CNNs: it copies each convolution's",
         "input taps into im2col rows before the GEMM (XNNPACK reads them in place through",
-        "an indirection buffer), and its depthwise convolution and pooling are portable",
-        "loops, not per-instruction-set kernels. With two threads it splits only batches",
-        "with about a million multiply-accumulates per thread; smaller ones run on one.",
+        "an indirection buffer), and the GEMM path copies those rows once more when it",
+        "packs them. Depthwise convolutions with depth multiplier 1 have AVX2 and NEON",
+        "row kernels (the avx512vnni path uses the AVX2 one); pooling is portable code",
+        "that the compiler vectorizes for the baseline instruction set only. With two",
+        "threads the kernel splits only batches with about a million multiply-accumulates",
+        "per thread; smaller ones run on one.",
         "",
     ])
     replace_section(out, text)
@@ -442,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgemia.runtime.onnx_model import read_onnx
     from edgemia.runtime.tflite_model import read_tflite
 
+    start_load = os.getloadavg()
     isas = _native.available_isas()
     simd = [isa for isa in isas if isa != "scalar"]
     if not simd:
@@ -500,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peaks = {key: max(value, later) for (key, value), later in zip(peaks.items(), measure_peaks(simd).values())}
     command = " ".join([".venv/bin/python", "benchmarks/kernel.py", *(argv if argv is not None else sys.argv[1:])])
-    report = write_report(args.out, command, results, isas, peaks, macs, onnx_results, onnx_skipped)
+    report = write_report(args.out, command, results, isas, peaks, macs, onnx_results, onnx_skipped, start_load)
     print(report[report.index("## GEMM fraction"):])
     print(f"wrote {args.out}")
     return 0

@@ -3,10 +3,13 @@
 Usage: python isa_graph_outputs.py OUT.npz
        python isa_graph_outputs.py OUT.npz MODEL.tflite INPUT.npy
 
-The first form runs a graph built here. It chains every GEMM caller with shapes that hit tile edges: a 3x3
+The first form runs graphs built here. One chains every GEMM caller with shapes that hit tile edges: a 3x3
 convolution, a dilated one, a 1x1 convolution (read in place), a strided
 grouped one, max pooling and a fully connected layer with several rows per
-record. It runs in both numerics modes at 1, 2 and 3 threads on random and
+record. Two more chain depthwise convolutions and pooling on 37 and 7
+channels (vector blocks of 16 plus a remainder, and a remainder alone): 3x3
+with SAME padding, 3x3 with stride 2 on an odd width, 1x1, a dilated 5x3,
+depth multiplier 2, then average and max pooling with SAME padding. Each runs in both numerics modes at 1, 2 and 3 threads on random and
 extreme inputs, and OUT.npz receives every output and the path the graph used.
 The second form runs a .tflite model through the native backend on the int8
 records in INPUT.npy, in both numerics modes and at 1 and 2 threads.
@@ -76,13 +79,63 @@ def build(numerics: str) -> _native.Graph:
     return g
 
 
-def inputs() -> np.ndarray:
-    rng = np.random.default_rng(7)
-    x = rng.integers(-128, 128, size=(203, *INPUT_SHAPE), dtype=np.int8)
+def depthwise_options(stride: int, dilation: int, padding: int, activation: int, multiplier: int = 1):
+    return {**conv_options(stride, dilation, padding, activation), "depth_multiplier": multiplier}
+
+
+def pool_options(size: int, stride: int, padding: int) -> dict[str, int]:
+    return {"filter_h": size, "filter_w": size, "stride_h": stride, "stride_w": stride, "padding": padding,
+            "activation": 0}
+
+
+def build_depthwise(numerics: str, channels: int) -> _native.Graph:
+    """Depthwise convolutions and pooling on a 15x13 image with `channels` channels."""
+    rng = np.random.default_rng(channels)
+    g = _native.Graph()
+    scale, zero_point = 0.04, 5
+    x = g.add_tensor("x", "int8", [15, 13, channels], None, [scale], [zero_point], 0)
+    layers = [
+        # name, filter (H, W), multiplier, output (H, W), options
+        ("dw3x3", (3, 3), 1, (15, 13), depthwise_options(1, 1, SAME, RELU)),
+        ("dw3x3-stride2", (3, 3), 1, (7, 6), depthwise_options(2, 1, VALID, 0)),
+        ("dw1x1", (1, 1), 1, (7, 6), depthwise_options(1, 1, SAME, 0)),
+        ("dw5x3-dilated", (5, 3), 1, (7, 6), depthwise_options(1, 2, SAME, RELU)),
+        ("dw-multiplier2", (2, 2), 2, (7, 6), depthwise_options(1, 1, SAME, 0, 2)),
+    ]
+    current, current_channels = x, channels
+    for name, (k_h, k_w), multiplier, (out_h, out_w), options in layers:
+        out_channels = current_channels * multiplier
+        w = rng.integers(-128, 128, size=(1, k_h, k_w, out_channels), dtype=np.int8)
+        w_scales = rng.uniform(0.002, 0.01, size=out_channels).astype(np.float32)
+        wt = g.add_tensor(name + "/w", "int8", list(w.shape), w.tobytes(), [float(v) for v in w_scales],
+                          [0] * out_channels, 3)
+        b = rng.integers(-5000, 5000, size=out_channels).astype(np.int32)
+        bt = g.add_tensor(name + "/b", "int32", [out_channels], b.tobytes(), [1e-4] * out_channels,
+                          [0] * out_channels, 0)
+        out_scale = scale * float(w_scales.mean()) * 40.0
+        y = g.add_tensor(name, "int8", [out_h, out_w, out_channels], None, [out_scale], [-7], 0)
+        g.add_op("DEPTHWISE_CONV_2D", name, [current, wt, bt], [y], options)
+        current, current_channels, scale = y, out_channels, out_scale
+    averaged = g.add_tensor("avgpool", "int8", [4, 3, current_channels], None, [scale], [-7], 0)
+    g.add_op("AVERAGE_POOL_2D", "avgpool", [current], [averaged], pool_options(3, 2, SAME))
+    pooled = g.add_tensor("maxpool", "int8", [2, 2, current_channels], None, [scale], [-7], 0)
+    g.add_op("MAX_POOL_2D", "maxpool", [averaged], [pooled], pool_options(2, 2, SAME))
+    g.finalize([x], [current, pooled], numerics)
+    return g
+
+
+def extreme_inputs(count: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Random int8 records, the first three all -128, all 127 and alternating extremes."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, size=(count, *shape), dtype=np.int8)
     x[0] = -128
     x[1] = 127
-    x[2] = np.resize(np.array([-128, 127], dtype=np.int8), INPUT_SHAPE)
+    x[2] = np.resize(np.array([-128, 127], dtype=np.int8), shape)
     return x
+
+
+def inputs() -> np.ndarray:
+    return extreme_inputs(203, INPUT_SHAPE, 7)
 
 
 def main(out_path: str) -> None:
@@ -94,6 +147,12 @@ def main(out_path: str) -> None:
         for threads in (1, 2, 3):
             outputs[f"{numerics}-{threads}"] = graph.run(x, threads)[0]
         outputs[f"{numerics}-single"] = graph.run(x[5:6], 1)[0]
+        for channels in (37, 7):
+            graph = build_depthwise(numerics, channels)
+            records = extreme_inputs(67, (15, 13, channels), channels)
+            for threads in (1, 2):
+                for index, output in enumerate(graph.run(records, threads)):
+                    outputs[f"depthwise{channels}-{numerics}-{threads}-output{index}"] = output
     np.savez(out_path, **outputs)
 
 

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,30 @@ def test_arm_capture_equals_x86(arm_site, int8_models, tmp_path, cpu):
         assert arm.raw.dtype == host.raw.dtype, name
         assert arm.raw.tobytes() == host.raw.tobytes(), f"{name}: raw output differs on {cpu}"
         assert arm.logits.tobytes() == host.logits.tobytes(), f"{name}: logits differ on {cpu}"
+
+
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_arm_graph_equals_host_scalar(arm_site, tmp_path, cpu):
+    """The built-in graphs of isa_graph_outputs.py, depthwise rows included, on neon and neondot."""
+    helper = Path(__file__).resolve().parent / "isa_graph_outputs.py"
+    environment = {**os.environ, "EDGEMIA_ARM64_ROOT": str(_arm_root()), "EDGEMIA_ARM64_SITE": str(arm_site),
+                   "EDGEMIA_QEMU_CPU": cpu}
+    environment.pop("EDGEMIA_ISA", None)
+    done = subprocess.run([str(EMULATED / "python.sh"), str(helper), str(tmp_path / "arm.npz")], capture_output=True,
+                          text=True, timeout=1800, env=environment)
+    assert done.returncode == 0, done.stderr
+    host_environment = {**os.environ, "EDGEMIA_ISA": "scalar"}
+    done = subprocess.run([sys.executable, str(helper), str(tmp_path / "scalar.npz")], capture_output=True, text=True,
+                          timeout=600, env=host_environment)
+    assert done.returncode == 0, done.stderr
+
+    arm = dict(np.load(tmp_path / "arm.npz"))
+    scalar = dict(np.load(tmp_path / "scalar.npz"))
+    assert str(arm.pop("isa")) == CPUS[cpu]
+    assert str(scalar.pop("isa")) == "scalar"
+    assert sorted(arm) == sorted(scalar)
+    for key, expected in scalar.items():
+        np.testing.assert_array_equal(arm[key], expected, err_msg=f"{cpu}, {key}")
 
 
 @pytest.mark.parametrize("profile,cpu", [("rpi4", "cortex-a72"), ("rpi5", "cortex-a76")])

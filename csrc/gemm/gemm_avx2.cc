@@ -29,16 +29,7 @@ void PackS8S32Nr16C2(const int8_t* b, int64_t n, int64_t k, PackedB* out) {
   const int64_t kp = RoundUp(k, 2);
   const int64_t panels = (n + kNr - 1) / kNr;
   int8_t* data = PreparePackedB(out, n, k, panels * kNr * kp * static_cast<int64_t>(sizeof(int16_t)), 0);
-  auto* values = reinterpret_cast<int16_t*>(data);
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t width = n - p * kNr < kNr ? n - p * kNr : kNr;
-    const int64_t panel_width = width > 8 ? kNr : 8;
-    int16_t* panel = values + p * kNr * kp;
-    for (int64_t j = 0; j < width; ++j) {
-      const int8_t* bj = b + (p * kNr + j) * k;
-      for (int64_t q = 0; q < k; ++q) panel[(q / 2) * panel_width * 2 + j * 2 + q % 2] = bj[q];
-    }
-  }
+  PackPanels(b, n, k, kp, kNr, 2, 8, reinterpret_cast<int16_t*>(data));
 }
 
 // Rows of A sign-extended to int16 in a contiguous block, k padded to even.
@@ -81,8 +72,7 @@ void s8s32_gemm_MRx16c2__avx2(const int16_t* a, int64_t kp, const int16_t* w, in
       for (int q = 0; q < NB; ++q) acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(va, b[q]));
     }
   }
-  // A partial panel goes through a local tile, as a masked store straight
-  // from the accumulators makes GCC 12 keep them in memory.
+  // A partial panel goes through a local tile (CopyTileColumns).
   int32_t* out = c;
   int64_t out_stride = c_stride;
   alignas(32) int32_t tile[MR][8 * NB];
@@ -97,9 +87,7 @@ void s8s32_gemm_MRx16c2__avx2(const int16_t* a, int64_t kp, const int16_t* w, in
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * out_stride + 8 * q), acc[r][q]);
     }
   }
-  if (out != c) {
-    for (int r = 0; r < MR; ++r) std::memcpy(c + r * c_stride, tile[r], static_cast<size_t>(width) * sizeof(int32_t));
-  }
+  if (out != c) CopyTileColumns(&tile[0][0], 8 * NB, MR, width, c, c_stride);
 }
 
 using Microkernel = void (*)(const int16_t*, int64_t, const int16_t*, int64_t, int32_t*, int64_t, int64_t);

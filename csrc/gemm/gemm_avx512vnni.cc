@@ -38,19 +38,11 @@ void PackS8S32Nr32C4(const int8_t* b, int64_t n, int64_t k, PackedB* out) {
   const int64_t kp = RoundUp(k, 4);
   const int64_t panels = (n + kNr - 1) / kNr;
   int8_t* data = PreparePackedB(out, n, k, panels * kNr * kp, panels * kNr);
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t width = n - p * kNr < kNr ? n - p * kNr : kNr;
-    const int64_t panel_width = width > 16 ? kNr : 16;
-    int8_t* panel = data + p * kNr * kp;
-    for (int64_t j = 0; j < width; ++j) {
-      const int8_t* bj = b + (p * kNr + j) * k;
-      int32_t sum = 0;
-      for (int64_t q = 0; q < k; ++q) {
-        panel[(q / 4) * panel_width * 4 + j * 4 + q % 4] = bj[q];
-        sum += bj[q];
-      }
-      out->column[static_cast<size_t>(p * kNr + j)] = -128 * sum;
-    }
+  PackPanels(b, n, k, kp, kNr, 4, 16, data);
+  for (int64_t j = 0; j < n; ++j) {
+    int32_t sum = 0;
+    for (int64_t q = 0; q < k; ++q) sum += b[j * k + q];
+    out->column[static_cast<size_t>(j)] = -128 * sum;
   }
 }
 
@@ -138,8 +130,7 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t kp, const int32_t* 
       }
     }
   }
-  // A partial panel goes through a local tile: masked stores straight from
-  // the accumulators make GCC 12 spill them inside the loop above.
+  // A partial panel goes through a local tile (CopyTileColumns).
   int32_t* out = c;
   int64_t out_stride = c_stride;
   alignas(64) int32_t tile[MR][16 * NB];
@@ -152,9 +143,7 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t kp, const int32_t* 
 #pragma GCC unroll 2
     for (int q = 0; q < NB; ++q) _mm512_storeu_si512(out + r * out_stride + 16 * q, acc[0][r][q]);
   }
-  if (out != c) {
-    for (int r = 0; r < MR; ++r) std::memcpy(c + r * c_stride, tile[r], static_cast<size_t>(width) * sizeof(int32_t));
-  }
+  if (out != c) CopyTileColumns(&tile[0][0], 16 * NB, MR, width, c, c_stride);
 }
 
 using Microkernel = void (*)(const int8_t*, int64_t, const int32_t*, const int8_t*, int64_t, int32_t*, int64_t,

@@ -31,11 +31,7 @@ void PackS8S32Nr4C16(const int8_t* b, int64_t n, int64_t k, PackedB* out) {
   const int64_t kp = RoundUp(k, kKc);
   const int64_t panels = (n + kNr - 1) / kNr;
   int8_t* data = PreparePackedB(out, n, k, panels * kNr * kp, 0);
-  for (int64_t j = 0; j < n; ++j) {
-    int8_t* panel = data + (j / kNr) * kNr * kp;
-    const int8_t* bj = b + j * k;
-    for (int64_t q = 0; q < k; ++q) panel[(q / kKc) * kNr * kKc + (j % kNr) * kKc + q % kKc] = bj[q];
-  }
+  PackPanels(b, n, k, kp, kNr, kKc, kNr, data);
 }
 
 // C[MR rows][4 columns] = A . B for one panel, of which the first `width`
@@ -70,7 +66,7 @@ void s8s32_gemm_MRx4c16__neon_mull(const int8_t* a, int64_t kp, const int8_t* w,
     } else {
       int32_t tile[kNr];
       vst1q_s32(tile, sums);
-      std::memcpy(cr, tile, static_cast<size_t>(width) * sizeof(int32_t));
+      CopyTileColumns(tile, kNr, 1, width, cr, c_stride);
     }
   }
 }

@@ -28,11 +28,7 @@ void PackS8S32Nr16C4(const int8_t* b, int64_t n, int64_t k, PackedB* out) {
   const int64_t kp = RoundUp(k, kKc);
   const int64_t panels = (n + kNr - 1) / kNr;
   int8_t* data = PreparePackedB(out, n, k, panels * kNr * kp, 0);
-  for (int64_t j = 0; j < n; ++j) {
-    int8_t* panel = data + (j / kNr) * kNr * kp;
-    const int8_t* bj = b + j * k;
-    for (int64_t q = 0; q < k; ++q) panel[(q / 4) * kNr * 4 + (j % kNr) * 4 + q % 4] = bj[q];
-  }
+  PackPanels(b, n, k, kp, kNr, 4, kNr, data);
 }
 
 // Group G of four k: every row's lane G of its 16 bytes against four q
@@ -71,7 +67,7 @@ void s8s32_gemm_MRx16c4__neondot(const int8_t* a, int64_t kp, const int8_t* w, i
     } else {
       int32_t tile[kNr];
       for (int q = 0; q < 4; ++q) vst1q_s32(tile + 4 * q, acc[r][q]);
-      std::memcpy(cr, tile, static_cast<size_t>(width) * sizeof(int32_t));
+      CopyTileColumns(tile, kNr, 1, width, cr, c_stride);
     }
   }
 }

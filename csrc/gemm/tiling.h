@@ -1,7 +1,8 @@
-// Loop structure shared by the vector GEMM paths. Rows of A go in blocks
-// that the path packs. Within a block the weight panels are outermost, so
-// that a panel stays in cache for all its row tiles, and the row tiles have
-// equal heights. The output stage goes over columns in fixed-width blocks.
+// Loop structure, weight packing and partial-panel stores shared by the vector GEMM
+// paths. Rows of A go in blocks that the path packs. Within a block the
+// weight panels are outermost, so that a panel stays in cache for all its
+// row tiles, and the row tiles have equal heights. The output stage goes
+// over columns in fixed-width blocks.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,40 @@ void ForEachTile(int64_t m, int64_t n, int64_t mr, int64_t nr, int64_t row_block
         offset += tile_rows;
       }
     }
+  }
+}
+
+// Rearranges row-major B [n][k] into panels of `nr` columns and kp (k
+// padded) values per column, for a microkernel that reads `group`
+// consecutive k of each column at a time. Value (j, q) of a panel goes to
+// (q / group) * width * group + j * group + q % group. The width is nr, or
+// `narrow` for a last panel with at most `narrow` columns, so pass nr when
+// every panel is full width. T is the stored type: int8, or int16 for a path
+// that multiplies 16-bit values. The caller zeroes `data`, so the padding of
+// k and of the columns is zero.
+template <typename T>
+void PackPanels(const int8_t* b, int64_t n, int64_t k, int64_t kp, int64_t nr, int64_t group, int64_t narrow,
+                T* data) {
+  const int64_t panels = (n + nr - 1) / nr;
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t columns = n - p * nr < nr ? n - p * nr : nr;
+    const int64_t width = columns > narrow ? nr : narrow;
+    T* panel = data + p * nr * kp;
+    for (int64_t j = 0; j < columns; ++j) {
+      const int8_t* bj = b + (p * nr + j) * k;
+      for (int64_t q = 0; q < k; ++q) panel[(q / group) * width * group + j * group + q % group] = bj[q];
+    }
+  }
+}
+
+// Copies the first `width` columns of `rows` rows of a microkernel's local
+// tile (row stride tile_stride) to C. A partial panel stores its
+// accumulators into such a tile, because a store past column n could leave
+// C, and masked stores straight from the accumulators make GCC 12 spill them.
+inline void CopyTileColumns(const int32_t* tile, int64_t tile_stride, int64_t rows, int64_t width, int32_t* c,
+                            int64_t c_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(c + r * c_stride, tile + r * tile_stride, static_cast<size_t>(width) * sizeof(int32_t));
   }
 }
 

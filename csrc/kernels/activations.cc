@@ -164,16 +164,37 @@ Factory MakeClamp(Activation act) {
 // ---------------------------------------------------------------------------
 // SOFTMAX over the last axis.
 
+// Checks the quantization that TFLite's int8 softmax requires: per-tensor
+// input and output, and an output scale of 1/256 with zero point -128.
+void ExpectSoftmaxInt8Quantization(const OpChecker& check) {
+  const Tensor& in = check.Input(0);
+  const Tensor& out = check.Output(0);
+  check.ExpectActivationQuantization(in, "input");
+  check.ExpectActivationQuantization(out, "output");
+  if (out.zero_points[0] != -128 || std::fabs(out.scales[0] - 1.0f / 256.0f) > 1e-6f) {
+    check.Fail("int8 output must have scale 1/256 and zero point -128, as TFLite requires");
+  }
+}
+
+// Calls row(xr, yr, max_value) for each of `rows` rows of `depth` int8
+// values, with the row's maximum.
+template <typename Row>
+void ForEachSoftmaxRow(const int8_t* x, int8_t* y, int64_t rows, int64_t depth, Row&& row) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int8_t* xr = x + r * depth;
+    int8_t* yr = y + r * depth;
+    int32_t max_value = -128;
+    for (int64_t j = 0; j < depth; ++j) max_value = std::max<int32_t>(max_value, xr[j]);
+    row(xr, yr, max_value);
+  }
+}
+
 class SoftmaxInt8 final : public Kernel {
  public:
   SoftmaxInt8(const OpChecker& check, const UnaryIds& ids, int64_t depth, float beta) : ids_(ids), depth_(depth) {
+    ExpectSoftmaxInt8Quantization(check);
     const Tensor& in = check.Input(0);
     const Tensor& out = check.Output(0);
-    check.ExpectActivationQuantization(in, "input");
-    check.ExpectActivationQuantization(out, "output");
-    if (out.zero_points[0] != -128 || std::fabs(out.scales[0] - 1.0f / 256.0f) > 1e-6f) {
-      check.Fail("int8 output must have scale 1/256 and zero point -128, as TFLite requires");
-    }
     // TFLite's optimized int8 softmax (the default on x86): a float table of
     // exp(-input_scale * beta * d) for the distance d = max - q.
     const float scale = -in.scales[0] * beta;
@@ -185,21 +206,18 @@ class SoftmaxInt8 final : public Kernel {
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(ids_.in_id);
     int8_t* y = arena.at<int8_t>(ids_.out_id);
-    const int64_t rows = batch * (ids_.elements / depth_);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int8_t* xr = x + r * depth_;
-      int8_t* yr = y + r * depth_;
-      int32_t max_value = -128;
-      for (int64_t j = 0; j < depth_; ++j) max_value = std::max<int32_t>(max_value, xr[j]);
+    const int64_t depth = depth_;
+    const int64_t rows = batch * (ids_.elements / depth);
+    ForEachSoftmaxRow(x, y, rows, depth, [&](const int8_t* xr, int8_t* yr, int32_t max_value) {
       float sum = 0.0f;
-      for (int64_t j = 0; j < depth_; ++j) sum += table_[static_cast<size_t>(max_value - xr[j])];
+      for (int64_t j = 0; j < depth; ++j) sum += table_[static_cast<size_t>(max_value - xr[j])];
       const float inverse = 1.0f / (sum * output_scale_);
-      for (int64_t j = 0; j < depth_; ++j) {
+      for (int64_t j = 0; j < depth; ++j) {
         const float rescaled = table_[static_cast<size_t>(max_value - xr[j])] * inverse;
         const int32_t q = static_cast<int32_t>(RoundHalfAway(rescaled)) + zero_point_;
         yr[j] = static_cast<int8_t>(std::min(std::max(q, -128), 127));
       }
-    }
+    });
   }
 
  private:
@@ -310,13 +328,8 @@ int32_t OneOverOnePlusX(int32_t x) {
 class SoftmaxInt8Reference final : public Kernel {
  public:
   SoftmaxInt8Reference(const OpChecker& check, const UnaryIds& ids, int64_t depth, float beta) : ids_(ids), depth_(depth) {
+    ExpectSoftmaxInt8Quantization(check);
     const Tensor& in = check.Input(0);
-    const Tensor& out = check.Output(0);
-    check.ExpectActivationQuantization(in, "input");
-    check.ExpectActivationQuantization(out, "output");
-    if (out.zero_points[0] != -128 || std::fabs(out.scales[0] - 1.0f / 256.0f) > 1e-6f) {
-      check.Fail("int8 output must have scale 1/256 and zero point -128, as TFLite requires");
-    }
     // Differences max - q are scaled to Q5 by beta * input_scale, with the
     // multiplier capped at the largest int32.
     constexpr int kDiffIntegerBits = 5;
@@ -339,14 +352,11 @@ class SoftmaxInt8Reference final : public Kernel {
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(ids_.in_id);
     int8_t* y = arena.at<int8_t>(ids_.out_id);
-    const int64_t rows = batch * (ids_.elements / depth_);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int8_t* xr = x + r * depth_;
-      int8_t* yr = y + r * depth_;
-      int32_t max_value = -128;
-      for (int64_t j = 0; j < depth_; ++j) max_value = std::max<int32_t>(max_value, xr[j]);
+    const int64_t depth = depth_;
+    const int64_t rows = batch * (ids_.elements / depth);
+    ForEachSoftmaxRow(x, y, rows, depth, [&](const int8_t* xr, int8_t* yr, int32_t max_value) {
       int32_t sum_q12 = 0;
-      for (int64_t j = 0; j < depth_; ++j) {
+      for (int64_t j = 0; j < depth; ++j) {
         const int32_t diff = xr[j] - max_value;
         if (diff >= diff_min_) sum_q12 = fixed::Add(sum_q12, fixed::MulPow2(Exp(diff), -12));
       }
@@ -355,7 +365,7 @@ class SoftmaxInt8Reference final : public Kernel {
       const int bits_over_unit = 12 - leading_zeros;
       const int32_t x_q0 = static_cast<int32_t>((static_cast<uint32_t>(sum_q12) << leading_zeros) - (uint32_t{1} << 31));
       const int32_t reciprocal = fixed::OneOverOnePlusX(x_q0);
-      for (int64_t j = 0; j < depth_; ++j) {
+      for (int64_t j = 0; j < depth; ++j) {
         const int32_t diff = xr[j] - max_value;
         if (diff < diff_min_) {
           yr[j] = -128;
@@ -364,7 +374,7 @@ class SoftmaxInt8Reference final : public Kernel {
         const int32_t p = RoundingDivideByPOT(fixed::Mul(reciprocal, Exp(diff)), bits_over_unit + 31 - 8);
         yr[j] = static_cast<int8_t>(std::min(std::max(p - 128, -128), 127));
       }
-    }
+    });
   }
 
  private:

@@ -1,5 +1,6 @@
 // CONV_2D and DEPTHWISE_CONV_2D: NHWC input, OHWI filter (1HWO for depthwise).
 #include "common.h"
+#include "depthwise.h"
 #include "registry.h"
 
 namespace edgemia {
@@ -294,8 +295,19 @@ class ConvInt8 final : public Kernel {
   int in_id_ = 0, out_id_ = 0;
 };
 
+// The vector row kernel of a GEMM path, or nullptr for the scalar path,
+// which runs the portable loop.
+DepthwiseRowKernel SelectDepthwiseRow(const gemm::Int8Gemm& path) {
+  const std::string name = path.name;
+  if (name == "avx2" || name == "avx512vnni") return DepthwiseRowAvx2();
+  if (name == "neon" || name == "neondot") return DepthwiseRowNeon();
+  return nullptr;
+}
+
 // Depthwise int8 convolution: direct loops over the taps, one output row at
-// a time, through the GEMM path's output stage.
+// a time, through the GEMM path's output stage. With depth multiplier 1 the
+// vector paths compute the row's sums in their own kernel (depthwise.h);
+// the loop here is the reference they match.
 class DepthwiseInt8 final : public Kernel {
  public:
   DepthwiseInt8(const OpChecker& check, Numerics numerics) : gemm_(&check.gemm()) {
@@ -307,6 +319,41 @@ class DepthwiseInt8 final : public Kernel {
     filter_ = filter.as<int8_t>();
     bias_ = BiasOrZero<int32_t>(check, g_.out_c, DType::kInt32);
     input_zero_point_ = in.zero_points[0];
+    if (g_.depth_multiplier == 1) row_kernel_ = SelectDepthwiseRow(check.gemm());
+    if (row_kernel_ != nullptr) {
+      const int64_t taps = g_.k_h * g_.k_w;
+      wide_filter_.assign(filter_, filter_ + taps * g_.out_c);
+      kx_begin_.resize(static_cast<size_t>(g_.out_w));
+      kx_end_.resize(static_cast<size_t>(g_.out_w));
+      for (int64_t ox = 0; ox < g_.out_w; ++ox) {
+        int64_t begin = g_.k_w, end = 0;
+        for (int64_t kx = 0; kx < g_.k_w; ++kx) {
+          const int64_t ix = ox * g_.stride_w - g_.pad_left + kx * g_.dilation_w;
+          if (ix >= 0 && ix < g_.in_w) {
+            begin = std::min(begin, kx);
+            end = kx + 1;
+          }
+        }
+        kx_begin_[static_cast<size_t>(ox)] = begin < end ? begin : 0;
+        kx_end_[static_cast<size_t>(ox)] = begin < end ? end : 0;
+      }
+      row_.in_h = g_.in_h;
+      row_.in_w = g_.in_w;
+      row_.channels = g_.in_c;
+      row_.out_w = g_.out_w;
+      row_.k_h = g_.k_h;
+      row_.k_w = g_.k_w;
+      row_.stride_h = g_.stride_h;
+      row_.stride_w = g_.stride_w;
+      row_.dilation_h = g_.dilation_h;
+      row_.dilation_w = g_.dilation_w;
+      row_.pad_top = g_.pad_top;
+      row_.pad_left = g_.pad_left;
+      row_.zero_point = static_cast<int16_t>(input_zero_point_);
+      row_.weights = wide_filter_.data();
+      row_.kx_begin = kx_begin_.data();
+      row_.kx_end = kx_end_.data();
+    }
     const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kFixedPoint
                                                                  : ChannelRequantizer::Formula::kFp32;
     requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.out_c, check.ActivationOption(), numerics);
@@ -321,38 +368,16 @@ class DepthwiseInt8 final : public Kernel {
     const int8_t* x = arena.at<int8_t>(in_id_);
     int8_t* y = arena.at<int8_t>(out_id_);
     int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data());
-    // Locals, not members: the int8 stores below may alias any object, so
-    // the compiler would reload every member after each of them.
-    const ConvGeometry g = g_;
-    const int8_t* filter = filter_;
-    const int32_t zero_point = input_zero_point_;
+    const ConvGeometry& g = g_;
     const int64_t row_values = g.out_w * g.out_c;
     for (int64_t b = 0; b < batch; ++b) {
       const int8_t* xb = x + b * g.in_h * g.in_w * g.in_c;
       for (int64_t oy = 0; oy < g.out_h; ++oy) {
-        // The sums of one output row, channels innermost so that the
-        // compiler vectorizes them; the bias comes with the output stage.
-        std::fill(acc, acc + row_values, 0);
-        for (int64_t ox = 0; ox < g.out_w; ++ox) {
-          int32_t* sums = acc + ox * g.out_c;
-          ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
-            const int8_t* xp = xb + (iy * g.in_w + ix) * g.in_c;
-            const int8_t* wp = filter + (ky * g.k_w + kx) * g.out_c;
-            if (g.depth_multiplier == 1) {
-              // |w * (x - zero_point)| <= 128 * 255, so the product fits int16.
-              for (int64_t c = 0; c < g.out_c; ++c) {
-                sums[c] += static_cast<int16_t>(static_cast<int16_t>(wp[c]) * static_cast<int16_t>(xp[c] - zero_point));
-              }
-              return;
-            }
-            for (int64_t ic = 0; ic < g.in_c; ++ic) {
-              const int32_t xv = xp[ic] - zero_point;
-              for (int64_t m = 0; m < g.depth_multiplier; ++m) {
-                const int64_t oc = ic * g.depth_multiplier + m;
-                sums[oc] += wp[oc] * xv;
-              }
-            }
-          });
+        // The sums of one output row; the bias comes with the output stage.
+        if (row_kernel_ != nullptr) {
+          row_kernel_(row_, xb, oy, acc);
+        } else {
+          AccumulateRow(xb, oy, acc);
         }
         int8_t* yrow = y + (b * g.out_h + oy) * row_values;
         if (requantize_.is_fp32()) {
@@ -369,6 +394,38 @@ class DepthwiseInt8 final : public Kernel {
   }
 
  private:
+  // The reference: the sums of output row oy of record xb, channels
+  // innermost so that the compiler vectorizes them.
+  void AccumulateRow(const int8_t* xb, int64_t oy, int32_t* acc) const {
+    // Locals, not members: the stores below may alias any object, so the
+    // compiler would reload every member after each of them.
+    const ConvGeometry g = g_;
+    const int8_t* filter = filter_;
+    const int32_t zero_point = input_zero_point_;
+    std::fill(acc, acc + g.out_w * g.out_c, 0);
+    for (int64_t ox = 0; ox < g.out_w; ++ox) {
+      int32_t* sums = acc + ox * g.out_c;
+      ForEachTap(g, oy, ox, [&](int64_t ky, int64_t kx, int64_t iy, int64_t ix) {
+        const int8_t* xp = xb + (iy * g.in_w + ix) * g.in_c;
+        const int8_t* wp = filter + (ky * g.k_w + kx) * g.out_c;
+        if (g.depth_multiplier == 1) {
+          // |w * (x - zero_point)| <= 128 * 255, so the product fits int16.
+          for (int64_t c = 0; c < g.out_c; ++c) {
+            sums[c] += static_cast<int16_t>(static_cast<int16_t>(wp[c]) * static_cast<int16_t>(xp[c] - zero_point));
+          }
+          return;
+        }
+        for (int64_t ic = 0; ic < g.in_c; ++ic) {
+          const int32_t xv = xp[ic] - zero_point;
+          for (int64_t m = 0; m < g.depth_multiplier; ++m) {
+            const int64_t oc = ic * g.depth_multiplier + m;
+            sums[oc] += wp[oc] * xv;
+          }
+        }
+      });
+    }
+  }
+
   ConvGeometry g_;
   const gemm::Int8Gemm* gemm_;
   const int8_t* filter_ = nullptr;
@@ -376,6 +433,11 @@ class DepthwiseInt8 final : public Kernel {
   int32_t input_zero_point_ = 0;
   ChannelRequantizer requantize_;
   int in_id_ = 0, out_id_ = 0;
+  // The vector path's row kernel and its operands; nullptr runs the loop above.
+  DepthwiseRowKernel row_kernel_ = nullptr;
+  DepthwiseRow row_;
+  std::vector<int16_t> wide_filter_;
+  std::vector<int64_t> kx_begin_, kx_end_;
 };
 
 class ConvFloat final : public Kernel {

@@ -123,21 +123,32 @@ class AvgPoolInt8 final : public Kernel {
     out_id_ = check.op().outputs[0];
   }
 
+  int64_t ScratchBytes() const override { return g_.channels * static_cast<int64_t>(sizeof(int32_t)); }
+
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);
     int8_t* y = arena.at<int8_t>(out_id_);
-    const PoolGeometry& g = g_;
+    int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data());
+    // Locals, not members: the int8 stores below may alias any object, so
+    // the compiler would reload every member after each of them.
+    const PoolGeometry g = g_;
+    const Int8Range range = range_;
     ForEachWindow(g, batch, [&](int64_t b, int64_t oy, int64_t ox, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
       const int32_t count = static_cast<int32_t>((y1 - y0) * (x1 - x0));
-      int8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
-      for (int64_t c = 0; c < g.channels; ++c) {
-        int32_t acc = 0;
-        for (int64_t iy = y0; iy < y1; ++iy) {
-          for (int64_t ix = x0; ix < x1; ++ix) acc += x[((b * g.in_h + iy) * g.in_w + ix) * g.channels + c];
+      const int64_t channels = g.channels;
+      int8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * channels;
+      // Channels innermost, so that the compiler vectorizes the sums.
+      std::fill(acc, acc + channels, 0);
+      for (int64_t iy = y0; iy < y1; ++iy) {
+        for (int64_t ix = x0; ix < x1; ++ix) {
+          const int8_t* xp = x + ((b * g.in_h + iy) * g.in_w + ix) * channels;
+          for (int64_t c = 0; c < channels; ++c) acc[c] += xp[c];
         }
+      }
+      for (int64_t c = 0; c < channels; ++c) {
         int32_t avg = 0;
-        if (count > 0) avg = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
-        yp[c] = static_cast<int8_t>(std::min(std::max(avg, range_.lo), range_.hi));
+        if (count > 0) avg = acc[c] > 0 ? (acc[c] + count / 2) / count : (acc[c] - count / 2) / count;
+        yp[c] = static_cast<int8_t>(std::min(std::max(avg, range.lo), range.hi));
       }
     });
   }

@@ -1,0 +1,38 @@
+// Vector kernels for one output row of an int8 depthwise convolution with
+// depth multiplier 1, one file per instruction set. They compute the same
+// int32 sums as the portable loop in conv.cc, which is the reference: each
+// product w * (x - zero_point) is exact in int16 (|w| <= 128 and
+// |x - zero_point| <= 255), and the sums are formed in int32.
+#pragma once
+
+#include <cstdint>
+
+namespace edgemia {
+namespace kernels {
+
+// Geometry of one depthwise convolution and the per-column tap ranges that
+// conv.cc computes at load time. Taps in the padding add nothing.
+struct DepthwiseRow {
+  int64_t in_h = 0, in_w = 0, channels = 0;
+  int64_t out_w = 0;
+  int64_t k_h = 0, k_w = 0;
+  int64_t stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+  int64_t pad_top = 0, pad_left = 0;
+  int16_t zero_point = 0;      // input zero point
+  const int16_t* weights = nullptr;  // [k_h * k_w][channels], the filter widened to int16
+  // Filter columns kx in [kx_begin[ox], kx_end[ox]) of output column ox are inside the image.
+  const int64_t* kx_begin = nullptr;
+  const int64_t* kx_end = nullptr;
+};
+
+// Writes acc[ox * channels + c] = sum over the taps inside the image of
+// w[ky][kx][c] * (x[iy][ix][c] - zero_point) for output row `oy` of the
+// record `x` (NHWC, one image).
+using DepthwiseRowKernel = void (*)(const DepthwiseRow& row, const int8_t* x, int64_t oy, int32_t* acc);
+
+// Each returns nullptr when this build does not include that path.
+DepthwiseRowKernel DepthwiseRowAvx2();
+DepthwiseRowKernel DepthwiseRowNeon();
+
+}  // namespace kernels
+}  // namespace edgemia

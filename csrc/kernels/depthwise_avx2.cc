@@ -1,0 +1,85 @@
+// Depthwise convolution rows for the avx2 and avx512vnni paths, 16 channels
+// at a time: vpmovsxbw widens the inputs, vpmullw forms the exact int16
+// products, and vpmovsxwd widens them into int32 sums.
+#include "depthwise.h"
+
+#if defined(__x86_64__) && defined(__AVX2__)
+
+#include <immintrin.h>
+
+namespace edgemia {
+namespace kernels {
+namespace {
+
+// This file is compiled with -mavx2, so it calls no template that other
+// files also instantiate (std::min, std::max): the linker could keep this
+// copy for all of them.
+void AccumulateDepthwiseRowAvx2(const DepthwiseRow& r, const int8_t* x, int64_t oy, int32_t* acc) {
+  const int64_t channels = r.channels;
+  const int64_t full = channels / 16 * 16;
+  const int64_t x_step = r.dilation_w * channels;  // bytes between the taps of one filter row
+  const __m256i zero_point = _mm256_set1_epi16(r.zero_point);
+  int64_t ky_begin = r.k_h, ky_end = 0;
+  for (int64_t ky = 0; ky < r.k_h; ++ky) {
+    const int64_t iy = oy * r.stride_h - r.pad_top + ky * r.dilation_h;
+    if (iy >= 0 && iy < r.in_h) {
+      if (ky_begin > ky) ky_begin = ky;
+      ky_end = ky + 1;
+    }
+  }
+  for (int64_t ox = 0; ox < r.out_w; ++ox) {
+    int32_t* sums = acc + ox * channels;
+    const int64_t kx_begin = r.kx_begin[ox];
+    const int64_t kx_end = r.kx_end[ox];
+    const int64_t ix0 = ox * r.stride_w - r.pad_left;
+    for (int64_t c = 0; c < full; c += 16) {
+      __m256i low = _mm256_setzero_si256();
+      __m256i high = _mm256_setzero_si256();
+      for (int64_t ky = ky_begin; ky < ky_end; ++ky) {
+        const int64_t iy = oy * r.stride_h - r.pad_top + ky * r.dilation_h;
+        const int8_t* xp = x + (iy * r.in_w + ix0 + kx_begin * r.dilation_w) * channels + c;
+        const int16_t* wp = r.weights + (ky * r.k_w + kx_begin) * channels + c;
+        for (int64_t kx = kx_begin; kx < kx_end; ++kx, xp += x_step, wp += channels) {
+          const __m256i xv = _mm256_sub_epi16(
+              _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xp))), zero_point);
+          const __m256i product = _mm256_mullo_epi16(xv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp)));
+          low = _mm256_add_epi32(low, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(product)));
+          high = _mm256_add_epi32(high, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(product, 1)));
+        }
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + c), low);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + c + 8), high);
+    }
+    for (int64_t c = full; c < channels; ++c) {
+      int32_t sum = 0;
+      for (int64_t ky = ky_begin; ky < ky_end; ++ky) {
+        const int64_t iy = oy * r.stride_h - r.pad_top + ky * r.dilation_h;
+        for (int64_t kx = kx_begin; kx < kx_end; ++kx) {
+          const int32_t xv = x[(iy * r.in_w + ix0 + kx * r.dilation_w) * channels + c] - r.zero_point;
+          sum += static_cast<int16_t>(r.weights[(ky * r.k_w + kx) * channels + c] * xv);
+        }
+      }
+      sums[c] = sum;
+    }
+  }
+}
+
+}  // namespace
+
+DepthwiseRowKernel DepthwiseRowAvx2() { return AccumulateDepthwiseRowAvx2; }
+
+}  // namespace kernels
+}  // namespace edgemia
+
+#else
+
+namespace edgemia {
+namespace kernels {
+
+// This build does not target x86-64 with AVX2, so no CPU it runs on takes this path.
+DepthwiseRowKernel DepthwiseRowAvx2() { return nullptr; }
+
+}  // namespace kernels
+}  // namespace edgemia
+
+#endif
