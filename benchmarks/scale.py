@@ -10,7 +10,9 @@ the first worker count by that with each other count. The second table runs
 the audit with each number K of reference models and the last worker count,
 then fits wall time = a + b K by least squares. The machine's one-minute
 load average before each run is printed, because other work on the machine
-slows the runs down.
+slows the runs down. The CPU column sums the audit's and its workers' CPU
+time. A speed-up in wall time needs free cores; CPU time that grows with the
+workers is work they add, such as each worker starting its own TensorFlow.
 """
 
 from __future__ import annotations
@@ -44,11 +46,16 @@ def run_audit(references: int, workers: int, executor: str, options: list[str]) 
         command = [str(edgemia), "audit", "--out", out, "--jobs", str(workers), "--executor", executor,
                    "--reference-models", str(references), *options]
         start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        # wait4 gives the CPU time of the audit and of the worker processes it waited for.
+        _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise subprocess.CalledProcessError(process.returncode, command)
         report = json.loads((Path(out) / "report.json").read_text())
-    return {"load": load, "wall": wall, "references": report["stage_seconds"]["references"],
-            "computed": report["tasks"]["computed"]}
+    return {"load": load, "wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+            "references": report["stage_seconds"]["references"], "computed": report["tasks"]["computed"]}
 
 
 def main() -> None:
@@ -71,24 +78,24 @@ def main() -> None:
 
     if args.speedup_references:
         print(f"\nReference stage, {args.speedup_references} reference models")
-        print(f"{'workers':>7} {'load':>5} {'wall s':>7} {'references s':>13} {'speed-up':>9}")
+        print(f"{'workers':>7} {'load':>5} {'wall s':>7} {'CPU s':>7} {'references s':>13} {'speed-up':>9}")
         first = None
         for count in workers:
             run = run_audit(args.speedup_references, count, args.executor, options)
             first = first or run["references"]
-            print(f"{count:>7} {run['load']:>5.2f} {run['wall']:>7.1f} {run['references']:>13.1f} "
-                  f"{first / run['references']:>9.2f}")
+            print(f"{count:>7} {run['load']:>5.2f} {run['wall']:>7.1f} {run['cpu']:>7.1f} "
+                  f"{run['references']:>13.1f} {first / run['references']:>9.2f}")
 
     sizes = _numbers(args.references)
     if sizes:
         print(f"\nAudit wall time against K, {workers[-1]} workers")
-        print(f"{'K':>4} {'load':>5} {'wall s':>7} {'references s':>13} {'s per model':>12}")
+        print(f"{'K':>4} {'load':>5} {'wall s':>7} {'CPU s':>7} {'references s':>13} {'s per model':>12}")
         walls = []
         for k in sizes:
             run = run_audit(k, workers[-1], args.executor, options)
             walls.append(run["wall"])
-            print(f"{k:>4} {run['load']:>5.2f} {run['wall']:>7.1f} {run['references']:>13.1f} "
-                  f"{run['references'] / k:>12.2f}")
+            print(f"{k:>4} {run['load']:>5.2f} {run['wall']:>7.1f} {run['cpu']:>7.1f} "
+                  f"{run['references']:>13.1f} {run['references'] / k:>12.2f}")
         if len(sizes) >= 2:
             slope, intercept = np.polyfit(sizes, walls, 1)
             fitted = intercept + slope * np.array(sizes)
