@@ -445,7 +445,8 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         record_id=data.members.record_id,
         population_record_id=data.population.record_id if data.population is not None else None,
     )
-    tuning = FineTuning(batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, epochs=recipe.epochs)
+    tuning = FineTuning(batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, epochs=recipe.epochs,
+                        recipe=recipe)
 
     def make_exporter(model) -> VariantExporter:
         return VariantExporter(model, compression_data, out / "artifacts", config.seed, tuning, root=out)

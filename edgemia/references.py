@@ -142,7 +142,7 @@ def build_reference(task: ReferenceTask) -> None:
         population_record_id=population.record_id if population is not None else None,
     )
     tuning = FineTuning(batch_size=task.recipe.batch_size, learning_rate=task.recipe.learning_rate,
-                        epochs=task.recipe.epochs)
+                        epochs=task.recipe.epochs, recipe=task.recipe)
     store = TaskStore(task.out)
     with VariantExporter(model, data, reference_artifact_dir(task.out, task.k), reference_seed(task.seed, task.k),
                          tuning, root=task.out) as exporter:

@@ -72,7 +72,7 @@ def test_l2_shrinks_kernels(base, digits):
                               settings, seed=3)
     penalized, summary = train_defended(base, parse_variant("label-smoothing:0.01+l2:0.01").training_steps,
                                         DefenseData(x, y), settings, seed=3)
-    assert summary["training_steps"] == ["label-smoothing:0.01", "l2:0.01"]
+    assert summary["training_steps"] == ["l2:0.01", "label-smoothing:0.01"]  # in canonical order
     assert _kernel_norm(penalized) < 0.8 * _kernel_norm(plain)
 
 
@@ -144,3 +144,26 @@ def test_compress_command_rejects_defense(base, digits, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "training step 'dp-sgd:eps=8' trains the model anew from its recipe" in result.stderr
     assert "edgemia audit" in result.stderr
+
+
+def test_defenses_train_with_the_recipes_optimizer_and_augmentation(base, digits):
+    from edgemia.training.train import Recipe
+
+    x, y = digits
+    steps = parse_variant("l2:0.001").training_steps
+
+    def train(**fields):
+        recipe = Recipe(architecture="digits-cnn", epochs=3, batch_size=32, learning_rate=1e-2, **fields)
+        settings = TrainingSettings(epochs=3, batch_size=32, learning_rate=1e-2, recipe=recipe)
+        model, summary = train_defended(base, steps, DefenseData(x, y), settings, seed=5)
+        return model.get_weights(), summary
+
+    adam, adam_summary = train()
+    sgd, sgd_summary = train(optimizer="sgd", momentum=0.9)
+    shifted, _ = train(random_shift=1)
+    shifted_again, _ = train(random_shift=1)
+    assert (adam_summary["optimizer"], sgd_summary["optimizer"]) == ("adam", "sgd")
+    assert any(not np.array_equal(a, b) for a, b in zip(adam, sgd))
+    assert any(not np.array_equal(a, b) for a, b in zip(adam, shifted))
+    for a, b in zip(shifted, shifted_again):
+        np.testing.assert_array_equal(a, b)

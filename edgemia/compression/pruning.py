@@ -37,6 +37,9 @@ class FineTuning:
     batch_size: int = 32
     learning_rate: float = 1e-3
     epochs: int | None = None
+    # The recipe (edgemia.training.train.Recipe) whose optimizer and augmentation the
+    # training steps use; fine-tuning after pruning and distillation uses Adam.
+    recipe: object | None = None
 
 
 def prunable_kernels(model) -> list:

@@ -158,7 +158,8 @@ class VariantExporter:
                 f"training step '{steps[-1]}' trains the model anew from its recipe, and no recipe is known "
                 "here; run training steps with `edgemia audit`, which trains with the data set's recipe"
             )
-        settings = TrainingSettings(self.tuning.epochs, self.tuning.batch_size, self.tuning.learning_rate)
+        settings = TrainingSettings(self.tuning.epochs, self.tuning.batch_size, self.tuning.learning_rate,
+                                    self.tuning.recipe)
         data = DefenseData(self.data.x, self.data.y, self.data.record_id, self.data.population_x,
                            self.data.population_record_id)
         model, summary = train_defended(self._models[""], steps, data, settings, seed)

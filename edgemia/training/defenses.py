@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,11 +45,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """The recipe's training settings: epochs, batch size and Adam learning rate."""
+    """Training settings of the steps: epochs, batch size, learning rate and the recipe.
+
+    With a `recipe` (an edgemia.training.train.Recipe), training uses the
+    recipe's optimizer and augmentation at this learning rate. Without one,
+    it uses Adam and no augmentation.
+    """
 
     epochs: int
     batch_size: int
     learning_rate: float
+    recipe: object | None = None
 
 
 @dataclass
@@ -115,11 +121,27 @@ def plain_copy(trained, base):
     return plain
 
 
-def _fit(model, x, targets, settings: TrainingSettings, validation=None, patience: int = 0) -> dict:
-    """Train with Adam on soft-target cross-entropy; with `validation`, stop early on its loss."""
+def _fit(model, x, targets, settings: TrainingSettings, validation=None, patience: int = 0, seed: int = 0) -> dict:
+    """Train `model` on soft targets with the recipe's optimizer and augmentation; return a summary.
+
+    With `validation`, training stops early on its loss. The augmentation
+    layers wrap `model` only while it trains, as in fit_model, so `model`
+    itself has none.
+    """
+    from edgemia.training.train import augmentation_layers, make_optimizer
+
     keras = import_keras()
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
+    trainer, optimizer_name = model, "adam"
+    if settings.recipe is None:
+        optimizer = keras.optimizers.Adam(learning_rate=settings.learning_rate)
+    else:
+        recipe = replace(settings.recipe, learning_rate=settings.learning_rate)
+        optimizer, optimizer_name = make_optimizer(recipe), recipe.optimizer
+        layers = augmentation_layers(recipe, tuple(x.shape[1:]), seed)
+        if layers:
+            trainer = keras.Sequential([keras.Input(shape=tuple(x.shape[1:])), *layers, model])
+    trainer.compile(
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         steps_per_execution=math.ceil(len(x) / settings.batch_size),
     )
@@ -129,9 +151,10 @@ def _fit(model, x, targets, settings: TrainingSettings, validation=None, patienc
         callbacks.append(stopper)
     start = time.perf_counter()
     with native_stderr_to_log("TensorFlow training"):
-        history = model.fit(x, targets, epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True,
-                            verbose=0, callbacks=callbacks, validation_data=validation)
-    summary = {"training_seconds": time.perf_counter() - start, "epochs": len(history.history["loss"])}
+        history = trainer.fit(x, targets, epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True,
+                              verbose=0, callbacks=callbacks, validation_data=validation)
+    summary = {"training_seconds": time.perf_counter() - start, "epochs": len(history.history["loss"]),
+               "optimizer": optimizer_name}
     if validation is not None:
         losses = history.history["val_loss"]
         summary["best_epoch"] = int(np.argmin(losses)) + 1
@@ -187,10 +210,10 @@ def train_defended(base, steps, data: DefenseData, settings: TrainingSettings, s
             step = by_word["early-stop"]
             keep, held = holdout_split(data.y, step["holdout"], seed)
             summary.update(_fit(model, data.x[keep], targets[keep], settings,
-                                validation=(data.x[held], targets[held]), patience=step["patience"]))
+                                validation=(data.x[held], targets[held]), patience=step["patience"], seed=seed))
             summary["holdout_records"] = int(len(held))
         else:
-            summary.update(_fit(model, data.x, targets, settings))
+            summary.update(_fit(model, data.x, targets, settings, seed=seed))
     summary["seconds"] = time.perf_counter() - start
     return plain_copy(model, base), summary
 
@@ -210,13 +233,13 @@ def _train_pate(fresh_model, step, data: DefenseData, settings: TrainingSettings
 
     def train_teacher(x, y, index):
         teacher = fresh_model(1 + index)
-        _fit(teacher, x, smoothed_targets(y, n_classes, alpha), settings)
+        _fit(teacher, x, smoothed_targets(y, n_classes, alpha), settings, seed=seed + 1 + index)
         return teacher
 
     labels = pate.label_population(train_teacher, data.x, data.y, data.population_x, n_classes, step["teachers"],
                                    step["noise"], seed)
     student = fresh_model(0)
-    fitted = _fit(student, data.population_x, smoothed_targets(labels.labels, n_classes, alpha), settings)
+    fitted = _fit(student, data.population_x, smoothed_targets(labels.labels, n_classes, alpha), settings, seed=seed)
     summary = pate.pate_summary(labels, step["noise"], step["delta"], data.population_record_id, data.record_id)
     summary["student_training_seconds"] = fitted["training_seconds"]
     return student, summary

@@ -25,9 +25,11 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 class Recipe:
     """Training recipe of the target and every reference model: architecture, optimizer and augmentation.
 
-    NOTE: the training steps of defended variants (edgemia.training.defenses)
-    and the fine-tuning of model steps (pruning, distillation) train with Adam
-    and without augmentation, whatever the recipe's optimizer and augmentation.
+    The training steps of defended variants (edgemia.training.defenses) use
+    the recipe's optimizer and augmentation too, except dp-sgd, which has its
+    own Adam settings. NOTE: the fine-tuning of model steps (pruning,
+    distillation) trains with Adam and without augmentation, whatever the
+    recipe's optimizer and augmentation.
     """
 
     architecture: str  # a key of ARCHITECTURES, or KERAS_FILE_PREFIX and a .keras file
