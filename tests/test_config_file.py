@@ -543,3 +543,16 @@ def test_changed_recipe_never_reused(tmp_path):
     assert counts[1]["reused"] == 0
     assert counts[2]["computed"] == 0
     assert counts[2]["reused"] == counts[1]["computed"]
+
+
+def test_renamed_zip_model_file_rejected(tmp_path):
+    import zipfile
+
+    from edgemia.errors import ModelFormatError
+    from edgemia.training.models import load_keras_file
+
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    with pytest.raises(ModelFormatError, match=r"model.file .*model.keras: cannot load the Keras model"):
+        load_keras_file(path, (4,), 2)

@@ -55,8 +55,12 @@ def load_keras_file(path: Path, input_shape: tuple[int, ...], n_classes: int):
         raise ModelFormatError(f"model.file {path}: expected a Keras 3 .keras file, got '{path.suffix}'")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ModelFormatError(f"model.file {path}: cannot load the Keras model in safe mode ({exc})") from exc
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        # Keras raises KeyError for a zip archive without the config.json of a saved model.
+        raise ModelFormatError(
+            f"model.file {path}: cannot load the Keras model in safe mode ({exc!r}); "
+            "pass a model saved with model.save('NAME.keras')"
+        ) from exc
     expected_input = (None, *input_shape)
     if tuple(model.input_shape) != expected_input:
         raise ModelFormatError(
