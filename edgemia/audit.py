@@ -86,7 +86,13 @@ import numpy as np
 
 import edgemia
 from edgemia.attacks import ATTACKS, DESCRIPTIONS, REFERENCE_ATTACKS, attack_options, check_attack_names
-from edgemia.attacks.bundle import REFERENCE_PATTERN, CaptureBundle, load_bundle, perturbed_file_name
+from edgemia.attacks.bundle import (
+    PERTURBED_PATTERN,
+    REFERENCE_PATTERN,
+    CaptureBundle,
+    load_bundle,
+    perturbed_file_name,
+)
 from edgemia.compression.pruning import FineTuning
 from edgemia.compression.spec import DEFAULT_VARIANTS, VariantSpec, parse_variants
 from edgemia.compression.variants import FORMATS, CompressionData, VariantExporter
@@ -324,14 +330,21 @@ def prepare_run_dir(out: Path) -> None:
 
 
 def _remove_extra_references(out: Path, combinations: list[Combination], slugs: dict[str, str],
-                             n_references: int) -> None:
-    """Delete reference-<k>.npz files with k >= n_references that an earlier, larger run left in the bundles."""
-    for name, backend, model_format in combinations:
-        directory = capture_dir(out, slugs[name], backend, model_format)
+                             n_references: int, n_perturbed: int) -> None:
+    """Delete the reference-<k>.npz (k >= n_references) and perturbed-<j>.npz (j >= n_perturbed) files
+    that an earlier run with more of them left in the bundles and in data/."""
+    directories = [capture_dir(out, slugs[name], backend, model_format) for name, backend, model_format in combinations]
+    for directory in directories:
         for path in directory.glob("reference-*.npz"):
             match = REFERENCE_PATTERN.fullmatch(path.name)
             if match is not None and int(match.group(1)) >= n_references:
                 logger.info("removing %s, left by an earlier run with more reference models", path)
+                path.unlink()
+    for directory in [*directories, out / "data"]:
+        for path in directory.glob("perturbed-*.npz"):
+            match = PERTURBED_PATTERN.fullmatch(path.name)
+            if match is not None and int(match.group(1)) >= n_perturbed:
+                logger.info("removing %s, left by an earlier run with more perturbed copies", path)
                 path.unlink()
 
 
@@ -478,7 +491,7 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
     with stage(f"Building {len(tasks)} reference models", len(tasks)) as advance:
         reference_summaries = build_references(tasks, advance=advance, executor=executor, counts=counts)
     slugs = {name: export.spec.slug for name, export in exports.items()}
-    _remove_extra_references(out, combinations, slugs, config.references)
+    _remove_extra_references(out, combinations, slugs, config.references, len(perturbed))
     stage_seconds["references"], clock = time.perf_counter() - clock, time.perf_counter()
     task_counts = counts.to_dict()
     logger.info("tasks: %d reused, %d computed", task_counts["reused"], task_counts["computed"])

@@ -389,3 +389,22 @@ def test_ray_cluster_listens_on_loopback(tmp_path):
     addresses = eval(listen[len("LISTEN "):])  # a printed list of strings
     assert addresses, "no Ray process listens on a TCP port"
     assert set(addresses) <= _LOOPBACK_HEX, addresses
+
+
+def test_rerun_removes_extra_reference_and_perturbed_files(tmp_path):
+    from edgemia.audit import _remove_extra_references
+    from edgemia.references import capture_dir
+
+    bundle = capture_dir(tmp_path, "float", "native", "tflite")
+    bundle.mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    for k in range(4):
+        (bundle / f"reference-{k}.npz").write_bytes(b"")
+    for j in range(8):
+        (bundle / f"perturbed-{j}.npz").write_bytes(b"")
+        (tmp_path / "data" / f"perturbed-{j}.npz").write_bytes(b"")
+    # An earlier run on tabular records made 8 perturbed copies and 4 reference models; this one 4 and 2.
+    _remove_extra_references(tmp_path, [("float", "native", "tflite")], {"float": "float"}, 2, 4)
+    assert sorted(path.name for path in bundle.glob("reference-*")) == ["reference-0.npz", "reference-1.npz"]
+    assert sorted(path.name for path in bundle.glob("perturbed-*")) == [f"perturbed-{j}.npz" for j in range(4)]
+    assert len(list((tmp_path / "data").glob("perturbed-*"))) == 4
