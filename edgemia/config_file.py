@@ -34,6 +34,7 @@ given on the command line override the file.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 
@@ -141,8 +142,10 @@ def _training(path: Path, table: dict) -> dict:
             raise InputError(f"{path}: 'training.{key}' is {recipe[key]}; it must be at least 1")
     if "input_noise" in recipe and not recipe["input_noise"] >= 0:
         raise InputError(f"{path}: 'training.input_noise' is {recipe['input_noise']}; it must be 0 or more")
-    if "learning_rate" in recipe and not recipe["learning_rate"] > 0:
-        raise InputError(f"{path}: 'training.learning_rate' is {recipe['learning_rate']}; it must be above 0")
+    if "learning_rate" in recipe and not 0 < recipe["learning_rate"] < math.inf:
+        raise InputError(
+            f"{path}: 'training.learning_rate' is {recipe['learning_rate']}; it must be a finite number above 0"
+        )
     try:
         check_recipe_values(recipe)
     except InputError as exc:
@@ -178,6 +181,8 @@ def load_config_file(path: Path | str) -> dict:
         raise InputError(f"--config {path}: file not found") from None
     except OSError as exc:
         raise InputError(f"--config {path}: cannot read the file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: invalid TOML ({exc}); fix the syntax") from exc
 

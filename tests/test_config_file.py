@@ -106,6 +106,7 @@ def test_missing_group_column_named(tmp_path, suffix):
          "training.random_shift (--random-shift) augments images, and the records of data set health-insurance "
          "have shape ("),
         ("[training]\nepochs = 0\n", "'training.epochs' is 0; it must be at least 1"),
+        ("[training]\nlearning_rate = inf\n", "'training.learning_rate' is inf; it must be a finite number above 0"),
         ("[training]\ninput_noise = -0.1\n", "'training.input_noise' is -0.1; it must be 0 or more"),
         ("[training]\narchitecture = 'resnet'\n", "training.architecture is 'resnet'"),
         ("[audit]\ndataset = 'mnist'\n", "unknown data set 'mnist'"),
@@ -116,6 +117,15 @@ def test_malformed_config_exits_two(tmp_path, text, message):
     result, out = _audit(tmp_path, config)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+    assert not out.exists()
+
+
+def test_config_not_utf8_exits_two(tmp_path):
+    config = tmp_path / "audit.toml"
+    config.write_bytes(b"\xff\xfe[audit]\n")
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert f"{config}: not UTF-8 text" in result.stderr
     assert not out.exists()
 
 

@@ -322,6 +322,16 @@ def test_malformed_policy_exits_two(tmp_path, text, message):
     assert not out.exists()
 
 
+def test_policy_not_utf8_exits_two(tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_bytes(b"\xff\xfe[rules]\n")
+    out = tmp_path / "run"
+    result = run_cli("audit", "--policy", str(policy), "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert f"{policy}: not UTF-8 text" in result.stderr
+    assert not out.exists()
+
+
 def test_missing_policy_file_exits_two(tmp_path):
     result = run_cli("audit", "--policy", str(tmp_path / "none.toml"), "--out", str(tmp_path / "run"))
     assert result.returncode == 2

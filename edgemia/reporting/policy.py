@@ -81,6 +81,8 @@ def load_policy(path: Path | str) -> Policy:
         raise InputError(f"--policy {path}: file not found") from None
     except OSError as exc:
         raise InputError(f"--policy {path}: cannot read the file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: invalid TOML ({exc}); fix the syntax, see examples/policy.toml") from exc
 
