@@ -53,6 +53,14 @@ def test_cheapest_restoring_defense():
         "For int8, the cheapest defense that brings lira-online's leakage within the float model's 95% "
         "interval is l2:0.001: AUC 0.560")
     assert recipes["float"]["rows"][1]["accuracy_cost"] == pytest.approx(0.005)
+    assert recipes["int8"]["sentence"].endswith("1.0 points below the undefended model.")
+
+
+def test_cost_sentence_says_above_for_a_gain():
+    from edgemia.reporting.mitigation import _cost_text
+
+    assert _cost_text(0.01) == "1.0 points below"
+    assert _cost_text(-0.27) == "27.0 points above"
 
 
 def test_no_restoring_defense_sentence():

@@ -118,8 +118,13 @@ def _verdict(recipe: str, rows: list[dict], float_entry: dict, attack: str) -> t
         f"{subject}, the cheapest defense that brings {attack}'s leakage within the float model's {interval} is "
         f"{best['defense']}: AUC {best['auc']:.3f}, TPR at 1% FPR {percent_text(best['tpr_at_1pct_fpr'])}, "
         f"non-member accuracy {percent_text(best['accuracy_nonmembers'])}, "
-        f"{100 * best['accuracy_cost']:.1f} points below the undefended model."
+        f"{_cost_text(best['accuracy_cost'])} the undefended model."
     )
+
+
+def _cost_text(cost: float) -> str:
+    """Say how far the defended accuracy lies below (positive cost) or above (negative cost) the undefended one."""
+    return f"{100 * abs(cost):.1f} points {'below' if cost >= 0 else 'above'}"
 
 
 def percent_text(value: float | None) -> str:
