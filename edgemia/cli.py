@@ -494,6 +494,14 @@ def _run_attack(args: argparse.Namespace, console: Console) -> int:
     for marker, kind in (("run.json", "an audit's run directory"), ("target.npz", "a capture bundle")):
         if (args.out / marker).is_file():
             raise InputError(f"--out {args.out}: is {kind} (it contains {marker}); choose a new or empty directory")
+    out, captures = args.out.resolve(), args.captures.resolve()
+    for parent in out.parents:
+        if (parent / "run.json").is_file():
+            raise InputError(f"--out {args.out}: is inside the audit's run directory {parent}, whose files it "
+                             "would replace; choose a directory outside it")
+    if out == captures or captures in out.parents:
+        raise InputError(f"--out {args.out}: is inside --captures {args.captures}, whose scores it would "
+                         "replace; choose a directory outside it")
     report = run_attack_report(
         args.captures, args.out, attacks, args.attack_options, n_resamples=args.bootstrap, seed=args.seed,
         policy=policy,

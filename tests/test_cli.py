@@ -435,6 +435,19 @@ def test_attack_out_refuses_run_or_bundle(synthetic_bundle, tmp_path, marker):
     assert not (out / "report.json").exists()
 
 
+def test_attack_out_refuses_inside_run_or_captures(synthetic_bundle, tmp_path):
+    run = tmp_path / "run"
+    (run / "captures").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--out", str(run / "captures"))
+    assert result.returncode == 2
+    assert "is inside the audit's run directory" in result.stderr
+    result = run_cli("attack", "--captures", str(synthetic_bundle), "--out", str(synthetic_bundle / "again"))
+    assert result.returncode == 2
+    assert "is inside --captures" in result.stderr
+    assert not (synthetic_bundle / "again").exists()
+
+
 def test_capture_out_parent_must_exist(tmp_path):
     model, records = tmp_path / "model.tflite", tmp_path / "records.npz"
     model.write_bytes(b"")
