@@ -274,59 +274,6 @@ def test_ray_matches_local_executor(baseline, tmp_path):
     assert _metrics(report) == _metrics(baseline[1])
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
-    import socket
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "ray start exited early"
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"no Ray head listening on 127.0.0.1:{port} after {seconds} s")
-
-
-@pytest.mark.slow
-def test_ray_address_joins_running_cluster(baseline, tmp_path):
-    pytest.importorskip("ray")
-    port = _free_port()
-    environment = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    ray = Path(sys.executable).parent / "ray"
-    # A cluster of its own on loopback, in its own process group so that it can be stopped
-    # without touching any other Ray cluster on the machine.
-    head = subprocess.Popen(
-        [str(ray), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-         "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
-        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        _wait_for_port(port, head)
-        out = tmp_path / "run"
-        result = run_cli(*SMALL_AUDIT, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", "--jobs", "2",
-                         "--out", str(out))
-        assert result.returncode == 0, result.stderr
-        report = json.loads((out / "report.json").read_text())
-        assert report["references"]["executor"] == "ray"
-        assert report["tasks"]["kinds"]["reference-training"] == {"reused": 0, "computed": 4}
-        assert _metrics(report) == _metrics(baseline[1])
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-
-
 _RAY_LISTEN_CHECK = """
 import json
 import os

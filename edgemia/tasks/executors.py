@@ -113,6 +113,7 @@ class RayExecutor:
         }
         runtime_env = {"env_vars": env_vars}
         if self.address:
+            # NOTE: only the local cluster is tested; joining a cluster by address is not.
             try:
                 ray.init(address=self.address, runtime_env=runtime_env, logging_level=logging.WARNING)
             except ConnectionError as exc:
