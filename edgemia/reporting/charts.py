@@ -179,6 +179,23 @@ def slice_chart(report: dict, attack: str, where: str, attribute: str) -> bytes 
     return _png(figure)
 
 
+def _bin_edges(values: np.ndarray, bins: int = 40) -> np.ndarray:
+    """Return increasing edges of up to `bins` bins over the 0.5th to 99.5th percentiles of finite `values`.
+
+    The percentiles keep a few extreme scores from squeezing the rest into
+    one bin. Scores that are all equal get bins of width 1/`bins` around
+    them. Where the span is too narrow for `bins` distinct float edges, as
+    with scores near 1e30 that differ in their last bits, one bin spans it.
+    """
+    low, high = np.percentile(values, [0.5, 99.5])
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, bins + 1)
+    if np.all(np.diff(edges) > 0):
+        return edges
+    return np.array([np.nextafter(low, -np.inf), np.nextafter(high, np.inf)])
+
+
 def histogram_chart(report: dict, attack: str, where: str) -> bytes | None:
     """Histograms of member and non-member scores of `attack`, one panel per variant."""
     member = np.asarray(report.get("records", {}).get("member", []), dtype=bool)
@@ -191,12 +208,14 @@ def histogram_chart(report: dict, attack: str, where: str) -> bytes | None:
     figure, panels = plt.subplots(lines, columns, figsize=(3.3 * columns, 2.6 * lines), squeeze=False)
     for axes, (name, scores) in zip(panels.flat, by_variant.items()):
         finite = np.isfinite(scores)
-        # The 0.5th to 99.5th percentiles: a few extreme scores would otherwise squeeze the rest into one bin.
-        low, high = np.percentile(scores[finite], [0.5, 99.5])
-        edges = np.histogram_bin_edges(scores[finite], bins=40, range=(low, high) if high > low else None)
+        axes.set_title(name, fontsize=9)
+        if not finite.any():
+            axes.text(0.5, 0.5, "no finite scores", ha="center", va="center", transform=axes.transAxes, fontsize=8)
+            axes.set_axis_off()
+            continue
+        edges = _bin_edges(scores[finite])
         axes.hist(scores[finite & ~member], bins=edges, alpha=0.6, label="non-members", color="tab:blue")
         axes.hist(scores[finite & member], bins=edges, alpha=0.6, label="members", color="tab:red")
-        axes.set_title(name, fontsize=9)
         axes.tick_params(labelsize=7)
         axes.legend(fontsize=6)
     for axes in list(panels.flat)[len(by_variant):]:
