@@ -109,6 +109,12 @@ def test_missing_group_column_named(tmp_path, suffix):
         ("[training]\nlearning_rate = inf\n", "'training.learning_rate' is inf; it must be a finite number above 0"),
         ("[training]\ninput_noise = -0.1\n", "'training.input_noise' is -0.1; it must be 0 or more"),
         ("[training]\narchitecture = 'resnet'\n", "training.architecture is 'resnet'"),
+        ("[audit]\ndataset = 'health-insurance'\n[training]\narchitecture = 'digits-cnn'\n",
+         "training.architecture is 'digits-cnn', which takes images of shape (height, width, channels), and the "
+         "records of data set health-insurance have shape (26,); set it to 'tabular-mlp' or remove it"),
+        ("[training]\narchitecture = 'tabular-mlp'\n",
+         "training.architecture is 'tabular-mlp', which takes feature vectors, and the records of data set digits "
+         "have shape (8, 8, 1); set it to 'digits-cnn' or remove it"),
         ("[audit]\ndataset = 'mnist'\n", "unknown data set 'mnist'"),
     ],
 )

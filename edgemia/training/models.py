@@ -42,6 +42,8 @@ ARCHITECTURES = {
     "digits-cnn": digits_cnn,
     "tabular-mlp": tabular_mlp,
 }
+# The input rank each built-in architecture takes: features, or (height, width, channels).
+ARCHITECTURE_RANKS = {"digits-cnn": 3, "tabular-mlp": 1}
 
 
 def load_keras_file(path: Path, input_shape: tuple[int, ...], n_classes: int):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from edgemia.data.builtin import AuditData
 from edgemia.errors import InputError
-from edgemia.training.models import ARCHITECTURES, KERAS_FILE_PREFIX
+from edgemia.training.models import ARCHITECTURE_RANKS, ARCHITECTURES, KERAS_FILE_PREFIX
 from edgemia.training.train import OPTIMIZERS, RECIPES, Recipe
 
 # NOTE: a first recipe for records without one, the same as the built-in health tables';
@@ -30,6 +30,17 @@ def _name(key: str) -> str:
     return f"training.{key} (--{key.replace('_', '-')})"
 
 
+def _check_optimizer_fraction(overrides: dict, key: str, optimizer: str, takers: tuple[str, ...], fix: str) -> None:
+    """Raise InputError when `key` is outside [0, 1), or above 0 for an optimizer not among `takers`."""
+    value = overrides.get(key)
+    if value is None:
+        return
+    if not 0 <= value < 1:
+        raise InputError(f"{_name(key)} is {value}; it must be at least 0 and below 1")
+    if value > 0 and optimizer not in takers:
+        raise InputError(f"{_name(key)} is {value}, and optimizer {optimizer} has no {key.replace('_', ' ')}; {fix}")
+
+
 def check_recipe_values(overrides: dict) -> None:
     """Raise InputError for an unknown key, architecture or optimizer, or a value out of range, in `overrides`."""
     for key in overrides:
@@ -45,21 +56,10 @@ def check_recipe_values(overrides: dict) -> None:
     optimizer = overrides.get("optimizer", "adam")
     if optimizer not in OPTIMIZERS:
         raise InputError(f"{_name('optimizer')} is {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    momentum = overrides.get("momentum")
-    if momentum is not None:
-        if not 0 <= momentum < 1:
-            raise InputError(f"{_name('momentum')} is {momentum}; it must be at least 0 and below 1")
-        if momentum > 0 and optimizer not in _MOMENTUM_OPTIMIZERS:
-            raise InputError(f"{_name('momentum')} is {momentum}, and optimizer {optimizer} has no momentum; "
-                             f"set the optimizer to {' or '.join(_MOMENTUM_OPTIMIZERS)}, or remove momentum")
-
-    decay = overrides.get("weight_decay")
-    if decay is not None:
-        if not 0 <= decay < 1:
-            raise InputError(f"{_name('weight_decay')} is {decay}; it must be at least 0 and below 1")
-        if decay > 0 and optimizer not in _WEIGHT_DECAY_OPTIMIZERS:
-            raise InputError(f"{_name('weight_decay')} is {decay}, and optimizer {optimizer} has no weight decay; "
-                             "set the optimizer to adamw (Adam with decoupled weight decay), sgd or rmsprop")
+    _check_optimizer_fraction(overrides, "momentum", optimizer, _MOMENTUM_OPTIMIZERS,
+                              f"set the optimizer to {' or '.join(_MOMENTUM_OPTIMIZERS)}, or remove momentum")
+    _check_optimizer_fraction(overrides, "weight_decay", optimizer, _WEIGHT_DECAY_OPTIMIZERS,
+                              "set the optimizer to adamw (Adam with decoupled weight decay), sgd or rmsprop")
 
     shift = overrides.get("random_shift")
     if shift is not None and (isinstance(shift, bool) or not isinstance(shift, int) or shift < 0):
@@ -69,8 +69,23 @@ def check_recipe_values(overrides: dict) -> None:
         raise InputError(f"{_name('random_flip')} is {flip!r}; it must be true or false")
 
 
-def check_augmentation(overrides: dict, input_shape: tuple[int, ...], records: str) -> None:
-    """Raise InputError when `overrides` ask for image augmentation and the records are not images."""
+def check_input_shape(overrides: dict, input_shape: tuple[int, ...], records: str) -> None:
+    """Raise InputError when the architecture or the image augmentation of `overrides` does not fit the records."""
+    architecture = overrides.get("architecture")
+    rank = ARCHITECTURE_RANKS.get(architecture)
+    if rank is not None and len(input_shape) != rank:
+        fits = [name for name, other in ARCHITECTURE_RANKS.items() if other == len(input_shape)]
+        raise InputError(
+            f"training.architecture is '{architecture}', which takes "
+            f"{'feature vectors' if rank == 1 else 'images of shape (height, width, channels)'}, and the records "
+            f"of {records} have shape {tuple(input_shape)}; "
+            + (f"set it to '{fits[0]}' or remove it" if fits else "pass records that the architecture takes")
+        )
+    if architecture == "digits-cnn" and min(input_shape[:2]) < 2:
+        raise InputError(
+            f"training.architecture is 'digits-cnn', which pools 2x2 pixels, and the images of {records} have "
+            f"{input_shape[0]}x{input_shape[1]} pixels; it needs at least 2x2"
+        )
     asked = [key for key in _IMAGE_KEYS if overrides.get(key)]
     if asked and len(input_shape) != 3:
         raise InputError(
@@ -85,25 +100,25 @@ def check_augmentation(overrides: dict, input_shape: tuple[int, ...], records: s
 
 
 def check_recipe_overrides(overrides: dict, dataset: str | None = None, records=None) -> None:
-    """Check `overrides` (see check_recipe_values) and, when they augment images, that the records are images.
+    """Check `overrides` (see check_recipe_values) and that their architecture and augmentation fit the records.
 
     `records` is a RecordsSource for a team's records, else `dataset` names
-    the built-in data set. Records are loaded only when image augmentation
-    is asked for.
+    the built-in data set. Records are loaded only when a built-in
+    architecture or image augmentation is asked for.
     """
     check_recipe_values(overrides)
-    if not any(overrides.get(key) for key in _IMAGE_KEYS):
+    if overrides.get("architecture") not in ARCHITECTURE_RANKS and not any(overrides.get(key) for key in _IMAGE_KEYS):
         return
     if records is not None:
         from edgemia.data.tables import load_table
 
         loaded, _, _ = load_table(records)
-        check_augmentation(overrides, tuple(loaded.x.shape[1:]), str(records.path))
+        check_input_shape(overrides, tuple(loaded.x.shape[1:]), str(records.path))
     elif dataset is not None:
         from edgemia.data.builtin import DATASETS, load_dataset
 
         if dataset in DATASETS:
-            check_augmentation(overrides, load_dataset(dataset, 0).input_shape, f"data set {dataset}")
+            check_input_shape(overrides, load_dataset(dataset, 0).input_shape, f"data set {dataset}")
 
 
 def audit_recipe(data: AuditData, dataset: str | None, overrides: dict) -> Recipe:
