@@ -315,12 +315,16 @@ def build_parser(audit_defaults: dict | None = None) -> argparse.ArgumentParser:
         parents=[verbosity],
         help="rebuild report.json, report.md and report.html of a run from its stored results",
         description="Rebuild report.json, report.md and report.html in RUN_DIR from its report.json, "
-        "without opening captures or models. With --policy, the policy's rules replace the stored "
-        "verdict. Exit code 1 when a rule fails. Does not import TensorFlow.",
+        "without opening captures or models. The stored verdict is kept; with --policy, the policy's "
+        "rules replace it, and with --no-policy it is dropped. Exit code 1 when a rule fails. Does not "
+        "import TensorFlow.",
     )
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory of an audit or attack")
-    report.add_argument("--policy", type=Path, default=None, metavar="FILE",
-                        help="policy file (TOML) with a [rules] table (default: keep the stored verdict)")
+    verdict = report.add_mutually_exclusive_group()
+    verdict.add_argument("--policy", type=Path, default=None, metavar="FILE",
+                         help="policy file (TOML) with a [rules] table (default: keep the stored verdict)")
+    verdict.add_argument("--no-policy", action="store_true",
+                         help="drop the stored verdict: the reports show no rules, and the exit code is 0")
 
     capture = commands.add_parser(
         "capture",
@@ -519,7 +523,7 @@ def _run_report(args: argparse.Namespace, console: Console) -> int:
     from edgemia.reporting.rebuild import rebuild_reports
 
     policy = load_policy(args.policy) if args.policy is not None else None
-    report = rebuild_reports(args.run_dir, policy)
+    report = rebuild_reports(args.run_dir, policy, drop_policy=args.no_policy)
     console.print(f"Rebuilt report.json, report.md and report.html in {args.run_dir}.", soft_wrap=True)
     print_verdict(report, console)
     return exit_code(report)

@@ -163,6 +163,21 @@ def test_report_rebuilds_without_captures(small_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_report_no_policy_drops_the_stored_verdict(small_run, tmp_path):
+    out, _ = small_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    result = run_cli("report", str(run), "--no-policy")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((run / "report.json").read_text())
+    assert "policy" not in report
+    assert "min_accuracy" not in (run / "report.md").read_text()
+    both = run_cli("report", str(run), "--no-policy", "--policy", str(run / "absent.toml"))
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr
+
+
+@pytest.mark.slow
 def test_report_json_matches_schema(small_run):
     out, _ = small_run
     report = assert_matches_schema(out / "report.json")

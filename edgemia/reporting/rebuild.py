@@ -37,11 +37,15 @@ def load_report(run_dir: Path) -> dict:
     return report
 
 
-def rebuild_reports(run_dir: Path, policy: Policy | None = None) -> dict:
+def rebuild_reports(run_dir: Path, policy: Policy | None = None, drop_policy: bool = False) -> dict:
     """Rewrite report.json, report.md and report.html in `run_dir` from its report.json.
 
     Only the stored results are read: no capture, model or records file is
-    opened. A `policy` replaces the stored verdict.
+    opened. A `policy` replaces the stored verdict; `drop_policy` removes it.
     """
+    if policy is not None and drop_policy:
+        raise ValueError("give a policy or drop_policy, not both")
     report = load_report(run_dir)
+    if drop_policy:
+        report.pop("policy", None)
     return write_reports(Path(run_dir), report, policy)
