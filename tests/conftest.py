@@ -28,11 +28,12 @@ def server(tmp_path):
     yield from running_server(tmp_path / "sshd")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `python -m edgemia ARGS` in a fresh process and capture its output.
 
     The process starts in an empty directory, so that `python -m` imports the
     installed package (with its compiled kernel) and not the source tree.
+    `env` replaces the environment when given.
     """
     with tempfile.TemporaryDirectory() as cwd:
         return subprocess.run(
@@ -41,6 +42,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
             capture_output=True,
             text=True,
             timeout=600,
+            env=env,
         )
 
 

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -266,12 +267,78 @@ def test_sigkill_during_references_resumes(baseline, tmp_path):
 def test_ray_matches_local_executor(baseline, tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "run"
-    result = run_cli(*SMALL_AUDIT, "--executor", "ray", "--jobs", "2", "--out", str(out))
+    # The local cluster is a new one even where RAY_ADDRESS names another (here, nothing listens there).
+    environment = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{_free_port()}"}
+    result = run_cli(*SMALL_AUDIT, "--executor", "ray", "--jobs", "2", "--out", str(out), env=environment)
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["references"]["executor"] == "ray"
     assert report["tasks"]["kinds"]["reference-training"] == {"reused": 0, "computed": 4}
     assert _metrics(report) == _metrics(baseline[1])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "ray start exited early"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"no Ray head listening on 127.0.0.1:{port} after {seconds} s")
+
+
+@pytest.mark.slow
+def test_ray_address_joins_cluster_with_token(baseline, tmp_path):
+    pytest.importorskip("ray")
+    import secrets
+
+    port = _free_port()
+    # Short, so that Ray's socket paths under it stay within the Unix limit; the cluster
+    # file `ray start` writes goes there too, not to /tmp/ray.
+    ray_dir = Path(tempfile.mkdtemp(prefix="edgemia-ray-", dir="/tmp"))
+    token = ray_dir / "token"
+    token.write_text(secrets.token_hex(16))
+    # The head finds a token and turns authentication on; the audit is told nothing but where
+    # the token is, as with a token in ~/.ray/auth_token.
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
+    environment.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+                       RAY_AUTH_TOKEN_PATH=str(token))
+    ray = Path(sys.executable).parent / "ray"
+    # In a process group of its own, so that stopping it touches no other Ray cluster.
+    head = subprocess.Popen(
+        [str(ray), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(ray_dir)],
+        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        _wait_for_port(port, head)
+        out = tmp_path / "run"
+        result = run_cli(*SMALL_AUDIT, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", "--jobs", "2",
+                         "--out", str(out), env=environment)
+        assert result.returncode == 0, result.stderr
+        report = json.loads((out / "report.json").read_text())
+        assert report["references"]["executor"] == "ray"
+        assert report["tasks"]["kinds"]["reference-training"] == {"reused": 0, "computed": 4}
+        assert _metrics(report) == _metrics(baseline[1])
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 _RAY_LISTEN_CHECK = """

@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edgemia.errors import EdgemiaError, InputError
@@ -72,6 +73,13 @@ def _is_loopback(address: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
+def _ray_token_available() -> bool:
+    """Return whether Ray finds an authentication token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    return (Path.home() / ".ray" / "auth_token").is_file()
+
+
 class RayExecutor:
     """Runs tasks on Ray, one CPU each: on a local cluster it starts, or on the cluster at `address`.
 
@@ -96,6 +104,11 @@ class RayExecutor:
             # server of the local cluster listens on 127.0.0.1 only, and a driver
             # joining a cluster on this machine's loopback connects there.
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        if self.address and "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
+            # `ray start --head` turns token authentication on when it finds a token, but a
+            # driver joining by address sends its token only in token mode. Ray 2.60 accepts
+            # a token sent to a cluster without authentication, so setting the mode is safe.
+            os.environ["RAY_AUTH_MODE"] = "token"
         try:
             import ray
         except ImportError as exc:
@@ -113,16 +126,19 @@ class RayExecutor:
         }
         runtime_env = {"env_vars": env_vars}
         if self.address:
-            # NOTE: only the local cluster is tested; joining a cluster by address is not.
             try:
                 ray.init(address=self.address, runtime_env=runtime_env, logging_level=logging.WARNING)
             except ConnectionError as exc:
                 raise InputError(
                     f"--ray-address {self.address}: cannot connect to a Ray cluster there ({exc}); start "
-                    "one with `ray start --head` or leave out --ray-address to start a local cluster"
+                    "one with `ray start --head`, or leave out --ray-address to start a local cluster. A "
+                    "cluster with token authentication needs its token here too: in RAY_AUTH_TOKEN, in a "
+                    "file named by RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token"
                 ) from exc
         else:
-            ray.init(num_cpus=self.workers, include_dashboard=False, _node_ip_address="127.0.0.1",
+            # "local" starts a new cluster even where RAY_ADDRESS is set or `ray start` left a
+            # cluster file behind, which a bare ray.init() would join.
+            ray.init(address="local", num_cpus=self.workers, include_dashboard=False, _node_ip_address="127.0.0.1",
                      runtime_env=runtime_env, logging_level=logging.WARNING)
         self._ray = ray
 
