@@ -28,8 +28,14 @@ logger = logging.getLogger("edgemia")
 
 
 
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def _names(text: str, option: str) -> list[str]:
+    """Split the comma-separated list `text` of `option`; raise InputError for an empty item."""
+    parts = [part.strip() for part in text.split(",")]
+    for position, part in enumerate(parts, start=1):
+        if not part:
+            raise InputError(f"{option} '{text}': item {position} of {len(parts)} is empty; separate the names "
+                             "with single commas, with none at either end")
+    return parts
 
 
 def _bounded_int(low: int, high: int):
@@ -416,9 +422,9 @@ def _run_audit(args: argparse.Namespace, console: Console) -> int:
         out=out,
         dataset=args.dataset,
         seed=args.seed,
-        variants=_names(args.variants),
-        backends=_names(args.backends),
-        attacks=_names(args.attacks) if args.attacks is not None else None,
+        variants=_names(args.variants, "--variants"),
+        backends=_names(args.backends, "--backends"),
+        attacks=_names(args.attacks, "--attacks") if args.attacks is not None else None,
         threads=args.threads,
         epochs=args.epochs,
         references=args.references,
@@ -492,7 +498,7 @@ def _run_attack(args: argparse.Namespace, console: Console) -> int:
     from edgemia.reporting.console import print_summary, print_verdict
     from edgemia.reporting.policy import exit_code, load_policy
 
-    attacks = _names(args.attacks) if args.attacks is not None else None
+    attacks = _names(args.attacks, "--attacks") if args.attacks is not None else None
     policy = load_policy(args.policy) if args.policy is not None else None
     # Writing into an audit's run directory or a capture bundle would replace its report or mix with its files.
     for marker, kind in (("run.json", "an audit's run directory"), ("target.npz", "a capture bundle")):
@@ -537,7 +543,7 @@ def _run_compress(args: argparse.Namespace, console: Console) -> int:
     _check_audit_packages()
     metadata = compress(
         args.model, args.variant, args.calibration, args.out, nonmembers_path=args.nonmembers,
-        population_path=args.population, backends=tuple(_names(args.backends)), seed=args.seed,
+        population_path=args.population, backends=tuple(_names(args.backends, "--backends")), seed=args.seed,
         threads=args.threads,
     )
     files = ", ".join(f"{entry['path']} ({entry['bytes']} bytes)" for entry in metadata["files"].values())
@@ -604,8 +610,8 @@ def _run_device(args: argparse.Namespace, console: Console) -> int:
     from edgemia.runtime.capture import check_backend_names
 
     run = read_audit_run(args.run_dir)
-    variants = _names(args.variants) if args.variants is not None else None
-    backends = _names(args.backends) if args.backends is not None else None
+    variants = _names(args.variants, "--variants") if args.variants is not None else None
+    backends = _names(args.backends, "--backends") if args.backends is not None else None
     if backends is not None:
         check_backend_names(backends)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -27,6 +27,9 @@ def test_unknown_dataset_lists_valid_names(tmp_path):
         ("--variants", "float,prune:0.5:epochs=+3", "invalid variant 'prune:0.5:epochs=+3': '+' separates steps"),
         ("--variants", "float,prune:0_5", "invalid variant 'prune:0_5': prune: sparsity '0_5' is not a number"),
         ("--backends", "litert,onnx", "valid backends: native, litert, onnxruntime"),
+        ("--variants", "float,", "--variants 'float,': item 2 of 2 is empty"),
+        ("--backends", ",native", "--backends ',native': item 1 of 2 is empty"),
+        ("--attacks", "loss,,rmia", "--attacks 'loss,,rmia': item 2 of 3 is empty"),
         ("--attacks", "loss,label-only", "valid attacks: loss, confidence, entropy, modified-entropy, label-gap, "
          "label-augment, lira-online, lira-offline, rmia, rmia-offline, shadow"),
     ],

@@ -79,9 +79,10 @@ def test_prefixes_name_model_chains():
         ("int8+prune:0.5", "the export step 'int8' must come last"),
         ("int8+int4", "2 export steps"),
         ("prune:0.5++int8", "a step between '+' signs is empty"),
-        ("prune:0.5:epochs=+3", "'+' separates steps, so a value cannot contain it (at '=+')"),
+        ("prune:0.5:epochs=+3", "'+' separates steps, so a value cannot contain it (at '=+'); write numbers "
+                                "without a '+' sign: 'prune:0.5:epochs=3'"),
         ("prune:+0.5+int8", "'+' separates steps, so a value cannot contain it (at ':+')"),
-        ("distill:1e+2", "'+' separates steps, so a value cannot contain it (at '1e+')"),
+        ("distill:1e+2", "(at '1e+'); write numbers without a '+' sign: 'distill:1e2'"),
         ("prune:0_5", "sparsity '0_5' is not a number: write it without '_' separators"),
         ("prune:0.5:epochs=1_0", "epochs '1_0' is not a number: write it without '_' separators"),
         ("", "the spec is empty"),

@@ -403,8 +403,9 @@ def parse_variant(text: str) -> VariantSpec:
         raise _invalid(text, "the spec is empty")
     signed = re.search(r"[:=]\+|\d[eE]\+", text)
     if signed:
+        unsigned = re.sub(r"([:=]|\d[eE])\+", r"\1", text)
         raise _invalid(text, f"'+' separates steps, so a value cannot contain it (at '{signed.group()}'); "
-                             "write positive numbers without a sign, e.g. epochs=3 or 1e3")
+                             f"write numbers without a '+' sign: '{unsigned}'")
     steps = []
     for part in text.split("+"):
         if not part.strip():
