@@ -152,11 +152,14 @@ def build_reference(task: ReferenceTask) -> None:
             files = [artifact.path for artifact in export.artifacts.values()]
             if export.summary["keras_model"] is not None:
                 files.append(task.out / export.summary["keras_model"]["path"])
+            clamped = 0.0
             for name, backend, model_format in task.captures:
                 if name != spec.name:
                     continue
+                # One warning per reference capture would repeat K times; build_references sums them up.
                 capture = run_capture(export.artifacts[model_format].path, pool, backend, threads=task.threads,
-                                      records_source=str(task.records_path))
+                                      records_source=str(task.records_path), warn=False)
+                clamped = max(clamped, capture.meta["input_clamped"])
                 capture.meta["reference"] = {"k": task.k, "training_seed": reference_seed(task.seed, task.k)}
                 capture.meta["variant"] = name
                 path = capture_dir(task.out, spec.slug, backend, model_format) / reference_file_name(task.k)
@@ -169,6 +172,7 @@ def build_reference(task: ReferenceTask) -> None:
                     fmt: artifact.to_dict(relative_to=task.out) for fmt, artifact in export.artifacts.items()
                 },
                 "seconds": time.perf_counter() - start,
+                "input_clamped": clamped,
             }
             store.save(task.variant_key(spec.name), VARIANT_KIND, f"{spec.name} of reference model {task.k}",
                        files, result)
@@ -219,7 +223,22 @@ def build_references(
         logger.info("building %d of %d reference models", len(pending), len(tasks))
         with executor:
             executor.map(build_reference, pending, advance, label=lambda task: f"reference model {task.k}")
-    return [_summary(task) for task in tasks]
+    summaries = [_summary(task) for task in tasks]
+    _warn_clamped(summaries)
+    return summaries
+
+
+def _warn_clamped(summaries: list[dict]) -> None:
+    """Log one warning for the variants whose reference captures clamped int8 input values."""
+    for name in summaries[0]["input_clamped"] if summaries else ():
+        shares = [summary["input_clamped"][name] for summary in summaries]
+        clamped = [share for share in shares if share > 0]
+        if clamped:
+            logger.warning(
+                "%s: the int8 inputs of %d of %d reference models were clamped to the input range "
+                "(up to %.2f%% of the values); the records may differ from the data the models were calibrated on",
+                name, len(clamped), len(shares), 100.0 * max(clamped),
+            )
 
 
 def _summary(task: ReferenceTask) -> dict:
@@ -236,4 +255,5 @@ def _summary(task: ReferenceTask) -> dict:
         "accuracy": training["accuracy"],
         "artifacts": {name: result["artifact"] for name, result in variants.items()},
         "artifacts_by_format": {name: result["artifacts_by_format"] for name, result in variants.items()},
+        "input_clamped": {name: result.get("input_clamped", 0.0) for name, result in variants.items()},
     }

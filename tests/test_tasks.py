@@ -150,12 +150,32 @@ def test_local_executor_keeps_order():
 def baseline(tmp_path_factory) -> tuple[Path, dict]:
     """One uninterrupted small audit with the local executor and one worker."""
     out = tmp_path_factory.mktemp("baseline") / "run"
-    result = run_cli(*SMALL_AUDIT, "--jobs", "1", "--out", str(out))
+    # Wide enough that the console writes each log record on one line.
+    result = run_cli(*SMALL_AUDIT, "--jobs", "1", "--out", str(out), env={**os.environ, "COLUMNS": "1000"})
     assert result.returncode == 0, result.stderr
+    (out.parent / "stderr.txt").write_text(result.stderr)
     report = json.loads((out / "report.json").read_text())
     assert report["tasks"]["computed"] == 15
     assert report["tasks"]["reused"] == 0
     return out, report
+
+
+@pytest.mark.slow
+def test_reference_clamping_warned_once(baseline):
+    out, report = baseline
+    lines = (out.parent / "stderr.txt").read_text().splitlines()
+    shares = [model["input_clamped"]["int8"] for model in report["references"]["models"]]
+    assert report["references"]["models"][0]["input_clamped"]["float"] == 0.0
+    # The int8 reference models of this audit clamp a few input values, so the summary has something to say.
+    assert sum(share > 0 for share in shares) >= 1
+    summaries = [line for line in lines if "reference models were clamped" in line]
+    assert len(summaries) == 1
+    assert f"int8: the int8 inputs of {sum(share > 0 for share in shares)} of 4 reference models" in summaries[0]
+    assert f"up to {100 * max(shares):.2f}% of the values" in summaries[0]
+    # The per-capture warning comes from the int8 target's capture alone: not from each reference
+    # model, nor from each perturbed copy of the records.
+    per_capture = [line for line in lines if "of the input values lie outside the int8 input range" in line]
+    assert len(per_capture) <= 1
 
 
 @pytest.mark.slow

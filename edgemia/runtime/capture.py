@@ -24,7 +24,7 @@ import numpy as np
 import edgemia
 from edgemia.data.records import GROUP_PREFIX, Records, check_against_model
 from edgemia.errors import InputError, ModelFormatError
-from edgemia.runtime.io import check_classifier_output, dequantize_output, quantize_input, record_shape
+from edgemia.runtime.io import check_classifier_output, dequantize_output, quantize_records, record_shape, warn_clamped
 from edgemia.runtime.tflite_model import TfliteModel, read_tflite
 from edgemia.util import atomic_save_npz
 
@@ -99,8 +99,14 @@ def run_capture(
     threads: int = 0,
     numerics: str | None = None,
     records_source: str = "records",
+    warn: bool = True,
 ) -> Capture:
-    """Run the model in `model_path` over `records` on `backend` and return the capture."""
+    """Run the model in `model_path` over `records` on `backend` and return the capture.
+
+    The share of int8 input values clamped to the input range goes into the
+    capture's meta as `input_clamped`, and is logged as a warning unless
+    `warn` is False.
+    """
     model_path = Path(model_path)
     check_backend_names([backend])
     model, model_format = read_model(model_path)
@@ -114,7 +120,9 @@ def run_capture(
     n_classes = int(model.output().shape[-1])
     check_against_model(records, records_source, record_shape(model.input()), n_classes)
 
-    x = quantize_input(records.x, model.input())
+    x, clamped = quantize_records(records.x, model.input())
+    if warn:
+        warn_clamped(clamped, model.input())
     try:
         start = time.perf_counter()
         raw = session.run(x)
@@ -135,6 +143,7 @@ def run_capture(
         "isa": session.isa,
         "threads": session.threads,
         "inference_seconds": seconds,
+        "input_clamped": clamped,
         "host": platform.node(),
         "machine": platform.machine(),
         "edgemia_version": edgemia.__version__,

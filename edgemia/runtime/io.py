@@ -50,28 +50,42 @@ def record_shape(info: TensorInfo) -> tuple[int, ...]:
     return tuple(info.shape[1:])
 
 
-def quantize_input(x: np.ndarray, info: TensorInfo) -> np.ndarray:
-    """Convert float32 records to the input tensor's dtype.
+def quantize_records(x: np.ndarray, info: TensorInfo) -> tuple[np.ndarray, float]:
+    """Convert float32 records to the input tensor's dtype; return them and the share of values clamped.
 
     int8 inputs use q = clamp(round_half_even(x / scale) + zero_point, -128, 127)
     with the division in float32.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if info.dtype == np.float32:
-        return x
+        return x, 0.0
     scale = np.float32(info.scales[0])
     zero_point = np.float32(info.zero_points[0])
     q = np.rint(x / scale) + zero_point
-    clamped = (q < -128) | (q > 127)
-    if clamped.any():
-        logger.warning(
-            "%.2f%% of the input values lie outside the int8 input range [%g, %g] and were clamped; "
-            "the records may differ from the data the model was calibrated on",
-            100.0 * clamped.mean(),
-            float((-128 - zero_point) * scale),
-            float((127 - zero_point) * scale),
-        )
-    return np.clip(q, -128, 127).astype(np.int8)
+    clamped = float(((q < -128) | (q > 127)).mean()) if q.size else 0.0
+    return np.clip(q, -128, 127).astype(np.int8), clamped
+
+
+def warn_clamped(clamped: float, info: TensorInfo) -> None:
+    """Log a warning when a share `clamped` of the input values fell outside the int8 input range of `info`."""
+    if clamped <= 0:
+        return
+    scale = np.float32(info.scales[0])
+    zero_point = np.float32(info.zero_points[0])
+    logger.warning(
+        "%.2f%% of the input values lie outside the int8 input range [%g, %g] and were clamped; "
+        "the records may differ from the data the model was calibrated on",
+        100.0 * clamped,
+        float((-128 - zero_point) * scale),
+        float((127 - zero_point) * scale),
+    )
+
+
+def quantize_input(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Convert float32 records to the input tensor's dtype (see quantize_records), warning when values were clamped."""
+    q, clamped = quantize_records(x, info)
+    warn_clamped(clamped, info)
+    return q
 
 
 def dequantize_output(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
