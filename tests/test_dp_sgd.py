@@ -183,3 +183,26 @@ def test_default_eps1_learns_digits(base):
     direct = _direct_epsilon(summary["sampling_rate"], summary["noise_multiplier"], summary["steps"], 1e-5)
     assert summary["epsilon"] == pytest.approx(direct, rel=1e-12)
     assert summary["epsilon"] <= 1.0
+
+
+def test_unconverged_rdp_orders_not_warned(caplog):
+    import logging
+
+    from dp_accounting import rdp
+
+    from edgemia.training.dp import dp_sgd_epsilon, dp_sgd_event, noise_for_epsilon
+
+    # dp-accounting itself warns once per fractional order it leaves out at this noise level.
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        accountant = rdp.RdpAccountant()
+        accountant.compose(dp_sgd_event(0.45, 12.367834, 60))
+        expected = accountant.get_epsilon(1e-5)
+    assert any("failed to converge" in record.getMessage() for record in caplog.records)
+    caplog.clear()
+
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        epsilon = dp_sgd_epsilon(0.45, 12.367834, 60, 1e-5)
+        noise = noise_for_epsilon(1.0, 0.45, 60, 1e-5)
+    assert not any("failed to converge" in record.getMessage() for record in caplog.records)
+    assert epsilon == expected
+    assert dp_sgd_epsilon(0.45, noise, 60, 1e-5) <= 1.0

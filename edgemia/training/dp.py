@@ -18,6 +18,7 @@ it when imported.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -78,13 +79,48 @@ def dp_sgd_event(sampling_rate: float, noise_multiplier: float, steps: int):
     )
 
 
+class _UnconvergedOrders(logging.Filter):
+    """Filter that drops and counts dp-accounting's warnings about RDP orders it left out."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "failed to converge" in record.getMessage():
+            self.count += 1
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_unconverged_orders():
+    """Replace dp-accounting's warning per left-out RDP order with one debug line.
+
+    For a large noise multiplier, the series of some fractional orders does
+    not converge, and the accountant leaves those orders out. The epsilon of
+    the remaining orders is still an upper bound, so the warnings (dozens per
+    noise search) tell the user nothing to act on.
+    """
+    absl = logging.getLogger("absl")
+    orders = _UnconvergedOrders()
+    absl.addFilter(orders)
+    try:
+        yield
+    finally:
+        absl.removeFilter(orders)
+        if orders.count:
+            logger.debug("dp-accounting left out %d RDP orders whose series did not converge", orders.count)
+
+
 def dp_sgd_epsilon(sampling_rate: float, noise_multiplier: float, steps: int, delta: float) -> float:
     """Return the epsilon that dp-accounting's RDP accountant gives DP-SGD at `delta`."""
     from dp_accounting import rdp
 
     accountant = rdp.RdpAccountant()
-    accountant.compose(dp_sgd_event(sampling_rate, noise_multiplier, steps))
-    return float(accountant.get_epsilon(delta))
+    with _quiet_unconverged_orders():
+        accountant.compose(dp_sgd_event(sampling_rate, noise_multiplier, steps))
+        return float(accountant.get_epsilon(delta))
 
 
 def noise_for_epsilon(epsilon: float, sampling_rate: float, steps: int, delta: float) -> float:
@@ -103,14 +139,15 @@ def noise_for_epsilon(epsilon: float, sampling_rate: float, steps: int, delta: f
         )
     if dp_sgd_epsilon(sampling_rate, low, steps, delta) <= epsilon:
         return low
-    return float(dp_accounting.calibrate_dp_mechanism(
-        rdp.RdpAccountant,
-        lambda sigma: dp_sgd_event(sampling_rate, sigma, steps),
-        epsilon,
-        delta,
-        dp_accounting.ExplicitBracketInterval(low, high),
-        tol=1e-3,
-    ))
+    with _quiet_unconverged_orders():
+        return float(dp_accounting.calibrate_dp_mechanism(
+            rdp.RdpAccountant,
+            lambda sigma: dp_sgd_event(sampling_rate, sigma, steps),
+            epsilon,
+            delta,
+            dp_accounting.ExplicitBracketInterval(low, high),
+            tol=1e-3,
+        ))
 
 
 def plan_dp_sgd(n_records: int, batch_size: int, epochs: int, delta: float, epsilon: float | None,
