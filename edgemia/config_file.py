@@ -40,6 +40,7 @@ from pathlib import Path
 
 from edgemia.data.tables import RecordsSource
 from edgemia.errors import InputError
+from edgemia.stats.bootstrap import check_resample_count
 from edgemia.training.recipes import check_recipe_values
 
 # [audit] key: (argparse destination, expected kind).
@@ -200,6 +201,9 @@ def load_config_file(path: Path | str) -> dict:
     for key, value in audit.items():
         destination, kind = AUDIT_KEYS[key]
         values[destination] = _convert(path, f"audit.{key}", value, kind)
+    if "bootstrap" in audit:
+        # Checked here so that the message names the key, not the --bootstrap option.
+        check_resample_count(values["bootstrap"], f"{path}: audit.bootstrap")
     values["records"] = _records_source(path, document["records"]) if "records" in document else None
     values["training"] = _training(path, document["training"]) if "training" in document else {}
     values["model"] = None

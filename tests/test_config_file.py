@@ -89,6 +89,7 @@ def test_missing_group_column_named(tmp_path, suffix):
         ("[audit]\nreference_model = 4\n", "unknown key 'audit.reference_model'"),
         ("[audit]\nvariants = [1, 2]\n", "'audit.variants' must be a list of strings"),
         ("[audit]\nbootstrap = \n", "invalid TOML"),
+        ("[audit]\nbootstrap = 39\n", "audit.toml: audit.bootstrap 39 is too few"),
         ("[models]\nfile = 'm.tflite'\n", "unknown table 'models'"),
         ("[model]\nkeras = 'm.keras'\n", "unknown key 'model.keras'; valid keys of [model]: file"),
         ("[records]\npath = 'x.csv'\n", "missing key 'records.label'"),
