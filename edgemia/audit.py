@@ -130,6 +130,7 @@ from edgemia.stats.bootstrap import (
 )
 from edgemia.tasks import EXECUTORS, TaskCounts, array_digest, make_executor
 from edgemia.tasks.target import Combination, build_target_variants, load_target_captures, train_target_task
+from edgemia.training.defenses import check_training_steps
 from edgemia.training.recipes import audit_recipe, check_recipe_overrides
 from edgemia.training.references import check_reference_count, reference_in_masks
 from edgemia.util import atomic_write_json, sha256_file
@@ -233,9 +234,17 @@ class AuditConfig:
             exported_attacks(self.attacks)
         # Loading and splitting the records raises InputError for a bad column or split before the run starts.
         if self.records is not None:
-            load_table_data(self.records, self.seed, self.population)
+            data = load_table_data(self.records, self.seed, self.population)
         else:
-            load_dataset(self.dataset, self.seed, self.population)
+            data = load_dataset(self.dataset, self.seed, self.population)
+        # Reference model k trains on half of the members and non-members, rounded down or up.
+        pool = len(data.members) + len(data.nonmembers)
+        sizes = [(len(data.members), "the target model")]
+        if self.references:
+            sizes += [(size, "a reference model") for size in sorted({pool // 2, pool - pool // 2})]
+        for spec in specs:
+            for n_records, whose in sizes:
+                check_training_steps(spec.training_steps, n_records, whose)
 
 
 # A progress stage is entered with a description and a total count of steps;

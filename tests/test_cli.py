@@ -72,6 +72,27 @@ def test_audit_rerun_late_error_keeps_report(tmp_path):
         assert (tmp_path / name).read_text() == text
 
 
+@pytest.mark.parametrize(
+    "variant,message",
+    [
+        ("dp-sgd:eps=0.001+int8", "dp-sgd:eps=0.001: epsilon 0.001 at delta 1e-05 needs a noise multiplier above 500"),
+        ("pate:teachers=500+int8", "pate:teachers=500: teachers=500 is more than the "),
+    ],
+    ids=["dp-sgd-noise", "pate-teachers"],
+)
+def test_audit_untrainable_chain_keeps_report(tmp_path, variant, message):
+    old = {"run.json": '{"status": "complete"}', "report.json": "{}", "report.md": "# old", "report.html": "<p>old"}
+    for name, text in old.items():
+        (tmp_path / name).write_text(text)
+    result = run_cli("audit", "--dataset", "breast-cancer", "--variants", f"float,{variant}", "--population", "0.2",
+                     "--reference-models", "4", "--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "training records of the target model" in result.stderr or "(the target model trains on" in result.stderr
+    for name, text in old.items():
+        assert (tmp_path / name).read_text() == text
+
+
 def test_audit_out_is_a_file(tmp_path):
     target = tmp_path / "file"
     target.write_text("x")

@@ -162,6 +162,29 @@ def _fit(model, x, targets, settings: TrainingSettings, validation=None, patienc
     return summary
 
 
+def check_training_steps(steps, n_records: int, whose: str = "the model") -> None:
+    """Raise InputError when the training `steps` cannot train on `n_records` records.
+
+    dp-sgd must find a noise multiplier that meets its epsilon, and pate
+    needs a record per teacher. An audit calls this for its target and its
+    reference models before it starts, so a bad chain fails before any work.
+    """
+    by_word = {step.word: step for step in steps}
+    if "pate" in by_word and by_word["pate"]["teachers"] > n_records:
+        step = by_word["pate"]
+        raise InputError(f"{step}: teachers={step['teachers']} is more than the {n_records} training records of "
+                         f"{whose}; choose fewer teachers")
+    if "dp-sgd" in by_word:
+        from edgemia.training import dp
+
+        step = by_word["dp-sgd"]
+        settings = dp.step_settings(step)
+        try:
+            dp.plan_dp_sgd(n_records, settings.batch_size, settings.epochs, step["delta"], step["eps"], step["noise"])
+        except ValueError as exc:
+            raise InputError(f"{step}: {exc} ({whose} trains on {n_records} records)") from None
+
+
 def train_defended(base, steps, data: DefenseData, settings: TrainingSettings, seed: int):
     """Train `base`'s architecture anew with the training `steps`; return the plain model and a summary.
 
@@ -178,6 +201,7 @@ def train_defended(base, steps, data: DefenseData, settings: TrainingSettings, s
     alpha = float(by_word["label-smoothing"]["alpha"]) if "label-smoothing" in by_word else 0.0
     n_classes = int(base.outputs[0].shape[-1])
     summary: dict = {"training_steps": [str(step) for step in steps]}
+    check_training_steps(steps, len(data.x))
 
     def fresh_model(stream: int):
         keras.utils.set_random_seed((seed + 7919 * stream) % 2**32)
@@ -192,11 +216,8 @@ def train_defended(base, steps, data: DefenseData, settings: TrainingSettings, s
 
         step = by_word["dp-sgd"]
         dp_settings = dp.step_settings(step)
-        try:
-            plan = dp.plan_dp_sgd(len(data.x), dp_settings.batch_size, dp_settings.epochs, step["delta"],
-                                  step["eps"], step["noise"])
-        except ValueError as exc:
-            raise InputError(f"{step}: {exc}") from None
+        plan = dp.plan_dp_sgd(len(data.x), dp_settings.batch_size, dp_settings.epochs, step["delta"],
+                              step["eps"], step["noise"])
         model = fresh_model(0)
         summary.update(dp.train_dp_sgd(model, data.x, smoothed_targets(data.y, n_classes, alpha), plan, step["clip"],
                                        dp_settings.batch_size, dp_settings.learning_rate, seed, l2=l2))
@@ -227,9 +248,6 @@ def _train_pate(fresh_model, step, data: DefenseData, settings: TrainingSettings
             f"{step} labels population records for its student, and none were given; with `edgemia audit` "
             "set --population FRACTION (e.g. 0.2), with `edgemia compress` pass --population RECORDS.npz"
         )
-    if step["teachers"] > len(data.x):
-        raise InputError(f"{step}: teachers={step['teachers']} is more than the {len(data.x)} training records; "
-                         "choose fewer teachers")
 
     def train_teacher(x, y, index):
         teacher = fresh_model(1 + index)
