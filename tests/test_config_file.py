@@ -51,6 +51,16 @@ def test_csv_missing_value_names_column(tmp_path):
     assert not out.exists()
 
 
+def test_csv_infinite_value_names_column(tmp_path):
+    rows = CSV_ROWS[:1] + ["102,51,-inf,male,ill", "103,45,inf,female,ill"] + CSV_ROWS[3:]
+    _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")
+    config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nid = "patient"\ngroups = ["sex"]')
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert "patients.csv: column 'bmi' (records.features) has 2 infinite values (first at row 1)" in result.stderr
+    assert not out.exists()
+
+
 def test_label_class_model_lacks_names_column(tmp_path):
     rows = CSV_ROWS + ["105,60,29.0,male,unknown"]
     _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")

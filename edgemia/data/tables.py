@@ -93,13 +93,17 @@ def _is_missing(value) -> bool:
         return False
 
 
-def _missing_mask(values: np.ndarray) -> np.ndarray:
-    """Return a bool mask of the rows with a missing (None, NaN or infinite) value."""
+def _is_infinite(value) -> bool:
+    return isinstance(value, (float, np.floating)) and bool(np.isinf(value))
+
+
+def _row_mask(values: np.ndarray, test, float_test) -> np.ndarray:
+    """Return a bool mask of the rows with a value that passes `test` (objects) or `float_test` (floats)."""
     rows = values.reshape(len(values), -1)
     if values.dtype == object:
-        return np.array([any(_is_missing(v) for v in row) for row in rows], dtype=bool)
+        return np.array([any(test(v) for v in row) for row in rows], dtype=bool)
     if values.dtype.kind == "f":
-        return ~np.isfinite(rows).all(axis=1)
+        return float_test(rows).any(axis=1)
     return np.zeros(len(values), dtype=bool)
 
 
@@ -111,13 +115,17 @@ def _column(columns: dict[str, np.ndarray], path: Path, name: str, role: str) ->
             f"Fix {role} in the configuration"
         )
     values = columns[name]
-    missing = _missing_mask(values)
-    if missing.any():
-        count = int(missing.sum())
-        raise InputError(
-            f"{path}: column '{name}' ({role}) has {count} missing value{'s' if count > 1 else ''} (first at row "
-            f"{int(np.flatnonzero(missing)[0])}); impute or drop those rows before the audit"
-        )
+    checks = (
+        (_row_mask(values, _is_missing, np.isnan), "missing", "impute or drop those rows before the audit"),
+        (_row_mask(values, _is_infinite, np.isinf), "infinite", "fix or drop those rows before the audit"),
+    )
+    for rows, kind, fix in checks:
+        if rows.any():
+            count = int(rows.sum())
+            raise InputError(
+                f"{path}: column '{name}' ({role}) has {count} {kind} value{'s' if count > 1 else ''} (first at "
+                f"row {int(np.flatnonzero(rows)[0])}); {fix}"
+            )
     return values
 
 
