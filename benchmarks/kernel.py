@@ -263,7 +263,7 @@ def machine_description(start_load: tuple[float, ...]) -> str:
 
 
 def has_amx() -> bool:
-    """Whether this CPU reports AMX int8 tiles (amx_int8 in /proc/cpuinfo)."""
+    """Return whether this CPU reports AMX int8 tiles (amx_int8 in /proc/cpuinfo)."""
     with contextlib.suppress(OSError):
         return " amx_int8" in Path("/proc/cpuinfo").read_text()
     return False

@@ -6,16 +6,19 @@ Reads the capture bundle of one variant of a finished `edgemia audit` run
 (AUDIT_DIR/captures/VARIANT_SLUG/BACKEND) and scores online LiRA with
 `lira.variance` per-record, fixed and pooled. Besides the audit's own
 target, each of the K reference models serves once as the target, with its
-own IN records as its members. Its references are the other K - 1 models,
-less one per record: the audit gives every record K/2 IN models, so a
-member of reference k has one IN model fewer among the others than a
-non-member has, and the one dropped (the last OUT model of a member, the
-last IN model of a non-member) gives every record K/2 - 1 IN and K/2 - 1
-OUT models. Members and non-members then have their Gaussians fitted from
-equal counts, and every model is trained by the same procedure, so the K
-rows are K more draws of the attack on one training algorithm, trained for
-nothing extra. A leak lifts the TPR above 1% on most rows for some
-estimator; an unstable estimator spreads the rows.
+own IN records as its members.
+
+Its references are the other K - 1 models, less one per record. The audit
+gives every record K/2 IN models, so a member of reference k has one IN
+model fewer among the others than a non-member has. Dropping the last OUT
+model of a member and the last IN model of a non-member leaves every record
+K/2 - 1 IN and K/2 - 1 OUT models, so members and non-members have their
+Gaussians fitted from equal counts.
+
+Every model is trained by the same procedure, so the K rows are K more
+draws of the attack on one training algorithm, at no extra training cost.
+A leak lifts the TPR above 1% on most rows for some estimator, and an
+unstable estimator spreads the rows.
 """
 
 from __future__ import annotations

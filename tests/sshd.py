@@ -191,7 +191,7 @@ class TestServer:
         return len(pids)
 
     def kill_sessions_when(self, condition: Callable[[], bool], timeout: float) -> threading.Thread:
-        """Kill every open connection, from a thread, once `condition()` holds or `timeout` seconds have passed."""
+        """Start a thread that kills every open connection once `condition()` is true or `timeout` seconds pass."""
 
         def watch():
             deadline = time.monotonic() + timeout

@@ -43,7 +43,7 @@ def reference_in_masks(n_records: int, n_references: int, seed: int) -> np.ndarr
     the records, drawn from (seed, j) alone, and model 2j+1 on the other half.
     So every record is IN for exactly one model of each pair, every worker
     that trains one model k computes the same mask, and the masks of the
-    first K models do not change when a rerun asks for more: an audit with 64
+    first K models do not change when a rerun requests more: an audit with 64
     reference models reuses the 32 that an earlier run with 32 trained.
     """
     check_reference_count(n_references)
