@@ -58,10 +58,16 @@ def test_audit_refuses_foreign_directory(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
-def test_audit_rerun_late_error_keeps_report(tmp_path):
+def _earlier_run(directory) -> dict[str, str]:
+    """Write the marker and reports of a finished run into `directory`; return their texts by file name."""
     old = {"run.json": '{"status": "complete"}', "report.json": "{}", "report.md": "# old", "report.html": "<p>old"}
     for name, text in old.items():
-        (tmp_path / name).write_text(text)
+        (directory / name).write_text(text)
+    return old
+
+
+def test_audit_rerun_late_error_keeps_report(tmp_path):
+    old = _earlier_run(tmp_path)
     result = run_cli("audit", "--population", "0.99", "--variants", "float", "--reference-models", "0",
                      "--bootstrap", "0", "--out", str(tmp_path))
     assert result.returncode == 2, result.stderr
@@ -81,9 +87,7 @@ def test_audit_rerun_late_error_keeps_report(tmp_path):
     ids=["dp-sgd-noise", "pate-teachers"],
 )
 def test_audit_untrainable_chain_keeps_report(tmp_path, variant, message):
-    old = {"run.json": '{"status": "complete"}', "report.json": "{}", "report.md": "# old", "report.html": "<p>old"}
-    for name, text in old.items():
-        (tmp_path / name).write_text(text)
+    old = _earlier_run(tmp_path)
     result = run_cli("audit", "--dataset", "breast-cancer", "--variants", f"float,{variant}", "--population", "0.2",
                      "--reference-models", "4", "--out", str(tmp_path))
     assert result.returncode == 2, result.stderr

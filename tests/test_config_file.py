@@ -41,23 +41,21 @@ def _audit(tmp_path: Path, config: Path):
     return result, out
 
 
-def test_csv_missing_value_names_column(tmp_path):
-    rows = CSV_ROWS[:2] + ["103,45,,female,ill"] + CSV_ROWS[3:]
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        (CSV_ROWS[:2] + ["103,45,,female,ill"] + CSV_ROWS[3:], "has 1 missing value (first at row 2)"),
+        (CSV_ROWS[:1] + ["102,51,-inf,male,ill", "103,45,inf,female,ill"] + CSV_ROWS[3:],
+         "has 2 infinite values (first at row 1)"),
+    ],
+    ids=["missing", "infinite"],
+)
+def test_csv_bad_value_names_column(tmp_path, rows, message):
     _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")
     config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nid = "patient"\ngroups = ["sex"]')
     result, out = _audit(tmp_path, config)
     assert result.returncode == 2, result.stderr
-    assert "patients.csv: column 'bmi' (records.features) has 1 missing value (first at row 2)" in result.stderr
-    assert not out.exists()
-
-
-def test_csv_infinite_value_names_column(tmp_path):
-    rows = CSV_ROWS[:1] + ["102,51,-inf,male,ill", "103,45,inf,female,ill"] + CSV_ROWS[3:]
-    _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")
-    config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nid = "patient"\ngroups = ["sex"]')
-    result, out = _audit(tmp_path, config)
-    assert result.returncode == 2, result.stderr
-    assert "patients.csv: column 'bmi' (records.features) has 2 infinite values (first at row 1)" in result.stderr
+    assert f"patients.csv: column 'bmi' (records.features) {message}" in result.stderr
     assert not out.exists()
 
 
