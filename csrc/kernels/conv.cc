@@ -90,6 +90,28 @@ inline void ForEachTap(const ConvGeometry& g, int64_t oy, int64_t ox, Tap&& tap)
   }
 }
 
+// Fills begin[ox] and end[ox] with the filter columns [begin, end) whose
+// input column lies inside the image, for every output column ox. Those
+// columns are contiguous; an output column with none gets [0, 0).
+void ValidFilterColumns(const ConvGeometry& g, std::vector<int64_t>* begin, std::vector<int64_t>* end) {
+  begin->assign(static_cast<size_t>(g.out_w), 0);
+  end->assign(static_cast<size_t>(g.out_w), 0);
+  for (int64_t ox = 0; ox < g.out_w; ++ox) {
+    int64_t first = g.k_w, last = 0;
+    for (int64_t kx = 0; kx < g.k_w; ++kx) {
+      const int64_t ix = ox * g.stride_w - g.pad_left + kx * g.dilation_w;
+      if (ix >= 0 && ix < g.in_w) {
+        first = std::min(first, kx);
+        last = kx + 1;
+      }
+    }
+    if (first < last) {
+      (*begin)[static_cast<size_t>(ox)] = first;
+      (*end)[static_cast<size_t>(ox)] = last;
+    }
+  }
+}
+
 void CheckInt8Tensors(const OpChecker& check, const Tensor& in, const Tensor& filter, const Tensor& out,
                       int channel_dim) {
   check.ExpectDType(filter, DType::kInt8, "filter");
@@ -142,20 +164,7 @@ class ConvInt8 final : public Kernel {
     // The taps of one filter row are adjacent in the input when they are
     // adjacent pixels and the group spans all channels.
     row_contiguous_ = g_.dilation_w == 1 && g_.groups == 1;
-    tap_begin_.resize(static_cast<size_t>(g_.out_w));
-    tap_end_.resize(static_cast<size_t>(g_.out_w));
-    for (int64_t ox = 0; ox < g_.out_w; ++ox) {
-      int64_t begin = g_.k_w, end = 0;
-      for (int64_t kx = 0; kx < g_.k_w; ++kx) {
-        const int64_t ix = ox * g_.stride_w - g_.pad_left + kx * g_.dilation_w;
-        if (ix >= 0 && ix < g_.in_w) {
-          begin = std::min(begin, kx);
-          end = kx + 1;
-        }
-      }
-      tap_begin_[static_cast<size_t>(ox)] = begin < end ? begin : 0;
-      tap_end_[static_cast<size_t>(ox)] = begin < end ? end : 0;
-    }
+    ValidFilterColumns(g_, &tap_begin_, &tap_end_);
     // Small filters take more rows per GEMM call, so that the call overhead
     // stays small next to the arithmetic; about 16 KiB of im2col rows.
     gemm_rows_ = std::max<int64_t>(kGemmRows, std::min<int64_t>(512, 16384 / depth_ / 16 * 16));
@@ -323,20 +332,7 @@ class DepthwiseInt8 final : public Kernel {
     if (row_kernel_ != nullptr) {
       const int64_t taps = g_.k_h * g_.k_w;
       wide_filter_.assign(filter_, filter_ + taps * g_.out_c);
-      kx_begin_.resize(static_cast<size_t>(g_.out_w));
-      kx_end_.resize(static_cast<size_t>(g_.out_w));
-      for (int64_t ox = 0; ox < g_.out_w; ++ox) {
-        int64_t begin = g_.k_w, end = 0;
-        for (int64_t kx = 0; kx < g_.k_w; ++kx) {
-          const int64_t ix = ox * g_.stride_w - g_.pad_left + kx * g_.dilation_w;
-          if (ix >= 0 && ix < g_.in_w) {
-            begin = std::min(begin, kx);
-            end = kx + 1;
-          }
-        }
-        kx_begin_[static_cast<size_t>(ox)] = begin < end ? begin : 0;
-        kx_end_[static_cast<size_t>(ox)] = begin < end ? end : 0;
-      }
+      ValidFilterColumns(g_, &kx_begin_, &kx_end_);
       row_.in_h = g_.in_h;
       row_.in_w = g_.in_w;
       row_.channels = g_.in_c;
