@@ -11,9 +11,11 @@ the audit with each number K of reference models and the last worker count,
 then fits wall time = a + b K by least squares. The machine's one-minute
 load average before each run is printed, because other work on the machine
 slows the runs down. The CPU column sums the audit's and its workers' CPU
-time; the peak MB column is the largest resident set of any one of those
-processes. A speed-up in wall time needs free cores; CPU time that grows with the
-workers is work they add, such as each worker starting its own TensorFlow.
+time. The audit MB column is the audit process's peak resident set, as
+its report.json gives it, and the largest MB column the largest peak of
+any one process, the audit or a worker. A speed-up in wall time needs
+free cores; CPU time that grows with the workers is work they add, such
+as each worker starting its own TensorFlow.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def run_audit(references: int, workers: int, executor: str, options: list[str]) 
             raise subprocess.CalledProcessError(process.returncode, command)
         report = json.loads((Path(out) / "report.json").read_text())
     # ru_maxrss is in KiB on Linux: the peak of the largest process among the audit and its workers.
-    return {"load": load, "wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024,
+    return {"load": load, "wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "largest_mb": usage.ru_maxrss / 1024,
+            "audit_mb": report["peak_memory_mb"]["audit"],
             "references": report["stage_seconds"]["references"], "computed": report["tasks"]["computed"]}
 
 
@@ -92,13 +95,14 @@ def main() -> None:
     if sizes:
         print(f"\nAudit wall time against K, {workers[-1]} workers")
         print(f"{'K':>4} {'load':>5} {'wall s':>7} {'CPU s':>7} {'references s':>13} {'s per model':>12} "
-              f"{'peak MB':>8}")
+              f"{'audit MB':>9} {'largest MB':>11}")
         walls = []
         for k in sizes:
             run = run_audit(k, workers[-1], args.executor, options)
             walls.append(run["wall"])
             print(f"{k:>4} {run['load']:>5.2f} {run['wall']:>7.1f} {run['cpu']:>7.1f} "
-                  f"{run['references']:>13.1f} {run['references'] / k:>12.2f} {run['peak_mb']:>8.0f}")
+                  f"{run['references']:>13.1f} {run['references'] / k:>12.2f} {run['audit_mb']:>9.0f} "
+                  f"{run['largest_mb']:>11.0f}")
         if len(sizes) >= 2:
             slope, intercept = np.polyfit(sizes, walls, 1)
             fitted = intercept + slope * np.array(sizes)

@@ -61,6 +61,8 @@ compares with float on the same backend and format. Each
     population     size and path of the population records; null without them
     bootstrap      resamples, confidence, seed; null when switched off
     stage_seconds  wall time of each pipeline stage
+    peak_memory_mb largest resident set of the audit process and of any
+                   worker process it waited for, in MiB
     perturbation   how the perturbed copies were made, and how many
     records        each record's id, membership, label, subgroups and scores
                    (see edgemia.evaluation.records_section)
@@ -112,7 +114,7 @@ from edgemia.evaluation import (
 )
 from edgemia.exported import check_exported_model, exported_attacks, run_exported_audit
 from edgemia.references import ReferenceTask, build_references, capture_dir, default_jobs
-from edgemia.reporting.environment import environment
+from edgemia.reporting.environment import environment, peak_memory_mb
 from edgemia.reporting.mitigation import CHART
 from edgemia.reporting.policy import load_policy
 from edgemia.reporting.writer import write_reports
@@ -579,6 +581,7 @@ def _run_stages(config: AuditConfig, out: Path, created: str, stage: ProgressSta
         "backend_agreement": agreement,
         "records": records_section(bundles, evaluations),
         "stage_seconds": stage_seconds,
+        "peak_memory_mb": peak_memory_mb(),
         "tasks": task_counts,
         "environment": environment(),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import resource
 import sys
 from importlib import metadata
 
@@ -39,3 +40,15 @@ def environment() -> dict:
         "cpu": _cpu_model(),
         "system": f"{platform.system()} {platform.release()}",
     }
+
+
+def peak_memory_mb() -> dict:
+    """Return the peak resident set in MiB of this process and of the largest child process it waited for.
+
+    Worker processes of the local executor count once the pool has shut
+    down; Ray's workers are not children, so they do not count.
+    """
+    # Linux reports ru_maxrss in KiB.
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"audit": round(own, 1), "workers": round(children, 1)}
