@@ -52,6 +52,22 @@ def _manifests(out: Path, kind: str) -> list[Path]:
 # -- store and keys (fast) ---------------------------------------------------
 
 
+def _process_id(item: int) -> tuple[int, int]:
+    return item, os.getpid()
+
+
+def test_local_executor_replaces_workers_per_batch(monkeypatch):
+    from edgemia.tasks import executors
+
+    monkeypatch.setattr(executors, "TASKS_PER_WORKER", 2)
+    results = executors.LocalExecutor(2).map(_process_id, list(range(8)))
+    assert [item for item, _ in results] == list(range(8))
+    # Batches of 2 workers x 2 tasks: no worker process serves two batches.
+    batches = [{pid for _, pid in results[start:start + 4]} for start in range(0, 8, 4)]
+    assert not batches[0] & batches[1]
+    assert os.getpid() not in batches[0] | batches[1]
+
+
 def test_store_reuses_unchanged_files(tmp_path):
     store = TaskStore(tmp_path)
     file = tmp_path / "artifacts" / "model.bin"
@@ -166,7 +182,7 @@ def test_reference_clamping_warned_once(baseline):
     lines = (out.parent / "stderr.txt").read_text().splitlines()
     shares = [model["input_clamped"]["int8"] for model in report["references"]["models"]]
     assert report["references"]["models"][0]["input_clamped"]["float"] == 0.0
-    # The int8 reference models of this audit clamp a few input values, so the summary has something to say.
+    # The int8 reference models of this audit clamp a few input values, so the summary line is expected.
     assert sum(share > 0 for share in shares) >= 1
     summaries = [line for line in lines if "reference models were clamped" in line]
     assert len(summaries) == 1
@@ -176,6 +192,15 @@ def test_reference_clamping_warned_once(baseline):
     # model, nor from each perturbed copy of the records.
     per_capture = [line for line in lines if "of the input values lie outside the int8 input range" in line]
     assert len(per_capture) <= 1
+
+
+@pytest.mark.slow
+def test_report_gives_peak_memory(baseline):
+    _, report = baseline
+    peak = report["peak_memory_mb"]
+    # The audit process imports TensorFlow, which alone takes a few hundred MB.
+    assert 200 < peak["audit"] < 24 * 1024
+    assert peak["workers"] >= 0
 
 
 @pytest.mark.slow
@@ -329,8 +354,8 @@ def test_ray_address_joins_cluster_with_token(baseline, tmp_path):
     ray_dir = Path(tempfile.mkdtemp(prefix="edgemia-ray-", dir="/tmp"))
     token = ray_dir / "token"
     token.write_text(secrets.token_hex(16))
-    # The head finds a token and turns authentication on; the audit is told nothing but where
-    # the token is, as with a token in ~/.ray/auth_token.
+    # The head finds a token and turns authentication on. The audit gets only the token's
+    # location, as with a token in ~/.ray/auth_token.
     environment = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
     environment.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
                        RAY_AUTH_TOKEN_PATH=str(token))
