@@ -83,6 +83,7 @@ def test_device_run_adds_identical_rows(audit_run, server, tmp_path):
 
     markdown = (audit_run / "report.md").read_text()
     assert "## Devices" in markdown
+    assert f"device:{DEVICE}:native" in (audit_run / "report.html").read_text()
     assert f"device:{DEVICE}:native" in markdown
     assert "identical (every capture byte-equal)" in markdown
 

@@ -1,4 +1,4 @@
-"""Add a device run's captures to the audit's report.json and report.md.
+"""Add a device run's captures to the audit's report.json, report.md and report.html.
 
 Each device bundle is attacked with the audit's attacks, options and
 bootstrap resamples, and becomes a row of `variants` with backend
@@ -41,10 +41,9 @@ from edgemia.devices.audit_run import AuditRun, device_backend_name, host_bundle
 from edgemia.devices.device_run import DeviceCaptures
 from edgemia.devices.runner import DeviceSettings
 from edgemia.evaluation import BundleEvaluation, evaluate_bundle, evaluate_bundles, variant_row, write_scores
-from edgemia.reporting.markdown import render
+from edgemia.reporting.writer import write_reports
 from edgemia.stats.bootstrap import DEFAULT_CONFIDENCE, StratifiedResamples
 from edgemia.stats.compare import delong_test
-from edgemia.util import atomic_write_json, atomic_write_text
 
 # Significance level of "leakage differs" between host and device.
 LEAKAGE_SIGNIFICANCE = 0.05
@@ -88,7 +87,11 @@ def _agreement_row(key: tuple[str, str, str], device: str, host_backend: str, ho
 
 
 def add_device_results(run: AuditRun, settings: DeviceSettings, captures: DeviceCaptures) -> dict:
-    """Attack the device bundles, add their rows to the run's report, and rewrite report.json and report.md."""
+    """Attack the device bundles, add their rows to the run's report, and rewrite the three reports.
+
+    The stored policy verdict is kept as the audit left it; `edgemia report
+    RUN_DIR --policy FILE` applies a policy to the device rows too.
+    """
     report = run.report
     device = settings.profile.name
     attacks = report["config"]["attacks"]
@@ -146,6 +149,4 @@ def add_device_results(run: AuditRun, settings: DeviceSettings, captures: Device
     }
     report["devices"] = [d for d in report.get("devices", []) if d["name"] != device] + [entry]
 
-    atomic_write_json(run.out / "report.json", report)
-    atomic_write_text(run.out / "report.md", render(report))
-    return report
+    return write_reports(run.out, report)
