@@ -21,6 +21,8 @@ references, artifacts), plus `captures`, the directory that was attacked.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -31,6 +33,7 @@ import numpy as np
 import edgemia
 from edgemia.attacks import DESCRIPTIONS, attack_options, check_attack_names
 from edgemia.attacks.bundle import TARGET_FILE, CaptureBundle, load_bundle
+from edgemia.compression.spec import parse_variant
 from edgemia.errors import InputError
 from edgemia.evaluation import default_attacks, evaluate_bundles, records_section, variant_row, write_scores
 from edgemia.reporting.environment import environment
@@ -57,6 +60,29 @@ def _bundle_key(target: Path, variant_default: str) -> BundleKey:
     return str(variant), str(backend), str(model_format)
 
 
+def _audit_variants(captures: Path) -> set[str] | None:
+    """Return the variants of the audit whose captures directory `captures` is, or None for other directories.
+
+    An audit rerun with fewer variants keeps the captures of the others, so
+    that adding them back reuses them; its run.json names the current ones.
+    """
+    marker = captures.parent / "run.json"
+    if captures.name != "captures" or not marker.is_file():
+        return None
+    try:
+        variants = json.loads(marker.read_text(encoding="utf-8"))["config"]["variants"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(variants, list):
+        return None
+    names = set()
+    for text in variants:
+        # run.json keeps the specs as typed; the captures name them in canonical order.
+        with contextlib.suppress(InputError):
+            names.add(parse_variant(str(text)).name)
+    return names
+
+
 def find_bundles(directory: Path) -> dict[BundleKey, tuple[Path, Path]]:
     """Map (variant, backend, format) to each bundle directory under `directory` and its scores directory.
 
@@ -70,9 +96,13 @@ def find_bundles(directory: Path) -> dict[BundleKey, tuple[Path, Path]]:
         where = f"{backend}-{model_format}" if model_format else backend
         return {key: (directory, Path(variant.replace(":", "_")) / where)}
     found = {}
+    current = _audit_variants(directory)
     for target in sorted(directory.glob(f"*/*/{TARGET_FILE}")):
         bundle = target.parent
         key = _bundle_key(target, bundle.parent.name)
+        if current is not None and key[0] not in current:
+            logger.warning("skipping %s: variant %s is not among the variants of the audit's last run", bundle, key[0])
+            continue
         if key in found:
             raise InputError(
                 f"{bundle}: captures variant {key[0]} on {key[1]} ({key[2]}) like {found[key][0]}; "

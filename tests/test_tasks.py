@@ -235,6 +235,24 @@ def test_more_variants_train_no_model(baseline, tmp_path):
 
 
 @pytest.mark.slow
+def test_attack_skips_variants_dropped_from_audit(baseline, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(baseline[0], out)
+    options = [*SMALL_AUDIT]
+    options[options.index("float,int8")] = "float"
+    result = run_cli(*options, "--jobs", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    # The int8 captures stay for a later rerun to reuse, but they are not part of this run.
+    assert (out / "captures" / "int8").is_dir()
+    attacked = tmp_path / "attack"
+    result = run_cli("attack", "--captures", str(out / "captures"), "--out", str(attacked), "--bootstrap", "0")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((attacked / "report.json").read_text())
+    assert {row["name"] for row in report["variants"]} == {"float"}
+    assert "variant int8 is not among the variants of the audit's last run" in " ".join(result.stderr.split())
+
+
+@pytest.mark.slow
 def test_more_reference_models_train_only_the_new_ones(baseline, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(baseline[0], out)
