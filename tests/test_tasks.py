@@ -203,12 +203,24 @@ def test_report_gives_peak_memory(baseline):
     assert peak["workers"] >= 0
 
 
-@pytest.mark.slow
-def test_rerun_reuses_every_task(baseline, tmp_path):
+def _rerun(baseline, tmp_path: Path, **changes: str):
+    """Copy the baseline run and run the small audit into the copy again; return (run directory, result).
+
+    `changes` maps an option of SMALL_AUDIT (without its dashes) to a new value.
+    """
     out = tmp_path / "run"
     shutil.copytree(baseline[0], out)
-    result = run_cli(*SMALL_AUDIT, "--jobs", "1", "--out", str(out))
+    options = [*SMALL_AUDIT]
+    for name, value in changes.items():
+        options[options.index(f"--{name.replace('_', '-')}") + 1] = value
+    result = run_cli(*options, "--jobs", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr
+    return out, result
+
+
+@pytest.mark.slow
+def test_rerun_reuses_every_task(baseline, tmp_path):
+    out, result = _rerun(baseline, tmp_path)
     report = json.loads((out / "report.json").read_text())
     assert report["tasks"]["reused"] == 15
     assert report["tasks"]["computed"] == 0
@@ -218,12 +230,7 @@ def test_rerun_reuses_every_task(baseline, tmp_path):
 
 @pytest.mark.slow
 def test_more_variants_train_no_model(baseline, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(baseline[0], out)
-    options = [*SMALL_AUDIT]
-    options[options.index("float,int8")] = "float,int8,int8-dynamic"
-    result = run_cli(*options, "--jobs", "1", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    out, _ = _rerun(baseline, tmp_path, variants="float,int8,int8-dynamic")
     report = json.loads((out / "report.json").read_text())
     kinds = report["tasks"]["kinds"]
     assert kinds["target-training"] == {"reused": 1, "computed": 0}
@@ -236,12 +243,7 @@ def test_more_variants_train_no_model(baseline, tmp_path):
 
 @pytest.mark.slow
 def test_attack_skips_variants_dropped_from_audit(baseline, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(baseline[0], out)
-    options = [*SMALL_AUDIT]
-    options[options.index("float,int8")] = "float"
-    result = run_cli(*options, "--jobs", "1", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    out, _ = _rerun(baseline, tmp_path, variants="float")
     # The int8 captures stay for a later rerun to reuse, but they are not part of this run.
     assert (out / "captures" / "int8").is_dir()
     attacked = tmp_path / "attack"
@@ -254,12 +256,7 @@ def test_attack_skips_variants_dropped_from_audit(baseline, tmp_path):
 
 @pytest.mark.slow
 def test_more_reference_models_train_only_the_new_ones(baseline, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(baseline[0], out)
-    options = [*SMALL_AUDIT]
-    options[options.index("--reference-models") + 1] = "6"
-    result = run_cli(*options, "--jobs", "1", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    out, _ = _rerun(baseline, tmp_path, reference_models="6")
     report = json.loads((out / "report.json").read_text())
     kinds = report["tasks"]["kinds"]
     assert kinds["reference-training"] == {"reused": 4, "computed": 2}
