@@ -105,13 +105,51 @@ def test_int8_onnx_equals_onnxruntime(onnx_models, name, form):
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool"])
+@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "elementwise"])
 def test_float_onnx_close_to_onnxruntime(onnx_models, name):
     model = read_onnx(onnx_models[f"{name}-float"])
     x = records_for(model, 300, seed=1)
     expected = run_onnxruntime(onnx_models[f"{name}-float"], x)
     got = NativeSession(model).run(x)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def _pad_concat_mul_model(path, axis: int) -> None:
+    """Write a float graph: Pad, Relu, Concat of both along `axis`, Mul by a constant and by itself."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = [3, 5 + 1 + 2, 4 + 2 + 1]  # [C, H, W] after the padding
+    joined = list(shape)
+    joined[axis % 4 - 1] *= 2
+    rng = np.random.default_rng(axis % 4)
+    initializers = [
+        numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 2, 1], dtype=np.int64), "pads"),
+        numpy_helper.from_array(rng.normal(size=(1, joined[0], 1, 1)).astype(np.float32), "scale"),
+    ]
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["padded"], name="pad", mode="constant"),
+        helper.make_node("Relu", ["padded"], ["relu"], name="relu"),
+        helper.make_node("Concat", ["padded", "relu"], ["joined"], name="concat", axis=axis),
+        helper.make_node("Mul", ["joined", "scale"], ["scaled"], name="scale"),
+        helper.make_node("Mul", ["scaled", "joined"], ["y"], name="square"),
+    ]
+    graph = helper.make_graph(
+        nodes, "pad-concat-mul", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 5, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", *joined])], initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("axis", [1, 2, 3, -1])
+def test_float_pad_concat_mul_equal_onnxruntime(tmp_path, axis):
+    path = tmp_path / "pad-concat-mul.onnx"
+    _pad_concat_mul_model(path, axis)
+    x = np.random.default_rng(axis % 4).normal(size=(64, 3, 5, 4)).astype(np.float32)
+    # Padding and joining move values, and each product is one float multiply, so the bytes agree.
+    np.testing.assert_array_equal(NativeSession(read_onnx(path)).run(x), run_onnxruntime(path, x))
 
 
 @pytest.mark.parametrize("name,op", [("elementwise", "QLinearMul"), ("dense", "Tanh")])

@@ -92,6 +92,9 @@ class DynamicQuantizationHandlers:
         scale_products = [p for p in operands if isinstance(p, _ScaleProduct)]
         if any(isinstance(value, _Dequantized) for value in operands):
             raise self.unsupported(node, "int8 Mul (ONNX Runtime's QLinearMul) is not reproduced")
+        if not products and not scale_products and any(isinstance(value, _Value) for value in operands):
+            self.float_binary(node, "MUL")
+            return
         if not products or not scale_products:
             raise self.unsupported(
                 node, "this ONNX op is supported by the native kernel only as the Mul of a dynamically quantized "

@@ -1,8 +1,8 @@
 """Read an .onnx file and translate it into the native kernel's graph form.
 
 These kinds of graph are accepted: float32 graphs (Conv, Gemm, MatMul, Add,
-Relu, Clip, Sigmoid, Tanh, MaxPool, AveragePool, GlobalAveragePool, Reshape,
-Flatten, Transpose, Squeeze); int8 QDQ graphs as ONNX Runtime's
+Mul, Concat, Pad, Relu, Clip, Sigmoid, Tanh, MaxPool, AveragePool,
+GlobalAveragePool, Reshape, Flatten, Transpose, Squeeze); int8 QDQ graphs as ONNX Runtime's
 quantize_static writes them; int8 QOperator graphs (QLinearConv,
 QLinearMatMul, QGemm, QLinearAdd, QLinearAveragePool,
 QLinearGlobalAveragePool, QLinearSigmoid); int4 weight-only
@@ -551,13 +551,22 @@ class _Translator(DynamicQuantizationHandlers):
             self._add_int8(node, operands[0].source, operands[1].source, q.output[0], scale, zero_point,
                            _QDQ_UINT8_DOMAIN)
             return
+        self.float_binary(node, "ADD")
+
+    def float_binary(self, node, kind: str) -> None:
+        """Emit the float32 ADD or MUL (`kind`) of `node`'s two operands, activations or constants.
+
+        The activations are stored in ONNX's own layout, so that constants
+        broadcast against them as in ONNX Runtime.
+        """
+        operands = [self.values.get(name) for name in node.input]
         if sum(isinstance(value, _Value) for value in operands) == 0:
-            raise self.unsupported(node, "adding two constants is not supported")
-        inputs, shape, nhwc = [], None, False
+            raise self.unsupported(node, f"the {node.op_type} of two constants is not supported")
+        inputs, shape = [], None
         for name, value in zip(node.input, operands):
             if isinstance(value, _Value):
                 if value.dtype != "float32":
-                    raise self.unsupported(node, "only float Add is supported")
+                    raise self.unsupported(node, f"only float {node.op_type} is supported")
                 value = self.as_layout(value, False, node)
                 inputs.append(value.native_id)
                 shape = value.shape
@@ -566,8 +575,70 @@ class _Translator(DynamicQuantizationHandlers):
                                                 "float32"))
             else:
                 raise self.unsupported(node, f"'{name}' is neither an activation nor a constant")
-        out = _Value(self.add_activation(node.output[0], "float32", list(shape)), "float32", list(shape), nhwc)
-        self.add_op("ADD", node.name, inputs, [out.native_id], {"activation": 0})
+        out = _Value(self.add_activation(node.output[0], "float32", list(shape)), "float32", list(shape), False)
+        self.add_op(kind, node.name, inputs, [out.native_id], {"activation": 0})
+        self.values[node.output[0]] = out
+
+    def _Concat(self, node) -> None:
+        operands = [self.values.get(name) for name in node.input]
+        if not all(isinstance(value, _Value) and value.dtype == "float32" for value in operands):
+            raise self.unsupported(node, "only the Concat of float activations is supported")
+        rank = len(operands[0].shape)
+        if any(len(value.shape) != rank for value in operands):
+            raise self.fail(node, f"the inputs have different ranks: {[value.shape for value in operands]}")
+        axis = int(self.attributes(node).get("axis", 0))
+        axis = axis + rank + 1 if axis < 0 else axis
+        if not 1 <= axis <= rank:
+            raise self.unsupported(node, f"axis {axis} is not an axis of the records")
+        # [C, H, W] activations are joined as [H, W, C]: ONNX axes 1, 2, 3 are native axes 3, 1, 2.
+        nhwc = rank == 3
+        operands = [self.as_layout(value, nhwc, node) for value in operands]
+        shape = list(operands[0].shape)
+        shape[axis - 1] = sum(value.shape[axis - 1] for value in operands)
+        if any(value.shape[:axis - 1] + value.shape[axis:] != shape[:axis - 1] + shape[axis:] for value in operands):
+            raise self.fail(node, f"the inputs' shapes {[value.shape for value in operands]} differ off axis {axis}")
+        out = _Value(0, "float32", shape, nhwc)
+        out.native_id = self.add_activation(node.output[0], "float32", out.physical_shape())
+        native_axis = {1: 3, 2: 1, 3: 2}[axis] if nhwc else axis
+        self.add_op("CONCATENATION", node.name, [value.native_id for value in operands], [out.native_id],
+                    {"axis": native_axis, "activation": 0})
+        self.values[node.output[0]] = out
+
+    def _Pad(self, node) -> None:
+        x = self.values.get(node.input[0])
+        if not isinstance(x, _Value) or x.dtype != "float32":
+            raise self.unsupported(node, "only the Pad of a float activation is supported")
+        if self.attributes(node).get("mode", b"constant") not in (b"constant", "constant"):
+            raise self.unsupported(node, "only constant padding is supported")
+        if len(node.input) < 2 or node.input[1] not in self.constants:
+            raise self.unsupported(node, "the pads must be a constant")
+        if len(node.input) > 3 and node.input[3]:
+            raise self.unsupported(node, "padding selected axes is not supported")
+        if len(node.input) > 2 and node.input[2]:
+            value = self.constants.get(node.input[2])
+            if value is None or value.size != 1 or float(value.reshape(-1)[0]) != 0.0:
+                raise self.unsupported(node, "only padding with 0 is supported")
+
+        rank = len(x.shape) + 1
+        pads = [int(p) for p in self.constants[node.input[1]].reshape(-1)]
+        if len(pads) != 2 * rank:
+            raise self.fail(node, f"has {len(pads)} pads, expected {2 * rank} for a rank-{rank} input")
+        before, after = pads[:rank], pads[rank:]
+        if min(pads) < 0:
+            raise self.unsupported(node, "negative pads (cropping) are not supported")
+        if before[0] or after[0]:
+            raise self.unsupported(node, "padding the batch axis is not supported")
+
+        shape = [d + lo + hi for d, lo, hi in zip(x.shape, before[1:], after[1:])]
+        nhwc = len(x.shape) == 3
+        source = self.as_layout(x, nhwc, node)
+        # ONNX lists [batch, C, H, W]; the native tensor is [batch, H, W, C].
+        order = [0, 2, 3, 1] if nhwc else list(range(rank))
+        paddings = np.array([[before[axis], after[axis]] for axis in order], dtype=np.int32)
+        out = _Value(0, "float32", shape, nhwc)
+        out.native_id = self.add_activation(node.output[0], "float32", out.physical_shape())
+        self.add_op("PAD", node.name, [source.native_id, self.add_constant(f"{node.name}:pads", paddings, "int32")],
+                    [out.native_id])
         self.values[node.output[0]] = out
 
     # Dynamic quantization (quantize_dynamic) ---------------------------------
