@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -321,6 +322,42 @@ def test_sigkill_during_references_resumes(baseline, tmp_path):
     assert kinds["target-training"] == {"reused": 1, "computed": 0}
     assert kinds["target-variant"] == {"reused": 2, "computed": 0}
     assert _metrics(report) == _metrics(baseline[1])
+
+
+@pytest.mark.slow
+def test_interrupt_during_references_exits(tmp_path):
+    out = tmp_path / "run"
+    options = [*SMALL_AUDIT]
+    options[options.index("--reference-models") + 1] = "8"
+    command = [sys.executable, "-m", "edgemia", *options, "--jobs", "2", "--out", str(out)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "tasks").is_dir() or not _manifests(out, "target-variant"):
+            assert process.poll() is None, "the audit ended before the reference-model stage"
+            assert time.monotonic() < deadline, "the reference-model stage did not start within 300 s"
+            time.sleep(0.05)
+        time.sleep(2)  # the workers are training now
+        # As `timeout -s INT` does: the signal reaches the audit process alone, not its workers.
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        _, stderr = process.communicate(timeout=120)
+        # Stopping the workers takes a moment; finishing their 8 models would take far longer.
+        assert time.monotonic() - interrupted < 10
+        assert process.returncode == 130, stderr
+        assert b"edgemia: interrupted" in stderr
+        # No worker process is left in the audit's session once the helpers that
+        # multiprocessing starts (its resource tracker) have seen the audit exit.
+        deadline = time.monotonic() + 15
+        with pytest.raises(ProcessLookupError):
+            while time.monotonic() < deadline:
+                os.killpg(process.pid, 0)
+                time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @pytest.mark.slow

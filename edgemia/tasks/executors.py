@@ -65,19 +65,38 @@ class LocalExecutor:
         # Every process trains with the same TensorFlow thread counts (edgemia._tf),
         # so the models do not depend on the number of workers.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        try:
             futures = {pool.submit(function, items[index]): index for index in indices}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for future in done:
                     if future.exception() is not None:
-                        for other in pending:
-                            other.cancel()
                         logger.error("task %s failed: %s", label(items[futures[future]]), future.exception())
                         raise future.exception()
                     results[futures[future]] = future.result()
                     advance()
+        except BaseException:
+            # A failed task or Ctrl-C: waiting for the running tasks could take minutes, and
+            # workers interrupted mid-task may never return, so they are stopped.
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the pool's queued tasks and terminate its worker processes."""
+    # _processes is the pool's map of worker processes; the public API cannot stop a running task.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _is_loopback(address: str) -> bool:
