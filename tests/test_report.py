@@ -178,6 +178,27 @@ def test_report_no_policy_drops_the_stored_verdict(small_run, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("verdict,message", [
+    ("pass", "'policy.verdict' is 'pass', but the rules min_accuracy"),
+    ("maybe", "'policy.verdict' is 'maybe', but the rules min_accuracy"),
+])
+def test_report_rejects_verdict_against_outcomes(small_run, tmp_path, verdict, message):
+    out, _ = small_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    report = json.loads((run / "report.json").read_text())
+    report["policy"]["verdict"] = verdict
+    (run / "report.json").write_text(json.dumps(report))
+    markdown = (run / "report.md").read_text()
+    result = run_cli("report", str(run))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    # Nothing was rewritten.
+    assert (run / "report.md").read_text() == markdown
+    assert run_cli("report", str(run), "--no-policy").returncode == 0
+
+
+@pytest.mark.slow
 def test_report_json_matches_schema(small_run):
     out, _ = small_run
     report = assert_matches_schema(out / "report.json")

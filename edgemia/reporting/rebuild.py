@@ -37,6 +37,27 @@ def load_report(run_dir: Path) -> dict:
     return report
 
 
+def _check_verdict(path: Path, section) -> None:
+    """Raise InputError unless the stored policy section's verdict follows from its rule outcomes.
+
+    The console, report.md and the exit code read the verdict, and report.html
+    reads the outcomes, so the two must agree.
+    """
+    outcomes = section.get("outcomes") if isinstance(section, dict) else None
+    if not isinstance(outcomes, list) or not all(
+        isinstance(outcome, dict) and isinstance(outcome.get("passed"), bool) and isinstance(outcome.get("rule"), str)
+        for outcome in outcomes
+    ):
+        raise InputError(f"{path}: 'policy.outcomes' must be a list of rule outcomes, each with 'rule' and "
+                         "'passed'; rebuild with --policy FILE to evaluate the rules again, or with --no-policy")
+    failed = [outcome["rule"] for outcome in outcomes if not outcome["passed"]]
+    expected = "fail" if failed else "pass"
+    if section.get("verdict") != expected:
+        cause = f"the rules {', '.join(failed)} failed" if failed else "every rule passed"
+        raise InputError(f"{path}: 'policy.verdict' is {section.get('verdict')!r}, but {cause}, so it must be "
+                         f"{expected!r}; rebuild with --policy FILE to evaluate the rules again, or with --no-policy")
+
+
 def rebuild_reports(run_dir: Path, policy: Policy | None = None, drop_policy: bool = False) -> dict:
     """Rewrite report.json, report.md and report.html in `run_dir` from its report.json.
 
@@ -48,4 +69,6 @@ def rebuild_reports(run_dir: Path, policy: Policy | None = None, drop_policy: bo
     report = load_report(run_dir)
     if drop_policy:
         report.pop("policy", None)
+    elif policy is None and report.get("policy") is not None:
+        _check_verdict(Path(run_dir) / "report.json", report["policy"])
     return write_reports(Path(run_dir), report, policy)
