@@ -141,8 +141,10 @@ def _training(path: Path, table: dict) -> dict:
     for key in ("epochs", "batch_size"):
         if key in recipe and recipe[key] < 1:
             raise InputError(f"{path}: 'training.{key}' is {recipe[key]}; it must be at least 1")
-    if "input_noise" in recipe and not recipe["input_noise"] >= 0:
-        raise InputError(f"{path}: 'training.input_noise' is {recipe['input_noise']}; it must be 0 or more")
+    # Keras's GaussianNoise layer takes standard deviations from 0 to 1; the features are standardized.
+    if "input_noise" in recipe and not 0 <= recipe["input_noise"] <= 1:
+        raise InputError(f"{path}: 'training.input_noise' is {recipe['input_noise']}; it must be from 0 to 1 "
+                         "(a standard deviation, in units of the standardized features)")
     if "learning_rate" in recipe and not 0 < recipe["learning_rate"] < math.inf:
         raise InputError(
             f"{path}: 'training.learning_rate' is {recipe['learning_rate']}; it must be a finite number above 0"

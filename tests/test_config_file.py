@@ -116,7 +116,9 @@ def test_missing_group_column_named(tmp_path, suffix):
          "have shape ("),
         ("[training]\nepochs = 0\n", "'training.epochs' is 0; it must be at least 1"),
         ("[training]\nlearning_rate = inf\n", "'training.learning_rate' is inf; it must be a finite number above 0"),
-        ("[training]\ninput_noise = -0.1\n", "'training.input_noise' is -0.1; it must be 0 or more"),
+        ("[training]\ninput_noise = -0.1\n", "'training.input_noise' is -0.1; it must be from 0 to 1"),
+        ("[training]\ninput_noise = 1.5\n", "'training.input_noise' is 1.5; it must be from 0 to 1"),
+        ("[training]\ninput_noise = inf\n", "'training.input_noise' is inf; it must be from 0 to 1"),
         ("[training]\narchitecture = 'resnet'\n", "training.architecture is 'resnet'"),
         ("[audit]\ndataset = 'health-insurance'\n[training]\narchitecture = 'digits-cnn'\n",
          "training.architecture is 'digits-cnn', which takes images of shape (height, width, channels), and the "
