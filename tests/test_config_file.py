@@ -70,6 +70,15 @@ def test_label_class_model_lacks_names_column(tmp_path):
     assert "the model's classes are healthy, ill" in result.stderr
 
 
+def test_repeated_class_rejected(tmp_path):
+    _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(CSV_ROWS) + "\n")
+    config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nclasses = ["healthy", "ill", "healthy"]')
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert "records.classes lists 'healthy' more than once" in result.stderr
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("suffix", ["csv", "parquet", "npz"])
 def test_missing_group_column_named(tmp_path, suffix):
     import pandas as pd

@@ -132,6 +132,11 @@ def _column(columns: dict[str, np.ndarray], path: Path, name: str, role: str) ->
 def _label_indices(values: np.ndarray, classes: tuple, path: Path, column: str) -> tuple[np.ndarray, list]:
     """Map label values to class indices in the order of `classes` (or of the sorted labels found)."""
     found = list(dict.fromkeys(values.tolist()))
+    texts = [str(value) for value in classes]
+    repeated = sorted({text for text in texts if texts.count(text) > 1})
+    if repeated:
+        raise InputError(f"{path}: records.classes lists {', '.join(repr(text) for text in repeated)} more than "
+                         "once; give each class once, in the model's output order")
     if not classes:
         classes = tuple(sorted(found, key=lambda v: (str(type(v)), v)))
     # Labels and configured classes may differ in type (1 in the file, "1" in TOML): compare as text.
