@@ -624,7 +624,7 @@ def _run_device(args: argparse.Namespace, console: Console) -> int:
         captures = capture_on_device(settings, run, variants, backends, capture_progress)
     report = add_device_results(run, settings, captures)
     print_device_summary(report, settings.profile.name, console)
-    console.print(f"Updated {run.out / 'report.json'} and report.md.", soft_wrap=True)
+    console.print(f"Updated {run.out / 'report.json'}, report.md and report.html.", soft_wrap=True)
     return 0
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """Parse `argv`; for `audit --config FILE`, parse again with the file's values as defaults."""
@@ -633,7 +633,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         return args
     from edgemia.config_file import load_config_file
 
-    return build_parser(audit_defaults=load_config_file(args.config)).parse_args(argv)
+    values = load_config_file(args.config)
+    given = sys.argv[1:] if argv is None else argv
+    if values.get("records") is not None and any(item.split("=", 1)[0] == "--dataset" for item in given):
+        # The file's [records] would win over the option, which should override the file.
+        raise InputError(f"--dataset names a built-in data set, and [records] in {args.config} names the records; "
+                         "keep one of them")
+    return build_parser(audit_defaults=values).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,16 @@ def test_label_class_model_lacks_names_column(tmp_path):
     assert "the model's classes are healthy, ill" in result.stderr
 
 
+def test_dataset_option_conflicts_with_records_table(tmp_path):
+    _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(CSV_ROWS) + "\n")
+    config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"')
+    out = tmp_path / "run"
+    result = run_cli("audit", "--config", str(config), "--dataset", "digits", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert f"--dataset names a built-in data set, and [records] in {config} names the records" in result.stderr
+    assert not out.exists()
+
+
 def test_repeated_class_rejected(tmp_path):
     _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(CSV_ROWS) + "\n")
     config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nclasses = ["healthy", "ill", "healthy"]')
