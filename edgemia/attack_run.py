@@ -70,10 +70,12 @@ def _audit_variants(captures: Path) -> set[str] | None:
     if captures.name != "captures" or not marker.is_file():
         return None
     try:
-        variants = json.loads(marker.read_text(encoding="utf-8"))["config"]["variants"]
+        config = json.loads(marker.read_text(encoding="utf-8"))["config"]
+        variants = config["variants"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(variants, list):
+    # The audit of an exported model captures that model alone, under its own name.
+    if not isinstance(variants, list) or config.get("model"):
         return None
     names = set()
     for text in variants:
