@@ -48,6 +48,22 @@ def check_exported_model(model: Path, records: RecordsSource | None, training: d
             "an exported model needs the records it was trained on: add a [records] table with a 'member' "
             "column that is true for the model's training records"
         )
+    # Reading the model and the records here rejects a damaged file or a mismatch before the run starts.
+    loaded, _ = read_model(model)
+    table, classes, feature_names = load_table(records)
+    expected = tuple(loaded.input().shape[1:])
+    if table.record_shape != expected:
+        raise InputError(
+            f"{records.path}: records.features give records of shape {table.record_shape} "
+            f"({len(feature_names)} features after one-hot encoding), but {model} expects {expected}; "
+            "list the model's input features in records.features"
+        )
+    n_outputs = int(loaded.output().shape[-1])
+    if len(classes) > n_outputs:
+        raise InputError(
+            f"{records.path}: the label column has {len(classes)} classes, but {model} has {n_outputs} outputs; "
+            "set records.classes to the model's classes in output order"
+        )
 
 
 def exported_attacks(requested: list[str] | None) -> list[str]:

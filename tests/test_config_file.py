@@ -268,6 +268,32 @@ def test_audit_from_csv_records(csv_run):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("damage", ["drop-feature", "truncate-model"])
+def test_exported_model_mismatch_rejected_up_front(csv_run, tmp_path, damage):
+    _, run = csv_run
+    report = json.loads((run / "report.json").read_text())
+    stored = np.load(run / "data" / "records.npz")
+    x = stored["x"][:, :-1] if damage == "drop-feature" else stored["x"]
+    np.savez(tmp_path / "trained.npz", x=x, y=stored["y"], record_id=stored["record_id"],
+             member=np.array(report["records"]["member"]))
+    model = (run / "artifacts" / "float.tflite").read_bytes()
+    (tmp_path / "model.tflite").write_bytes(model[: len(model) // 3] if damage == "truncate-model" else model)
+    config = _write(
+        tmp_path, "exported.toml",
+        '[model]\nfile = "model.tflite"\n'
+        '[records]\npath = "trained.npz"\nlabel = "y"\nfeatures = ["x"]\nid = "record_id"\nmember = "member"\n'
+        'classes = [0, 1]\n',
+    )
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    if damage == "drop-feature":
+        assert "trained.npz: records.features give records of shape" in result.stderr
+    else:
+        assert "model.tflite" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
 def test_exported_model_audited_as_is(csv_run, tmp_path):
     """The CSV audit's float .tflite, audited as exported, gives the same loss AUC as in that audit."""
     _, run = csv_run
