@@ -41,6 +41,7 @@ from pathlib import Path
 from edgemia.data.tables import RecordsSource
 from edgemia.errors import InputError
 from edgemia.stats.bootstrap import check_resample_count
+from edgemia.training.models import KERAS_FILE_PREFIX
 from edgemia.training.recipes import check_recipe_values
 
 # [audit] key: (argparse destination, expected kind).
@@ -141,6 +142,9 @@ def _training(path: Path, table: dict) -> dict:
     for key in ("epochs", "batch_size"):
         if key in recipe and recipe[key] < 1:
             raise InputError(f"{path}: 'training.{key}' is {recipe[key]}; it must be at least 1")
+    if str(recipe.get("architecture", "")).startswith(KERAS_FILE_PREFIX):
+        raise InputError(f"{path}: 'training.architecture' is {recipe['architecture']!r}; name a built-in "
+                         "architecture, or give a .keras model as 'file' in [model]")
     # Keras's GaussianNoise layer takes standard deviations from 0 to 1; the features are standardized.
     if "input_noise" in recipe and not 0 <= recipe["input_noise"] <= 1:
         raise InputError(f"{path}: 'training.input_noise' is {recipe['input_noise']}; it must be from 0 to 1 "
@@ -158,8 +162,6 @@ def _training(path: Path, table: dict) -> dict:
 
 def keras_architecture(path: Path, values: dict) -> str:
     """Return the recipe architecture that clones the .keras file of [model] for the target and references."""
-    from edgemia.training.models import KERAS_FILE_PREFIX
-
     model = values["model"]
     if "architecture" in values["training"]:
         raise InputError(f"{path}: 'training.architecture' and a .keras model.file both set the architecture; "

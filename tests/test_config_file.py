@@ -139,6 +139,8 @@ def test_missing_group_column_named(tmp_path, suffix):
         ("[training]\ninput_noise = 1.5\n", "'training.input_noise' is 1.5; it must be from 0 to 1"),
         ("[training]\ninput_noise = inf\n", "'training.input_noise' is inf; it must be from 0 to 1"),
         ("[training]\narchitecture = 'resnet'\n", "training.architecture is 'resnet'"),
+        ("[training]\narchitecture = 'keras-file:/etc/hostname'\n",
+         "'training.architecture' is 'keras-file:/etc/hostname'; name a built-in architecture"),
         ("[audit]\ndataset = 'health-insurance'\n[training]\narchitecture = 'digits-cnn'\n",
          "training.architecture is 'digits-cnn', which takes images of shape (height, width, channels), and the "
          "records of data set health-insurance have shape (26,); set it to 'tabular-mlp' or remove it"),
