@@ -631,9 +631,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if getattr(args, "config", None) is None:
         return args
-    from edgemia.config_file import load_config_file
+    from edgemia.config_file import AUDIT_KEYS, load_config_file
 
     values = load_config_file(args.config)
+    # The file's numbers get the ranges of the options they stand for.
+    bounded = {"seed": _seed, "threads": _threads, "epochs": _epochs, "references": _references, "jobs": _jobs}
+    for key, (destination, _) in AUDIT_KEYS.items():
+        if destination in bounded and destination in values:
+            try:
+                bounded[destination](str(values[destination]))
+            except argparse.ArgumentTypeError as exc:
+                raise InputError(f"{args.config}: 'audit.{key}' {exc}") from None
     given = sys.argv[1:] if argv is None else argv
     if values.get("records") is not None and any(item.split("=", 1)[0] == "--dataset" for item in given):
         # The file's [records] would win over the option, which should override the file.
