@@ -80,6 +80,17 @@ def test_dataset_option_conflicts_with_records_table(tmp_path):
     assert not out.exists()
 
 
+def test_single_record_class_named(tmp_path):
+    rows = CSV_ROWS + ["105,60,29.0,male,unknown"]
+    _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")
+    config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"')
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert "cannot be split into members and non-members with every class in each: class 2 has 1" in result.stderr
+    assert "--population" not in result.stderr
+    assert not out.exists()
+
+
 def test_repeated_class_rejected(tmp_path):
     _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(CSV_ROWS) + "\n")
     config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nclasses = ["healthy", "ill", "healthy"]')

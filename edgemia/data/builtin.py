@@ -61,6 +61,13 @@ def _split(y: np.ndarray, seed: int, population: float) -> tuple[np.ndarray, np.
 
     index = np.arange(len(y))
     held_out = np.zeros(0, dtype=index.dtype)
+    labels, counts = np.unique(y, return_counts=True)
+    if (counts < 2).any():
+        rare = ", ".join(f"class {int(label)} has {int(count)}" for label, count in zip(labels, counts) if count < 2)
+        raise InputError(
+            f"the records cannot be split into members and non-members with every class in each: {rare} "
+            "(classes counted from 0 in the model's output order); drop those records or add more"
+        )
     try:
         if population > 0:
             index, held_out = train_test_split(index, test_size=population, stratify=y, random_state=seed)
