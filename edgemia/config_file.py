@@ -97,6 +97,8 @@ def _convert(path: Path, key: str, value, kind: str):
         items = [part.strip() for part in value.split(",")] if isinstance(value, str) and kind == "list" else value
         if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
             fail("a list of strings" + (" or a comma-separated string" if kind == "list" else ""))
+        if kind == "list" and not items:
+            fail("a list of at least one name")
         return ",".join(items) if kind == "list" else list(items)
     raise AssertionError(kind)
 
@@ -205,6 +207,8 @@ def load_config_file(path: Path | str) -> dict:
     for key, value in audit.items():
         destination, kind = AUDIT_KEYS[key]
         values[destination] = _convert(path, f"audit.{key}", value, kind)
+    if "policy" in values and not values["policy"].is_file():
+        raise InputError(f"{path}: 'audit.policy' names {values['policy']}, which is not a file")
     if "bootstrap" in audit:
         # Checked here so that the message names the key, not the --bootstrap option.
         check_resample_count(values["bootstrap"], f"{path}: audit.bootstrap")

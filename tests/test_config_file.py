@@ -128,6 +128,8 @@ def test_missing_group_column_named(tmp_path, suffix):
         ("[audit]\nvariants = [1, 2]\n", "'audit.variants' must be a list of strings"),
         ("[audit]\nbootstrap = \n", "invalid TOML"),
         ("[audit]\nbootstrap = 39\n", "audit.toml: audit.bootstrap 39 is too few"),
+        ("[audit]\nvariants = []\n", "'audit.variants' must be a list of at least one name, got []"),
+        ("[audit]\npolicy = 'nope.toml'\n", "'audit.policy' names "),
         ("[audit]\nthreads = -3\n", "audit.toml: 'audit.threads' -3 is outside 0..1024"),
         ("[audit]\njobs = 1000\n", "audit.toml: 'audit.jobs' 1000 is outside 1..64"),
         ("[audit]\nreference_models = 100000\n", "audit.toml: 'audit.reference_models' 100000 is outside 0..4096"),
