@@ -346,6 +346,8 @@ def test_chromium_check_sees_broken_page(tmp_path):
         ("[limits]\nmin_accuracy = 0.9\n", "unknown key 'limits'"),
         ("unmeasurable = 'ignore'\n[rules]\nmin_accuracy = 0.9\n", "'unmeasurable' is 'ignore'"),
         ("[rules]\n", "[rules] is empty"),
+        ("[rules]\nmin_accuracy = 0.9\nunmeasurable = 'pass'\n",
+         "'unmeasurable' goes above [rules], at the top of the file"),
     ],
 )
 def test_malformed_policy_exits_two(tmp_path, text, message):
@@ -356,6 +358,13 @@ def test_malformed_policy_exits_two(tmp_path, text, message):
     assert message in result.stderr
     assert str(policy) in result.stderr
     assert not out.exists()
+
+
+def test_report_of_a_file_names_it(tmp_path):
+    report = _write(tmp_path, "report.json", "{}")
+    result = run_cli("report", str(report))
+    assert result.returncode == 2, result.stderr
+    assert f"{report}: a file, not a directory" in result.stderr
 
 
 def test_policy_not_utf8_exits_two(tmp_path):

@@ -103,7 +103,8 @@ def load_policy(path: Path | str) -> Policy:
     rules = {}
     for key, value in table.items():
         if key not in RULES:
-            raise InputError(f"{path}: unknown rule 'rules.{key}'; valid rules: {', '.join(RULES)}")
+            hint = "; 'unmeasurable' goes above [rules], at the top of the file" if key == "unmeasurable" else ""
+            raise InputError(f"{path}: unknown rule 'rules.{key}'; valid rules: {', '.join(RULES)}{hint}")
         _, low, high = RULES[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{path}: 'rules.{key}' must be a number, got {value!r}")

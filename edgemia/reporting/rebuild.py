@@ -15,6 +15,8 @@ SUPPORTED_SCHEMA_VERSIONS = (1,)
 def load_report(run_dir: Path) -> dict:
     """Read RUN_DIR/report.json; raise InputError when it is missing, unreadable or of another schema."""
     path = Path(run_dir) / "report.json"
+    if Path(run_dir).is_file():
+        raise InputError(f"{run_dir}: a file, not a directory; give the run directory that contains report.json")
     if not Path(run_dir).is_dir():
         raise InputError(f"{run_dir}: directory not found; give the run directory of an audit or attack")
     try:
