@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from edgemia.reporting.markdown import fmt_difference, fmt_interval, fmt_rate, runs_on
+from edgemia.reporting.markdown import fmt_difference, fmt_interval, fmt_rate, runs_on, workers_text
 
 
 def _levels(attack_rows: list[dict]) -> list[str]:
@@ -80,7 +80,7 @@ def print_summary(report: dict, console: Console) -> None:
     if references and references["count"]:
         console.print(
             f"{references['count']} reference models, {references['seconds']:.0f} s "
-            f"with {references['jobs']} process(es)."
+            f"with {workers_text(references)}."
         )
     for row in report.get("backend_agreement", []):
         variant = f"{row['variant']} ({row['format']})" if row.get("format") else row["variant"]

@@ -294,8 +294,11 @@ def render_html(report: dict, mitigation_png: bytes | None = None) -> str:
     dataset = report["dataset"]
 
     parts = [f"<h1>{escape(_title(report))}</h1>", _verdict_section(report)]
-    summary = (f"{dataset.get('description') or ''}. Members: {dataset['n_members']}; non-members: "
-               f"{dataset['n_nonmembers']}; {dataset['n_classes']} classes.")
+    description = dataset.get("description") or ""
+    # Descriptions of the built-in data sets already give the number of classes.
+    classes = "" if "class" in description else f"; {dataset['n_classes']} classes"
+    summary = (f"{description}. Members: {dataset['n_members']}; non-members: "
+               f"{dataset['n_nonmembers']}{classes}.")
     if target is not None:
         summary += (f" Target {target['recipe']['architecture']}, {target['recipe']['epochs']} epochs; "
                     f"Keras accuracy {target['accuracy']['members']:.4f} on members and "

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def workers_text(references: dict) -> str:
+    """Describe who built the reference models: local worker processes or Ray CPUs."""
+    jobs = references["jobs"]
+    if references.get("executor") == "ray":
+        return f"{jobs} CPU{'s' if jobs != 1 else ''} of a Ray cluster"
+    return f"{jobs} process{'es' if jobs != 1 else ''}"
+
+
 def fmt_rate(value: float | None) -> str:
     return "n/m" if value is None else f"{value:.4f}"
 
@@ -76,7 +84,7 @@ def _reference_lines(report: dict) -> list[str]:
         f"{references['count']} models with the target's recipe and compression, each trained on "
         "a random half of all audit records, so that every record is IN for exactly half of them. "
         f"Mean float accuracy {accuracy_in:.4f} on their IN records and {accuracy_out:.4f} on their "
-        f"OUT records. Built in {references['seconds']:.0f} s with {references['jobs']} process(es).",
+        f"OUT records. Built in {references['seconds']:.0f} s with {workers_text(references)}.",
     ]
 
 
