@@ -91,6 +91,19 @@ def test_single_record_class_named(tmp_path):
     assert not out.exists()
 
 
+def test_trained_model_gets_features_as_stored(tmp_path):
+    from edgemia.data.tables import RecordsSource, load_table_data
+
+    rows = [row + ("," + ("true" if i % 2 == 0 else "false")) for i, row in enumerate(CSV_ROWS)]
+    _write(tmp_path, "patients.csv", CSV_HEADER.strip() + ",member\n" + "\n".join(rows) + "\n")
+    source = RecordsSource(path=tmp_path / "patients.csv", label="outcome", features=("age", "bmi"),
+                           id_column="patient", member="member")
+    data = load_table_data(source, seed=0)
+    # Rows 0 and 2 are the members: ages 34 and 45, BMIs 22.1 and 27.5, not standardized.
+    np.testing.assert_array_equal(data.members.x, np.array([[34.0, 22.1], [45.0, 27.5]], dtype=np.float32))
+    np.testing.assert_array_equal(data.nonmembers.x, np.array([[51.0, 31.0], [29.0, 24.9]], dtype=np.float32))
+
+
 def test_repeated_class_rejected(tmp_path):
     _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(CSV_ROWS) + "\n")
     config = _config(tmp_path, 'path = "patients.csv"\nlabel = "outcome"\nclasses = ["healthy", "ill", "healthy"]')
@@ -430,6 +443,13 @@ def test_trained_keras_target_audited(csv_run, tmp_path):
     frame = pd.read_csv(run.parent / "cells.csv")
     member_by_id = dict(zip(report["records"]["record_id"], report["records"]["member"]))
     frame["member"] = frame["record"].map(member_by_id)
+    # A trained model gets its features as stored, so the file holds the features the audit's
+    # float.keras was trained on: standardized with the members' statistics.
+    stored = np.load(run / "data" / "records.npz")
+    position = {record: row for row, record in enumerate(stored["record_id"])}
+    features = [name for name in frame.columns if name not in ("record", "diagnosis", "size", "member")]
+    rows = [position[record] for record in frame["record"]]
+    frame[features] = stored["x"][rows].astype(np.float64)
     frame.to_csv(tmp_path / "cells.csv", index=False)
     shutil.copy(run / "artifacts" / "float.keras", tmp_path / "team.keras")
     config = _write(

@@ -220,7 +220,9 @@ def load_table_data(source: RecordsSource, seed: int, population: float = 0.0) -
     With a member column, that column decides the members and nothing is set aside.
 
     Tabular features are standardized with the members' statistics, as for
-    the built-in tables; image arrays from an NPZ file are kept as they are.
+    the built-in tables, unless a member column says that a model was
+    trained on them already: that model gets the features as stored, as an
+    exported model does. Image arrays from an NPZ file are kept as they are.
     """
     records, classes, feature_names = load_table(source)
     if source.member is not None:
@@ -232,7 +234,7 @@ def load_table_data(source: RecordsSource, seed: int, population: float = 0.0) -
         members, nonmembers, held_out = np.flatnonzero(member), np.flatnonzero(~member), np.zeros(0, np.int64)
     else:
         members, nonmembers, held_out = split_rows(records.y, seed, population)
-    if records.x.ndim == 2:
+    if records.x.ndim == 2 and source.member is None:
         records.x = standardize_on(records.x, members)
     description = source.description or (
         f"{Path(source.path).name}: {len(records)} records, {len(feature_names)} features, label "
