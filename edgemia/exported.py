@@ -49,8 +49,9 @@ def check_exported_model(model: Path, records: RecordsSource | None, training: d
             "column that is true for the model's training records"
         )
     # Reading the model and the records here rejects a damaged file or a mismatch before the run starts.
-    loaded, _ = read_model(model)
     table, classes, feature_names = load_table(records)
+    read_member_column(records)
+    loaded, _ = read_model(model)
     expected = tuple(loaded.input().shape[1:])
     if table.record_shape != expected:
         raise InputError(

@@ -202,6 +202,7 @@ def test_command_line_overrides_config(tmp_path):
 
     config = _write(tmp_path, "audit.toml", "[audit]\nseed = 7\nbootstrap = 50\nvariants = ['float', 'int8']\n"
                     "policy = 'policy.toml'\n")
+    _write(tmp_path, "policy.toml", "[rules]\nmin_accuracy = 0.5\n")
     args = cli._parse(["audit", "--config", str(config), "--seed", "3"])
     assert args.seed == 3
     assert args.bootstrap == 50
