@@ -245,8 +245,8 @@ class AuditConfig:
         if self.references:
             sizes += [(size, "a reference model") for size in sorted({pool // 2, pool - pool // 2})]
         for spec in specs:
-            for n_records, whose in sizes:
-                check_training_steps(spec.training_steps, n_records, whose)
+            for n_records, model in sizes:
+                check_training_steps(spec.training_steps, n_records, model)
 
 
 # A progress stage is entered with a description and a total count of steps;

@@ -642,8 +642,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                 bounded[destination](str(values[destination]))
             except argparse.ArgumentTypeError as exc:
                 raise InputError(f"{args.config}: 'audit.{key}' {exc}") from None
-    given = sys.argv[1:] if argv is None else argv
-    if values.get("records") is not None and any(item.split("=", 1)[0] == "--dataset" for item in given):
+    typed = sys.argv[1:] if argv is None else argv
+    if values.get("records") is not None and any(item.split("=", 1)[0] == "--dataset" for item in typed):
         # The file's [records] would win over the option, which should override the file.
         raise InputError(f"--dataset names a built-in data set, and [records] in {args.config} names the records; "
                          "keep one of them")

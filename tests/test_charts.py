@@ -33,7 +33,8 @@ def test_bin_edges_increase_and_cover_the_scores():
     for values in (near, np.full(5, 3.0), np.linspace(0.0, 1.0, 1000)):
         edges = _bin_edges(values)
         assert np.all(np.diff(edges) > 0)
-        assert edges[0] <= np.percentile(values, 0.5) and edges[-1] >= np.percentile(values, 99.5)
+        assert edges[0] <= np.percentile(values, 0.5)
+        assert edges[-1] >= np.percentile(values, 99.5)
     # Plain scores keep 40 bins, as numpy's own edges over the same range.
     values = np.linspace(0.0, 1.0, 1000)
     low, high = np.percentile(values, [0.5, 99.5])

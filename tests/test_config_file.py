@@ -444,7 +444,7 @@ def test_trained_keras_target_audited(csv_run, tmp_path):
     frame = pd.read_csv(run.parent / "cells.csv")
     member_by_id = dict(zip(report["records"]["record_id"], report["records"]["member"]))
     frame["member"] = frame["record"].map(member_by_id)
-    # A trained model gets its features as stored, so the file holds the features the audit's
+    # A trained model gets its features as stored, so the file contains the features the audit's
     # float.keras was trained on: standardized with the members' statistics.
     stored = np.load(run / "data" / "records.npz")
     position = {record: row for row, record in enumerate(stored["record_id"])}

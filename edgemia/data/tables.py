@@ -220,9 +220,9 @@ def load_table_data(source: RecordsSource, seed: int, population: float = 0.0) -
     With a member column, that column decides the members and nothing is set aside.
 
     Tabular features are standardized with the members' statistics, as for
-    the built-in tables, unless a member column says that a model was
-    trained on them already: that model gets the features as stored, as an
-    exported model does. Image arrays from an NPZ file are kept as they are.
+    the built-in tables, unless a member column marks the records that a
+    model was already trained on: that model gets the features as stored, as
+    an exported model does. Image arrays from an NPZ file are kept as they are.
     """
     records, classes, feature_names = load_table(source)
     if source.member is not None:

@@ -162,7 +162,7 @@ def _fit(model, x, targets, settings: TrainingSettings, validation=None, patienc
     return summary
 
 
-def check_training_steps(steps, n_records: int, whose: str = "the model") -> None:
+def check_training_steps(steps, n_records: int, model: str = "the model") -> None:
     """Raise InputError when the training `steps` cannot train on `n_records` records.
 
     dp-sgd must find a noise multiplier that meets its epsilon, and pate
@@ -173,7 +173,7 @@ def check_training_steps(steps, n_records: int, whose: str = "the model") -> Non
     if "pate" in by_word and by_word["pate"]["teachers"] > n_records:
         step = by_word["pate"]
         raise InputError(f"{step}: teachers={step['teachers']} is more than the {n_records} training records of "
-                         f"{whose}; choose fewer teachers")
+                         f"{model}; choose fewer teachers")
     if "dp-sgd" in by_word:
         from edgemia.training import dp
 
@@ -182,7 +182,7 @@ def check_training_steps(steps, n_records: int, whose: str = "the model") -> Non
         try:
             dp.plan_dp_sgd(n_records, settings.batch_size, settings.epochs, step["delta"], step["eps"], step["noise"])
         except ValueError as exc:
-            raise InputError(f"{step}: {exc} ({whose} trains on {n_records} records)") from None
+            raise InputError(f"{step}: {exc} ({model} trains on {n_records} records)") from None
 
 
 def train_defended(base, steps, data: DefenseData, settings: TrainingSettings, seed: int):
