@@ -1,11 +1,12 @@
-"""int8 Add, average pooling and Sigmoid in ONNX files against ONNX Runtime's QLinear kernels.
+"""int8 Add, Mul, Concat, Pad, average pooling and Sigmoid in ONNX files against ONNX Runtime.
 
-ONNX Runtime fuses DequantizeLinear -> Add / AveragePool / GlobalAveragePool /
-Sigmoid -> QuantizeLinear into QLinearAdd, QLinearAveragePool,
-QLinearGlobalAveragePool and QLinearSigmoid (com.microsoft), and QOperator
-files name those ops directly. On x86-64 it first converts int8 QDQ
-activations to uint8, which changes the rounding of QLinearAdd and
-QLinearAveragePool, so both forms are compared, on every instruction-set path.
+ONNX Runtime fuses DequantizeLinear -> Add / Mul / Concat / AveragePool /
+GlobalAveragePool / Sigmoid -> QuantizeLinear into QLinearAdd, QLinearMul,
+QLinearConcat, QLinearAveragePool, QLinearGlobalAveragePool and
+QLinearSigmoid (com.microsoft), and QOperator files name those ops directly.
+On x86-64 it first converts int8 QDQ activations to uint8, which changes the
+rounding of QLinearAdd, QLinearMul and QLinearAveragePool, so both forms are
+compared, on every instruction-set path.
 """
 
 from __future__ import annotations
@@ -126,25 +127,35 @@ def _quantized_input(helper, numpy_helper, name: str, scale: float, zero_point: 
 
 
 def _write_qdq_graph(tmp_path, op: str, seed: int, attributes: dict | None = None):
-    """x [C, H, W] -> Q/DQ (twice for Add) -> `op` -> Q -> DQ -> y, with random scales and zero points."""
+    """x [C, H, W] -> Q/DQ (twice for Add, Mul, Concat) -> `op` -> Q -> DQ -> y, with random quantization.
+
+    Pad's output keeps its input's quantization, as quantize_static writes it.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     nodes, initializers, inputs = [], [], []
-    for name in ("a", "b") if op == "Add" else ("a",):
-        more_nodes, more_initializers = _quantized_input(helper, numpy_helper, name, float(rng.uniform(0.01, 0.05)),
-                                                         int(rng.integers(-60, 60)))
+    for name in ("a", "b") if op in ("Add", "Mul", "Concat") else ("a",):
+        scale, zero_point = float(rng.uniform(0.01, 0.05)), int(rng.integers(-60, 60))
+        more_nodes, more_initializers = _quantized_input(helper, numpy_helper, name, scale, zero_point)
         nodes += more_nodes
         initializers += more_initializers
         inputs.append(name)
+    if op == "Pad":
+        pads = (attributes or {}).pop("pads")
+        initializers.append(numpy_helper.from_array(np.array(pads, np.int64), "pads"))
+        inputs.append("pads")
+        out_scale, out_zero_point = scale, zero_point
+    else:
+        out_scale, out_zero_point = rng.uniform(0.005, 0.05), rng.integers(-60, 60)
     nodes += [
         helper.make_node(op, inputs, ["r"], name="op", **(attributes or {})),
         helper.make_node("QuantizeLinear", ["r", "r_s", "r_z"], ["r_q"], name="r_quantize"),
         helper.make_node("DequantizeLinear", ["r_q", "r_s", "r_z"], ["y"], name="r_dq"),
     ]
-    initializers += [numpy_helper.from_array(np.array(rng.uniform(0.005, 0.05), np.float32), "r_s"),
-                     numpy_helper.from_array(np.array(rng.integers(-60, 60), np.int8), "r_z")]
+    initializers += [numpy_helper.from_array(np.array(out_scale, np.float32), "r_s"),
+                     numpy_helper.from_array(np.array(out_zero_point, np.int8), "r_z")]
     graph = helper.make_graph(nodes, op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 7, 6])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -161,6 +172,11 @@ HANDMADE = [
     ("AveragePool", {"kernel_shape": [7, 6]}),  # the whole image: ONNX Runtime's global path
     ("GlobalAveragePool", None),
     ("Sigmoid", None),
+    ("Mul", None),
+    ("Concat", {"axis": 1}),  # channels: the innermost native axis
+    ("Concat", {"axis": 2}),
+    ("Concat", {"axis": -1}),
+    ("Pad", {"pads": [0, 1, 2, 0, 0, 0, 1, 3]}),
 ]
 
 
@@ -169,7 +185,7 @@ HANDMADE = [
 def test_handmade_qdq_op_equals_onnxruntime(tmp_path, monkeypatch, op, attributes, isa):
     monkeypatch.setenv("EDGEMIA_ISA", isa)
     for seed in range(6):
-        path = _write_qdq_graph(tmp_path, op, seed, attributes)
+        path = _write_qdq_graph(tmp_path, op, seed, dict(attributes or {}))
         model = read_onnx(path)
         x = np.random.default_rng(seed).uniform(-3.0, 3.0, size=(300, 4, 7, 6)).astype(np.float32)
         x[0] = -100.0
@@ -199,6 +215,130 @@ def _write_qoperator_graph(tmp_path, op: str, inputs: list[str], attributes: dic
     return path
 
 
+def _write_shared_dq_graph(tmp_path, seed: int, all_shared: bool):
+    """A QDQ graph in which one DequantizeLinear feeds Add, Mul and Concat.
+
+    ONNX Runtime's x86-64 build leaves that activation int8 while the others become uint8, so it runs all
+    three ops in float between DequantizeLinear and QuantizeLinear. With `all_shared` both Add inputs and
+    its output feed two nodes each, so all three stay int8 and it fuses the Add as an int8 QLinearAdd; the
+    Mul squares that output into a uint8 activation and runs in float. The scales make the fused ops' ratios
+    exactly 1/2, so half the fused results are exact ties, which the float path rounds either way: the two
+    forms then differ often.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, initializers = [], []
+    tenth, fifth = np.float32(0.1), np.float32(0.2)
+    scales = {"a": tenth, "b": tenth, "sum": fifth, "product": np.float32(tenth * fifth) * 2, "joined": fifth}
+    for name, scale in scales.items():
+        initializers += [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s"),
+                         numpy_helper.from_array(np.array(rng.integers(-40, 40), np.int8), f"{name}_z")]
+    initializers.append(numpy_helper.from_array(rng.normal(size=(4, 7, 6)).astype(np.float32), "factor"))
+
+    def qdq(source: str, name: str) -> str:
+        nodes.append(helper.make_node("QuantizeLinear", [source, f"{name}_s", f"{name}_z"], [f"{name}_q"],
+                                      name=f"{name}_quantize"))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"],
+                                      name=f"{name}_dequantize"))
+        return f"{name}_dq"
+
+    a = qdq("x", "a")
+    nodes.append(helper.make_node("Mul", ["x", "factor"], ["xb"], name="factor"))
+    b = qdq("xb", "b")
+    nodes.append(helper.make_node("Add", [a, b], ["sum"], name="add"))
+    total = qdq("sum", "sum")
+    nodes.append(helper.make_node("Mul", [total, total] if all_shared else [a, total], ["product"], name="mul"))
+    joined = [qdq("product", "product"), a, b] if all_shared else [qdq("product", "product"), a]
+    nodes.append(helper.make_node("Concat", joined, ["joined"], name="concat", axis=1))
+    output = qdq("joined", "joined")
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 7, 6])],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None, 4 * len(joined), 7, 6])],
+                              initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / f"shared-{seed}-{all_shared}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _write_qoperator_pair_graph(tmp_path, op: str, seed: int, attributes: dict | None = None):
+    """x -> two QuantizeLinear (one after a float Mul) -> QLinearMul / QLinearConcat or Pad -> DequantizeLinear -> y.
+
+    QLinearConcat's inputs and output each have their own quantization, so it rescales both.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    scales = rng.uniform(0.01, 0.05, size=3).astype(np.float32)
+    zero_points = rng.integers(-60, 60, size=3).astype(np.int8)
+    initializers = [numpy_helper.from_array(rng.normal(size=(4, 7, 6)).astype(np.float32), "factor")]
+    for i in range(3):
+        initializers += [numpy_helper.from_array(np.array(scales[i]), f"s{i}"),
+                         numpy_helper.from_array(np.array(zero_points[i]), f"z{i}")]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s0", "z0"], ["qa"], name="quantize_a"),
+        helper.make_node("Mul", ["x", "factor"], ["xb"], name="factor"),
+        helper.make_node("QuantizeLinear", ["xb", "s1", "z1"], ["qb"], name="quantize_b"),
+    ]
+    if op == "Pad":
+        pads, value = attributes["pads"], attributes.get("value")
+        initializers.append(numpy_helper.from_array(np.array(pads, np.int64), "pads"))
+        inputs = ["qa", "pads"]
+        if value is not None:
+            initializers.append(numpy_helper.from_array(np.array(value, np.int8), "value"))
+            inputs.append("value")
+        nodes.append(helper.make_node("Pad", inputs, ["r"], name="op", mode="constant"))
+        out = ("s0", "z0")
+    else:
+        inputs = (["qa", "s0", "z0", "qb", "s1", "z1", "s2", "z2"] if op == "QLinearMul"
+                  else ["s2", "z2", "qa", "s0", "z0", "qb", "s1", "z1"])
+        nodes.append(helper.make_node(op, inputs, ["r"], name="op", domain="com.microsoft", **(attributes or {})))
+        out = ("s2", "z2")
+    nodes.append(helper.make_node("DequantizeLinear", ["r", *out], ["y"], name="dequantize"))
+    shape = [None, 4, 7, 6]
+    if op == "Pad":
+        shape = [None] + [d + pads[i] + pads[i + 4] for i, d in enumerate(shape) if i]
+    elif op == "QLinearConcat":
+        shape[attributes["axis"]] *= 2
+    graph = helper.make_graph(nodes, op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 7, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    path = tmp_path / f"{op}-{seed}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("all_shared", [False, True])
+def test_shared_dequantize_matches_onnxruntime(tmp_path, all_shared):
+    for seed in range(8):
+        path = _write_shared_dq_graph(tmp_path, seed, all_shared)
+        x = np.random.default_rng(seed).uniform(-3.0, 3.0, size=(2000, 4, 7, 6)).astype(np.float32)
+        np.testing.assert_array_equal(NativeSession(read_onnx(path)).run(x), run_onnxruntime(path, x),
+                                      err_msg=f"seed {seed}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("op,attributes", [
+    ("QLinearMul", None),
+    ("QLinearConcat", {"axis": 1}),
+    ("QLinearConcat", {"axis": 3}),
+    ("Pad", {"pads": [0, 2, 1, 0, 0, 1, 0, 2]}),  # pads with 0, which ONNX uses when no value is given
+    ("Pad", {"pads": [0, 0, 1, 1, 0, 0, 2, 1], "value": -7}),
+])
+def test_handmade_qoperator_op_equals_onnxruntime(tmp_path, monkeypatch, op, attributes, isa):
+    monkeypatch.setenv("EDGEMIA_ISA", isa)
+    for seed in range(4):
+        path = _write_qoperator_pair_graph(tmp_path, op, seed, attributes)
+        x = np.random.default_rng(seed).uniform(-3.0, 3.0, size=(300, 4, 7, 6)).astype(np.float32)
+        x[0] = -100.0
+        x[1] = 100.0
+        np.testing.assert_array_equal(NativeSession(read_onnx(path)).run(x), run_onnxruntime(path, x),
+                                      err_msg=f"seed {seed}")
+
+
 @pytest.mark.parametrize("op,inputs,attributes,error,message", [
     ("QLinearAdd", ["q", "s", "z", "q", "s"], None, ModelFormatError, "has 5 inputs, expected 8"),
     ("QLinearAdd", ["q", "s", "other_z", "q", "s", "z", "s", "z"], None, UnsupportedModelError, "differs from its own"),
@@ -210,6 +350,9 @@ def _write_qoperator_graph(tmp_path, op: str, inputs: list[str], attributes: dic
      UnsupportedModelError, "count_include_pad"),
     ("QLinearGlobalAveragePool", ["q", "s", "z", "x", "z"], None, UnsupportedModelError, "constant"),
     ("QLinearSigmoid", ["q", "s", "z", "s"], None, ModelFormatError, "has 4 inputs, expected 5"),
+    ("QLinearMul", ["q", "s", "z", "q", "s", "z", "s"], None, ModelFormatError, "has 7 inputs, expected 8"),
+    ("QLinearConcat", ["s", "z", "q", "s", "z", "q"], {"axis": 1}, ModelFormatError, "has 6 inputs"),
+    ("QLinearConcat", ["s", "z", "q", "s", "other_z"], {"axis": 1}, UnsupportedModelError, "differs from its own"),
 ])
 def test_malformed_qlinear_node_named(tmp_path, op, inputs, attributes, error, message):
     path = _write_qoperator_graph(tmp_path, op, inputs, attributes)
@@ -226,11 +369,12 @@ def _int8(graph, name, shape, scale=0.02, zero_point=0):
     return graph.add_tensor(name, "int8", shape, None, [scale], [zero_point], 0)
 
 
-def test_broadcast_int8_add_rejected_in_onnxruntime_numerics():
+@pytest.mark.parametrize("kind", ["ADD", "MUL"])
+def test_broadcast_int8_binary_rejected_in_onnxruntime_numerics(kind):
     graph = _native.Graph()
     a, y = _int8(graph, "a", [4, 3]), _int8(graph, "y", [4, 3])
     b = graph.add_tensor("b", "int8", [1, 3], bytes(3), [0.02], [0], 0)
-    graph.add_op("ADD", "add", [a, b], [y], {"activation": 0}, {})
+    graph.add_op(kind, "op", [a, b], [y], {"activation": 0}, {})
     with pytest.raises(_native.UnsupportedError, match="same shape"):
         graph.finalize([a], [y], "onnxruntime")
 
@@ -273,7 +417,7 @@ def test_mutated_qdq_graphs_fail_cleanly(tmp_path, op, attributes):
 
     from onnx_mutations import assert_fails_cleanly, mutated_models
 
-    path = _write_qdq_graph(tmp_path, op, 0, attributes)
+    path = _write_qdq_graph(tmp_path, op, 0, dict(attributes or {}))
     records = np.random.default_rng(0).uniform(-3.0, 3.0, size=(8, 4, 7, 6)).astype(np.float32)
     outcomes = [assert_fails_cleanly(tmp_path / f"m{i}.onnx", mutated, records)
                 for i, (_, mutated) in enumerate(mutated_models(onnx.load(str(path)), 60, seed=len(op)))]

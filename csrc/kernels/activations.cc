@@ -79,22 +79,6 @@ float LogisticMlasFma3(float x) {
   return 0.0f > y ? 0.0f : y;
 }
 
-// ONNX Runtime's QLinearSigmoid table (QlinearBuildLookupTable): dequantize
-// as input_scale * (q - zero_point), apply LogisticMlasFma3, and quantize as
-// MLAS's QuantizeLinear does (divide, round half to even, add the zero point,
-// clamp). A QDQ file's uint8 form gives the same table, because the zero
-// point shift cancels in q - zero_point and adds back exactly at the end.
-std::array<int8_t, 256> PopulateOnnxRuntimeLogisticTable(const Tensor& in, const Tensor& out) {
-  std::array<int8_t, 256> table{};
-  for (int32_t q = -128; q <= 127; ++q) {
-    const float dequantized = in.scales[0] * static_cast<float>(q - in.zero_points[0]);
-    const float rounded = std::nearbyint(LogisticMlasFma3(dequantized) / out.scales[0]);
-    const float quantized = std::min(std::max(rounded + static_cast<float>(out.zero_points[0]), -128.0f), 127.0f);
-    table[static_cast<uint8_t>(static_cast<int8_t>(q))] = static_cast<int8_t>(quantized);
-  }
-  return table;
-}
-
 class UnaryFloat final : public Kernel {
  public:
   UnaryFloat(const UnaryIds& ids, std::function<float(float)> f) : ids_(ids), f_(std::move(f)) {}
@@ -125,7 +109,8 @@ Factory MakeTranscendental(float (*f)(float)) {
       check.ExpectActivationQuantization(out, "output");
       if (numerics == Numerics::kOnnxRuntime) {
         if (f != Sigmoid) check.Unsupported("int8 " + check.op().kind + " is not reproduced in onnxruntime numerics");
-        return std::make_unique<LookupInt8>(ids, PopulateOnnxRuntimeLogisticTable(in, out));
+        // ONNX Runtime's QLinearSigmoid: its table of LogisticMlasFma3.
+        return std::make_unique<LookupInt8>(ids, OnnxRuntimeTable(in, out, LogisticMlasFma3));
       }
       return std::make_unique<LookupInt8>(ids, PopulateTable(in, out, f));
     }

@@ -200,6 +200,17 @@ Int8Range ActivationRange(Activation act, float scale, int32_t zero_point, Numer
   return range;
 }
 
+std::array<int8_t, 256> OnnxRuntimeTable(const Tensor& in, const Tensor& out, float (*transform)(float)) {
+  std::array<int8_t, 256> table{};
+  for (int32_t q = -128; q <= 127; ++q) {
+    const float dequantized = in.scales[0] * static_cast<float>(q - in.zero_points[0]);
+    const float rounded = std::nearbyint(transform(dequantized) / out.scales[0]);
+    const float quantized = std::min(std::max(rounded + static_cast<float>(out.zero_points[0]), -128.0f), 127.0f);
+    table[static_cast<uint8_t>(static_cast<int8_t>(q))] = static_cast<int8_t>(quantized);
+  }
+  return table;
+}
+
 void QuantizeMultiplier(double real, int32_t* multiplier, int* shift) {
   if (real == 0.0) {
     *multiplier = 0;

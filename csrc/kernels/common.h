@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -116,6 +117,14 @@ struct Int8Range {
 };
 
 Int8Range ActivationRange(Activation act, float scale, int32_t zero_point, Numerics numerics);
+
+// ONNX Runtime's 256-entry int8 tables (QlinearBuildLookupTable): dequantize
+// each value q as in.scale * (q - in.zero_point), apply `transform`, and
+// quantize as MLAS's QuantizeLinear does (divide by out.scale, round half to
+// even, add the zero point, clamp). The uint8 form that ONNX Runtime's x86
+// build runs on QDQ files gives the same table, because the +128 shift cancels
+// in q - zero_point and adds back exactly at the end.
+std::array<int8_t, 256> OnnxRuntimeTable(const Tensor& in, const Tensor& out, float (*transform)(float));
 
 // ---------------------------------------------------------------------------
 // Requantization.

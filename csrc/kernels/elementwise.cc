@@ -49,16 +49,28 @@ struct Int8BinaryParams {
   // ONNX Runtime's QLinearAdd (MLAS's AVX2 kernel): float32 scale ratios and
   // a fixed part that holds the zero points.
   float ort_a_ratio = 0.0f, ort_b_ratio = 0.0f, ort_fixed = 0.0f;
+  // ONNX Runtime's QLinearMul (MLAS's SSE2 kernel): one float32 ratio
+  // a_scale * b_scale / out_scale and the output zero point as a float.
+  float ort_mul_ratio = 0.0f, ort_mul_zero_point = 0.0f;
   // 128 when ONNX Runtime runs the op on uint8 values (value + 128), 0 for int8.
   int32_t ort_offset = 0;
 
   inline int8_t operator()(int8_t qa, int8_t qb) const {
     int32_t v = 0;
     if (numerics == Numerics::kOnnxRuntime) {
-      // Two fused multiply-adds, b first, then cvtps2dq and saturating packs.
-      float f = std::fma(static_cast<float>(qb + ort_offset), ort_b_ratio, ort_fixed);
-      f = std::fma(static_cast<float>(qa + ort_offset), ort_a_ratio, f);
-      v = ConvertToInt32X86(f);
+      if (kind == BinaryKind::kAdd) {
+        // Two fused multiply-adds, b first, then cvtps2dq and saturating packs.
+        float f = std::fma(static_cast<float>(qb + ort_offset), ort_b_ratio, ort_fixed);
+        f = std::fma(static_cast<float>(qa + ort_offset), ort_a_ratio, f);
+        v = ConvertToInt32X86(f);
+      } else {
+        // The exact int32 product of the zero-point-free operands (the +128
+        // of the uint8 form cancels), then a separate multiply and add in
+        // float32, cvtps2dq and saturating packs.
+        const int32_t product = (static_cast<int32_t>(qa) - a_zero_point) * (static_cast<int32_t>(qb) - b_zero_point);
+        const float scaled = static_cast<float>(product) * ort_mul_ratio;
+        v = ConvertToInt32X86(scaled + ort_mul_zero_point);
+      }
       return static_cast<int8_t>(std::min(std::max(v, ort_offset - 128), ort_offset + 127) - ort_offset);
     }
     if (numerics == Numerics::kLitertReference) {
@@ -97,15 +109,20 @@ Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numeric
   p.b_zero_point = b.zero_points[0];
   p.out_zero_point = out.zero_points[0];
   if (numerics == Numerics::kOnnxRuntime) {
-    if (kind != BinaryKind::kAdd) check.Unsupported("int8 MUL (ONNX Runtime's QLinearMul) is not reproduced");
     // MLAS broadcasts a single value through other arithmetic; only the element-wise form is reproduced.
     if (!broadcast.same_shape || a.constant || b.constant) {
-      check.Unsupported("int8 ADD in onnxruntime numerics needs two activations of the same shape");
+      check.Unsupported(std::string("int8 ") + (kind == BinaryKind::kAdd ? "ADD" : "MUL") +
+                        " in onnxruntime numerics needs two activations of the same shape");
     }
     if (check.ActivationOption() != Activation::kNone) check.Unsupported("a fused activation is not supported");
     const int64_t domain = check.OptionOr("uint8_domain", 0);
     if (domain != 0 && domain != 1) check.Fail("option 'uint8_domain' is " + std::to_string(domain) + ", expected 0 or 1");
     p.ort_offset = domain != 0 ? 128 : 0;
+    if (kind == BinaryKind::kMul) {
+      p.ort_mul_ratio = a.scales[0] * b.scales[0] / out.scales[0];
+      p.ort_mul_zero_point = static_cast<float>(p.out_zero_point + p.ort_offset);
+      return p;
+    }
     p.ort_a_ratio = a.scales[0] / out.scales[0];
     p.ort_b_ratio = b.scales[0] / out.scales[0];
     const float zero_point_terms = p.ort_a_ratio * static_cast<float>(p.a_zero_point + p.ort_offset) +

@@ -133,7 +133,7 @@ class Pad final : public Kernel {
 
 class Concatenation final : public Kernel {
  public:
-  explicit Concatenation(const OpChecker& check) {
+  Concatenation(const OpChecker& check, Numerics numerics) {
     if (check.InputCount() < 1 || check.op().outputs.size() != 1) check.Fail("needs inputs and one output");
     const Tensor& out = check.Output(0);
     const size_t rank = out.shape.size();
@@ -166,7 +166,13 @@ class Concatenation final : public Kernel {
       if (out.dtype == DType::kInt8) {
         check.ExpectActivationQuantization(in, "input");
         check.ExpectActivationQuantization(out, "output");
-        if (in.scales[0] != out.scales[0] || in.zero_points[0] != out.zero_points[0]) {
+        if (in.scales[0] == out.scales[0] && in.zero_points[0] == out.zero_points[0]) {
+          // Same quantization: the bytes are copied.
+        } else if (numerics == Numerics::kOnnxRuntime) {
+          // ONNX Runtime's QLinearConcat maps each value through a table.
+          part.lookup = true;
+          part.table = OnnxRuntimeTable(in, out, [](float v) { return v; });
+        } else {
           // TFLite's ConcatenationWithScaling, which LiteRT runs for inputs
           // whose quantization differs from the output's.
           part.rescale = true;
@@ -196,7 +202,11 @@ class Concatenation final : public Kernel {
       for (int64_t o = 0; o < outer_; ++o) {
         for (const Part& part : parts_) {
           const uint8_t* xp = arena.at<uint8_t>(part.id) + (b * part.elements + o * part.block) * es;
-          if (!part.rescale) {
+          if (part.lookup) {
+            const int8_t* xq = reinterpret_cast<const int8_t*>(xp);
+            int8_t* yq = reinterpret_cast<int8_t*>(yp);
+            for (int64_t j = 0; j < part.block; ++j) yq[j] = part.table[static_cast<uint8_t>(xq[j])];
+          } else if (!part.rescale) {
             std::memcpy(yp, xp, static_cast<size_t>(part.block * es));
           } else {
             const int8_t* xq = reinterpret_cast<const int8_t*>(xp);
@@ -221,6 +231,8 @@ class Concatenation final : public Kernel {
     bool rescale = false;
     float scale = 1.0f, bias = 0.0f;
     int32_t zero_point = 0;
+    bool lookup = false;
+    std::array<int8_t, 256> table{};
   };
   std::vector<Part> parts_;
   int64_t outer_ = 1;
@@ -316,8 +328,8 @@ void RegisterLayout(Registry& registry) {
   registry["PADV2"] = [](const OpChecker& check, Numerics) -> std::unique_ptr<Kernel> {
     return std::make_unique<Pad>(check, true);
   };
-  registry["CONCATENATION"] = [](const OpChecker& check, Numerics) -> std::unique_ptr<Kernel> {
-    return std::make_unique<Concatenation>(check);
+  registry["CONCATENATION"] = [](const OpChecker& check, Numerics numerics) -> std::unique_ptr<Kernel> {
+    return std::make_unique<Concatenation>(check, numerics);
   };
 }
 

@@ -91,7 +91,8 @@ class DynamicQuantizationHandlers:
         products = [p for p in operands if isinstance(p, _IntegerProduct) and p.cast]
         scale_products = [p for p in operands if isinstance(p, _ScaleProduct)]
         if any(isinstance(value, _Dequantized) for value in operands):
-            raise self.unsupported(node, "int8 Mul (ONNX Runtime's QLinearMul) is not reproduced")
+            self.qdq_binary(node, "MUL", operands)
+            return
         if not products and not scale_products and any(isinstance(value, _Value) for value in operands):
             self.float_binary(node, "MUL")
             return

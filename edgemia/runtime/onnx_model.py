@@ -2,20 +2,23 @@
 
 These kinds of graph are accepted: float32 graphs (Conv, Gemm, MatMul, Add,
 Mul, Concat, Pad, Relu, Clip, Sigmoid, Tanh, MaxPool, AveragePool,
-GlobalAveragePool, Reshape, Flatten, Transpose, Squeeze); int8 QDQ graphs as ONNX Runtime's
-quantize_static writes them; int8 QOperator graphs (QLinearConv,
-QLinearMatMul, QGemm, QLinearAdd, QLinearAveragePool,
-QLinearGlobalAveragePool, QLinearSigmoid); int4 weight-only
-MatMulNBits; and dynamic-range graphs as quantize_dynamic writes them
-(DynamicQuantizeLinear -> MatMulInteger or ConvInteger -> Cast -> Mul, with an
-optional bias Add), each chain becoming one DYNAMIC_FULLY_CONNECTED or
+GlobalAveragePool, Reshape, Flatten, Transpose, Squeeze); int8 QDQ graphs as
+ONNX Runtime's quantize_static writes them; int8 QOperator graphs
+(QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearMul, QLinearConcat,
+QLinearAveragePool, QLinearGlobalAveragePool, QLinearSigmoid, Pad); int4
+weight-only MatMulNBits; and dynamic-range graphs as quantize_dynamic writes
+them (DynamicQuantizeLinear -> MatMulInteger or ConvInteger -> Cast -> Mul,
+with an optional bias Add), each chain becoming one DYNAMIC_FULLY_CONNECTED or
 DYNAMIC_CONV_2D op that quantizes every record on its own. A QDQ graph is
-translated the way ONNX Runtime fuses it: DequantizeLinear -> Conv/Gemm/MatMul
--> QuantizeLinear becomes one integer op, DequantizeLinear ->
-Add/AveragePool/GlobalAveragePool/Sigmoid -> QuantizeLinear becomes the
-matching QLinear op, and QuantizeLinear / DequantizeLinear pairs around
-MaxPool, Reshape and Transpose disappear. Any other pattern would run in float inside ONNX Runtime, which the integer
-kernels do not reproduce, so it is reported as unsupported.
+translated the way ONNX Runtime fuses it: DequantizeLinear ->
+Conv/Gemm/MatMul -> QuantizeLinear becomes one integer op, DequantizeLinear
+-> Add/Mul/Concat/AveragePool/GlobalAveragePool/Sigmoid -> QuantizeLinear
+becomes the matching QLinear op (or stays a float op between DEQUANTIZE and
+QUANTIZE where ONNX Runtime leaves it unfused, see fused_domain), and
+QuantizeLinear / DequantizeLinear pairs around MaxPool, Pad, Reshape and
+Transpose disappear. Any other pattern would run in float inside ONNX
+Runtime, which the integer kernels do not reproduce, so it is reported as
+unsupported.
 
 ONNX convolutions are NCHW while the native kernels are NHWC: activations
 that the ONNX graph holds as [C, H, W] are stored as [H, W, C], and a
@@ -52,10 +55,10 @@ class OnnxModel:
 
 
 # ONNX Runtime's x86-64 build converts int8 QDQ activations to uint8 (value +
-# 128) before fusing, so its QLinearAdd and QLinearAveragePool round with the
-# shifted zero points; QOperator files keep int8. NOTE: ARM builds keep int8
-# QDQ activations, so on ARM these two ops can differ in the last bit.
-_QDQ_UINT8_DOMAIN = {"uint8_domain": 1}
+# 128) before fusing where it can (see becomes_uint8), so its QLinearAdd,
+# QLinearMul and QLinearAveragePool round with the shifted zero points;
+# QOperator files keep int8. NOTE: ARM builds keep int8 QDQ activations, so on
+# ARM these ops can differ in the last bit.
 
 _ELEMENT_TYPES = {1: np.dtype(np.float32), 3: np.dtype(np.int8), 6: np.dtype(np.int32), 7: np.dtype(np.int64)}
 
@@ -275,7 +278,47 @@ class _Translator(DynamicQuantizationHandlers):
             zero_point is not None and int(self.scalar(node, node.input[2])) != value.zero_point
         ):
             raise self.unsupported(node, "dequantizes with parameters other than the tensor was quantized with")
-        self.values[node.output[0]] = _Dequantized(value)
+        self.values[node.output[0]] = _Dequantized(value, self.becomes_uint8(source))
+
+    def becomes_uint8(self, name: str) -> bool:
+        """Whether ONNX Runtime's x86-64 build converts the int8 activation `name` to uint8.
+
+        It first gives each consumer of a shared DequantizeLinear its own copy, then converts a
+        QuantizeLinear -> DequantizeLinear pair to uint8 only when that QuantizeLinear feeds one node.
+        So `name` is converted when it feeds one DequantizeLinear, and that one feeds one node.
+        """
+        dq = self.sole_consumer(name)
+        return dq is not None and dq.op_type == "DequantizeLinear" and self.sole_consumer(dq.output[0]) is not None
+
+    def fused_domain(self, node, operands: list) -> int | None:
+        """The uint8_domain (0 or 1) in which ONNX Runtime fuses the DequantizeLinear -> `node` -> QuantizeLinear
+        group, or None when it runs `node` in float because its inputs and output differ in type (int8 or uint8).
+        """
+        q = self.sole_consumer(node.output[0])
+        kinds = {value.uint8 for value in operands}
+        if q is not None and q.op_type == "QuantizeLinear":
+            kinds.add(self.becomes_uint8(q.output[0]))
+        return int(kinds.pop()) if len(kinds) == 1 else None
+
+    def dequantized_inputs(self, node) -> list:
+        """`node`'s inputs in float, as ONNX Runtime runs them when it leaves a QDQ group unfused.
+
+        Its DequantizeLinear, float op and QuantizeLinear then run here as DEQUANTIZE, the float op and QUANTIZE;
+        for Add, Mul and Concat that gives the same bytes, since each float result is one rounding.
+        """
+        values = []
+        for position, name in enumerate(node.input):
+            value = self.values.get(name)
+            if isinstance(value, _Dequantized):
+                source = value.source
+                out = _Value(0, "float32", list(source.shape), source.nhwc)
+                out.native_id = self.add_activation(f"{node.name}:dequantized:{position}", "float32",
+                                                    source.physical_shape())
+                self.add_op("DEQUANTIZE", f"{node.name}:dequantize:{position}", [source.native_id],
+                            [out.native_id])
+                value = out
+            values.append(value)
+        return values
 
     def _QuantizeLinear(self, node) -> None:
         value = self.values.get(node.input[0])
@@ -545,21 +588,30 @@ class _Translator(DynamicQuantizationHandlers):
     def _Add(self, node) -> None:
         operands = [self.values.get(name) for name in node.input]
         if any(isinstance(value, _Dequantized) for value in operands):
-            if not all(isinstance(value, _Dequantized) for value in operands):
-                raise self.unsupported(node, "int8 Add needs two dequantized int8 activations")
-            q, scale, zero_point = self._fused_output(node)
-            self._add_int8(node, operands[0].source, operands[1].source, q.output[0], scale, zero_point,
-                           _QDQ_UINT8_DOMAIN)
+            self.qdq_binary(node, "ADD", operands)
             return
         self.float_binary(node, "ADD")
 
-    def float_binary(self, node, kind: str) -> None:
+    def qdq_binary(self, node, kind: str, operands: list) -> None:
+        """Emit the int8 ADD or MUL (`kind`) that ONNX Runtime fuses from DequantizeLinear -> `node` -> QuantizeLinear."""
+        if len(operands) != 2 or not all(isinstance(value, _Dequantized) for value in operands):
+            raise self.unsupported(node, f"int8 {node.op_type} needs two dequantized int8 activations")
+        domain = self.fused_domain(node, operands)
+        if domain is None:
+            self.float_binary(node, kind, self.dequantized_inputs(node))
+            return
+        q, scale, zero_point = self._fused_output(node)
+        self._binary_int8(node, kind, operands[0].source, operands[1].source, q.output[0], scale, zero_point,
+                          {"uint8_domain": domain})
+
+    def float_binary(self, node, kind: str, operands: list | None = None) -> None:
         """Emit the float32 ADD or MUL (`kind`) of `node`'s two operands, activations or constants.
 
-        The activations are stored in ONNX's own layout, so that constants
-        broadcast against them as in ONNX Runtime.
+        `operands` replaces the values of `node`'s inputs. The activations are
+        stored in ONNX's own layout, so that constants broadcast against them
+        as in ONNX Runtime.
         """
-        operands = [self.values.get(name) for name in node.input]
+        operands = [self.values.get(name) for name in node.input] if operands is None else operands
         if sum(isinstance(value, _Value) for value in operands) == 0:
             raise self.unsupported(node, f"the {node.op_type} of two constants is not supported")
         inputs, shape = [], None
@@ -581,8 +633,30 @@ class _Translator(DynamicQuantizationHandlers):
 
     def _Concat(self, node) -> None:
         operands = [self.values.get(name) for name in node.input]
+        if any(isinstance(value, _Dequantized) for value in operands):
+            # ONNX Runtime fuses DequantizeLinear -> Concat -> QuantizeLinear into QLinearConcat.
+            if not all(isinstance(value, _Dequantized) for value in operands):
+                raise self.unsupported(node, "an int8 Concat needs dequantized int8 activations only")
+            if self.fused_domain(node, operands) is None:
+                self._concat(node, self.dequantized_inputs(node), node.output[0])
+                return
+            q, scale, zero_point = self._fused_output(node)
+            self._concat(node, [value.source for value in operands], q.output[0], scale, zero_point)
+            return
         if not all(isinstance(value, _Value) and value.dtype == "float32" for value in operands):
-            raise self.unsupported(node, "only the Concat of float activations is supported")
+            raise self.unsupported(node, "only the Concat of activations is supported")
+        self._concat(node, operands, node.output[0])
+
+    def _QLinearConcat(self, node) -> None:
+        if len(node.input) < 5 or (len(node.input) - 2) % 3:
+            raise self.fail(node, f"has {len(node.input)} inputs, expected 2 and then 3 for each joined tensor")
+        scale, zero_point = self._int8_output(node, node.input[0], node.input[1])
+        operands = [self._int8_input(node, position) for position in range(2, len(node.input), 3)]
+        self._concat(node, operands, node.output[0], scale, zero_point)
+
+    def _concat(self, node, operands: list[_Value], name: str, scale: float | None = None,
+                zero_point: int = 0) -> None:
+        """Emit a CONCATENATION of `operands` writing `name`: int8 with the output quantization `scale`, else float."""
         rank = len(operands[0].shape)
         if any(len(value.shape) != rank for value in operands):
             raise self.fail(node, f"the inputs have different ranks: {[value.shape for value in operands]}")
@@ -597,27 +671,49 @@ class _Translator(DynamicQuantizationHandlers):
         shape[axis - 1] = sum(value.shape[axis - 1] for value in operands)
         if any(value.shape[:axis - 1] + value.shape[axis:] != shape[:axis - 1] + shape[axis:] for value in operands):
             raise self.fail(node, f"the inputs' shapes {[value.shape for value in operands]} differ off axis {axis}")
-        out = _Value(0, "float32", shape, nhwc)
-        out.native_id = self.add_activation(node.output[0], "float32", out.physical_shape())
+        if scale is None:
+            out = _Value(0, "float32", shape, nhwc)
+            out.native_id = self.add_activation(name, "float32", out.physical_shape())
+        else:
+            out = _Value(0, "int8", shape, nhwc, scale, zero_point)
+            out.native_id = self.add_activation(name, "int8", out.physical_shape(), scale, zero_point)
         native_axis = {1: 3, 2: 1, 3: 2}[axis] if nhwc else axis
         self.add_op("CONCATENATION", node.name, [value.native_id for value in operands], [out.native_id],
                     {"axis": native_axis, "activation": 0})
-        self.values[node.output[0]] = out
+        self.values[name] = out
 
     def _Pad(self, node) -> None:
         x = self.values.get(node.input[0])
-        if not isinstance(x, _Value) or x.dtype != "float32":
-            raise self.unsupported(node, "only the Pad of a float activation is supported")
+        name = node.output[0]
+        if isinstance(x, _Dequantized):
+            # ONNX Runtime pads the dequantized values with 0, which the QuantizeLinear after it turns into the
+            # zero point; with the same quantization on both sides the other values come back unchanged.
+            q, scale, zero_point = self._fused_output(node)
+            if scale != x.source.scale or zero_point != x.source.zero_point:
+                raise self.unsupported(node, "the quantization changes across this Pad, which the native kernel "
+                                       "does not reproduce")
+            x, name = x.source, q.output[0]
+        elif not isinstance(x, _Value):
+            raise self.unsupported(node, f"'{node.input[0]}' is not an activation")
         if self.attributes(node).get("mode", b"constant") not in (b"constant", "constant"):
             raise self.unsupported(node, "only constant padding is supported")
         if len(node.input) < 2 or node.input[1] not in self.constants:
             raise self.unsupported(node, "the pads must be a constant")
         if len(node.input) > 3 and node.input[3]:
             raise self.unsupported(node, "padding selected axes is not supported")
+        fill = None
         if len(node.input) > 2 and node.input[2]:
-            value = self.constants.get(node.input[2])
-            if value is None or value.size != 1 or float(value.reshape(-1)[0]) != 0.0:
+            fill = self.constants.get(node.input[2])
+            if fill is None or fill.size != 1:
+                raise self.unsupported(node, "the constant value must be a constant scalar")
+        if x.dtype == "float32" or name != node.output[0]:
+            if fill is not None and float(fill.reshape(-1)[0]) != 0.0:
                 raise self.unsupported(node, "only padding with 0 is supported")
+            fill = None
+        elif fill is not None and fill.dtype != np.int8:
+            raise self.unsupported(node, f"the constant value of an int8 Pad must be int8, not {fill.dtype}")
+        elif fill is None:
+            fill = np.zeros(1, np.int8)  # ONNX pads a quantized tensor with the value 0, not its zero point
 
         rank = len(x.shape) + 1
         pads = [int(p) for p in self.constants[node.input[1]].reshape(-1)]
@@ -635,11 +731,14 @@ class _Translator(DynamicQuantizationHandlers):
         # ONNX lists [batch, C, H, W]; the native tensor is [batch, H, W, C].
         order = [0, 2, 3, 1] if nhwc else list(range(rank))
         paddings = np.array([[before[axis], after[axis]] for axis in order], dtype=np.int32)
-        out = _Value(0, "float32", shape, nhwc)
-        out.native_id = self.add_activation(node.output[0], "float32", out.physical_shape())
-        self.add_op("PAD", node.name, [source.native_id, self.add_constant(f"{node.name}:pads", paddings, "int32")],
-                    [out.native_id])
-        self.values[node.output[0]] = out
+        out = _Value(0, x.dtype, shape, nhwc, x.scale, x.zero_point)
+        out.native_id = self.add_activation(name, x.dtype, out.physical_shape(), x.scale, x.zero_point)
+        inputs = [source.native_id, self.add_constant(f"{node.name}:pads", paddings, "int32")]
+        if fill is not None:
+            # PADV2 fills with the given value; PAD fills int8 with the zero point and float with 0.
+            inputs.append(self.add_constant(f"{node.name}:value", fill.reshape(1).astype(np.int8), "int8"))
+        self.add_op("PADV2" if fill is not None else "PAD", node.name, inputs, [out.native_id])
+        self.values[name] = out
 
     # Dynamic quantization (quantize_dynamic) ---------------------------------
 
@@ -652,15 +751,15 @@ class _Translator(DynamicQuantizationHandlers):
         except ValueError as exc:
             raise self.fail(node, f"cannot reshape a constant of shape {list(data.shape)} to {shape}") from exc
 
-    def _add_int8(self, node, a: _Value, b: _Value, name: str, scale: float, zero_point: int,
-                  uint8_domain: dict | None = None) -> None:
-        """Emit an int8 ADD of two activations (ONNX Runtime's QLinearAdd) writing `name`."""
+    def _binary_int8(self, node, kind: str, a: _Value, b: _Value, name: str, scale: float, zero_point: int,
+                     uint8_domain: dict | None = None) -> None:
+        """Emit an int8 ADD or MUL of two activations (ONNX Runtime's QLinearAdd, QLinearMul) writing `name`."""
         b = self.as_layout(b, a.nhwc, node) if len(b.shape) == 3 else b
         if a.shape != b.shape:
             raise self.unsupported(node, f"only operands of the same shape are supported, not {a.shape} and {b.shape}")
         out = _Value(0, "int8", list(a.shape), a.nhwc, scale, zero_point)
         out.native_id = self.add_activation(name, "int8", out.physical_shape(), scale, zero_point)
-        self.add_op("ADD", node.name, [a.native_id, b.native_id], [out.native_id],
+        self.add_op(kind, node.name, [a.native_id, b.native_id], [out.native_id],
                     {"activation": 0, **(uint8_domain or {})})
         self.values[name] = out
 
@@ -679,12 +778,18 @@ class _Translator(DynamicQuantizationHandlers):
         self.values[name] = out
 
     def _QLinearAdd(self, node) -> None:
+        self._qlinear_binary(node, "ADD")
+
+    def _QLinearMul(self, node) -> None:
+        self._qlinear_binary(node, "MUL")
+
+    def _qlinear_binary(self, node, kind: str) -> None:
         if len(node.input) < 8:
             raise self.fail(node, f"has {len(node.input)} inputs, expected 8")
         a = self._int8_input(node, 0)
         b = self._int8_input(node, 3)
         scale, zero_point = self._int8_output(node, node.input[6], node.input[7])
-        self._add_int8(node, a, b, node.output[0], scale, zero_point)
+        self._binary_int8(node, kind, a, b, node.output[0], scale, zero_point)
 
     def _qlinear_pool_input(self, node) -> _Value:
         if len(node.input) < 5:
@@ -714,9 +819,9 @@ class _Translator(DynamicQuantizationHandlers):
             raise self.unsupported(node, f"'{node.input[0]}' is not a [C, H, W] activation")
         options = _global_pool_options(source.shape)
         if isinstance(x, _Dequantized):
+            domain = self.pool_domain(node, x)
             q, scale, zero_point = self._fused_output(node)
-            self._pool_int8(node, source, source.shape[1:], options, q.output[0], scale, zero_point,
-                            _QDQ_UINT8_DOMAIN)
+            self._pool_int8(node, source, source.shape[1:], options, q.output[0], scale, zero_point, domain)
             return
         self._pass_through(node, "AVERAGE_POOL_2D", options, True, lambda shape: [shape[0], 1, 1])
 
@@ -849,10 +954,20 @@ class _Translator(DynamicQuantizationHandlers):
         if kind == "AVERAGE_POOL_2D" and isinstance(x, _Dequantized):
             if len(x.source.shape) != 3:
                 raise self.unsupported(node, f"needs a [C, H, W] activation, got shape {x.source.shape}")
+            domain = self.pool_domain(node, x)
             q, scale, zero_point = self._fused_output(node)
-            self._pool_int8(node, x.source, kernel, options, q.output[0], scale, zero_point, _QDQ_UINT8_DOMAIN)
+            self._pool_int8(node, x.source, kernel, options, q.output[0], scale, zero_point, domain)
             return
         self._pass_through(node, kind, options, True, out_shape)
+
+    def pool_domain(self, node, x: _Dequantized) -> dict:
+        """The uint8_domain option of an int8 average pool from a QDQ group.
+
+        NOTE: when ONNX Runtime leaves the group unfused it pools in float, which is not reproduced; the
+        fused uint8 form is used then and can differ in the last bit.
+        """
+        domain = self.fused_domain(node, [x])
+        return {"uint8_domain": 1 if domain is None else domain}
 
     def _MaxPool(self, node) -> None:
         if len(node.output) > 1 and node.output[1]:

@@ -33,6 +33,8 @@ class _Dequantized:
     """The float output of DequantizeLinear on an int8 activation."""
 
     source: _Value
+    # Whether ONNX Runtime's x86-64 build turns the QuantizeLinear -> DequantizeLinear pair into uint8.
+    uint8: bool = True
 
 
 @dataclass
