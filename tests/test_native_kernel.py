@@ -119,18 +119,22 @@ def test_exact_sum_of_unsigned_bytes():
     assert g.run(x, 1)[0][0, 0] == np.int8(np.rint(exact / 128.0))
 
 
-def test_max_pool_int8_with_padding():
+# Channel counts below, at and past one 16-byte block, with and without a fused ReLU.
+@pytest.mark.parametrize("channels,activation", [(3, 0), (16, 0), (37, 0), (37, 1)])
+def test_max_pool_int8_with_padding(channels, activation):
     rng = np.random.default_rng(11)
-    x = rng.integers(-128, 128, size=(9, 5, 5, 3), dtype=np.int8)
+    x = rng.integers(-128, 128, size=(9, 5, 5, channels), dtype=np.int8)
     g = _native.Graph()
-    xi = g.add_tensor("x", "int8", [5, 5, 3], None, [0.1], [-4], 0)
-    yi = g.add_tensor("y", "int8", [3, 3, 3], None, [0.1], [-4], 0)
+    xi = g.add_tensor("x", "int8", [5, 5, channels], None, [0.1], [-4], 0)
+    yi = g.add_tensor("y", "int8", [3, 3, channels], None, [0.1], [-4], 0)
     g.add_op("MAX_POOL_2D", "0", [xi], [yi], {"filter_h": 2, "filter_w": 2, "stride_h": 2, "stride_w": 2,
-                                              "padding": SAME, "activation": 0})
+                                              "padding": SAME, "activation": activation})
     g.finalize([xi], [yi], "litert")
-    padded = np.full((9, 6, 6, 3), -128, np.int8)
+    padded = np.full((9, 6, 6, channels), -128, np.int8)
     padded[:, :5, :5] = x
-    expected = padded.reshape(9, 3, 2, 3, 2, 3).max(axis=(2, 4))
+    expected = padded.reshape(9, 3, 2, 3, 2, channels).max(axis=(2, 4))
+    if activation == 1:
+        expected = np.maximum(expected, -4)  # ReLU: the zero point is the quantized 0
     np.testing.assert_array_equal(g.run(x, 2)[0], expected)
 
 

@@ -81,6 +81,10 @@ class MaxPool final : public Kernel {
   }
 
   void Run(Arena& arena, int64_t batch) const override {
+    if constexpr (std::is_same_v<T, int8_t>) {
+      RunInt8(arena, batch);
+      return;
+    }
     const T* x = arena.at<T>(in_id_);
     T* y = arena.at<T>(out_id_);
     const PoolGeometry g = g_;
@@ -103,6 +107,54 @@ class MaxPool final : public Kernel {
   }
 
  private:
+  // int8 in unsigned order: flipping the sign bit (x ^ 0x80) maps the signed
+  // order onto the unsigned one, and SSE2, the x86-64 baseline, has an
+  // unsigned byte max (pmaxub) but no signed one, so these loops vectorize.
+  // 16 bytes in a GCC/Clang vector: SSE2 on x86-64, NEON on aarch64.
+  typedef uint8_t Bytes16 __attribute__((vector_size(16)));
+  static constexpr int64_t kBlock = 16;
+  static constexpr Bytes16 kSignBits = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+                                        0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80};
+
+  void RunInt8(Arena& arena, int64_t batch) const {
+    const uint8_t* x = arena.at<uint8_t>(in_id_);
+    uint8_t* y = arena.at<uint8_t>(out_id_);
+    const PoolGeometry g = g_;
+    const auto lo = static_cast<uint8_t>(static_cast<uint8_t>(lo_) ^ 0x80u);
+    const auto hi = static_cast<uint8_t>(static_cast<uint8_t>(hi_) ^ 0x80u);
+    const Bytes16 low = Bytes16{} + lo, high = Bytes16{} + hi;
+    ForEachWindow(g, batch, [&](int64_t b, int64_t oy, int64_t ox, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
+      uint8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
+      const int64_t channels = g.channels;
+      // Blocks of 16 channels keep their running max in one vector register.
+      int64_t c0 = 0;
+      for (; c0 + kBlock <= channels; c0 += kBlock) {
+        Bytes16 acc = {};  // 0 is -128 flipped
+        for (int64_t iy = y0; iy < y1; ++iy) {
+          for (int64_t ix = x0; ix < x1; ++ix) {
+            Bytes16 v;
+            std::memcpy(&v, x + ((b * g.in_h + iy) * g.in_w + ix) * channels + c0, sizeof(v));
+            v ^= kSignBits;
+            acc = acc > v ? acc : v;
+          }
+        }
+        acc = acc > high ? high : acc;
+        acc = acc < low ? low : acc;
+        acc ^= kSignBits;
+        std::memcpy(yp + c0, &acc, sizeof(acc));
+      }
+      for (int64_t c = c0; c < channels; ++c) {
+        uint8_t m = 0;
+        for (int64_t iy = y0; iy < y1; ++iy) {
+          for (int64_t ix = x0; ix < x1; ++ix) {
+            m = std::max<uint8_t>(m, x[((b * g.in_h + iy) * g.in_w + ix) * channels + c] ^ 0x80u);
+          }
+        }
+        yp[c] = std::min(std::max(m, lo), hi) ^ 0x80u;
+      }
+    });
+  }
+
   PoolGeometry g_;
   T lo_{}, hi_{};
   int in_id_ = 0, out_id_ = 0;
