@@ -170,6 +170,37 @@ PYBIND11_MODULE(_native, m) {
       py::arg("max_less_zero_point"), py::arg("zero_point"),
       "The fp32 output stage of one instruction-set path on int32 sums [m, n] (for tests).");
   m.def(
+      "gemm_requantize_fp32",
+      [](const std::string& isa, py::array_t<int8_t, py::array::c_style> a, py::array_t<int8_t, py::array::c_style> b,
+         py::array_t<int32_t, py::array::c_style> bias, py::array_t<float, py::array::c_style> scale,
+         float min_less_zero_point, float max_less_zero_point, int32_t zero_point) {
+        if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(1) || bias.ndim() != 1 || scale.ndim() != 1 ||
+            bias.shape(0) != b.shape(0) || scale.shape(0) != b.shape(0)) {
+          throw py::value_error("a must be [m, k], b [n, k] with the same k, and bias and scale [n]");
+        }
+        if (a.shape(1) < 1 || a.shape(1) > edgemia::gemm::kMaxDepth || b.shape(0) < 1) {
+          throw py::value_error("k must be in 1.." + std::to_string(edgemia::gemm::kMaxDepth) + " and n at least 1");
+        }
+        const edgemia::gemm::Int8Gemm* path = FindPath(isa);
+        const int64_t m = a.shape(0), n = b.shape(0), k = a.shape(1);
+        edgemia::gemm::PackedB packed;
+        path->pack(b.data(), n, k, &packed);
+        edgemia::gemm::Fp32Requantization stage;
+        stage.bias = bias.data();
+        stage.scale = scale.data();
+        stage.min_less_zero_point = min_less_zero_point;
+        stage.max_less_zero_point = max_less_zero_point;
+        stage.zero_point = zero_point;
+        std::vector<int32_t> acc(static_cast<size_t>(m * n));
+        py::array_t<int8_t> y({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
+        if (m > 0) edgemia::gemm::RunRequantizeFp32(*path, a.data(), k, m, packed, acc.data(), stage, y.mutable_data(), n);
+        return y;
+      },
+      py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("scale"), py::arg("min_less_zero_point"),
+      py::arg("max_less_zero_point"), py::arg("zero_point"),
+      "The fp32 output stage of a @ b.T on one instruction-set path, fused into the GEMM where the path "
+      "has a fused form (for tests).");
+  m.def(
       "int8_peak_gmacs",
       [](const std::string& isa, int threads) {
         const edgemia::gemm::Int8Gemm* path = FindPath(isa);

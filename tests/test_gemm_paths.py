@@ -125,6 +125,20 @@ def test_output_stage_matches_reference(isa, n):
 
 
 @pytest.mark.parametrize("isa", PATHS)
+def test_fused_output_stage_matches_two_steps(isa):
+    # Paths with a fused GEMM and output stage must give the bytes of the GEMM followed by the stage.
+    rng = np.random.default_rng(11)
+    for m, n, k in itertools.product(EDGE_M, EDGE_N, [1, 5, 64, 129]):
+        a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+        b = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        bias = rng.integers(-3000, 3000, size=n, dtype=np.int32)
+        scale = rng.uniform(0.0005, 0.01, size=n).astype(np.float32)
+        expected = requantize_reference(exact_product(a, b), bias, scale, -128.0 - 5, 127.0 - 5, 5)
+        got = _native.gemm_requantize_fp32(isa, a, b, bias, scale, -128.0 - 5, 127.0 - 5, 5)
+        np.testing.assert_array_equal(got, expected, err_msg=f"m={m} n={n} k={k}")
+
+
+@pytest.mark.parametrize("isa", PATHS)
 def test_output_stage_clamps_to_activation_range(isa):
     # A fused ReLU with zero point -128 keeps outputs in -128..127 but clamps at 0 in float.
     acc = np.array([[-1000, -1, 0, 1, 1000, 10**9, -(10**9)]], dtype=np.int32)

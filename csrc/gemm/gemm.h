@@ -69,7 +69,24 @@ struct Int8Gemm {
   // instructions on registers only, and returns the number of int8
   // multiply-accumulates done (for peak measurements). nullptr for scalar.
   int64_t (*peak_loop)(int64_t iterations);
+  // run and requantize_fp32 in one pass, with the output stage applied to the
+  // sums in registers: y[i][j] for i < m, j < b.n. nullptr where the path has
+  // none; RunRequantizeFp32 then runs the two steps.
+  void (*run_requantize_fp32)(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b,
+                              const Fp32Requantization& stage, int8_t* y, int64_t y_stride);
 };
+
+// Computes y = the fp32 output stage of A . B (`b.n` columns), through `acc` (m x b.n
+// int32 values of scratch) unless the path fuses the two steps.
+inline void RunRequantizeFp32(const Int8Gemm& gemm, const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b,
+                              int32_t* acc, const Fp32Requantization& stage, int8_t* y, int64_t y_stride) {
+  if (gemm.run_requantize_fp32 != nullptr) {
+    gemm.run_requantize_fp32(a, a_stride, m, b, stage, y, y_stride);
+    return;
+  }
+  gemm.run(a, a_stride, m, b, acc, b.n);
+  gemm.requantize_fp32(acc, b.n, m, b.n, stage, y, y_stride);
+}
 
 // The portable reference; every other path must return identical results.
 const Int8Gemm& ScalarGemm();

@@ -177,7 +177,8 @@ int64_t PeakLoopAvx2(int64_t iterations) {
 }  // namespace
 
 const Int8Gemm* Avx2Gemm() {
-  static const Int8Gemm gemm{"avx2", PackS8S32Nr16C2, RunAvx2, qs8_requantize_fp32__avx2, PeakLoopAvx2};
+  static const Int8Gemm gemm{"avx2", PackS8S32Nr16C2, RunAvx2, qs8_requantize_fp32__avx2, PeakLoopAvx2,
+                             nullptr};
   return &gemm;
 }
 

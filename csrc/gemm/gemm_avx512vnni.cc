@@ -67,6 +67,23 @@ void PackRows(const int8_t* a, int64_t a_stride, int64_t rows, int64_t k, int64_
   }
 }
 
+// The destination of a microkernel tile: int32 sums to c, or, when stage is
+// set, the fp32 output stage of the panel's columns (from column0 on) to y.
+struct TileOutput {
+  int32_t* c = nullptr;
+  int64_t c_stride = 0;
+  const Fp32Requantization* stage = nullptr;
+  int64_t column0 = 0;
+  int8_t* y = nullptr;
+  int64_t y_stride = 0;
+};
+
+// A mask of the lowest min(n, 16) bits; n may be zero or negative.
+inline __mmask16 LowBits16(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+}
+
 // C[MR rows][16 * NB columns] = A . B for one panel. Rows of `a` (packed,
 // a + 128) are kp bytes apart, `groups` = kp / 4, and correction[j] is
 // -128 * sum_k b[j][k] for the panel's columns. With one or two rows there are too few
@@ -74,10 +91,19 @@ void PackRows(const int8_t* a, int64_t a_stride, int64_t rows, int64_t k, int64_
 // turns over the groups of k and are added at the end.
 template <int MR, int NB>
 void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t kp, const int32_t* correction, const int8_t* w,
-                                     int64_t groups, int32_t* c, int64_t c_stride, int64_t width) {
+                                     int64_t groups, int64_t width, const TileOutput& out) {
+  __mmask16 lanes[NB];
   __m512i start[NB];
 #pragma GCC unroll 2
-  for (int q = 0; q < NB; ++q) start[q] = _mm512_loadu_si512(correction + 16 * q);
+  for (int q = 0; q < NB; ++q) {
+    lanes[q] = LowBits16(width - 16 * q);
+    start[q] = _mm512_loadu_si512(correction + 16 * q);
+    // The fused output stage adds the bias here: int32 additions wrap, so the order does not matter.
+    if (out.stage != nullptr) {
+      start[q] = _mm512_add_epi32(start[q],
+                                  _mm512_maskz_loadu_epi32(lanes[q], out.stage->bias + out.column0 + 16 * q));
+    }
+  }
   constexpr int kSets = MR <= 2 ? 4 : 1;
   __m512i acc[kSets][MR][NB];
 #pragma GCC unroll 4
@@ -130,24 +156,44 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t kp, const int32_t* 
       }
     }
   }
+  if (out.stage != nullptr) {
+    // The same steps as Requantize16, on the sums in registers.
+    const __m512 lo = _mm512_set1_ps(out.stage->min_less_zero_point);
+    const __m512 hi = _mm512_set1_ps(out.stage->max_less_zero_point);
+    const __m512i zero_point = _mm512_set1_epi32(out.stage->zero_point);
+    __m512 scale[NB];
+#pragma GCC unroll 2
+    for (int q = 0; q < NB; ++q) scale[q] = _mm512_maskz_loadu_ps(lanes[q], out.stage->scale + out.column0 + 16 * q);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 2
+      for (int q = 0; q < NB; ++q) {
+        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[0][r][q]), scale[q]);
+        f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+        const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
+        _mm_mask_storeu_epi8(out.y + r * out.y_stride + 16 * q, lanes[q], _mm512_cvtsepi32_epi8(v));
+      }
+    }
+    return;
+  }
   // A partial panel goes through a local tile (CopyTileColumns).
-  int32_t* out = c;
-  int64_t out_stride = c_stride;
+  int32_t* c = out.c;
+  int64_t c_stride = out.c_stride;
   alignas(64) int32_t tile[MR][16 * NB];
   if (width < 16 * NB) {
-    out = &tile[0][0];
-    out_stride = 16 * NB;
+    c = &tile[0][0];
+    c_stride = 16 * NB;
   }
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 2
-    for (int q = 0; q < NB; ++q) _mm512_storeu_si512(out + r * out_stride + 16 * q, acc[0][r][q]);
+    for (int q = 0; q < NB; ++q) _mm512_storeu_si512(c + r * c_stride + 16 * q, acc[0][r][q]);
   }
-  if (out != c) CopyTileColumns(&tile[0][0], 16 * NB, MR, width, c, c_stride);
+  if (c != out.c) CopyTileColumns(&tile[0][0], 16 * NB, MR, width, out.c, out.c_stride);
 }
 
-using Microkernel = void (*)(const int8_t*, int64_t, const int32_t*, const int8_t*, int64_t, int32_t*, int64_t,
-                             int64_t);
+using Microkernel = void (*)(const int8_t*, int64_t, const int32_t*, const int8_t*, int64_t, int64_t,
+                             const TileOutput&);
 
 // kMicrokernels[NB - 1][MR - 1].
 constexpr Microkernel kMicrokernels[2][kMr] = {
@@ -165,17 +211,37 @@ constexpr Microkernel kMicrokernels[2][kMr] = {
      s8s32_gemm_MRx32c4__avx512vnni<11, 2>, s8s32_gemm_MRx32c4__avx512vnni<12, 2>},
 };
 
-void RunAvx512Vnni(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride) {
+// Runs every tile of A . B, writing int32 sums (stage == nullptr) or int8 outputs.
+void RunTiles(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride,
+              const Fp32Requantization* stage, int8_t* y, int64_t y_stride) {
   const int64_t kp = RoundUp(b.k, 4);
   int8_t* packed = ThreadScratch((m < kRowBlock ? m : kRowBlock) * kp);
   ForEachTile(
       m, b.n, kMr, kNr, kRowBlock,
       [&](int64_t first, int64_t rows) { PackRows(a + first * a_stride, a_stride, rows, b.k, kp, packed); },
       [&](int64_t first, int64_t offset, int64_t rows, int64_t panel, int64_t width) {
+        TileOutput out;
+        if (stage == nullptr) {
+          out.c = c + (first + offset) * c_stride + panel * kNr;
+          out.c_stride = c_stride;
+        } else {
+          out.stage = stage;
+          out.column0 = panel * kNr;
+          out.y = y + (first + offset) * y_stride + panel * kNr;
+          out.y_stride = y_stride;
+        }
         kMicrokernels[width > 16 ? 1 : 0][rows - 1](packed + offset * kp, kp, b.column.data() + panel * kNr,
-                                                    b.panels() + panel * kNr * kp, kp / 4,
-                                                    c + (first + offset) * c_stride + panel * kNr, c_stride, width);
+                                                    b.panels() + panel * kNr * kp, kp / 4, width, out);
       });
+}
+
+void RunAvx512Vnni(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride) {
+  RunTiles(a, a_stride, m, b, c, c_stride, nullptr, nullptr, 0);
+}
+
+void RunRequantizeFp32Avx512Vnni(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b,
+                                 const Fp32Requantization& stage, int8_t* y, int64_t y_stride) {
+  RunTiles(a, a_stride, m, b, nullptr, 0, &stage, y, y_stride);
 }
 
 // 16 outputs of the fp32 stage; lanes outside `mask` are neither read nor written.
@@ -250,7 +316,7 @@ int64_t PeakLoopAvx512Vnni(int64_t iterations) {
 
 const Int8Gemm* Avx512VnniGemm() {
   static const Int8Gemm gemm{"avx512vnni", PackS8S32Nr32C4, RunAvx512Vnni, qs8_requantize_fp32__avx512,
-                             PeakLoopAvx512Vnni};
+                             PeakLoopAvx512Vnni, RunRequantizeFp32Avx512Vnni};
   return &gemm;
 }
 

@@ -160,7 +160,8 @@ int64_t PeakLoopNeon(int64_t iterations) {
 }  // namespace
 
 const Int8Gemm* NeonGemm() {
-  static const Int8Gemm gemm{"neon", PackS8S32Nr4C16, RunNeon, qs8_requantize_fp32__neon, PeakLoopNeon};
+  static const Int8Gemm gemm{"neon", PackS8S32Nr4C16, RunNeon, qs8_requantize_fp32__neon, PeakLoopNeon,
+                             nullptr};
   return &gemm;
 }
 

@@ -42,7 +42,7 @@ void RequantizeScalar(const int32_t* acc, int64_t acc_stride, int64_t m, int64_t
 // The scalar path has no peak loop: the compiler vectorizes the loops above
 // for the build's baseline instruction set, so no scalar loop bounds them.
 const Int8Gemm& ScalarGemm() {
-  static const Int8Gemm gemm{"scalar", PackScalar, RunScalar, RequantizeScalar, nullptr};
+  static const Int8Gemm gemm{"scalar", PackScalar, RunScalar, RequantizeScalar, nullptr, nullptr};
   return gemm;
 }
 

@@ -198,14 +198,14 @@ class ConvInt8 final : public Kernel {
         } else {
           GatherRows(x, p0, m, group, rows);
         }
-        gemm_->run(a, a_stride, m, packed_[static_cast<size_t>(group)], acc, group_out_);
         if (requantize_.is_fp32()) {
           const int64_t first = group * group_out_;
-          gemm_->requantize_fp32(acc, group_out_, m, group_out_,
-                                 requantize_.Fp32Stage(folded_bias_.data() + first, first), y + p0 * g.out_c + first,
-                                 g.out_c);
+          gemm::RunRequantizeFp32(*gemm_, a, a_stride, m, packed_[static_cast<size_t>(group)], acc,
+                                  requantize_.Fp32Stage(folded_bias_.data() + first, first), y + p0 * g.out_c + first,
+                                  g.out_c);
           continue;
         }
+        gemm_->run(a, a_stride, m, packed_[static_cast<size_t>(group)], acc, group_out_);
         for (int64_t i = 0; i < m; ++i) {
           int8_t* yp = y + (p0 + i) * g.out_c + group * group_out_;
           const int32_t* ai = acc + i * group_out_;

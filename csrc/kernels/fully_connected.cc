@@ -87,12 +87,12 @@ class FullyConnectedInt8 final : public Kernel {
     const int64_t rows = batch * g_.rows;
     for (int64_t r0 = 0; r0 < rows; r0 += kGemmRows) {
       const int64_t m = std::min(kGemmRows, rows - r0);
-      gemm_->run(x + r0 * g_.depth, g_.depth, m, packed_, acc, g_.units);
       if (requantize_.is_fp32()) {
-        gemm_->requantize_fp32(acc, g_.units, m, g_.units, requantize_.Fp32Stage(folded_bias_.data(), 0),
-                               y + r0 * g_.units, g_.units);
+        gemm::RunRequantizeFp32(*gemm_, x + r0 * g_.depth, g_.depth, m, packed_, acc,
+                                requantize_.Fp32Stage(folded_bias_.data(), 0), y + r0 * g_.units, g_.units);
         continue;
       }
+      gemm_->run(x + r0 * g_.depth, g_.depth, m, packed_, acc, g_.units);
       for (int64_t i = 0; i < m; ++i) {
         const int32_t* ai = acc + i * g_.units;
         int8_t* yi = y + (r0 + i) * g_.units;
