@@ -21,9 +21,11 @@ def requantize_fp32(acc, in_scale, w_scales, out_scale, out_zp, lo=-128, hi=127)
 
 
 def conv_reference(x, w, bias, in_zp, stride, dilation, padding):
+    """The int64 sums of an int8 convolution; `dilation` is one value or (height, width)."""
     n, h, wd, c = x.shape
     o, kh, kw, _ = w.shape
-    eff_h, eff_w = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
+    dilation_h, dilation_w = dilation if isinstance(dilation, tuple) else (dilation, dilation)
+    eff_h, eff_w = (kh - 1) * dilation_h + 1, (kw - 1) * dilation_w + 1
     if padding == SAME:
         oh, ow = -(-h // stride), -(-wd // stride)
         pad_t = max((oh - 1) * stride + eff_h - h, 0) // 2
@@ -37,7 +39,7 @@ def conv_reference(x, w, bias, in_zp, stride, dilation, padding):
         for ox in range(ow):
             for ky in range(kh):
                 for kx in range(kw):
-                    iy, ix = oy * stride - pad_t + ky * dilation, ox * stride - pad_l + kx * dilation
+                    iy, ix = oy * stride - pad_t + ky * dilation_h, ox * stride - pad_l + kx * dilation_w
                     if 0 <= iy < h and 0 <= ix < wd:
                         acc[:, oy, ox, :] += xs[:, iy, ix, :] @ w[:, ky, kx, :].astype(np.int64).T
     return acc
@@ -50,8 +52,9 @@ def build_conv(x_shape, w, bias, in_q, w_scales, out_q, out_shape, stride, dilat
     bias_scales = [float(np.float32(in_q[0]) * np.float32(s)) for s in w_scales]
     b = g.add_tensor("b", "int32", [len(bias)], bias.astype(np.int32).tobytes(), bias_scales, [0] * len(bias), 0)
     y = g.add_tensor("y", "int8", list(out_shape), None, [out_q[0]], [out_q[1]], 0)
+    dilation_h, dilation_w = dilation if isinstance(dilation, tuple) else (dilation, dilation)
     g.add_op("CONV_2D", "0", [x, wt, b], [y], {
-        "stride_h": stride, "stride_w": stride, "dilation_h": dilation, "dilation_w": dilation,
+        "stride_h": stride, "stride_w": stride, "dilation_h": dilation_h, "dilation_w": dilation_w,
         "padding": padding, "activation": act})
     g.finalize([x], [y], "litert")
     return g
@@ -66,6 +69,8 @@ def build_conv(x_shape, w, bias, in_q, w_scales, out_q, out_shape, stride, dilat
         (6, 6, 2, 4, 1, 1, 1, VALID),
         (10, 10, 3, 2, 3, 1, 2, SAME),
         (5, 4, 1, 1, 5, 3, 1, SAME),
+        (11, 9, 3, 6, 3, 1, (2, 1), SAME),  # rows apart, columns adjacent
+        (12, 10, 5, 4, 3, 2, (1, 2), VALID),
     ],
 )
 def test_conv_int8_matches_reference(h, w_, c, o, k, stride, dilation, padding):

@@ -165,6 +165,12 @@ class ConvInt8 final : public Kernel {
     // adjacent pixels and the group spans all channels.
     row_contiguous_ = g_.dilation_w == 1 && g_.groups == 1;
     ValidFilterColumns(g_, &tap_begin_, &tap_end_);
+    // Such filters read each record through a copy framed with the input zero
+    // point, so that every filter row is one run of bytes with no bounds checks.
+    // The frame covers the padding and any window that reaches past the image.
+    padded_h_ = std::max(g_.pad_top + g_.in_h, (g_.out_h - 1) * g_.stride_h + (g_.k_h - 1) * g_.dilation_h + 1);
+    padded_w_ = std::max(g_.pad_left + g_.in_w, (g_.out_w - 1) * g_.stride_w + g_.k_w);
+    framed_ = row_contiguous_ && !direct_;
     // Small filters take more rows per GEMM call, so that the call overhead
     // stays small next to the arithmetic; about 16 KiB of im2col rows.
     gemm_rows_ = std::max<int64_t>(kGemmRows, std::min<int64_t>(512, 16384 / depth_ / 16 * 16));
@@ -176,7 +182,8 @@ class ConvInt8 final : public Kernel {
   }
 
   int64_t ScratchBytes() const override {
-    return gemm_rows_ * depth_ + gemm_rows_ * group_out_ * static_cast<int64_t>(sizeof(int32_t));
+    const int64_t frame = framed_ ? padded_h_ * padded_w_ * g_.in_c + 16 : 0;  // 16: CopyWords reads past the end
+    return gemm_rows_ * depth_ + gemm_rows_ * group_out_ * static_cast<int64_t>(sizeof(int32_t)) + frame;
   }
   int64_t MacsPerRecord() const override { return g_.out_h * g_.out_w * g_.out_c * depth_; }
 
@@ -185,6 +192,8 @@ class ConvInt8 final : public Kernel {
     int8_t* y = arena.at<int8_t>(out_id_);
     int8_t* rows = reinterpret_cast<int8_t*>(arena.scratch.data());
     int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data() + gemm_rows_ * depth_);
+    int8_t* frame = rows + gemm_rows_ * depth_ + gemm_rows_ * group_out_ * static_cast<int64_t>(sizeof(int32_t));
+    int64_t framed_record = -1;  // the record now in `frame`
     const ConvGeometry& g = g_;
     const int64_t positions = batch * g.out_h * g.out_w;
     for (int64_t p0 = 0; p0 < positions; p0 += gemm_rows_) {
@@ -195,6 +204,8 @@ class ConvInt8 final : public Kernel {
         if (direct_) {
           a = x + p0 * g.in_c;
           a_stride = g.in_c;
+        } else if (framed_) {
+          GatherFramedRows(x, p0, m, rows, frame, &framed_record);
         } else {
           GatherRows(x, p0, m, group, rows);
         }
@@ -273,6 +284,43 @@ class ConvInt8 final : public Kernel {
     }
   }
 
+  // GatherRows for filters whose rows are contiguous (framed_). Each record
+  // is first copied into `frame`, inside a border of the input zero point,
+  // unless *framed_record says it is there already. Each filter row of each
+  // position is then one run of bytes in the frame.
+  void GatherFramedRows(const int8_t* x, int64_t first, int64_t count, int8_t* rows, int8_t* frame,
+                        int64_t* framed_record) const {
+    const ConvGeometry g = g_;
+    const int64_t depth = depth_;
+    const int64_t span = g.k_w * g.in_c;
+    const int64_t frame_line = padded_w_ * g.in_c;
+    const int64_t in_line = g.in_w * g.in_c;
+    int64_t b = first / (g.out_h * g.out_w);
+    int64_t oy = (first / g.out_w) % g.out_h;
+    int64_t ox = first % g.out_w;
+    for (int64_t i = 0; i < count; ++i) {
+      if (b != *framed_record) {
+        std::memset(frame, input_zero_point_, static_cast<size_t>(padded_h_ * frame_line));
+        const int8_t* xb = x + b * g.in_h * in_line;
+        for (int64_t iy = 0; iy < g.in_h; ++iy) {
+          std::memcpy(frame + (iy + g.pad_top) * frame_line + g.pad_left * g.in_c, xb + iy * in_line,
+                      static_cast<size_t>(in_line));
+        }
+        *framed_record = b;
+      }
+      const int8_t* src = frame + oy * g.stride_h * frame_line + ox * g.stride_w * g.in_c;
+      int8_t* row = rows + i * depth;
+      for (int64_t ky = 0; ky < g.k_h; ++ky) CopyWords(row + ky * span, src + ky * g.dilation_h * frame_line, span);
+      if (++ox == g.out_w) {
+        ox = 0;
+        if (++oy == g.out_h) {
+          oy = 0;
+          ++b;
+        }
+      }
+    }
+  }
+
   // memcpy and memset in whole 16-byte words, for the short runs of most
   // filters, where a library call costs more than the copy. They may read up
   // to 15 bytes past src + n, which kArenaSlack allows, and write up to 15
@@ -297,6 +345,8 @@ class ConvInt8 final : public Kernel {
   std::vector<int32_t> folded_bias_;
   bool direct_ = false;
   bool row_contiguous_ = false;
+  bool framed_ = false;                    // gathers through a framed copy of each record
+  int64_t padded_h_ = 0, padded_w_ = 0;  // size of that copy
   // Taps kx in [tap_begin_[ox], tap_end_[ox]) of output column ox are inside the image.
   std::vector<int64_t> tap_begin_, tap_end_;
   int64_t gemm_rows_ = kGemmRows;  // im2col rows per GEMM call
