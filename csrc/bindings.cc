@@ -3,8 +3,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gemm/gemm.h"
 #include "graph.h"
@@ -139,7 +141,13 @@ PYBIND11_MODULE(_native, m) {
         edgemia::gemm::PackedB packed;
         if (n > 0) path->pack(b.data(), n, k, &packed);
         py::array_t<int32_t> c({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
-        if (m > 0 && n > 0) path->run(a.data(), a.strides(0), m, packed, c.mutable_data(), n);
+        if (m > 0 && n > 0) {
+          // The rows keep their stride, in a copy with the bytes a GEMM may read past the last one.
+          const int64_t stride = a.strides(0);
+          std::vector<int8_t> rows(static_cast<size_t>((m - 1) * stride + k + edgemia::gemm::kOverreadA));
+          std::memcpy(rows.data(), a.data(), static_cast<size_t>((m - 1) * stride + k));
+          path->run(rows.data(), stride, m, packed, c.mutable_data(), n);
+        }
         return c;
       },
       py::arg("isa"), py::arg("a"), py::arg("b"),
@@ -192,8 +200,10 @@ PYBIND11_MODULE(_native, m) {
         stage.max_less_zero_point = max_less_zero_point;
         stage.zero_point = zero_point;
         std::vector<int32_t> acc(static_cast<size_t>(m * n));
+        std::vector<int8_t> rows(static_cast<size_t>(m * k + edgemia::gemm::kOverreadA));
+        std::memcpy(rows.data(), a.data(), static_cast<size_t>(m * k));
         py::array_t<int8_t> y({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
-        if (m > 0) edgemia::gemm::RunRequantizeFp32(*path, a.data(), k, m, packed, acc.data(), stage, y.mutable_data(), n);
+        if (m > 0) edgemia::gemm::RunRequantizeFp32(*path, rows.data(), k, m, packed, acc.data(), stage, y.mutable_data(), n);
         return y;
       },
       py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("scale"), py::arg("min_less_zero_point"),

@@ -21,6 +21,10 @@ namespace gemm {
 // time.
 constexpr int64_t kMaxDepth = (int64_t{1} << 17) - 1;
 
+// Bytes past the end of a row of A that a GEMM may read (the avx512vnni path
+// reads k in groups of four). The arena and scratch slack cover them.
+constexpr int64_t kOverreadA = 3;
+
 // Weights B [n][k] rearranged for one implementation's inner loop.
 struct PackedB {
   int64_t n = 0;
@@ -59,7 +63,8 @@ struct Int8Gemm {
   void (*pack)(const int8_t* b, int64_t n, int64_t k, PackedB* out);
   // C[i][j] = sum_k A[i][k] * B[j][k] for i < m, j < n. A is row-major with
   // row stride a_stride (bytes); C is row-major with row stride c_stride
-  // (elements). Reads exactly the m rows of k bytes of A.
+  // (elements). May read up to kOverreadA bytes past the k bytes of a row,
+  // which must be readable; their values do not change C.
   void (*run)(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride);
   // y[i][j] = RequantizeFp32(acc[i][j] + stage.bias[j], stage.scale[j], ...)
   // for i < m, j < n, with row strides in elements.

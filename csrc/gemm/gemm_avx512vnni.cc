@@ -2,7 +2,8 @@
 //
 // vpdpbusd multiplies unsigned by signed bytes and adds groups of four
 // products into int32 lanes without saturating anything in between. The
-// activations are packed as a + 128 (unsigned) and the weights stay signed,
+// microkernel reads the activations in place, four bytes at a time, and
+// flips their sign bits to get a + 128 (unsigned); the weights stay signed,
 // so each sum is sum_k (a + 128) * b = sum_k a * b + 128 * sum_k b; every
 // accumulator starts at -128 * sum_k b of its column, computed when the
 // weights are packed, to cancel the excess. Int32 additions wrap, so the
@@ -28,7 +29,8 @@ namespace {
 
 constexpr int64_t kMr = 12;          // rows of A per microkernel call
 constexpr int64_t kNr = 32;          // columns per weight panel: two zmm of 16 int32
-constexpr int64_t kRowBlock = 8 * kMr;  // rows of A packed at a time
+constexpr int64_t kRowBlock = 8 * kMr;  // rows of A per pass over the weight panels
+constexpr uint32_t kSignBits = 0x80808080u;  // a ^ kSignBits = a + 128 in each byte
 
 // Panel p holds columns [32p, 32p + 32) (the last one 16 wide when at most 16
 // columns remain). For each group of four k it stores 4 bytes per column:
@@ -43,27 +45,6 @@ void PackS8S32Nr32C4(const int8_t* b, int64_t n, int64_t k, PackedB* out) {
     int32_t sum = 0;
     for (int64_t q = 0; q < k; ++q) sum += b[j * k + q];
     out->column[static_cast<size_t>(j)] = -128 * sum;
-  }
-}
-
-// A mask of the lowest min(n, 64) bits; n may be zero or negative.
-inline __mmask64 LowBits(int64_t n) {
-  if (n <= 0) return 0;
-  return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
-}
-
-// Rows of A copied to a contiguous block as a + 128, with k padded to a
-// multiple of 4 (the padding meets zero weights, so its value is irrelevant).
-void PackRows(const int8_t* a, int64_t a_stride, int64_t rows, int64_t k, int64_t kp, int8_t* packed) {
-  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
-  for (int64_t i = 0; i < rows; ++i) {
-    const int8_t* ai = a + i * a_stride;
-    int8_t* pi = packed + i * kp;
-    for (int64_t q = 0; q < kp; q += 64) {
-      // Masked loads and stores touch only the row's k bytes and the block's kp.
-      const __m512i bytes = _mm512_maskz_loadu_epi8(LowBits(k - q), ai + q);
-      _mm512_mask_storeu_epi8(pi + q, LowBits(kp - q), _mm512_xor_si512(bytes, sign));
-    }
   }
 }
 
@@ -84,13 +65,15 @@ inline __mmask16 LowBits16(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
 }
 
-// C[MR rows][16 * NB columns] = A . B for one panel. Rows of `a` (packed,
-// a + 128) are kp bytes apart, `groups` = kp / 4, and correction[j] is
+// C[MR rows][16 * NB columns] = A . B for one panel. Rows of `a` are a_stride
+// bytes apart, `groups` = k rounded up to a multiple of 4, divided by 4, and
+// the last group may read up to 3 bytes past the row, which meet zero
+// weights. correction[j] is
 // -128 * sum_k b[j][k] for the panel's columns. With one or two rows there are too few
 // accumulators to hide the latency of vpdpbusd, so kSets sets of them take
 // turns over the groups of k and are added at the end.
 template <int MR, int NB>
-void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t kp, const int32_t* correction, const int8_t* w,
+void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t a_stride, const int32_t* correction, const int8_t* w,
                                      int64_t groups, int64_t width, const TileOutput& out) {
   __mmask16 lanes[NB];
   __m512i start[NB];
@@ -124,9 +107,9 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t kp, const int32_t* 
       w += NB * 64;
 #pragma GCC unroll 12
       for (int r = 0; r < MR; ++r) {
-        int32_t a4;
-        std::memcpy(&a4, a + r * kp + (g + s) * 4, 4);
-        const __m512i va = _mm512_set1_epi32(a4);
+        uint32_t a4;
+        std::memcpy(&a4, a + r * a_stride + (g + s) * 4, 4);
+        const __m512i va = _mm512_set1_epi32(static_cast<int32_t>(a4 ^ kSignBits));
 #pragma GCC unroll 2
         for (int q = 0; q < NB; ++q) acc[s][r][q] = _mm512_dpbusd_epi32(acc[s][r][q], va, b[q]);
       }
@@ -140,9 +123,9 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t kp, const int32_t* 
       w += NB * 64;
 #pragma GCC unroll 12
       for (int r = 0; r < MR; ++r) {
-        int32_t a4;
-        std::memcpy(&a4, a + r * kp + g * 4, 4);
-        const __m512i va = _mm512_set1_epi32(a4);
+        uint32_t a4;
+        std::memcpy(&a4, a + r * a_stride + g * 4, 4);
+        const __m512i va = _mm512_set1_epi32(static_cast<int32_t>(a4 ^ kSignBits));
 #pragma GCC unroll 2
         for (int q = 0; q < NB; ++q) acc[0][r][q] = _mm512_dpbusd_epi32(acc[0][r][q], va, b[q]);
       }
@@ -215,10 +198,8 @@ constexpr Microkernel kMicrokernels[2][kMr] = {
 void RunTiles(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride,
               const Fp32Requantization* stage, int8_t* y, int64_t y_stride) {
   const int64_t kp = RoundUp(b.k, 4);
-  int8_t* packed = ThreadScratch((m < kRowBlock ? m : kRowBlock) * kp);
   ForEachTile(
-      m, b.n, kMr, kNr, kRowBlock,
-      [&](int64_t first, int64_t rows) { PackRows(a + first * a_stride, a_stride, rows, b.k, kp, packed); },
+      m, b.n, kMr, kNr, kRowBlock, [](int64_t, int64_t) {},
       [&](int64_t first, int64_t offset, int64_t rows, int64_t panel, int64_t width) {
         TileOutput out;
         if (stage == nullptr) {
@@ -230,8 +211,9 @@ void RunTiles(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, in
           out.y = y + (first + offset) * y_stride + panel * kNr;
           out.y_stride = y_stride;
         }
-        kMicrokernels[width > 16 ? 1 : 0][rows - 1](packed + offset * kp, kp, b.column.data() + panel * kNr,
-                                                    b.panels() + panel * kNr * kp, kp / 4, width, out);
+        kMicrokernels[width > 16 ? 1 : 0][rows - 1](a + (first + offset) * a_stride, a_stride,
+                                                    b.column.data() + panel * kNr, b.panels() + panel * kNr * kp,
+                                                    kp / 4, width, out);
       });
 }
 

@@ -81,7 +81,8 @@ std::vector<int32_t> Multiply(const Int8Gemm& path, const std::vector<int8_t>& a
 
 void CheckProduct(const Int8Gemm& path, int64_t m, int64_t n, int64_t k, Fill fill_a, Fill fill_b, std::mt19937& rng) {
   const int64_t a_stride = k + (m % 3);  // some rows are read from a wider buffer
-  const std::vector<int8_t> a = Values(static_cast<size_t>(m * a_stride), fill_a, rng);
+  // The bytes past the last row are there for a path that reads past it.
+  const std::vector<int8_t> a = Values(static_cast<size_t>(m * a_stride + edgemia::gemm::kOverreadA), fill_a, rng);
   const std::vector<int8_t> b = Values(static_cast<size_t>(n * k), fill_b, rng);
   bool reference_guards = true, path_guards = true;
   const std::vector<int32_t> expected = Multiply(edgemia::gemm::ScalarGemm(), a, a_stride, m, b, n, k, &reference_guards);
