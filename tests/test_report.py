@@ -177,6 +177,37 @@ def test_report_no_policy_drops_the_stored_verdict(small_run, tmp_path):
     assert "not allowed with argument" in both.stderr
 
 
+def _replace_first(value, key: str, new):
+    """Set the first `key` found in nested dicts and lists to `new`; return whether one was found."""
+    if isinstance(value, dict):
+        if key in value:
+            value[key] = new
+            return True
+        return any(_replace_first(item, key, new) for item in value.values())
+    if isinstance(value, list):
+        return any(_replace_first(item, key, new) for item in value)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key,value", [("auc", "high"), ("environment", None), ("variants", [7])])
+def test_report_rejects_edited_field_types(small_run, tmp_path, key, value):
+    out, _ = small_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    report = json.loads((run / "report.json").read_text())
+    assert _replace_first(report, key, value)
+    (run / "report.json").write_text(json.dumps(report))
+    before = {name: (run / name).read_bytes() for name in ("report.json", "report.md", "report.html")}
+    result = run_cli("report", str(run))
+    assert result.returncode == 2, result.stderr
+    assert "a field is missing or has a value of the wrong type" in result.stderr
+    assert str(run / "report.json") in result.stderr
+    # Nothing was rewritten.
+    for name, content in before.items():
+        assert (run / name).read_bytes() == content, name
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("verdict,message", [
     ("pass", "'policy.verdict' is 'pass', but the rules min_accuracy"),

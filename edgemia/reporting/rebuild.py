@@ -69,8 +69,17 @@ def rebuild_reports(run_dir: Path, policy: Policy | None = None, drop_policy: bo
     if policy is not None and drop_policy:
         raise ValueError("give a policy or drop_policy, not both")
     report = load_report(run_dir)
+    path = Path(run_dir) / "report.json"
     if drop_policy:
         report.pop("policy", None)
     elif policy is None and report.get("policy") is not None:
-        _check_verdict(Path(run_dir) / "report.json", report["policy"])
-    return write_reports(Path(run_dir), report, policy)
+        _check_verdict(path, report["policy"])
+    try:
+        return write_reports(Path(run_dir), report, policy)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        # write_reports renders both pages before it writes a file, so nothing was changed.
+        raise InputError(
+            f"{path}: a field is missing or has a value of the wrong type ({type(exc).__name__}: {exc}); the "
+            "file was edited or damaged. Restore it, or run `edgemia attack` on the run's captures to write it "
+            "again"
+        ) from exc

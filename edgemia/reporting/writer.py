@@ -27,15 +27,20 @@ def write_reports(out: Path, report: dict, policy: Policy | None = None) -> dict
     section = mitigation_section(report)
     chart = mitigation_chart(report, section)
     if chart is not None:
-        atomic_write_bytes(out / CHART, chart)
         section["bundles"][0]["chart"] = CHART
-    else:
-        # A chart left by an earlier run in this directory would not match this report.
-        (out / CHART).unlink(missing_ok=True)
     report["mitigation"] = section
     if policy is not None:
         report["policy"] = evaluate_policy(policy, report)
+    # Both pages are rendered before any file is written, so a report that cannot be rendered leaves the
+    # directory as it was.
+    markdown = render(report)
+    html = render_html(report, mitigation_png=chart)
+    if chart is not None:
+        atomic_write_bytes(out / CHART, chart)
+    else:
+        # A chart left by an earlier run in this directory would not match this report.
+        (out / CHART).unlink(missing_ok=True)
     atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", render(report))
-    atomic_write_text(out / "report.html", render_html(report, mitigation_png=chart))
+    atomic_write_text(out / "report.md", markdown)
+    atomic_write_text(out / "report.html", html)
     return report
