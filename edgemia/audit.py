@@ -173,6 +173,9 @@ class AuditConfig:
 
     def __post_init__(self) -> None:
         if self.model is not None:
+            if self.references not in (0, AuditConfig.references):
+                logger.warning("%s is audited as it is, so no reference models are trained; the reference model "
+                               "count %d is ignored", self.model, self.references)
             self.references = 0
         if self.attacks is None:
             self.attacks = default_attacks(self.references) if self.model is None else exported_attacks(None)

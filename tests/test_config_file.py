@@ -59,6 +59,43 @@ def test_csv_bad_value_names_column(tmp_path, rows, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("column,role", [("outcome", "records.label"), ("patient", "records.id")])
+def test_label_or_id_listed_as_feature_rejected(tmp_path, column, role):
+    path = _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(CSV_ROWS) + "\n")
+    source = RecordsSource(path=path, label="outcome", id_column="patient", features=("age", column))
+    with pytest.raises(InputError, match=f"records.features lists '{column}', which is the {role} column"):
+        load_table(source)
+
+
+def test_numeric_column_with_typo_warns(tmp_path, caplog):
+    rows = [f"{100 + i},{30 + i},{20 + i / 10},{'female' if i % 2 else 'male'},{'ill' if i % 3 else 'healthy'}"
+            for i in range(40)]
+    rows[7] = "107,3O,20.7,female,ill"  # the letter O for a zero
+    path = _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")
+    with caplog.at_level("WARNING", logger="edgemia.data.tables"):
+        _, _, names = load_table(RecordsSource(path=path, label="outcome", id_column="patient"))
+    assert "column 'age' (records.features) contains numbers except in 1 row (first '3O' at row 7)" in caplog.text
+    assert "age=3O" in names  # still one-hot encoded, as the warning says
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgemia.data.tables"):
+        load_table(RecordsSource(path=path, label="outcome", id_column="patient", features=("bmi", "sex")))
+    assert caplog.text == ""
+
+
+def test_reference_count_ignored_for_exported_model_warns(tmp_path, caplog):
+    from edgemia.audit import AuditConfig
+
+    with caplog.at_level("WARNING", logger="edgemia.audit"):
+        config = AuditConfig(out=tmp_path / "run", model=tmp_path / "model.tflite", references=32)
+    assert config.references == 0
+    assert "model.tflite is audited as it is, so no reference models are trained" in caplog.text
+    assert "the reference model count 32 is ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgemia.audit"):
+        AuditConfig(out=tmp_path / "run", model=tmp_path / "model.tflite")
+    assert caplog.text == ""
+
+
 def test_label_class_model_lacks_names_column(tmp_path):
     rows = CSV_ROWS + ["105,60,29.0,male,unknown"]
     _write(tmp_path, "patients.csv", CSV_HEADER + "\n".join(rows) + "\n")

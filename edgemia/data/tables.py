@@ -13,6 +13,7 @@ a missing column, a missing value, or a label that is not one of `classes`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,12 @@ from edgemia.data.builtin import _split as split_rows
 from edgemia.data.health import standardize_on
 from edgemia.data.records import Records, validate_records
 from edgemia.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+# A text column whose values are numbers in all but at most this share of the
+# rows is probably a numeric column with typos, not a category.
+NUMERIC_TYPO_SHARE = 0.05
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".npz")
 
@@ -155,6 +162,26 @@ def _label_indices(values: np.ndarray, classes: tuple, path: Path, column: str) 
     return np.array([index[str(v)] for v in values], dtype=np.int64), list(classes)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _warn_numeric_typos(text: np.ndarray, name: str, path: Path) -> None:
+    """Warn when a text feature column contains numbers in all but a few rows: it is one-hot encoded all the same."""
+    numeric = np.array([_is_number(value) for value in text.tolist()], dtype=bool)
+    others = np.flatnonzero(~numeric)
+    if numeric.any() and 0 < len(others) <= NUMERIC_TYPO_SHARE * len(text):
+        logger.warning(
+            "%s: column '%s' (records.features) contains numbers except in %d row%s (first %r at row %d), so it is "
+            "treated as a category and one-hot encoded; fix those values if the column is numeric",
+            path, name, len(others), "s" if len(others) > 1 else "", str(text[others[0]]), int(others[0]),
+        )
+
+
 def _feature_matrix(columns: dict[str, np.ndarray], names: list[str], path: Path) -> tuple[np.ndarray, list[str]]:
     """Stack the feature columns; text columns become one-hot columns named column=value."""
     parts, feature_names = [], []
@@ -165,8 +192,9 @@ def _feature_matrix(columns: dict[str, np.ndarray], names: list[str], path: Path
                 parts.append(values.astype(np.float64).reshape(len(values), 1))
                 feature_names.append(name)
                 continue
-            categories = sorted({str(v) for v in values})
             text = np.array([str(v) for v in values])
+            _warn_numeric_typos(text, name, path)
+            categories = sorted(set(text.tolist()))
             parts.append(np.stack([(text == c).astype(np.float64) for c in categories], axis=1))
             feature_names += [f"{name}={c}" for c in categories]
         else:
@@ -192,6 +220,11 @@ def load_table(source: RecordsSource) -> tuple[Records, list, list[str]]:
         _column(columns, path, source.id_column, "records.id") if source.id_column
         else np.arange(len(labels), dtype=np.int64)
     )
+    roles = {source.label: "records.label", source.id_column: "records.id", source.member: "records.member"}
+    for name in source.features:
+        if name in roles:
+            raise InputError(f"{path}: records.features lists '{name}', which is the {roles[name]} column; a model "
+                             "must not see it, so remove it from records.features")
     features = list(source.features) or [
         name for name in columns if name not in {source.label, source.id_column, source.member, *source.groups}
     ]
