@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -133,6 +134,7 @@ from edgemia.stats.bootstrap import (
 from edgemia.tasks import EXECUTORS, TaskCounts, array_digest, make_executor
 from edgemia.tasks.target import Combination, build_target_variants, load_target_captures, train_target_task
 from edgemia.training.defenses import check_training_steps
+from edgemia.training.models import KERAS_FILE_PREFIX
 from edgemia.training.recipes import audit_recipe, check_recipe_overrides
 from edgemia.training.references import check_reference_count, reference_in_masks
 from edgemia.util import atomic_write_json, sha256_file
@@ -250,6 +252,24 @@ class AuditConfig:
         for spec in specs:
             for n_records, model in sizes:
                 check_training_steps(spec.training_steps, n_records, model)
+        architecture = str(self.training.get("architecture", ""))
+        if architecture.startswith(KERAS_FILE_PREFIX):
+            check_keras_file_exports(Path(architecture[len(KERAS_FILE_PREFIX):]), data)
+
+
+def check_keras_file_exports(path: Path, data) -> None:
+    """Raise InputError when the .keras model at `path` cannot be exported to a float ONNX file that runs on
+    the records alone, before the run directory is touched. The audit exports every model it trains from it.
+    """
+    from edgemia.compression.onnx_export import export_float
+    from edgemia.training.models import load_keras_file
+
+    model = load_keras_file(path, tuple(data.members.x.shape[1:]), data.n_classes)
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            export_float(model, Path(scratch) / "check.onnx", fuse=False)
+        except InputError as exc:
+            raise InputError(f"model.file {path}: {exc}") from None
 
 
 # A progress stage is entered with a description and a total count of steps;

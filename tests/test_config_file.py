@@ -508,6 +508,36 @@ def test_trained_keras_target_audited(csv_run, tmp_path):
     assert audited["variants"][0]["attacks"][0]["auc"] == original["attacks"][0]["auc"]
 
 
+@pytest.mark.slow
+def test_keras_normalization_layer_rejected_up_front(tmp_path):
+    """Keras's ONNX export turns a Normalization layer's mean and variance into graph inputs."""
+    import pandas as pd
+
+    from edgemia._tf import import_keras
+
+    keras = import_keras()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 4)).astype(np.float32)
+    frame = pd.DataFrame(x, columns=["a", "b", "c", "d"])
+    frame["label"] = (x[:, 0] > 0).astype(int)
+    frame["member"] = np.arange(80) % 2 == 0
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    inputs = keras.Input((4,))
+    normalization = keras.layers.Normalization()
+    normalization.adapt(x)
+    keras.Model(inputs, keras.layers.Dense(2)(normalization(inputs))).save(tmp_path / "team.keras")
+    config = _write(
+        tmp_path, "audit.toml",
+        '[audit]\nvariants = ["float"]\nbackends = ["native"]\nreference_models = 0\nbootstrap = 0\n'
+        '[model]\nfile = "team.keras"\n[records]\npath = "rows.csv"\nlabel = "label"\nmember = "member"\n',
+    )
+    result, out = _audit(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    assert f"model.file {tmp_path / 'team.keras'}: the ONNX export of model" in result.stderr
+    assert "Normalization layers" in result.stderr
+    assert not out.exists()
+
+
 def test_input_noise_changes_training_only():
     from edgemia.training.train import Recipe, fit_model
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgemia._stderr import native_stderr_to_log
 from edgemia._tf import import_tensorflow
+from edgemia.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,26 @@ def _canonical_names(model):
     return model
 
 
+def _check_single_input(proto, model) -> None:
+    """Raise InputError when the exported graph has inputs besides the records.
+
+    Keras's ONNX export leaves some layers' constants out of the file and
+    makes them graph inputs instead: Keras's Normalization layer does, for
+    its mean and variance. No runtime can run such a file on records alone.
+    """
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = [value.name for value in proto.graph.input if value.name not in initializers]
+    if len(inputs) > 1:
+        layers = sorted({type(layer).__name__ for layer in model.layers if "Normalization" in type(layer).__name__})
+        hint = f" (the model has {', '.join(layers)} layers, whose constants Keras's exporter leaves out)" if layers \
+            else ""
+        raise InputError(
+            f"the ONNX export of model '{model.name}' needs inputs besides the records: "
+            f"{', '.join(inputs[1:])}{hint}; apply that preprocessing to the records and remove the layer from the "
+            "model, so that every exported file runs on the records alone"
+        )
+
+
 def export_float(model, path: Path, fuse: bool = True) -> None:
     """Write `model` as a float32 ONNX file with a dynamic batch dimension.
 
@@ -148,8 +169,10 @@ def export_float(model, path: Path, fuse: bool = True) -> None:
         with contextlib.redirect_stdout(chatter), native_stderr_to_log("ONNX export"):
             model.export(str(raw), format="onnx", verbose=False)
         logger.debug("Keras ONNX export output:\n%s", chatter.getvalue())
+        exported = onnx.load(str(raw))
+        _check_single_input(exported, model)
         cleaned = Path(scratch) / "static.onnx"
-        onnx.save(_canonical_names(_static_reshapes(onnx.load(str(raw)))), str(cleaned))
+        onnx.save(_canonical_names(_static_reshapes(exported)), str(cleaned))
         if fuse:
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
