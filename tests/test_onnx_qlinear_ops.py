@@ -190,7 +190,21 @@ def test_handmade_qdq_op_equals_onnxruntime(tmp_path, monkeypatch, op, attribute
         x = np.random.default_rng(seed).uniform(-3.0, 3.0, size=(300, 4, 7, 6)).astype(np.float32)
         x[0] = -100.0
         x[1] = 100.0
+        x[2, :2] = np.nan  # ONNX Runtime quantizes NaN to the lowest value
         np.testing.assert_array_equal(NativeSession(model).run(x), run_onnxruntime(path, x), err_msg=f"seed {seed}")
+
+
+def test_pad_with_int32_pads_rejected(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    path = _write_qdq_graph(tmp_path, "Pad", 0, {"pads": [0, 1, 2, 0, 0, 0, 1, 3]})
+    model = onnx.load(str(path))
+    pads = next(init for init in model.graph.initializer if init.name == "pads")
+    pads.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(pads).astype(np.int32), "pads"))
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFormatError, match="node 'op' \\(Pad\\): the pads are int32; ONNX requires int64"):
+        NativeSession(read_onnx(path))
 
 
 def _write_qoperator_graph(tmp_path, op: str, inputs: list[str], attributes: dict | None = None):
@@ -215,15 +229,17 @@ def _write_qoperator_graph(tmp_path, op: str, inputs: list[str], attributes: dic
     return path
 
 
-def _write_shared_dq_graph(tmp_path, seed: int, all_shared: bool):
-    """A QDQ graph in which one DequantizeLinear feeds Add, Mul and Concat.
+def _write_shared_dq_graph(tmp_path, seed: int, layout: str):
+    """A QDQ graph whose layout decides which of its ops ONNX Runtime fuses.
 
-    ONNX Runtime's x86-64 build leaves that activation int8 while the others become uint8, so it runs all
-    three ops in float between DequantizeLinear and QuantizeLinear. With `all_shared` both Add inputs and
-    its output feed two nodes each, so all three stay int8 and it fuses the Add as an int8 QLinearAdd; the
-    Mul squares that output into a uint8 activation and runs in float. The scales make the fused ops' ratios
-    exactly 1/2, so half the fused results are exact ties, which the float path rounds either way: the two
-    forms then differ often.
+    "mixed": one DequantizeLinear feeds Add, Mul and Concat. ONNX Runtime's x86-64 build leaves that
+    activation int8 while the others become uint8, so it runs all three ops in float between
+    DequantizeLinear and QuantizeLinear. "all-shared": both Add inputs and its output feed two nodes each,
+    so all three stay int8 and it fuses the Add as an int8 QLinearAdd; the Mul squares that output into a
+    uint8 activation and runs in float. "add-output": the Add's QuantizeLinear -> DequantizeLinear pair is
+    the graph's output, which becomes uint8 like the inputs, so the Add is fused in uint8. The scales make
+    the fused ops' ratios exactly 1/2, so half the fused results are exact ties, which the float path
+    rounds either way: the two forms then differ often.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -249,15 +265,19 @@ def _write_shared_dq_graph(tmp_path, seed: int, all_shared: bool):
     b = qdq("xb", "b")
     nodes.append(helper.make_node("Add", [a, b], ["sum"], name="add"))
     total = qdq("sum", "sum")
-    nodes.append(helper.make_node("Mul", [total, total] if all_shared else [a, total], ["product"], name="mul"))
-    joined = [qdq("product", "product"), a, b] if all_shared else [qdq("product", "product"), a]
-    nodes.append(helper.make_node("Concat", joined, ["joined"], name="concat", axis=1))
-    output = qdq("joined", "joined")
+    if layout == "add-output":
+        output, channels = total, 4
+    else:
+        all_shared = layout == "all-shared"
+        nodes.append(helper.make_node("Mul", [total, total] if all_shared else [a, total], ["product"], name="mul"))
+        joined = [qdq("product", "product"), a, b] if all_shared else [qdq("product", "product"), a]
+        nodes.append(helper.make_node("Concat", joined, ["joined"], name="concat", axis=1))
+        output, channels = qdq("joined", "joined"), 4 * len(joined)
     graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 7, 6])],
-                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None, 4 * len(joined), 7, 6])],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None, channels, 7, 6])],
                               initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    path = tmp_path / f"shared-{seed}-{all_shared}.onnx"
+    path = tmp_path / f"shared-{seed}-{layout}.onnx"
     onnx.save(model, str(path))
     return path
 
@@ -311,10 +331,10 @@ def _write_qoperator_pair_graph(tmp_path, op: str, seed: int, attributes: dict |
     return path
 
 
-@pytest.mark.parametrize("all_shared", [False, True])
-def test_shared_dequantize_matches_onnxruntime(tmp_path, all_shared):
+@pytest.mark.parametrize("layout", ["mixed", "all-shared", "add-output"])
+def test_shared_dequantize_matches_onnxruntime(tmp_path, layout):
     for seed in range(8):
-        path = _write_shared_dq_graph(tmp_path, seed, all_shared)
+        path = _write_shared_dq_graph(tmp_path, seed, layout)
         x = np.random.default_rng(seed).uniform(-3.0, 3.0, size=(2000, 4, 7, 6)).astype(np.float32)
         np.testing.assert_array_equal(NativeSession(read_onnx(path)).run(x), run_onnxruntime(path, x),
                                       err_msg=f"seed {seed}")
@@ -353,6 +373,9 @@ def test_handmade_qoperator_op_equals_onnxruntime(tmp_path, monkeypatch, op, att
     ("QLinearMul", ["q", "s", "z", "q", "s", "z", "s"], None, ModelFormatError, "has 7 inputs, expected 8"),
     ("QLinearConcat", ["s", "z", "q", "s", "z", "q"], {"axis": 1}, ModelFormatError, "has 6 inputs"),
     ("QLinearConcat", ["s", "z", "q", "s", "other_z"], {"axis": 1}, UnsupportedModelError, "differs from its own"),
+    ("QLinearMul", ["q", "s", "z", "q", "s", "z", "s", "z", "z"], None, ModelFormatError, "has 9 inputs, expected 8"),
+    ("QLinearConcat", ["s", "z", "q", "s", "z"], {"axis": -5}, UnsupportedModelError, "axis -5 is not an axis"),
+    ("QLinearConcat", ["s", "z", "q", "s", "z"], None, ModelFormatError, "has no axis attribute"),
 ])
 def test_malformed_qlinear_node_named(tmp_path, op, inputs, attributes, error, message):
     path = _write_qoperator_graph(tmp_path, op, inputs, attributes)

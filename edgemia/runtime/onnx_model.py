@@ -283,12 +283,16 @@ class _Translator(DynamicQuantizationHandlers):
     def becomes_uint8(self, name: str) -> bool:
         """Whether ONNX Runtime's x86-64 build converts the int8 activation `name` to uint8.
 
-        It first gives each consumer of a shared DequantizeLinear its own copy, then converts a
-        QuantizeLinear -> DequantizeLinear pair to uint8 only when that QuantizeLinear feeds one node.
-        So `name` is converted when it feeds one DequantizeLinear, and that one feeds one node.
+        It first gives each consumer of a shared DequantizeLinear its own copy, keeping the original for a
+        graph output, then converts a QuantizeLinear -> DequantizeLinear pair to uint8 only when that
+        QuantizeLinear feeds one node. So `name` is converted when it feeds one DequantizeLinear, and that
+        one feeds one node, or is only the graph's output.
         """
         dq = self.sole_consumer(name)
-        return dq is not None and dq.op_type == "DequantizeLinear" and self.sole_consumer(dq.output[0]) is not None
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return False
+        uses = len(self.consumers.get(dq.output[0], []))
+        return uses == 0 or self.sole_consumer(dq.output[0]) is not None
 
     def fused_domain(self, node, operands: list) -> int | None:
         """The uint8_domain (0 or 1) in which ONNX Runtime fuses the DequantizeLinear -> `node` -> QuantizeLinear
@@ -345,10 +349,12 @@ class _Translator(DynamicQuantizationHandlers):
         """The QuantizeLinear that consumes `node`'s output, with its scale and zero point."""
         q = self.sole_consumer(node.output[0])
         if q is None or q.op_type != "QuantizeLinear":
+            uses = len(self.consumers.get(node.output[0], []))
+            where = "goes to several nodes" if uses > 1 else "is not quantized again"
             raise self.unsupported(
                 node,
-                "its inputs are dequantized int8 values but its output is not quantized again, so ONNX "
-                "Runtime would run it in float; re-quantize the model with quantize_static",
+                f"its inputs are dequantized int8 values but its output {where}, so ONNX Runtime would run it "
+                "in float; re-quantize the model with quantize_static",
             )
         if len(q.input) < 3 or not q.input[2]:
             raise self.unsupported(q, "only int8 quantization is supported; a missing zero point means uint8")
@@ -660,10 +666,13 @@ class _Translator(DynamicQuantizationHandlers):
         rank = len(operands[0].shape)
         if any(len(value.shape) != rank for value in operands):
             raise self.fail(node, f"the inputs have different ranks: {[value.shape for value in operands]}")
-        axis = int(self.attributes(node).get("axis", 0))
-        axis = axis + rank + 1 if axis < 0 else axis
+        attributes = self.attributes(node)
+        if "axis" not in attributes:
+            raise self.fail(node, "has no axis attribute, which Concat requires")
+        given = int(attributes["axis"])
+        axis = given + rank + 1 if given < 0 else given
         if not 1 <= axis <= rank:
-            raise self.unsupported(node, f"axis {axis} is not an axis of the records")
+            raise self.unsupported(node, f"axis {given} is not an axis of the records (rank {rank + 1} with the batch)")
         # [C, H, W] activations are joined as [H, W, C]: ONNX axes 1, 2, 3 are native axes 3, 1, 2.
         nhwc = rank == 3
         operands = [self.as_layout(value, nhwc, node) for value in operands]
@@ -716,6 +725,8 @@ class _Translator(DynamicQuantizationHandlers):
             fill = np.zeros(1, np.int8)  # ONNX pads a quantized tensor with the value 0, not its zero point
 
         rank = len(x.shape) + 1
+        if self.constants[node.input[1]].dtype != np.int64:
+            raise self.fail(node, f"the pads are {self.constants[node.input[1]].dtype}; ONNX requires int64")
         pads = [int(p) for p in self.constants[node.input[1]].reshape(-1)]
         if len(pads) != 2 * rank:
             raise self.fail(node, f"has {len(pads)} pads, expected {2 * rank} for a rank-{rank} input")
@@ -784,7 +795,7 @@ class _Translator(DynamicQuantizationHandlers):
         self._qlinear_binary(node, "MUL")
 
     def _qlinear_binary(self, node, kind: str) -> None:
-        if len(node.input) < 8:
+        if len(node.input) != 8:
             raise self.fail(node, f"has {len(node.input)} inputs, expected 8")
         a = self._int8_input(node, 0)
         b = self._int8_input(node, 3)
