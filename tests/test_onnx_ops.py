@@ -29,11 +29,13 @@ def onnx_models(tmp_path_factory):
     keras.utils.set_random_seed(5)
     folder = tmp_path_factory.mktemp("onnx-models")
     paths = {}
-    for name in [*ONNX_MODELS, "maxpool", "elementwise", "dense", "matmul"]:
+    for name in [*ONNX_MODELS, "maxpool", "elementwise", "dense", "matmul", "wide-padding"]:
         if name == "conv":
             model = conv_variants(groups=1)
         elif name == "matmul":
             model = _matmul_model(keras)
+        elif name == "wide-padding":
+            model = _wide_padding_model(keras)
         else:
             model = BUILDERS[name]() if name in BUILDERS else _maxpool_model(keras)
         data = calibration_data(model)
@@ -66,6 +68,15 @@ def _maxpool_model(keras):
     return keras.Model(x, layers.Dense(5)(layers.Flatten()(h)))
 
 
+def _wide_padding_model(keras):
+    # The exporter folds each ZeroPadding2D into the next Conv's pads, here as wide as the 3x3 window or wider.
+    layers = keras.layers
+    x = keras.Input((8, 7, 3))
+    h = layers.Conv2D(4, 3)(layers.ZeroPadding2D(3)(x))
+    h = layers.Conv2D(5, 3, strides=2, activation="relu")(layers.ZeroPadding2D(((1, 4), (0, 3)))(h))
+    return keras.Model(x, layers.Dense(3)(layers.Flatten()(h)))
+
+
 def _matmul_model(keras):
     # Dense layers without bias export as plain MatMul, which becomes QLinearMatMul.
     layers = keras.layers
@@ -91,7 +102,7 @@ def records_for(model, n: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("form", ["int8", "qoperator"])
-@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "matmul", "elementwise"])
+@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "matmul", "elementwise", "wide-padding"])
 def test_int8_onnx_equals_onnxruntime(onnx_models, name, form):
     import onnx
 
@@ -105,7 +116,7 @@ def test_int8_onnx_equals_onnxruntime(onnx_models, name, form):
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "elementwise"])
+@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "elementwise", "wide-padding"])
 def test_float_onnx_close_to_onnxruntime(onnx_models, name):
     model = read_onnx(onnx_models[f"{name}-float"])
     x = records_for(model, 300, seed=1)

@@ -68,7 +68,12 @@ class OpChecker {
   Padding PaddingOption() const;
   // Output size and leading padding along height or width, for SAME, VALID
   // or EXPLICIT padding.
-  Window SpatialWindow(bool height, int64_t in, int64_t kernel, int64_t stride, int64_t dilation) const;
+  // `wide_padding` accepts explicit padding as wide as the window or wider, up
+  // to 1024 (ONNX allows it, and convolutions fill those taps with the zero
+  // point). Pools keep it below the window, so that every window has a tap in
+  // the image.
+  Window SpatialWindow(bool height, int64_t in, int64_t kernel, int64_t stride, int64_t dilation,
+                       bool wide_padding = false) const;
   Activation ActivationOption() const;
 
   void ExpectDType(const Tensor& t, DType dtype, const char* role) const;

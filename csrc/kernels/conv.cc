@@ -64,8 +64,8 @@ ConvGeometry CheckGeometry(const OpChecker& check, bool depthwise) {
                  " groups");
     }
   }
-  const Window wh = check.SpatialWindow(true, g.in_h, g.k_h, g.stride_h, g.dilation_h);
-  const Window ww = check.SpatialWindow(false, g.in_w, g.k_w, g.stride_w, g.dilation_w);
+  const Window wh = check.SpatialWindow(true, g.in_h, g.k_h, g.stride_h, g.dilation_h, true);
+  const Window ww = check.SpatialWindow(false, g.in_w, g.k_w, g.stride_w, g.dilation_w, true);
   g.out_h = wh.out;
   g.out_w = ww.out;
   g.pad_top = wh.pad_before;
