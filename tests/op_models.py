@@ -87,6 +87,16 @@ def dilated_variants():
     return keras.Model(x, L.Dense(4)(L.Flatten()(h)))
 
 
+def dilated_activations():
+    """Dilated convolutions with fused ReLU and ReLU6: the converter leaves each clamp as its own op after
+    BATCH_TO_SPACE_ND, with an output quantization of its own."""
+    keras, L = _layers()
+    x = keras.Input((10, 8, 3))
+    h = L.Conv2D(8, 3, padding="same", dilation_rate=2, activation="relu")(x)
+    h = L.Conv2D(6, 3, padding="same", dilation_rate=(2, 1), activation="relu6")(h)
+    return keras.Model(x, L.Dense(4)(L.Flatten()(h)))
+
+
 def relu_mlp():
     keras, L = _layers()
     x = keras.Input((20,))
@@ -104,6 +114,7 @@ BUILDERS = {
     "elementwise": elementwise_variants,
     "dense": lambda: dense_heads(softmax=False),
     "softmax": lambda: dense_heads(softmax=True),
+    "dilated-activations": dilated_activations,
 }
 
 

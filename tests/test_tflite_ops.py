@@ -61,7 +61,8 @@ def run_litert(path, x: np.ndarray, resolver: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("numerics", list(RESOLVERS))
-@pytest.mark.parametrize("name", ["conv", "depthwise", "dilated", "pooling", "elementwise", "dense"])
+@pytest.mark.parametrize("name", ["conv", "depthwise", "dilated", "dilated-activations", "pooling", "elementwise",
+                                  "dense"])
 def test_int8_model_equals_litert(op_models, name, numerics):
     model = read_tflite(op_models[name])
     x = edge_inputs(model.input().shape[1:], 1200, seed=len(name))

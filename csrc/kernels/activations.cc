@@ -129,9 +129,29 @@ Factory MakeClamp(Activation act) {
     check.ExpectDType(out, in.dtype, "output");
     if (in.dtype == DType::kInt8) {
       check.ExpectActivationQuantization(in, "input");
-      check.ExpectSameQuantization(in, out);
-      const Int8Range range = ActivationRange(act, out.scales[0], out.zero_points[0], numerics);
+      check.ExpectActivationQuantization(out, "output");
       std::array<int8_t, 256> table{};
+      if (in.scales[0] != out.scales[0] || in.zero_points[0] != out.zero_points[0]) {
+        // The converter leaves such a clamp after a dilated convolution. LiteRT
+        // runs TFLite's builtin ReluX then: rescale with a fixed-point
+        // multiplier of float(in_scale / out_scale), then clamp to the bounds
+        // rounded half away from zero.
+        int32_t multiplier = 0;
+        int shift = 0;
+        QuantizeMultiplier(static_cast<double>(in.scales[0] / out.scales[0]), &multiplier, &shift);
+        float lo = 0.0f, hi = 0.0f;
+        ActivationBounds(act, &lo, &hi);
+        const int32_t zero_point = out.zero_points[0];
+        const int32_t q_lo = std::max(-128, zero_point + static_cast<int32_t>(std::round(lo / out.scales[0])));
+        const int32_t q_hi =
+            std::isinf(hi) ? 127 : std::min(127, zero_point + static_cast<int32_t>(std::round(hi / out.scales[0])));
+        for (int32_t q = -128; q <= 127; ++q) {
+          const int32_t v = zero_point + MultiplyByQuantizedMultiplier(q - in.zero_points[0], multiplier, shift);
+          table[static_cast<uint8_t>(static_cast<int8_t>(q))] = static_cast<int8_t>(std::min(std::max(v, q_lo), q_hi));
+        }
+        return std::make_unique<LookupInt8>(ids, table);
+      }
+      const Int8Range range = ActivationRange(act, out.scales[0], out.zero_points[0], numerics);
       for (int32_t q = -128; q <= 127; ++q) {
         table[static_cast<uint8_t>(static_cast<int8_t>(q))] = static_cast<int8_t>(std::min(std::max(q, range.lo), range.hi));
       }
@@ -440,10 +460,13 @@ class QuantizeFloatToInt8 final : public Kernel {
         const float q = std::min(std::max(RoundHalfAway(x[i] / scale_), -512.0f), 512.0f);
         y[i] = static_cast<int8_t>(std::min(std::max(static_cast<int32_t>(q) + zero_point_, -128), 127));
       } else if (numerics_ == Numerics::kOnnxRuntime) {
-        // MLAS QuantizeLinear: divide by the scale, round half to even, add
-        // the zero point and clamp, all in float.
-        const float q = std::nearbyint(x[i] / scale_) + static_cast<float>(zero_point_);
-        y[i] = static_cast<int8_t>(std::min(std::max(q, -128.0f), 127.0f));
+        // MLAS QuantizeLinear: divide by the scale, clamp with maxps and minps
+        // (maxps returns its second operand for NaN, so NaN becomes the
+        // lowest value), round half to even and add the zero point.
+        float v = x[i] / scale_;
+        v = v > lo ? v : lo;
+        v = v < hi ? v : hi;
+        y[i] = static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(v)) + zero_point_);
       } else {
         // XNNPACK's f32 -> qs8 conversion: multiply by the inverse scale,
         // clamp, round half to even.
