@@ -112,6 +112,19 @@ py::list Run(const Graph& graph, const py::array& input, int threads) {
   return results;
 }
 
+// The fp32 output stage with per-column bias and scale arrays of the test bindings.
+gemm::Fp32Requantization TestStage(const py::array_t<int32_t, py::array::c_style>& bias,
+                                   const py::array_t<float, py::array::c_style>& scale, float min_less_zero_point,
+                                   float max_less_zero_point, int32_t zero_point) {
+  gemm::Fp32Requantization stage;
+  stage.bias = bias.data();
+  stage.scale = scale.data();
+  stage.min_less_zero_point = min_less_zero_point;
+  stage.max_less_zero_point = max_less_zero_point;
+  stage.zero_point = zero_point;
+  return stage;
+}
+
 }  // namespace
 }  // namespace edgemia
 
@@ -164,12 +177,7 @@ PYBIND11_MODULE(_native, m) {
         }
         const edgemia::gemm::Int8Gemm* path = FindPath(isa);
         const int64_t m = acc.shape(0), n = acc.shape(1);
-        edgemia::gemm::Fp32Requantization stage;
-        stage.bias = bias.data();
-        stage.scale = scale.data();
-        stage.min_less_zero_point = min_less_zero_point;
-        stage.max_less_zero_point = max_less_zero_point;
-        stage.zero_point = zero_point;
+        const auto stage = edgemia::TestStage(bias, scale, min_less_zero_point, max_less_zero_point, zero_point);
         py::array_t<int8_t> y({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
         if (m > 0 && n > 0) path->requantize_fp32(acc.data(), n, m, n, stage, y.mutable_data(), n);
         return y;
@@ -193,12 +201,7 @@ PYBIND11_MODULE(_native, m) {
         const int64_t m = a.shape(0), n = b.shape(0), k = a.shape(1);
         edgemia::gemm::PackedB packed;
         path->pack(b.data(), n, k, &packed);
-        edgemia::gemm::Fp32Requantization stage;
-        stage.bias = bias.data();
-        stage.scale = scale.data();
-        stage.min_less_zero_point = min_less_zero_point;
-        stage.max_less_zero_point = max_less_zero_point;
-        stage.zero_point = zero_point;
+        const auto stage = edgemia::TestStage(bias, scale, min_less_zero_point, max_less_zero_point, zero_point);
         std::vector<int32_t> acc(static_cast<size_t>(m * n));
         std::vector<int8_t> rows(static_cast<size_t>(m * k + edgemia::gemm::kOverreadA));
         std::memcpy(rows.data(), a.data(), static_cast<size_t>(m * k));
