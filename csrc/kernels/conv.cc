@@ -161,16 +161,15 @@ class ConvInt8 final : public Kernel {
     }
     // A 1x1 convolution with stride 1 reads its GEMM rows straight from the input.
     direct_ = g_.k_h == 1 && g_.k_w == 1 && g_.stride_h == 1 && g_.stride_w == 1 && g_.groups == 1;
-    // The taps of one filter row are adjacent in the input when they are
-    // adjacent pixels and the group spans all channels.
-    row_contiguous_ = g_.dilation_w == 1 && g_.groups == 1;
     ValidFilterColumns(g_, &tap_begin_, &tap_end_);
-    // Such filters read each record through a copy framed with the input zero
-    // point, so that every filter row is one run of bytes with no bounds checks.
-    // The frame covers the padding and any window that reaches past the image.
+    // The taps of one filter row are adjacent in the input when they are
+    // adjacent pixels and the group spans all channels. Such filters read each
+    // record through a copy framed with the input zero point, so that every
+    // filter row is one run of bytes with no bounds checks. The frame covers
+    // the padding and any window that reaches past the image.
+    framed_ = g_.dilation_w == 1 && g_.groups == 1 && !direct_;
     padded_h_ = std::max(g_.pad_top + g_.in_h, (g_.out_h - 1) * g_.stride_h + (g_.k_h - 1) * g_.dilation_h + 1);
     padded_w_ = std::max(g_.pad_left + g_.in_w, (g_.out_w - 1) * g_.stride_w + g_.k_w);
-    framed_ = row_contiguous_ && !direct_;
     // Small filters take more rows per GEMM call, so that the call overhead
     // stays small next to the arithmetic; about 16 KiB of im2col rows.
     gemm_rows_ = std::max<int64_t>(kGemmRows, std::min<int64_t>(512, 16384 / depth_ / 16 * 16));
@@ -233,13 +232,13 @@ class ConvInt8 final : public Kernel {
   // Writes the im2col rows of output positions [first, first + count)
   // (batch-major) for one group, depth_ bytes apart: the taps of each
   // position in the filter's (ky, kx, channel) order, with the input zero
-  // point for taps in the padding.
+  // point for taps in the padding. Used for filters that are not framed_, whose
+  // taps are copied one filter column at a time.
   void GatherRows(const int8_t* x, int64_t first, int64_t count, int64_t group, int8_t* rows) const {
     // Locals, not members: the int8 stores below may alias any object, so
     // the compiler would reload every member after each of them.
     const ConvGeometry g = g_;
     const int64_t depth = depth_;
-    const bool row_contiguous = row_contiguous_;
     const int64_t* tap_begin = tap_begin_.data();
     const int64_t* tap_end = tap_end_.data();
     const auto zero_point = static_cast<int8_t>(input_zero_point_);
@@ -265,12 +264,8 @@ class ConvInt8 final : public Kernel {
         }
         const int8_t* src = xb + iy * line_bytes;
         FillWords(dst, zero_point, begin * g.filter_c);
-        if (row_contiguous) {
-          CopyWords(dst + begin * g.filter_c, src + (ix0 + begin) * g.in_c, (end - begin) * g.filter_c);
-        } else {
-          for (int64_t kx = begin; kx < end; ++kx) {
-            CopyWords(dst + kx * g.filter_c, src + (ix0 + kx * g.dilation_w) * g.in_c, g.filter_c);
-          }
+        for (int64_t kx = begin; kx < end; ++kx) {
+          CopyWords(dst + kx * g.filter_c, src + (ix0 + kx * g.dilation_w) * g.in_c, g.filter_c);
         }
         FillWords(dst + end * g.filter_c, zero_point, (g.k_w - end) * g.filter_c);
       }
@@ -286,7 +281,7 @@ class ConvInt8 final : public Kernel {
 
   // GatherRows for filters whose rows are contiguous (framed_). Each record
   // is first copied into `frame`, inside a border of the input zero point,
-  // unless *framed_record says it is there already. Each filter row of each
+  // unless *framed_record shows it is there already. Each filter row of each
   // position is then one run of bytes in the frame.
   void GatherFramedRows(const int8_t* x, int64_t first, int64_t count, int8_t* rows, int8_t* frame,
                         int64_t* framed_record) const {
@@ -344,8 +339,7 @@ class ConvInt8 final : public Kernel {
   std::vector<gemm::PackedB> packed_;
   std::vector<int32_t> folded_bias_;
   bool direct_ = false;
-  bool row_contiguous_ = false;
-  bool framed_ = false;                    // gathers through a framed copy of each record
+  bool framed_ = false;                  // gathers through a framed copy of each record
   int64_t padded_h_ = 0, padded_w_ = 0;  // size of that copy
   // Taps kx in [tap_begin_[ox], tap_end_[ox]) of output column ox are inside the image.
   std::vector<int64_t> tap_begin_, tap_end_;

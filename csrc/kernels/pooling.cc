@@ -83,8 +83,13 @@ class MaxPool final : public Kernel {
   void Run(Arena& arena, int64_t batch) const override {
     if constexpr (std::is_same_v<T, int8_t>) {
       RunInt8(arena, batch);
-      return;
+    } else {
+      RunFloat(arena, batch);
     }
+  }
+
+ private:
+  void RunFloat(Arena& arena, int64_t batch) const {
     const T* x = arena.at<T>(in_id_);
     T* y = arena.at<T>(out_id_);
     const PoolGeometry g = g_;
@@ -92,7 +97,7 @@ class MaxPool final : public Kernel {
       T* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
       // Channels innermost, so that the compiler vectorizes the loops; each
       // channel still takes its taps in the same order. Locals (g too) keep
-      // int8 stores, which may alias anything, from forcing reloads of members.
+      // the stores, which may alias the members, from forcing reloads of them.
       const int64_t channels = g.channels;
       const T lo = lo_, hi = hi_;
       for (int64_t c = 0; c < channels; ++c) yp[c] = std::numeric_limits<T>::lowest();
@@ -106,7 +111,6 @@ class MaxPool final : public Kernel {
     });
   }
 
- private:
   // int8 in unsigned order: flipping the sign bit (x ^ 0x80) maps the signed
   // order onto the unsigned one, and SSE2, the x86-64 baseline, has an
   // unsigned byte max (pmaxub) but no signed one, so these loops vectorize.
