@@ -230,13 +230,13 @@ def _write_qoperator_graph(tmp_path, op: str, inputs: list[str], attributes: dic
 
 
 def _write_shared_dq_graph(tmp_path, seed: int, layout: str):
-    """A QDQ graph whose layout decides which of its ops ONNX Runtime fuses.
+    """Write a QDQ graph whose layout decides which of its ops ONNX Runtime fuses.
 
     "mixed": one DequantizeLinear feeds Add, Mul and Concat. ONNX Runtime's x86-64 build leaves that
     activation int8 while the others become uint8, so it runs all three ops in float between
     DequantizeLinear and QuantizeLinear. "all-shared": both Add inputs and its output feed two nodes each,
-    so all three stay int8 and it fuses the Add as an int8 QLinearAdd; the Mul squares that output into a
-    uint8 activation and runs in float. "add-output": the Add's QuantizeLinear -> DequantizeLinear pair is
+    so all three stay int8 and it fuses the Add as an int8 QLinearAdd. The Mul squares that output into a
+    uint8 activation, so it runs in float. "add-output": the Add's QuantizeLinear -> DequantizeLinear pair is
     the graph's output, which becomes uint8 like the inputs, so the Add is fused in uint8. The scales make
     the fused ops' ratios exactly 1/2, so half the fused results are exact ties, which the float path
     rounds either way: the two forms then differ often.

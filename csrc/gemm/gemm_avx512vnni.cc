@@ -3,8 +3,8 @@
 // vpdpbusd multiplies unsigned by signed bytes and adds groups of four
 // products into int32 lanes without saturating anything in between. The
 // microkernel reads the activations in place, four bytes at a time, and
-// flips their sign bits to get a + 128 (unsigned); the weights stay signed,
-// so each sum is sum_k (a + 128) * b = sum_k a * b + 128 * sum_k b; every
+// flips their sign bits to get a + 128 (unsigned). The weights stay signed,
+// so each sum is sum_k (a + 128) * b = sum_k a * b + 128 * sum_k b. Every
 // accumulator starts at -128 * sum_k b of its column, computed when the
 // weights are packed, to cancel the excess. Int32 additions wrap, so the
 // result is exact whenever it fits in int32.

@@ -281,7 +281,7 @@ class _Translator(DynamicQuantizationHandlers):
         self.values[node.output[0]] = _Dequantized(value, self.becomes_uint8(source))
 
     def becomes_uint8(self, name: str) -> bool:
-        """Whether ONNX Runtime's x86-64 build converts the int8 activation `name` to uint8.
+        """Return whether ONNX Runtime's x86-64 build converts the int8 activation `name` to uint8.
 
         It first gives each consumer of a shared DequantizeLinear its own copy, keeping the original for a
         graph output, then converts a QuantizeLinear -> DequantizeLinear pair to uint8 only when that
@@ -295,8 +295,10 @@ class _Translator(DynamicQuantizationHandlers):
         return uses == 0 or self.sole_consumer(dq.output[0]) is not None
 
     def fused_domain(self, node, operands: list) -> int | None:
-        """The uint8_domain (0 or 1) in which ONNX Runtime fuses the DequantizeLinear -> `node` -> QuantizeLinear
-        group, or None when it runs `node` in float because its inputs and output differ in type (int8 or uint8).
+        """Return the uint8_domain (0 or 1) in which ONNX Runtime fuses DequantizeLinear -> `node` -> QuantizeLinear.
+
+        Return None when ONNX Runtime runs `node` in float, because its inputs and output differ in type (int8 or
+        uint8).
         """
         q = self.sole_consumer(node.output[0])
         kinds = {value.uint8 for value in operands}
@@ -305,7 +307,7 @@ class _Translator(DynamicQuantizationHandlers):
         return int(kinds.pop()) if len(kinds) == 1 else None
 
     def dequantized_inputs(self, node) -> list:
-        """`node`'s inputs in float, as ONNX Runtime runs them when it leaves a QDQ group unfused.
+        """Return `node`'s inputs in float, as ONNX Runtime runs them when it leaves a QDQ group unfused.
 
         Its DequantizeLinear, float op and QuantizeLinear then run here as DEQUANTIZE, the float op and QUANTIZE;
         for Add, Mul and Concat that gives the same bytes, since each float result is one rounding.
@@ -694,9 +696,10 @@ class _Translator(DynamicQuantizationHandlers):
     def _Pad(self, node) -> None:
         x = self.values.get(node.input[0])
         name = node.output[0]
-        if isinstance(x, _Dequantized):
+        dequantized = isinstance(x, _Dequantized)
+        if dequantized:
             # ONNX Runtime pads the dequantized values with 0, which the QuantizeLinear after it turns into the
-            # zero point; with the same quantization on both sides the other values come back unchanged.
+            # zero point. With the same quantization on both sides, the other values come back unchanged.
             q, scale, zero_point = self._fused_output(node)
             if scale != x.source.scale or zero_point != x.source.zero_point:
                 raise self.unsupported(node, "the quantization changes across this Pad, which the native kernel "
@@ -715,7 +718,7 @@ class _Translator(DynamicQuantizationHandlers):
             fill = self.constants.get(node.input[2])
             if fill is None or fill.size != 1:
                 raise self.unsupported(node, "the constant value must be a constant scalar")
-        if x.dtype == "float32" or name != node.output[0]:
+        if x.dtype == "float32" or dequantized:
             if fill is not None and float(fill.reshape(-1)[0]) != 0.0:
                 raise self.unsupported(node, "only padding with 0 is supported")
             fill = None
@@ -972,10 +975,10 @@ class _Translator(DynamicQuantizationHandlers):
         self._pass_through(node, kind, options, True, out_shape)
 
     def pool_domain(self, node, x: _Dequantized) -> dict:
-        """The uint8_domain option of an int8 average pool from a QDQ group.
+        """Return the uint8_domain option of an int8 average pool from a QDQ group.
 
-        NOTE: when ONNX Runtime leaves the group unfused it pools in float, which is not reproduced; the
-        fused uint8 form is used then and can differ in the last bit.
+        NOTE: when ONNX Runtime leaves the group unfused, it pools in float, which is not reproduced. The
+        fused uint8 form is used then, and it can differ in the last bit.
         """
         domain = self.fused_domain(node, [x])
         return {"uint8_domain": 1 if domain is None else domain}
