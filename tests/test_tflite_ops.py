@@ -135,6 +135,22 @@ def test_float_io_quantize_and_dequantize(op_models, numerics):
     np.testing.assert_array_equal(got, expected)
 
 
+def test_float_io_nan_and_infinity_equal_litert(op_models):
+    """XNNPACK clamps the top first with minps, so NaN quantizes to the highest value."""
+    model = read_tflite(op_models["float-io"])
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-3.0, 3.0, size=(8, *model.input().shape[1:])).astype(np.float32)
+    flat = x.reshape(len(x), -1)
+    flat[0] = np.nan
+    flat[1] = np.inf
+    flat[2] = -np.inf
+    flat[3, ::2] = np.nan
+    flat[4, ::3] = 3e38
+    flat[5, ::3] = -3e38
+    expected = run_litert(op_models["float-io"], x, "AUTO")
+    np.testing.assert_array_equal(NativeSession(model, numerics="litert").run(x), expected)
+
+
 @pytest.mark.parametrize("kind", ["LOGISTIC", "TANH"])
 def test_lookup_ops_exhaustive(op_models, kind):
     # All 256 int8 inputs through the whole dense model, one per record.

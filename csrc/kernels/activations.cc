@@ -450,28 +450,40 @@ class QuantizeFloatToInt8 final : public Kernel {
   }
 
   void Run(Arena& arena, int64_t batch) const override {
-    const float* x = arena.at<float>(ids_.in_id);
-    int8_t* y = arena.at<int8_t>(ids_.out_id);
+    // Locals and restrict pointers: otherwise each store to y might change the
+    // members, and the loops would reload them and not vectorize.
+    const float* __restrict x = arena.at<float>(ids_.in_id);
+    int8_t* __restrict y = arena.at<int8_t>(ids_.out_id);
     const int64_t n = batch * ids_.elements;
-    const float lo = static_cast<float>(-128 - zero_point_), hi = static_cast<float>(127 - zero_point_);
-    for (int64_t i = 0; i < n; ++i) {
-      if (numerics_ == Numerics::kLitertReference) {
-        // TFLite reference: round(x / scale) half away from zero, then clamp.
-        const float q = std::min(std::max(RoundHalfAway(x[i] / scale_), -512.0f), 512.0f);
-        y[i] = static_cast<int8_t>(std::min(std::max(static_cast<int32_t>(q) + zero_point_, -128), 127));
-      } else if (numerics_ == Numerics::kOnnxRuntime) {
-        // MLAS QuantizeLinear: divide by the scale, clamp with maxps and minps
-        // (maxps returns its second operand for NaN, so NaN becomes the
-        // lowest value), round half to even and add the zero point.
-        float v = x[i] / scale_;
+    const float scale = scale_, inverse_scale = inverse_scale_;
+    const int32_t zero_point = zero_point_;
+    const float lo = static_cast<float>(-128 - zero_point), hi = static_cast<float>(127 - zero_point);
+    // One loop per mode, free of branches and calls, so that each vectorizes.
+    if (numerics_ == Numerics::kLitertReference) {
+      // TFLite reference: round(x / scale) half away from zero, then clamp.
+      for (int64_t i = 0; i < n; ++i) {
+        const float q = std::min(std::max(RoundHalfAway(x[i] / scale), -512.0f), 512.0f);
+        y[i] = static_cast<int8_t>(std::min(std::max(static_cast<int32_t>(q) + zero_point, -128), 127));
+      }
+    } else if (numerics_ == Numerics::kOnnxRuntime) {
+      // MLAS QuantizeLinear: divide by the scale, clamp with maxps and minps
+      // (maxps returns its second operand for NaN, so NaN becomes the lowest
+      // value), round half to even and add the zero point.
+      for (int64_t i = 0; i < n; ++i) {
+        float v = x[i] / scale;
         v = v > lo ? v : lo;
         v = v < hi ? v : hi;
-        y[i] = static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(v)) + zero_point_);
-      } else {
-        // XNNPACK's f32 -> qs8 conversion: multiply by the inverse scale,
-        // clamp, round half to even.
-        const float v = std::min(std::max(x[i] * inverse_scale_, lo), hi);
-        y[i] = static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(v)) + zero_point_);
+        y[i] = static_cast<int8_t>(static_cast<int32_t>(NearbyintSmall(v)) + zero_point);
+      }
+    } else {
+      // XNNPACK's f32 -> qs8 conversion: multiply by the inverse scale, clamp,
+      // round half to even. XNNPACK clamps the top with minps first, which
+      // returns its second operand for NaN, so NaN becomes the highest value.
+      for (int64_t i = 0; i < n; ++i) {
+        float v = x[i] * inverse_scale;
+        v = v < hi ? v : hi;
+        v = v > lo ? v : lo;
+        y[i] = static_cast<int8_t>(static_cast<int32_t>(NearbyintSmall(v)) + zero_point);
       }
     }
   }
@@ -488,10 +500,13 @@ class DequantizeInt8 final : public Kernel {
   DequantizeInt8(const UnaryIds& ids, const Tensor& in) : ids_(ids), scale_(in.scales[0]), zero_point_(in.zero_points[0]) {}
 
   void Run(Arena& arena, int64_t batch) const override {
-    const int8_t* x = arena.at<int8_t>(ids_.in_id);
-    float* y = arena.at<float>(ids_.out_id);
+    // Locals, as in QuantizeFloatToInt8, so that the loop vectorizes.
+    const int8_t* __restrict x = arena.at<int8_t>(ids_.in_id);
+    float* __restrict y = arena.at<float>(ids_.out_id);
     const int64_t n = batch * ids_.elements;
-    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(static_cast<int32_t>(x[i]) - zero_point_) * scale_;
+    const float scale = scale_;
+    const int32_t zero_point = zero_point_;
+    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(static_cast<int32_t>(x[i]) - zero_point) * scale;
   }
 
  private:

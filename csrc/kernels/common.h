@@ -136,6 +136,7 @@ std::array<int8_t, 256> OnnxRuntimeTable(const Tensor& in, const Tensor& out, fl
 
 // XNNPACK's fp32 output stage (LiteRT default path, and ONNX Runtime's MLAS):
 // float(acc) * scale, clamped in float, rounded half to even, plus zero point.
+using gemm::NearbyintSmall;
 using gemm::RequantizeFp32;
 
 // TFLite's fixed-point multiplier: real ~= multiplier * 2^(shift - 31), with
@@ -187,6 +188,18 @@ inline int32_t WrappingAdd(int32_t a, int32_t b) {
 inline int32_t ConvertToInt32X86(float v) {
   if (!(v >= -2147483648.0f && v < 2147483648.0f)) return std::numeric_limits<int32_t>::min();
   return static_cast<int32_t>(std::nearbyint(v));
+}
+
+// ConvertToInt32X86, then clamped to [lo, hi] (within 2^22 of zero), without
+// a library call: values beyond 2^22 clamp the same either way, and only the
+// ones that cvtps2dq turns into INT32_MIN need a test.
+inline int32_t ConvertClampX86(float v, int32_t lo, int32_t hi) {
+  const bool in_range = v >= -2147483648.0f && v < 2147483648.0f;
+  constexpr float kBound = 4194304.0f;  // 2^22
+  v = v > -kBound ? v : -kBound;
+  v = v < kBound ? v : kBound;
+  const int32_t r = in_range ? static_cast<int32_t>(NearbyintSmall(v)) : std::numeric_limits<int32_t>::min();
+  return std::min(std::max(r, lo), hi);
 }
 
 // Half-away-from-zero rounding, as std::round and TfLiteRound.

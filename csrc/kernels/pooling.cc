@@ -167,6 +167,12 @@ class MaxPool final : public Kernel {
 // int8 average of the taps inside the image (padding not counted), rounded
 // half away from zero in integers, as TFLite's AveragePool computes it. LiteRT
 // runs this builtin kernel for int8 in every op resolver.
+// Windows of at most this many values divide in float. A quotient n / d with
+// |n| <= 129 d that is not an integer lies at least 1 / d from one, and float
+// division is off by at most 129 * 2^-24 < 1 / 65536 from it, so truncation
+// gives the integer quotient.
+constexpr int32_t kFloatDivisionCount = 65536;
+
 class AvgPoolInt8 final : public Kernel {
  public:
   AvgPoolInt8(const OpChecker& check, Numerics numerics) {
@@ -201,10 +207,23 @@ class AvgPoolInt8 final : public Kernel {
           for (int64_t c = 0; c < channels; ++c) acc[c] += xp[c];
         }
       }
-      for (int64_t c = 0; c < channels; ++c) {
-        int32_t avg = 0;
-        if (count > 0) avg = acc[c] > 0 ? (acc[c] + count / 2) / count : (acc[c] - count / 2) / count;
-        yp[c] = static_cast<int8_t>(std::min(std::max(avg, range.lo), range.hi));
+      if (count > 0 && count <= kFloatDivisionCount) {
+        // The same quotient through float division, which vectorizes: the
+        // dividend is below 2^24 in magnitude, so it converts exactly, and the
+        // rounded quotient truncates to the integer one (see kFloatDivisionCount).
+        const float divisor = static_cast<float>(count);
+        const int32_t half = count / 2;
+        for (int64_t c = 0; c < channels; ++c) {
+          const int32_t n = acc[c] > 0 ? acc[c] + half : acc[c] - half;
+          const auto avg = static_cast<int32_t>(static_cast<float>(n) / divisor);
+          yp[c] = static_cast<int8_t>(std::min(std::max(avg, range.lo), range.hi));
+        }
+      } else {
+        for (int64_t c = 0; c < channels; ++c) {
+          int32_t avg = 0;
+          if (count > 0) avg = acc[c] > 0 ? (acc[c] + count / 2) / count : (acc[c] - count / 2) / count;
+          yp[c] = static_cast<int8_t>(std::min(std::max(avg, range.lo), range.hi));
+        }
       }
     });
   }
@@ -451,31 +470,44 @@ class AvgPoolInt8OnnxRuntime final : public Kernel {
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);
     int8_t* y = arena.at<int8_t>(out_id_);
-    const PoolGeometry& g = g_;
-    const float lo = static_cast<float>(-128 - out_zero_point_), hi = static_cast<float>(127 - out_zero_point_);
+    // Locals, not members: the int8 stores below may alias any object.
+    const PoolGeometry g = g_;
+    const float in_scale = in_scale_, out_scale = out_scale_, global_scale = global_scale_;
+    const int32_t in_zero_point = in_zero_point_, out_zero_point = out_zero_point_, offset = offset_;
+    const float lo = static_cast<float>(-128 - out_zero_point), hi = static_cast<float>(127 - out_zero_point);
+    const float shifted_zero_point = static_cast<float>(out_zero_point + offset);
+    // Per-channel sums with channels innermost, each over the taps in the
+    // same order as before, so that the compiler vectorizes across channels.
+    std::vector<int32_t> int_sums(static_cast<size_t>(g.channels));
+    std::vector<float> sums(static_cast<size_t>(g.channels));
+    int32_t* int_sum = int_sums.data();
+    float* sum = sums.data();
     ForEachWindow(g, batch, [&](int64_t b, int64_t oy, int64_t ox, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
-      int8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
+      const int64_t channels = g.channels;
+      int8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * channels;
       const int64_t taps = (y1 - y0) * (x1 - x0);
-      for (int64_t c = 0; c < g.channels; ++c) {
-        if (global_) {
-          int32_t acc = -in_zero_point_ * static_cast<int32_t>(taps);
-          for (int64_t iy = y0; iy < y1; ++iy) {
-            for (int64_t ix = x0; ix < x1; ++ix) acc += x[((b * g.in_h + iy) * g.in_w + ix) * g.channels + c];
-          }
-          yp[c] = RequantizeFp32(acc, global_scale_, lo, hi, out_zero_point_);
-          continue;
-        }
-        float sum = 0.0f;
+      if (global_) {
+        std::fill(int_sum, int_sum + channels, -in_zero_point * static_cast<int32_t>(taps));
         for (int64_t iy = y0; iy < y1; ++iy) {
           for (int64_t ix = x0; ix < x1; ++ix) {
-            const int32_t q = x[((b * g.in_h + iy) * g.in_w + ix) * g.channels + c];
-            sum += in_scale_ * static_cast<float>(q - in_zero_point_);
+            const int8_t* xp = x + ((b * g.in_h + iy) * g.in_w + ix) * channels;
+            for (int64_t c = 0; c < channels; ++c) int_sum[c] += xp[c];
           }
         }
-        const float average = sum / static_cast<float>(taps);
-        const float shifted_zero_point = static_cast<float>(out_zero_point_ + offset_);
-        const int32_t v = ConvertToInt32X86(std::nearbyint(average / out_scale_ + shifted_zero_point));
-        yp[c] = static_cast<int8_t>(std::min(std::max(v, offset_ - 128), offset_ + 127) - offset_);
+        for (int64_t c = 0; c < channels; ++c) yp[c] = RequantizeFp32(int_sum[c], global_scale, lo, hi, out_zero_point);
+        return;
+      }
+      std::fill(sum, sum + channels, 0.0f);
+      for (int64_t iy = y0; iy < y1; ++iy) {
+        for (int64_t ix = x0; ix < x1; ++ix) {
+          const int8_t* xp = x + ((b * g.in_h + iy) * g.in_w + ix) * channels;
+          for (int64_t c = 0; c < channels; ++c) sum[c] += in_scale * static_cast<float>(xp[c] - in_zero_point);
+        }
+      }
+      const float count = static_cast<float>(taps);
+      for (int64_t c = 0; c < channels; ++c) {
+        const float v = sum[c] / count / out_scale + shifted_zero_point;
+        yp[c] = static_cast<int8_t>(ConvertClampX86(v, offset - 128, offset + 127) - offset);
       }
     });
   }
