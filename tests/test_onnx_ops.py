@@ -163,6 +163,46 @@ def test_float_pad_concat_mul_equal_onnxruntime(tmp_path, axis):
     np.testing.assert_array_equal(NativeSession(read_onnx(path)).run(x), run_onnxruntime(path, x))
 
 
+@pytest.mark.parametrize("shape, perm", [
+    ([7], [0, 1]),
+    ([5, 3], [0, 2, 1]),
+    ([3, 4, 5], [0, 3, 1, 2]),
+    ([3, 4, 5], [0, 2, 3, 1]),
+    ([2, 3, 4, 5], [0, 4, 2, 1, 3]),
+    ([1, 6, 1], [0, 3, 2, 1]),
+])
+@pytest.mark.parametrize("elem_type", ["FLOAT", "INT8"])
+def test_transpose_equals_onnxruntime(tmp_path, shape, perm, elem_type):
+    """A float Transpose, and an int8 one between QuantizeLinear and DequantizeLinear."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out_shape = [(["n"] + shape)[p] for p in perm]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="transpose", perm=perm)]
+    initializers = []
+    if elem_type == "INT8":
+        initializers = [numpy_helper.from_array(np.array(0.05, dtype=np.float32), "scale"),
+                        numpy_helper.from_array(np.array(3, dtype=np.int8), "zero")]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"], name="quantize"),
+            helper.make_node("Transpose", ["q"], ["tq"], name="transpose", perm=perm),
+            helper.make_node("DequantizeLinear", ["tq", "scale", "zero"], ["t"], name="dequantize"),
+        ]
+    graph = helper.make_graph(
+        nodes, "transpose", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", *shape])],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, out_shape)], initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    path = tmp_path / "transpose.onnx"
+    onnx.save(model, str(path))
+    x = np.random.default_rng(len(perm)).normal(size=(9, *shape)).astype(np.float32)
+    got = NativeSession(read_onnx(path)).run(x)
+    np.testing.assert_array_equal(got, run_onnxruntime(path, x))
+    if elem_type == "FLOAT":
+        np.testing.assert_array_equal(got, np.transpose(x, perm))
+
+
 def test_unreproduced_int8_op_reported_unsupported(onnx_models):
     model = read_onnx(onnx_models["dense-int8"])
     with pytest.raises(UnsupportedModelError, match="Tanh"):

@@ -276,23 +276,41 @@ class Transpose final : public Kernel {
     out_shape_ = out.shape;
     elements_ = in.elements();
     element_size_ = ElementSize(in.dtype);
+    if (element_size_ != 1 && element_size_ != 4) check.Fail("has elements of " + std::to_string(element_size_) + " bytes");
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
   }
 
   void Run(Arena& arena, int64_t batch) const override {
-    const uint8_t* x = arena.at<uint8_t>(in_id_);
-    uint8_t* y = arena.at<uint8_t>(out_id_);
+    if (element_size_ == 1) {
+      RunTyped<uint8_t>(arena, batch);
+    } else {
+      RunTyped<uint32_t>(arena, batch);
+    }
+  }
+
+ private:
+  // Copies the elements in output order, the last output axis in an inner
+  // loop of its own: a strided gather with no index arithmetic per element.
+  template <typename T>
+  void RunTyped(Arena& arena, int64_t batch) const {
+    const T* x = arena.at<T>(in_id_);
+    T* y = arena.at<T>(out_id_);
     const size_t rank = out_shape_.size();
-    const int64_t es = static_cast<int64_t>(element_size_);
+    // A record of rank 0 is one element.
+    const size_t outer_axes = rank > 0 ? rank - 1 : 0;
+    const int64_t inner = rank > 0 ? out_shape_[rank - 1] : 1;
+    const int64_t inner_stride = rank > 0 ? strides_[rank - 1] : 1;
+    std::vector<int64_t> index(rank, 0);
     for (int64_t b = 0; b < batch; ++b) {
-      const uint8_t* xb = x + b * elements_ * es;
-      uint8_t* yb = y + b * elements_ * es;
-      std::vector<int64_t> index(rank, 0);
+      const T* xb = x + b * elements_;
+      T* yb = y + b * elements_;
+      std::fill(index.begin(), index.end(), 0);
       int64_t offset = 0;
-      for (int64_t i = 0; i < elements_; ++i) {
-        std::memcpy(yb + i * es, xb + offset * es, element_size_);
-        for (size_t d = rank; d-- > 0;) {
+      for (int64_t i = 0; i < elements_; i += inner) {
+        for (int64_t j = 0; j < inner; ++j) yb[i + j] = xb[offset + j * inner_stride];
+        // Step the outer output axes, last first.
+        for (size_t d = outer_axes; d-- > 0;) {
           ++index[d];
           offset += strides_[d];
           if (index[d] < out_shape_[d]) break;
@@ -303,7 +321,6 @@ class Transpose final : public Kernel {
     }
   }
 
- private:
   std::vector<int64_t> perm_, strides_, out_shape_;
   int64_t elements_ = 0;
   size_t element_size_ = 1;
