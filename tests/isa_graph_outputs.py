@@ -100,6 +100,7 @@ def build_depthwise(numerics: str, channels: int) -> _native.Graph:
         ("dw3x3-stride2", (3, 3), 1, (7, 6), depthwise_options(2, 1, VALID, 0)),
         ("dw1x1", (1, 1), 1, (7, 6), depthwise_options(1, 1, SAME, 0)),
         ("dw5x3-dilated", (5, 3), 1, (7, 6), depthwise_options(1, 2, SAME, RELU)),
+        ("dw2x4", (2, 4), 1, (7, 6), depthwise_options(1, 1, SAME, 0)),  # an even number of taps
         ("dw-multiplier2", (2, 2), 2, (7, 6), depthwise_options(1, 1, SAME, 0, 2)),
     ]
     current, current_channels = x, channels

@@ -393,6 +393,7 @@ class DepthwiseInt8 final : public Kernel {
       row_.weights = wide_filter_.data();
       row_.kx_begin = kx_begin_.data();
       row_.kx_end = kx_end_.data();
+      PairTaps();
     }
     const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kFixedPoint
                                                                  : ChannelRequantizer::Formula::kFp32;
@@ -434,6 +435,41 @@ class DepthwiseInt8 final : public Kernel {
   }
 
  private:
+  // Fills the tap pairs of DepthwiseRow: offsets, and weights in the order
+  // that vpunpcklwd and vpunpckhwd give two taps' 16 inputs (within each
+  // 128-bit lane, channels 0-3 and 8-11 of the block, then 4-7 and 12-15,
+  // each as the pair's first and second tap).
+  void PairTaps() {
+    const ConvGeometry& g = g_;
+    const int64_t taps = g.k_h * g.k_w;
+    const int64_t pairs = (taps + 1) / 2;
+    const int64_t blocks = g.in_c / 16;
+    tap_offsets_.resize(static_cast<size_t>(2 * pairs));
+    for (int64_t t = 0; t < 2 * pairs; ++t) {
+      const int64_t tap = std::min(t, taps - 1);
+      const int64_t ky = tap / g.k_w, kx = tap % g.k_w;
+      tap_offsets_[static_cast<size_t>(t)] = (ky * g.dilation_h * g.in_w + kx * g.dilation_w) * g.in_c;
+    }
+    pair_weights_.assign(static_cast<size_t>(pairs * blocks * 32), 0);
+    for (int64_t p = 0; p < pairs; ++p) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        int16_t* out = pair_weights_.data() + (p * blocks + b) * 32;
+        for (int64_t i = 0; i < 16; ++i) {
+          const int64_t half = i / 8;        // 0: vpunpcklwd, 1: vpunpckhwd
+          const int64_t lane = (i % 8) / 4;  // 128-bit lane, channels 0-7 or 8-15 of the block
+          const int64_t c = b * 16 + lane * 8 + half * 4 + i % 4;
+          for (int64_t k = 0; k < 2; ++k) {
+            const int64_t tap = 2 * p + k;
+            out[half * 16 + (i % 8) * 2 + k] = tap < taps ? wide_filter_[static_cast<size_t>(tap * g.in_c + c)] : 0;
+          }
+        }
+      }
+    }
+    row_.tap_pairs = pairs;
+    row_.tap_offsets = tap_offsets_.data();
+    row_.pair_weights = pair_weights_.data();
+  }
+
   // The reference: the sums of output row oy of record xb, channels
   // innermost so that the compiler vectorizes them.
   void AccumulateRow(const int8_t* xb, int64_t oy, int32_t* acc) const {
@@ -478,6 +514,8 @@ class DepthwiseInt8 final : public Kernel {
   DepthwiseRow row_;
   std::vector<int16_t> wide_filter_;
   std::vector<int64_t> kx_begin_, kx_end_;
+  std::vector<int64_t> tap_offsets_;
+  std::vector<int16_t> pair_weights_;
 };
 
 class ConvFloat final : public Kernel {

@@ -23,6 +23,15 @@ struct DepthwiseRow {
   // Filter columns kx in [kx_begin[ox], kx_end[ox]) of output column ox are inside the image.
   const int64_t* kx_begin = nullptr;
   const int64_t* kx_end = nullptr;
+  // For windows whose taps all lie inside the image: the taps in pairs, an odd
+  // last tap paired with itself under zero weights. tap_offsets[2p] and
+  // tap_offsets[2p + 1] are the byte offsets of pair p's taps from the
+  // window's first tap. pair_weights holds, for each pair and each full block
+  // of 16 channels, 32 int16 weights in the order of x86's vpunpcklwd and
+  // vpunpckhwd of the two taps' inputs (PairTapWeights in conv.cc).
+  int64_t tap_pairs = 0;
+  const int64_t* tap_offsets = nullptr;
+  const int16_t* pair_weights = nullptr;
 };
 
 // Writes acc[ox * channels + c] = sum over the taps inside the image of

@@ -1,6 +1,8 @@
 // Depthwise convolution rows for the avx2 and avx512vnni paths, 16 channels
-// at a time: vpmovsxbw widens the inputs, vpmullw forms the exact int16
-// products, and vpmovsxwd widens them into int32 sums.
+// at a time. vpmovsxbw widens the inputs. Where every tap of a window is
+// inside the image, vpmaddwd multiplies two taps at once and adds their
+// products into int32; elsewhere vpmullw forms the exact int16 products and
+// vpmovsxwd widens them into the int32 sums.
 #include "depthwise.h"
 
 #if defined(__x86_64__) && defined(__AVX2__)
@@ -27,12 +29,38 @@ void AccumulateDepthwiseRowAvx2(const DepthwiseRow& r, const int8_t* x, int64_t 
       ky_end = ky + 1;
     }
   }
+  const bool full_rows = ky_begin == 0 && ky_end == r.k_h;
+  const int64_t pair_stride = full * 2;  // int16 weights per tap pair
   for (int64_t ox = 0; ox < r.out_w; ++ox) {
     int32_t* sums = acc + ox * channels;
     const int64_t kx_begin = r.kx_begin[ox];
     const int64_t kx_end = r.kx_end[ox];
     const int64_t ix0 = ox * r.stride_w - r.pad_left;
-    for (int64_t c = 0; c < full; c += 16) {
+    const bool inside = full_rows && kx_begin == 0 && kx_end == r.k_w;
+    for (int64_t c = 0; inside && c < full; c += 16) {
+      // Every tap inside the image: two taps at a time, their inputs
+      // interleaved so that vpmaddwd forms both products and their int32 sum.
+      const int8_t* corner = x + ((oy * r.stride_h - r.pad_top) * r.in_w + ix0) * channels + c;
+      const int16_t* wp = r.pair_weights + c * 2;
+      __m256i low = _mm256_setzero_si256();
+      __m256i high = _mm256_setzero_si256();
+      for (int64_t p = 0; p < r.tap_pairs; ++p, wp += pair_stride) {
+        const __m256i xa = _mm256_sub_epi16(
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(corner + r.tap_offsets[2 * p]))),
+            zero_point);
+        const __m256i xb = _mm256_sub_epi16(
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(corner + r.tap_offsets[2 * p + 1]))),
+            zero_point);
+        low = _mm256_add_epi32(low, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb),
+                                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp))));
+        high = _mm256_add_epi32(high, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb),
+                                                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 16))));
+      }
+      // low holds channels 0-3 and 8-11, high 4-7 and 12-15.
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + c), _mm256_permute2x128_si256(low, high, 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + c + 8), _mm256_permute2x128_si256(low, high, 0x31));
+    }
+    for (int64_t c = 0; !inside && c < full; c += 16) {
       __m256i low = _mm256_setzero_si256();
       __m256i high = _mm256_setzero_si256();
       for (int64_t ky = ky_begin; ky < ky_end; ++ky) {
