@@ -10,7 +10,8 @@ record. Two more chain depthwise convolutions and pooling on 37 and 7
 channels (vector blocks of 16 plus a remainder, and a remainder alone): 3x3
 with SAME padding, 3x3 with stride 2 on an odd width, 1x1, a dilated 5x3,
 depth multiplier 2, then average and max pooling with SAME padding. Each runs in both numerics modes at 1, 2 and 3 threads on random and
-extreme inputs, and OUT.npz receives every output and the path the graph used.
+extreme inputs. A last one chains float fully connected layers. OUT.npz
+receives every output and the path the graph used.
 The second form runs a .tflite model through the native backend on the int8
 records in INPUT.npy, in both numerics modes and at 1 and 2 threads.
 """
@@ -139,6 +140,41 @@ def inputs() -> np.ndarray:
     return extreme_inputs(203, INPUT_SHAPE, 7)
 
 
+def build_float_dense() -> _native.Graph:
+    """Float fully connected layers whose depths and unit counts miss the vector tiles.
+
+    Depths 37, 16 and 1 (a whole register, part of one, one lane), unit counts
+    13, 16, 7 and 1, two rows per record, and each activation.
+    """
+    rng = np.random.default_rng(7)
+    g = _native.Graph()
+    x = g.add_tensor("x", "float32", [2, 37], None, [], [], 0)
+    layers = [("dense37", 13, 2), ("dense13", 16, 0), ("dense16", 1, 1), ("dense1", 7, 3)]
+    current, depth = x, 37
+    for name, units, act in layers:
+        w = rng.normal(size=(units, depth)).astype(np.float32)
+        b = rng.normal(size=units).astype(np.float32)
+        wt = g.add_tensor(name + "/w", "float32", [units, depth], w.tobytes(), [], [], 0)
+        bt = g.add_tensor(name + "/b", "float32", [units], b.tobytes(), [], [], 0)
+        y = g.add_tensor(name, "float32", [2, units], None, [], [], 0)
+        g.add_op("FULLY_CONNECTED", name, [current, wt, bt], [y], {"activation": act, "keep_num_dims": 1})
+        current, depth = y, units
+    g.finalize([x], [current], "litert")
+    return g
+
+
+def float_inputs(n: int) -> np.ndarray:
+    """Normal values, with NaN, infinities, signed zeros and huge values in the first records."""
+    x = np.random.default_rng(11).normal(size=(n, 2, 37)).astype(np.float32)
+    x[0] = 0.0
+    x[1] = -0.0
+    x[2, 0, 5] = np.nan
+    x[3, 1, 36] = np.inf
+    x[4, 0, :] = -np.inf
+    x[5] *= np.float32(3e37)
+    return x
+
+
 def main(out_path: str) -> None:
     x = inputs()
     outputs = {}
@@ -154,6 +190,10 @@ def main(out_path: str) -> None:
             for threads in (1, 2):
                 for index, output in enumerate(graph.run(records, threads)):
                     outputs[f"depthwise{channels}-{numerics}-{threads}-output{index}"] = output
+    dense = build_float_dense()
+    records = float_inputs(67)
+    for threads in (1, 2, 3):
+        outputs[f"float-dense-{threads}"] = dense.run(records, threads)[0]
     np.savez(out_path, **outputs)
 
 

@@ -1,5 +1,6 @@
 // FULLY_CONNECTED: each record is read as rows of the filter's depth.
 #include "common.h"
+#include "fc_float.h"
 #include "registry.h"
 
 namespace edgemia {
@@ -116,9 +117,13 @@ class FullyConnectedFloat final : public Kernel {
     g_ = CheckGeometry(check);
     check.ExpectDType(check.Input(1), DType::kFloat32, "filter");
     check.ExpectDType(check.Output(0), DType::kFloat32, "output");
-    filter_ = check.Input(1).as<float>();
     bias_ = BiasOrZero<float>(check, g_.units, DType::kFloat32);
-    ActivationBounds(check.ActivationOption(), &lo_, &hi_);
+    fc_.weights = check.Input(1).as<float>();
+    fc_.bias = bias_.data();
+    fc_.units = g_.units;
+    fc_.depth = g_.depth;
+    ActivationBounds(check.ActivationOption(), &fc_.lo, &fc_.hi);
+    if (std::string(check.gemm().name) == "avx512vnni") kernel_ = FloatFcAvx512();
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
   }
@@ -129,28 +134,31 @@ class FullyConnectedFloat final : public Kernel {
     const float* x = arena.at<float>(in_id_);
     float* y = arena.at<float>(out_id_);
     const int64_t rows = batch * g_.rows;
+    if (kernel_ != nullptr) {
+      kernel_(fc_, x, rows, y);
+      return;
+    }
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = x + r * g_.depth;
       for (int64_t u = 0; u < g_.units; ++u) {
-        const float acc = Dot(filter_ + u * g_.depth, xr, g_.depth) + bias_[static_cast<size_t>(u)];
-        y[r * g_.units + u] = std::min(std::max(acc, lo_), hi_);
+        const float acc = Dot(fc_.weights + u * g_.depth, xr, g_.depth) + bias_[static_cast<size_t>(u)];
+        y[r * g_.units + u] = std::min(std::max(acc, fc_.lo), fc_.hi);
       }
     }
   }
 
-  // A float dot product in a fixed order: kLanes interleaved partial sums,
-  // then a pairwise reduction. The compiler can vectorize the lanes without
-  // reassociating anything, so every build and thread count gives the same
-  // bits.
+  // A float dot product in a fixed order: kFloatDotLanes interleaved partial
+  // sums, then a pairwise reduction. The compiler can vectorize the lanes
+  // without reassociating anything, so every build, path and thread count
+  // gives the same bits.
   static float Dot(const float* w, const float* x, int64_t n) {
-    constexpr int64_t kLanes = 16;
-    float partial[kLanes] = {};
+    float partial[kFloatDotLanes] = {};
     int64_t k = 0;
-    for (; k + kLanes <= n; k += kLanes) {
-      for (int64_t l = 0; l < kLanes; ++l) partial[l] += w[k + l] * x[k + l];
+    for (; k + kFloatDotLanes <= n; k += kFloatDotLanes) {
+      for (int64_t l = 0; l < kFloatDotLanes; ++l) partial[l] += w[k + l] * x[k + l];
     }
     for (int64_t l = 0; k < n; ++k, ++l) partial[l] += w[k] * x[k];
-    for (int64_t width = kLanes / 2; width > 0; width /= 2) {
+    for (int64_t width = kFloatDotLanes / 2; width > 0; width /= 2) {
       for (int64_t l = 0; l < width; ++l) partial[l] += partial[l + width];
     }
     return partial[0];
@@ -158,9 +166,9 @@ class FullyConnectedFloat final : public Kernel {
 
  private:
   FcGeometry g_;
-  const float* filter_ = nullptr;
   std::vector<float> bias_;
-  float lo_ = 0.0f, hi_ = 0.0f;
+  FloatFc fc_;
+  FloatFcKernel kernel_ = nullptr;  // the path's vector kernel, or nullptr for the loop above
   int in_id_ = 0, out_id_ = 0;
 };
 
