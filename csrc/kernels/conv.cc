@@ -376,6 +376,8 @@ class DepthwiseInt8 final : public Kernel {
     if (row_kernel_ != nullptr) {
       const int64_t taps = g_.k_h * g_.k_w;
       wide_filter_.assign(filter_, filter_ + taps * g_.out_c);
+      // Slack for the vector kernels, whose last block of 16 channels may read past the end.
+      wide_filter_.resize(wide_filter_.size() + 16, 0);
       ValidFilterColumns(g_, &kx_begin_, &kx_end_);
       row_.in_h = g_.in_h;
       row_.in_w = g_.in_w;
@@ -443,7 +445,7 @@ class DepthwiseInt8 final : public Kernel {
     const ConvGeometry& g = g_;
     const int64_t taps = g.k_h * g.k_w;
     const int64_t pairs = (taps + 1) / 2;
-    const int64_t blocks = g.in_c / 16;
+    const int64_t blocks = (g.in_c + 15) / 16;  // the last block padded with zero weights
     tap_offsets_.resize(static_cast<size_t>(2 * pairs));
     for (int64_t t = 0; t < 2 * pairs; ++t) {
       const int64_t tap = std::min(t, taps - 1);
@@ -460,7 +462,8 @@ class DepthwiseInt8 final : public Kernel {
           const int64_t c = b * 16 + lane * 8 + half * 4 + i % 4;
           for (int64_t k = 0; k < 2; ++k) {
             const int64_t tap = 2 * p + k;
-            out[half * 16 + (i % 8) * 2 + k] = tap < taps ? wide_filter_[static_cast<size_t>(tap * g.in_c + c)] : 0;
+            const bool used = tap < taps && c < g.in_c;
+            out[half * 16 + (i % 8) * 2 + k] = used ? wide_filter_[static_cast<size_t>(tap * g.in_c + c)] : 0;
           }
         }
       }

@@ -19,16 +19,18 @@ struct DepthwiseRow {
   int64_t stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
   int64_t pad_top = 0, pad_left = 0;
   int16_t zero_point = 0;      // input zero point
-  const int16_t* weights = nullptr;  // [k_h * k_w][channels], the filter widened to int16
+  // [k_h * k_w][channels], the filter widened to int16, then 16 zeros of slack.
+  const int16_t* weights = nullptr;
   // Filter columns kx in [kx_begin[ox], kx_end[ox]) of output column ox are inside the image.
   const int64_t* kx_begin = nullptr;
   const int64_t* kx_end = nullptr;
   // For windows whose taps all lie inside the image: the taps in pairs, an odd
   // last tap paired with itself under zero weights. tap_offsets[2p] and
   // tap_offsets[2p + 1] are the byte offsets of pair p's taps from the
-  // window's first tap. pair_weights holds, for each pair and each full block
-  // of 16 channels, 32 int16 weights in the order of x86's vpunpcklwd and
-  // vpunpckhwd of the two taps' inputs (PairTapWeights in conv.cc).
+  // window's first tap. pair_weights holds, for each pair and each block of
+  // 16 channels (the last one padded with zero weights), 32 int16 weights in
+  // the order of x86's vpunpcklwd and vpunpckhwd of the two taps' inputs
+  // (DepthwiseInt8::PairTaps in conv.cc).
   int64_t tap_pairs = 0;
   const int64_t* tap_offsets = nullptr;
   const int16_t* pair_weights = nullptr;
