@@ -102,7 +102,7 @@ def records_for(model, n: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("form", ["int8", "qoperator"])
-@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "matmul", "elementwise", "wide-padding"])
+@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "matmul", "elementwise", "wide-padding", "dense"])
 def test_int8_onnx_equals_onnxruntime(onnx_models, name, form):
     import onnx
 
@@ -203,10 +203,43 @@ def test_transpose_equals_onnxruntime(tmp_path, shape, perm, elem_type):
         np.testing.assert_array_equal(got, np.transpose(x, perm))
 
 
-def test_unreproduced_int8_op_reported_unsupported(onnx_models):
-    model = read_onnx(onnx_models["dense-int8"])
-    with pytest.raises(UnsupportedModelError, match="Tanh"):
-        NativeSession(model)
+def _tanh_model(path, quantize_output: bool) -> None:
+    """Write QuantizeLinear -> DequantizeLinear -> Tanh, then QuantizeLinear -> DequantizeLinear if asked."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    initializers = [numpy_helper.from_array(np.array(0.03, dtype=np.float32), "in_scale"),
+                    numpy_helper.from_array(np.array(-5, dtype=np.int8), "in_zero"),
+                    numpy_helper.from_array(np.array(1 / 128, dtype=np.float32), "out_scale"),
+                    numpy_helper.from_array(np.array(0, dtype=np.int8), "out_zero")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "in_scale", "in_zero"], ["q"], name="quantize"),
+             helper.make_node("DequantizeLinear", ["q", "in_scale", "in_zero"], ["dq"], name="dequantize"),
+             helper.make_node("Tanh", ["dq"], ["t" if quantize_output else "y"], name="tanh")]
+    if quantize_output:
+        nodes += [helper.make_node("QuantizeLinear", ["t", "out_scale", "out_zero"], ["tq"], name="requantize"),
+                  helper.make_node("DequantizeLinear", ["tq", "out_scale", "out_zero"], ["y"], name="output")]
+    graph = helper.make_graph(nodes, "tanh", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 256])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def test_int8_tanh_every_input_equals_onnxruntime(tmp_path):
+    """Each of the 256 int8 inputs, through ONNX Runtime's float Tanh between DequantizeLinear and QuantizeLinear."""
+    path = tmp_path / "tanh.onnx"
+    _tanh_model(path, quantize_output=True)
+    # Input k of the row quantizes to int8 value k - 128.
+    x = ((np.arange(256, dtype=np.float32) - 128 + 5) * np.float32(0.03))[None, :].repeat(3, axis=0)
+    x[1] *= -1
+    np.testing.assert_array_equal(NativeSession(read_onnx(path)).run(x), run_onnxruntime(path, x))
+
+
+def test_int8_tanh_without_requantization_reported_unsupported(tmp_path):
+    path = tmp_path / "tanh-float-output.onnx"
+    _tanh_model(path, quantize_output=False)
+    with pytest.raises(UnsupportedModelError, match="'tanh'.*is not quantized again"):
+        NativeSession(read_onnx(path))
 
 
 def test_float_sigmoid_and_tanh(onnx_models):

@@ -416,14 +416,6 @@ def test_invalid_uint8_domain_option_rejected(kind):
         graph.finalize([x], [y], "onnxruntime")
 
 
-def test_int8_tanh_rejected_in_onnxruntime_numerics():
-    graph = _native.Graph()
-    x, y = _int8(graph, "x", [8]), _int8(graph, "y", [8], scale=1.0 / 128)
-    graph.add_op("TANH", "tanh", [x], [y], {}, {})
-    with pytest.raises(_native.UnsupportedError, match="TANH is not reproduced"):
-        graph.finalize([x], [y], "onnxruntime")
-
-
 def test_global_pool_scale_outside_onnxruntime_range_rejected():
     graph = _native.Graph()
     x = _int8(graph, "x", [4, 4, 2], scale=1.0)

@@ -1030,7 +1030,7 @@ class _Translator(DynamicQuantizationHandlers):
         x = self.values.get(node.input[0])
         if isinstance(x, _Dequantized):
             q, scale, zero_point = self._fused_output(node)
-            self._logistic_int8(node, x.source, q.output[0], scale, zero_point)
+            self._table_int8(node, "LOGISTIC", x.source, q.output[0], scale, zero_point)
             return
         self._float_unary(node, "LOGISTIC")
 
@@ -1039,16 +1039,23 @@ class _Translator(DynamicQuantizationHandlers):
             raise self.fail(node, f"has {len(node.input)} inputs, expected 5")
         x = self._int8_input(node, 0)
         scale, zero_point = self._int8_output(node, node.input[3], node.input[4])
-        self._logistic_int8(node, x, node.output[0], scale, zero_point)
+        self._table_int8(node, "LOGISTIC", x, node.output[0], scale, zero_point)
 
-    def _logistic_int8(self, node, x: _Value, name: str, scale: float, zero_point: int) -> None:
-        """Emit an int8 LOGISTIC (ONNX Runtime's QLinearSigmoid table) writing `name`."""
+    def _table_int8(self, node, kind: str, x: _Value, name: str, scale: float, zero_point: int) -> None:
+        """Emit an int8 LOGISTIC or TANH writing `name`: a table of MLAS's function of the dequantized input."""
         out = _Value(0, "int8", list(x.shape), x.nhwc, scale, zero_point)
         out.native_id = self.add_activation(name, "int8", x.physical_shape(), scale, zero_point)
-        self.add_op("LOGISTIC", node.name, [x.native_id], [out.native_id])
+        self.add_op(kind, node.name, [x.native_id], [out.native_id])
         self.values[name] = out
 
     def _Tanh(self, node) -> None:
+        # ONNX Runtime has no int8 Tanh: between DequantizeLinear and
+        # QuantizeLinear it runs in float, which a table reproduces.
+        x = self.values.get(node.input[0])
+        if isinstance(x, _Dequantized):
+            q, scale, zero_point = self._fused_output(node)
+            self._table_int8(node, "TANH", x.source, q.output[0], scale, zero_point)
+            return
         self._float_unary(node, "TANH")
 
     def _reshape_to(self, node, target: list[int]) -> None:
