@@ -143,6 +143,22 @@ def test_max_pool_int8_with_padding(channels, activation):
     np.testing.assert_array_equal(g.run(x, 2)[0], expected)
 
 
+# NaN, infinities and values far beyond the int8 range. litert follows XNNPACK
+# (tests/test_tflite_ops.py compares it with LiteRT); litert-reference clamps
+# where TFLite's reference converts to int32 unclamped; onnxruntime follows MLAS.
+@pytest.mark.parametrize("numerics,nan", [("litert", 127), ("litert-reference", -128), ("onnxruntime", -128)])
+@pytest.mark.parametrize("zero_point", [-128, 0, 127])
+def test_quantize_nan_infinities_and_huge_values(numerics, nan, zero_point):
+    g = _native.Graph()
+    xi = g.add_tensor("x", "float32", [6], None, [], [], 0)
+    yi = g.add_tensor("y", "int8", [6], None, [0.05], [zero_point], 0)
+    g.add_op("QUANTIZE", "quantize", [xi], [yi], {}, {})
+    g.finalize([xi], [yi], numerics)
+    x = np.array([[np.nan, np.inf, -np.inf, 3e38, -3e38, 2.5e9]] * 3, dtype=np.float32)
+    expected = np.array([[nan, 127, -128, 127, -128, 127]] * 3, dtype=np.int8)
+    np.testing.assert_array_equal(g.run(x, 1)[0], expected)
+
+
 def _graph_with_input():
     g = _native.Graph()
     x = g.add_tensor("x", "int8", [4], None, [0.1], [0], 0)

@@ -503,8 +503,12 @@ class QuantizeFloatToInt8 final : public Kernel {
     // One loop per mode, free of branches and calls, so that each vectorizes.
     if (numerics_ == Numerics::kLitertReference) {
       // TFLite reference: round(x / scale) half away from zero, then clamp.
+      // The reference converts to int32 unclamped, undefined in C++ for values
+      // out of range; here they clamp, and NaN becomes the lowest value.
       for (int64_t i = 0; i < n; ++i) {
-        const float q = std::min(std::max(RoundHalfAway(x[i] / scale), -512.0f), 512.0f);
+        float q = RoundHalfAway(x[i] / scale);
+        q = q > -512.0f ? q : -512.0f;
+        q = q < 512.0f ? q : 512.0f;
         y[i] = static_cast<int8_t>(std::min(std::max(static_cast<int32_t>(q) + zero_point, -128), 127));
       }
     } else if (numerics_ == Numerics::kOnnxRuntime) {
