@@ -170,6 +170,8 @@ def test_float_pad_concat_mul_equal_onnxruntime(tmp_path, axis):
     ([3, 4, 5], [0, 2, 3, 1]),
     ([2, 3, 4, 5], [0, 4, 2, 1, 3]),
     ([1, 6, 1], [0, 3, 2, 1]),
+    ([20, 35], [0, 2, 1]),  # tiles of 16 and partial tiles
+    ([17, 9, 33], [0, 2, 3, 1]),
 ])
 @pytest.mark.parametrize("elem_type", ["FLOAT", "INT8"])
 def test_transpose_equals_onnxruntime(tmp_path, shape, perm, elem_type):
