@@ -74,7 +74,7 @@ void AccumulateDepthwiseRowAvx2(const DepthwiseRow& r, const int8_t* x, int64_t 
           high = _mm256_add_epi32(high, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb),
                                                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 16))));
         }
-        // low holds channels 0-3 and 8-11, high 4-7 and 12-15.
+        // low has the sums of channels 0-3 and 8-11, high those of 4-7 and 12-15.
         StoreSums(sums + c, _mm256_permute2x128_si256(low, high, 0x20), _mm256_permute2x128_si256(low, high, 0x31),
                   channels - c);
       }

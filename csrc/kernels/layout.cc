@@ -290,7 +290,7 @@ class Transpose final : public Kernel {
     }
     if (group_first.size() == 2) {
       matrix_ = true;
-      rows_ = group_size[1];  // the second output group holds input axis 0
+      rows_ = group_size[1];  // the second output group starts at input axis 0
       columns_ = group_size[0];
     }
     in_id_ = check.op().inputs[0];

@@ -476,8 +476,8 @@ class AvgPoolInt8OnnxRuntime final : public Kernel {
     const int32_t in_zero_point = in_zero_point_, out_zero_point = out_zero_point_, offset = offset_;
     const float lo = static_cast<float>(-128 - out_zero_point), hi = static_cast<float>(127 - out_zero_point);
     const float shifted_zero_point = static_cast<float>(out_zero_point + offset);
-    // Per-channel sums with channels innermost, each over the taps in the
-    // same order as before, so that the compiler vectorizes across channels.
+    // Per-channel sums with channels innermost, so that the compiler
+    // vectorizes across channels. Each float sum adds the taps row by row.
     std::vector<int32_t> int_sums(static_cast<size_t>(g.channels));
     std::vector<float> sums(static_cast<size_t>(g.channels));
     int32_t* int_sum = int_sums.data();
