@@ -141,10 +141,11 @@ def inputs() -> np.ndarray:
 
 
 def build_float_dense() -> _native.Graph:
-    """Float fully connected layers whose depths and unit counts miss the vector tiles.
+    """Build float fully connected layers whose depths and unit counts miss the vector tiles.
 
-    Depths 37, 16 and 1 (a whole register, part of one, one lane), unit counts
-    13, 16, 7 and 1, two rows per record, and each activation.
+    Depths 37 (two registers and part of one), 13 (part of one), 16 (one
+    register) and 1 (one lane); unit counts 13, 16, 1 and 7; two rows per
+    record; each activation.
     """
     rng = np.random.default_rng(7)
     g = _native.Graph()

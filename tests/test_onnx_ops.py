@@ -206,7 +206,7 @@ def test_transpose_equals_onnxruntime(tmp_path, shape, perm, elem_type):
 
 
 def _tanh_model(path, quantize_output: bool) -> None:
-    """Write QuantizeLinear -> DequantizeLinear -> Tanh, then QuantizeLinear -> DequantizeLinear if asked."""
+    """Write QuantizeLinear, DequantizeLinear and Tanh, then a second pair when quantize_output is set."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
