@@ -3,15 +3,17 @@
 Usage: python isa_graph_outputs.py OUT.npz
        python isa_graph_outputs.py OUT.npz MODEL.tflite INPUT.npy
 
-The first form runs graphs built here. One chains every GEMM caller with shapes that hit tile edges: a 3x3
-convolution, a dilated one, a 1x1 convolution (read in place), a strided
-grouped one, max pooling and a fully connected layer with several rows per
-record. Two more chain depthwise convolutions and pooling on 37 and 7
-channels (vector blocks of 16 plus a remainder, and a remainder alone): 3x3
-with SAME padding, 3x3 with stride 2 on an odd width, 1x1, a dilated 5x3,
-depth multiplier 2, then average and max pooling with SAME padding. Each runs in both numerics modes at 1, 2 and 3 threads on random and
-extreme inputs. A last one chains float fully connected layers. OUT.npz
-receives every output and the path the graph used.
+The first form runs graphs built here. One chains every GEMM caller with
+shapes that hit tile edges: a 3x3 convolution, a dilated one, a 1x1
+convolution (read in place), a strided grouped one, max pooling and a fully
+connected layer with several rows per record. Two more chain depthwise
+convolutions and pooling on 37 and 7 channels (vector blocks of 16 plus a
+remainder, and a remainder alone): 3x3 with SAME padding, 3x3 with stride 2 on
+an odd width, 1x1, a dilated 5x3, a 2x4 (an even number of taps), depth
+multiplier 2, then average and max pooling with SAME padding. Each runs in
+both numerics modes at 1, 2 and 3 threads on random and extreme inputs. A
+last one chains float fully connected layers. OUT.npz receives every output
+and the path the graph used.
 The second form runs a .tflite model through the native backend on the int8
 records in INPUT.npy, in both numerics modes and at 1 and 2 threads.
 """
