@@ -172,6 +172,8 @@ def float_inputs(n: int) -> np.ndarray:
     x[0] = 0.0
     x[1] = -0.0
     x[2, 0, 5] = np.nan
+    x[2, 1, 7] = -np.nan  # a NaN with the sign bit set, which x86 propagates from either operand
+    x[6, 1, 3:5] = [np.nan, -np.nan]
     x[3, 1, 36] = np.inf
     x[4, 0, :] = -np.inf
     x[5] *= np.float32(3e37)

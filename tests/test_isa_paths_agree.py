@@ -35,6 +35,8 @@ def assert_same_outputs(got: dict[str, np.ndarray], reference: dict[str, np.ndar
     assert got.keys() == reference.keys()
     for key, expected in reference.items():
         np.testing.assert_array_equal(got[key], expected, err_msg=f"{isa}, {key}")
+        # assert_array_equal takes any two NaNs as equal; the paths must agree on their bits too.
+        assert got[key].tobytes() == expected.tobytes(), f"{isa}, {key}: the NaN bits differ"
 
 
 def test_each_thread_count_gives_same_bytes(tmp_path):

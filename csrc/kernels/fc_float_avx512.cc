@@ -32,7 +32,7 @@ inline float Finish(__m512 sums, float bias, float lo, float hi) {
   const __m512 one = _mm512_add_ps(two, _mm512_maskz_shuffle_ps(0x0001, two, two, _MM_SHUFFLE(1, 1, 1, 1)));
   const float v = _mm512_cvtss_f32(one) + bias;
   const float low = v < lo ? lo : v;  // std::max(v, lo)
-  return hi < low ? hi : low;         // std::min(low, hi)
+  return CanonicalNan(hi < low ? hi : low);  // std::min(low, hi)
 }
 
 template <int R, int U>

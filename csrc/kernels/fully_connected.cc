@@ -142,7 +142,7 @@ class FullyConnectedFloat final : public Kernel {
       const float* xr = x + r * g_.depth;
       for (int64_t u = 0; u < g_.units; ++u) {
         const float acc = Dot(fc_.weights + u * g_.depth, xr, g_.depth) + bias_[static_cast<size_t>(u)];
-        y[r * g_.units + u] = std::min(std::max(acc, fc_.lo), fc_.hi);
+        y[r * g_.units + u] = CanonicalNan(std::min(std::max(acc, fc_.lo), fc_.hi));
       }
     }
   }
