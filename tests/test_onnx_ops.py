@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from edgemia.compression.onnx_export import export_float, export_int4, export_int8
-from edgemia.errors import UnsupportedModelError
 from edgemia.runtime.native import NativeSession
 from edgemia.runtime.onnx_model import read_onnx
 from op_models import BUILDERS, calibration_data, conv_variants
@@ -237,11 +236,46 @@ def test_int8_tanh_every_input_equals_onnxruntime(tmp_path):
     np.testing.assert_array_equal(NativeSession(read_onnx(path)).run(x), run_onnxruntime(path, x))
 
 
-def test_int8_tanh_without_requantization_reported_unsupported(tmp_path):
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("operator_form", [False, True])
+def test_int8_model_ending_in_float_activation(tmp_path, activation, operator_form):
+    """quantize_static leaves a last tanh or sigmoid in float after DequantizeLinear; the bytes equal ONNX Runtime's."""
+    from edgemia._tf import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(8)
+    x_in = keras.Input((12,))
+    model = keras.Model(x_in, keras.layers.Dense(8, activation=activation)(keras.layers.Dense(16)(x_in)))
+    data = np.random.default_rng(3).normal(size=(200, 12)).astype(np.float32)
+    export_float(model, tmp_path / "float.onnx")
+    export_int8(tmp_path / "float.onnx", data, tmp_path / "int8.onnx", operator_form=operator_form)
+    x = np.random.default_rng(4).normal(scale=2.0, size=(1000, 12)).astype(np.float32)
+    got = NativeSession(read_onnx(tmp_path / "int8.onnx")).run(x)
+    np.testing.assert_array_equal(got, run_onnxruntime(tmp_path / "int8.onnx", x))
+
+
+@pytest.mark.parametrize("op", ["Tanh", "Sigmoid"])
+def test_float_tanh_and_sigmoid_bits_equal_onnxruntime(tmp_path, op):
+    """In onnxruntime numerics the float ops are MLAS's FMA3 kernels, bit for bit."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], name="op")], "unary",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1000])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "op.onnx"))
+    rng = np.random.default_rng(9)
+    x = np.concatenate([rng.uniform(-20, 20, size=(300, 1000)), rng.normal(0, 0.5, size=(300, 1000)),
+                        rng.uniform(-0.01, 0.01, size=(100, 1000))]).astype(np.float32)
+    got = NativeSession(read_onnx(tmp_path / "op.onnx")).run(x)
+    assert got.tobytes() == run_onnxruntime(tmp_path / "op.onnx", x).tobytes()
+
+
+def test_int8_tanh_with_float_output_equals_onnxruntime(tmp_path):
     path = tmp_path / "tanh-float-output.onnx"
     _tanh_model(path, quantize_output=False)
-    with pytest.raises(UnsupportedModelError, match="'tanh'.*is not quantized again"):
-        NativeSession(read_onnx(path))
+    x = np.random.default_rng(6).uniform(-5.0, 5.0, size=(50, 256)).astype(np.float32)
+    assert NativeSession(read_onnx(path)).run(x).tobytes() == run_onnxruntime(path, x).tobytes()
 
 
 def test_float_sigmoid_and_tanh(onnx_models):

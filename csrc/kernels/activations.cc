@@ -156,7 +156,13 @@ Factory MakeTranscendental(float (*f)(float)) {
       }
       return std::make_unique<LookupInt8>(ids, PopulateTable(in, out, f));
     }
-    if (in.dtype == DType::kFloat32) return std::make_unique<UnaryFloat>(ids, f);
+    if (in.dtype == DType::kFloat32) {
+      // In onnxruntime numerics the float ops are MLAS's, bit for bit.
+      if (numerics == Numerics::kOnnxRuntime) {
+        return std::make_unique<UnaryFloat>(ids, f == Sigmoid ? LogisticMlasFma3 : TanhMlasFma3);
+      }
+      return std::make_unique<UnaryFloat>(ids, f);
+    }
     check.Unsupported("input must be int8 or float32");
   };
 }

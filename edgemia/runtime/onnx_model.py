@@ -909,12 +909,14 @@ class _Translator(DynamicQuantizationHandlers):
 
     # Pooling, activations and layout --------------------------------------
 
-    def _pass_through(self, node, kind: str | None, options: dict, nhwc: bool, out_shape) -> None:
+    def _pass_through(self, node, kind: str | None, options: dict, nhwc: bool, out_shape, x=None) -> None:
         """Emit a data-movement or pooling op, on int8 when ONNX Runtime drops the QDQ pair around it.
 
-        With `kind` None no op is emitted: the output shares the input's bytes.
+        With `kind` None no op is emitted: the output shares the input's bytes. `x` replaces the value of the
+        node's input when given.
         """
-        x = self.values.get(node.input[0])
+        if x is None:
+            x = self.values.get(node.input[0])
         if isinstance(x, _Dequantized):
             q = self.sole_consumer(node.output[0])
             if q is None or q.op_type != "QuantizeLinear":
@@ -997,15 +999,12 @@ class _Translator(DynamicQuantizationHandlers):
             raise self.unsupported(node, "only float Relu is supported; quantize_static folds Relu into the range")
         self._pass_through(node, "RELU", {}, x.nhwc, lambda shape: list(shape))
 
-    def _float_unary(self, node, kind: str) -> None:
-        x = self.values.get(node.input[0])
+    def _float_unary(self, node, kind: str, x=None) -> None:
+        if x is None:
+            x = self.values.get(node.input[0])
         if not isinstance(x, _Value) or x.dtype != "float32":
-            raise self.unsupported(
-                node,
-                "only float inputs are supported; ONNX Runtime computes its int8 version with a table built "
-                "from its own approximations, which the native kernel does not reproduce",
-            )
-        self._pass_through(node, kind, {}, x.nhwc, lambda shape: list(shape))
+            raise self.unsupported(node, f"'{node.input[0]}' must be a float32 activation")
+        self._pass_through(node, kind, {}, x.nhwc, lambda shape: list(shape), x)
 
     def _Clip(self, node) -> None:
         bounds = []
@@ -1027,12 +1026,17 @@ class _Translator(DynamicQuantizationHandlers):
         self._pass_through(node, kind, {}, x.nhwc, lambda shape: list(shape))
 
     def _Sigmoid(self, node) -> None:
+        # Followed by QuantizeLinear, ONNX Runtime fuses it into QLinearSigmoid;
+        # otherwise it runs in float after DequantizeLinear, as _Tanh says.
         x = self.values.get(node.input[0])
         if isinstance(x, _Dequantized):
-            q, scale, zero_point = self._fused_output(node)
-            self._table_int8(node, "LOGISTIC", x.source, q.output[0], scale, zero_point)
-            return
-        self._float_unary(node, "LOGISTIC")
+            q = self.sole_consumer(node.output[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                q, scale, zero_point = self._fused_output(node)
+                self._table_int8(node, "LOGISTIC", x.source, q.output[0], scale, zero_point)
+                return
+            x = self.dequantized_inputs(node)[0]
+        self._float_unary(node, "LOGISTIC", x)
 
     def _QLinearSigmoid(self, node) -> None:
         if len(node.input) < 5:
@@ -1049,14 +1053,19 @@ class _Translator(DynamicQuantizationHandlers):
         self.values[name] = out
 
     def _Tanh(self, node) -> None:
-        # ONNX Runtime has no int8 Tanh: between DequantizeLinear and
-        # QuantizeLinear it runs in float, which a table reproduces.
+        # ONNX Runtime has no int8 Tanh: after DequantizeLinear it runs in
+        # float. Followed by QuantizeLinear, a table reproduces that; otherwise
+        # (a model's last Tanh) the values are dequantized and the float TANH
+        # kernel, MLAS's tanh in onnxruntime numerics, runs.
         x = self.values.get(node.input[0])
         if isinstance(x, _Dequantized):
-            q, scale, zero_point = self._fused_output(node)
-            self._table_int8(node, "TANH", x.source, q.output[0], scale, zero_point)
-            return
-        self._float_unary(node, "TANH")
+            q = self.sole_consumer(node.output[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                q, scale, zero_point = self._fused_output(node)
+                self._table_int8(node, "TANH", x.source, q.output[0], scale, zero_point)
+                return
+            x = self.dequantized_inputs(node)[0]
+        self._float_unary(node, "TANH", x)
 
     def _reshape_to(self, node, target: list[int]) -> None:
         x = self.values.get(node.input[0])
