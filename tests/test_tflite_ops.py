@@ -13,7 +13,6 @@ import pytest
 
 from edgemia.runtime.native import NativeSession
 from edgemia.runtime.tflite_model import read_tflite
-from edgemia.errors import ModelFormatError
 from op_models import BUILDERS, convert
 
 pytestmark = pytest.mark.slow
