@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edgemia.compression.onnx_export import export_float, export_int4, export_int8
+from edgemia.errors import UnsupportedModelError
 from edgemia.runtime.native import NativeSession
 from edgemia.runtime.onnx_model import read_onnx
 from op_models import BUILDERS, calibration_data, conv_variants
@@ -276,6 +277,22 @@ def test_int8_tanh_with_float_output_equals_onnxruntime(tmp_path):
     _tanh_model(path, quantize_output=False)
     x = np.random.default_rng(6).uniform(-5.0, 5.0, size=(50, 256)).astype(np.float32)
     assert NativeSession(read_onnx(path)).run(x).tobytes() == run_onnxruntime(path, x).tobytes()
+
+
+def test_reshape_into_batch_reported_unsupported(tmp_path):
+    """Keras's Dense on rank-3 input reshapes [n, 5, 17] to [-1, 17]: valid ONNX that the kernel cannot run."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"], name="fold")], "fold",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5, 17])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 17])],
+        [numpy_helper.from_array(np.array([-1, 17], dtype=np.int64), "shape")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "fold.onnx"))
+    with pytest.raises(UnsupportedModelError, match=r"'fold'.*\[-1, 17\] moves part of each record \(85 values\)"):
+        NativeSession(read_onnx(tmp_path / "fold.onnx"))
 
 
 def test_float_sigmoid_and_tanh(onnx_models):

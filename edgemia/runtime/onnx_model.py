@@ -1093,6 +1093,12 @@ class _Translator(DynamicQuantizationHandlers):
             raise self.unsupported(node, f"target shape {shape} must keep the batch as dimension 0 (0 or -1)")
         record = [source.shape[i - 1] if d == 0 and i - 1 < len(source.shape) else d
                   for i, d in enumerate(shape)][1:]
+        if isinstance(source, _Value) and shape[0] == -1 and -1 not in record:
+            elements = int(np.prod(source.shape))
+            if int(np.prod(record)) != elements:
+                # Valid ONNX, as Keras writes for a Dense layer on rank-3 input: the batch grows.
+                raise self.unsupported(node, f"target shape {shape} moves part of each record ({elements} values) "
+                                             "into the batch dimension, which the native kernel does not support")
         self._reshape_to(node, record)
 
     def _Flatten(self, node) -> None:
