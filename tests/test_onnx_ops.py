@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgemia.compression.onnx_export import export_float, export_int4, export_int8
-from edgemia.errors import UnsupportedModelError
+from edgemia.errors import ModelFormatError, UnsupportedModelError
 from edgemia.runtime.native import NativeSession
 from edgemia.runtime.onnx_model import read_onnx
 from op_models import BUILDERS, calibration_data, conv_variants
@@ -279,20 +279,49 @@ def test_int8_tanh_with_float_output_equals_onnxruntime(tmp_path):
     assert NativeSession(read_onnx(path)).run(x).tobytes() == run_onnxruntime(path, x).tobytes()
 
 
-def test_reshape_into_batch_reported_unsupported(tmp_path):
-    """Keras's Dense on rank-3 input reshapes [n, 5, 17] to [-1, 17]: valid ONNX that the kernel cannot run."""
+def _reshape_model(path, target: list[int], allowzero: int = 0) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["y"], name="fold")], "fold",
+        [helper.make_node("Reshape", ["x", "shape"], ["y"], name="fold", allowzero=allowzero)], "fold",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5, 17])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 17])],
-        [numpy_helper.from_array(np.array([-1, 17], dtype=np.int64), "shape")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"] + [d if d > 0 else 5 for d in target[1:]])],
+        [numpy_helper.from_array(np.array(target, dtype=np.int64), "shape")],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "fold.onnx"))
-    with pytest.raises(UnsupportedModelError, match=r"'fold'.*\[-1, 17\] moves part of each record \(85 values\)"):
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("target, allowzero, error, message", [
+    # Valid ONNX, as Keras writes for a Dense layer on rank-3 input, but the batch dimension changes.
+    ([-1, 17], 0, UnsupportedModelError,
+     r"\[-1, 17\] changes the number of records \(each has 85 values, the target 17\)"),
+    ([-1, 170], 0, UnsupportedModelError, r"changes the number of records \(each has 85 values, the target 170\)"),
+    ([-1, -1, 17], 0, ModelFormatError, r"\[-1, -1, 17\] has more than one -1"),
+    ([0, 85], 1, UnsupportedModelError, r"allowzero=1 makes a zero-size dimension"),
+])
+def test_reshape_targets_rejected(tmp_path, target, allowzero, error, message):
+    _reshape_model(tmp_path / "fold.onnx", target, allowzero)
+    with pytest.raises(error, match=r"'fold'.*" + message):
         NativeSession(read_onnx(tmp_path / "fold.onnx"))
+
+
+def test_int8_graph_output_rejected_with_advice(tmp_path):
+    """An int8 output has no scale in ONNX, so capture could not dequantize it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["y"], name="quantize")], "int8-output",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT8, ["n", 4])],
+        [numpy_helper.from_array(np.array(0.1, dtype=np.float32), "scale"),
+         numpy_helper.from_array(np.array(0, dtype=np.int8), "zero")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "out.onnx"))
+    with pytest.raises(UnsupportedModelError, match="int8 with no scale or zero point; end the model with a "
+                                                    "DequantizeLinear"):
+        NativeSession(read_onnx(tmp_path / "out.onnx"))
 
 
 def test_float_sigmoid_and_tanh(onnx_models):

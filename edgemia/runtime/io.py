@@ -26,6 +26,13 @@ def check_io(model: TfliteModel) -> None:
                 f"{model.path}: the {role} {info.label()} has type {info.type_name}; "
                 "edgemia captures models with float32 or int8 input and output"
             )
+        if info.dtype == np.int8 and info.scales.size == 0:
+            fix = ("end the model with a DequantizeLinear to float32" if role == "output"
+                   else "give the model a float32 input and a QuantizeLinear")
+            raise UnsupportedModelError(
+                f"{model.path}: the {role} {info.label()} is int8 with no scale or zero point; {fix}, "
+                "as quantize_static writes it"
+            )
         if info.dtype == np.int8 and info.scales.size != 1:
             raise UnsupportedModelError(
                 f"{model.path}: the {role} {info.label()} is int8 but has "

@@ -1087,6 +1087,11 @@ class _Translator(DynamicQuantizationHandlers):
         if shape is None:
             raise self.unsupported(node, "the target shape must be a constant")
         shape = [int(d) for d in shape.reshape(-1)]
+        if shape.count(-1) > 1:
+            raise self.fail(node, f"target shape {shape} has more than one -1")
+        if int(self.attributes(node).get("allowzero", 0)) != 0 and 0 in shape:
+            raise self.unsupported(node, f"target shape {shape} has a 0, which allowzero=1 makes a zero-size "
+                                         "dimension; only allowzero=0 (copy the input dimension) is supported")
         x = self.values.get(node.input[0])
         source = x.source if isinstance(x, _Dequantized) else x
         if not shape or shape[0] not in (-1, 0):
@@ -1096,9 +1101,10 @@ class _Translator(DynamicQuantizationHandlers):
         if isinstance(source, _Value) and shape[0] == -1 and -1 not in record:
             elements = int(np.prod(source.shape))
             if int(np.prod(record)) != elements:
-                # Valid ONNX, as Keras writes for a Dense layer on rank-3 input: the batch grows.
-                raise self.unsupported(node, f"target shape {shape} moves part of each record ({elements} values) "
-                                             "into the batch dimension, which the native kernel does not support")
+                # Valid ONNX, as Keras writes for a Dense layer on rank-3 input: the batch dimension changes.
+                raise self.unsupported(node, f"target shape {shape} changes the number of records (each has "
+                                             f"{elements} values, the target {int(np.prod(record))}); the native "
+                                             "kernel runs records independently, so it does not support this")
         self._reshape_to(node, record)
 
     def _Flatten(self, node) -> None:
