@@ -16,6 +16,7 @@ namespace {
 // This file is compiled with -mavx2, so it calls no template that other
 // files also instantiate (std::min, std::max): the linker could keep this
 // copy for all of them.
+
 // Stores 16 sums, or only the first `count` of them for the last block.
 inline void StoreSums(int32_t* sums, __m256i low, __m256i high, int64_t count) {
   if (count >= 16) {
