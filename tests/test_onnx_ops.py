@@ -279,6 +279,33 @@ def test_int8_tanh_with_float_output_equals_onnxruntime(tmp_path):
     assert NativeSession(read_onnx(path)).run(x).tobytes() == run_onnxruntime(path, x).tobytes()
 
 
+@pytest.mark.parametrize("second", ["float", "dequantized", "itself"])
+def test_concat_left_in_float_equals_onnxruntime(tmp_path, second):
+    """Check a Concat that ONNX Runtime leaves in float: a float input beside a dequantized one, or no
+    QuantizeLinear after it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    initializers = [numpy_helper.from_array(np.array(0.05, dtype=np.float32), "scale"),
+                    numpy_helper.from_array(np.array(3, dtype=np.int8), "zero"),
+                    numpy_helper.from_array(np.array(0.02, dtype=np.float32), "scale2"),
+                    numpy_helper.from_array(np.array(-4, dtype=np.int8), "zero2")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"], name="quantize"),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"], name="dequantize"),
+             helper.make_node("Tanh", ["dq"], ["t"], name="tanh")]
+    if second == "dequantized":
+        nodes += [helper.make_node("QuantizeLinear", ["t", "scale2", "zero2"], ["tq"], name="requantize"),
+                  helper.make_node("DequantizeLinear", ["tq", "scale2", "zero2"], ["joined"], name="dequantize2")]
+    joined = {"float": "t", "dequantized": "joined", "itself": "dq"}[second]
+    nodes.append(helper.make_node("Concat", ["dq", joined], ["y"], name="concat", axis=1))
+    graph = helper.make_graph(nodes, "concat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32])], initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "concat.onnx"))
+    x = np.random.default_rng(12).uniform(-4.0, 4.0, size=(100, 16)).astype(np.float32)
+    got = NativeSession(read_onnx(tmp_path / "concat.onnx")).run(x)
+    assert got.tobytes() == run_onnxruntime(tmp_path / "concat.onnx", x).tobytes()
+
+
 def _reshape_model(path, target: list[int], allowzero: int = 0) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper

@@ -642,15 +642,16 @@ class _Translator(DynamicQuantizationHandlers):
     def _Concat(self, node) -> None:
         operands = [self.values.get(name) for name in node.input]
         if any(isinstance(value, _Dequantized) for value in operands):
-            # ONNX Runtime fuses DequantizeLinear -> Concat -> QuantizeLinear into QLinearConcat.
-            if not all(isinstance(value, _Dequantized) for value in operands):
-                raise self.unsupported(node, "an int8 Concat needs dequantized int8 activations only")
-            if self.fused_domain(node, operands) is None:
-                self._concat(node, self.dequantized_inputs(node), node.output[0])
+            # ONNX Runtime fuses DequantizeLinear -> Concat -> QuantizeLinear into QLinearConcat when every
+            # input is dequantized, the output is quantized again and the types agree. Otherwise it joins the
+            # dequantized values in float.
+            q = self.sole_consumer(node.output[0])
+            if (all(isinstance(value, _Dequantized) for value in operands) and q is not None
+                    and q.op_type == "QuantizeLinear" and self.fused_domain(node, operands) is not None):
+                q, scale, zero_point = self._fused_output(node)
+                self._concat(node, [value.source for value in operands], q.output[0], scale, zero_point)
                 return
-            q, scale, zero_point = self._fused_output(node)
-            self._concat(node, [value.source for value in operands], q.output[0], scale, zero_point)
-            return
+            operands = self.dequantized_inputs(node)
         if not all(isinstance(value, _Value) and value.dtype == "float32" for value in operands):
             raise self.unsupported(node, "only the Concat of activations is supported")
         self._concat(node, operands, node.output[0])
