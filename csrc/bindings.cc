@@ -201,7 +201,9 @@ PYBIND11_MODULE(_native, m) {
         const int64_t m = a.shape(0), n = b.shape(0), k = a.shape(1);
         edgemia::gemm::PackedB packed;
         path->pack(b.data(), n, k, &packed);
-        const auto stage = edgemia::TestStage(bias, scale, min_less_zero_point, max_less_zero_point, zero_point);
+        auto stage = edgemia::TestStage(bias, scale, min_less_zero_point, max_less_zero_point, zero_point);
+        // As the op kernels set it.
+        stage.saturation_clamps = edgemia::gemm::SaturationClamps(b.data(), n, k, stage);
         std::vector<int32_t> acc(static_cast<size_t>(m * n));
         std::vector<int8_t> rows(static_cast<size_t>(m * k + edgemia::gemm::kOverreadA));
         std::memcpy(rows.data(), a.data(), static_cast<size_t>(m * k));
@@ -213,6 +215,21 @@ PYBIND11_MODULE(_native, m) {
       py::arg("max_less_zero_point"), py::arg("zero_point"),
       "The fp32 output stage of a @ b.T on one instruction-set path, fused into the GEMM where the path "
       "has a fused form (for tests).");
+  m.def(
+      "saturation_clamps",
+      [](py::array_t<int8_t, py::array::c_style> b, py::array_t<int32_t, py::array::c_style> bias,
+         py::array_t<float, py::array::c_style> scale, float min_less_zero_point, float max_less_zero_point,
+         int32_t zero_point) {
+        if (b.ndim() != 2 || bias.ndim() != 1 || scale.ndim() != 1 || bias.shape(0) != b.shape(0) ||
+            scale.shape(0) != b.shape(0)) {
+          throw py::value_error("b must be [n, k], and bias and scale [n]");
+        }
+        const auto stage = edgemia::TestStage(bias, scale, min_less_zero_point, max_less_zero_point, zero_point);
+        return edgemia::gemm::SaturationClamps(b.data(), b.shape(0), b.shape(1), stage);
+      },
+      py::arg("b"), py::arg("bias"), py::arg("scale"), py::arg("min_less_zero_point"), py::arg("max_less_zero_point"),
+      py::arg("zero_point"),
+      "Whether the fp32 output stage of a GEMM with weights b [n, k] may clamp by saturating to int8 (for tests).");
   m.def(
       "int8_peak_gmacs",
       [](const std::string& isa, int threads) {

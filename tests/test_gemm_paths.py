@@ -148,6 +148,55 @@ def test_output_stage_clamps_to_activation_range(isa):
     np.testing.assert_array_equal(got, [[-128, -128, -128, -128, 122, 127, -128]])
 
 
+def saturation_clamps_reference(b, bias, scale, lo, hi, zero_point):
+    """The closed form of gemm::SaturationClamps: a full int8 range and |f| below 2^30."""
+    if lo + zero_point > -128 or hi + zero_point < 127:
+        return False
+    bound = 128.0 * np.abs(b.astype(np.int64)).sum(axis=1) + np.abs(bias.astype(np.float64))
+    return bool(np.all((bound < 2.0**30) & (bound * scale.astype(np.float64) < 2.0**30)))
+
+
+def test_saturation_clamps_decision():
+    b = np.full((3, 1000), -128, dtype=np.int8)  # sum |b| = 128,000 per column
+    bias = np.array([5, -7, 0], dtype=np.int32)
+    scale = np.full(3, 0.01, dtype=np.float32)
+    cases = [
+        (b, bias, scale, -128.0 + 3, 127.0 + 3, -3, True),
+        # A ReLU6 range or a ReLU with zero point above -128 narrows the output range.
+        (b, bias, scale, 0.0, 127.0 + 100, -100, False),
+        (b, bias, scale, -128.0, 60.0, 0, False),
+        # 128 * 128,000 * 65.5 = 1.07e9 stays below 2^30; 65.6 does not.
+        (b, bias, np.full(3, 65.5, dtype=np.float32), -128.0, 127.0, 0, True),
+        (b, bias, np.array([0.01, 65.6, 0.01], dtype=np.float32), -128.0, 127.0, 0, False),
+        # A bias near the int32 limits alone exceeds the bound, even with a small scale.
+        (b, np.array([0, 2**30, 0], dtype=np.int32), scale, -128.0, 127.0, 0, False),
+        (b, bias, np.array([0.01, np.nan, 0.01], dtype=np.float32), -128.0, 127.0, 0, False),
+    ]
+    for b_, bias_, scale_, lo, hi, zero_point, expected in cases:
+        assert saturation_clamps_reference(b_, bias_, scale_, lo, hi, zero_point) is expected
+        assert _native.saturation_clamps(b_, bias_, scale_, lo, hi, zero_point) is expected
+
+
+@pytest.mark.parametrize("isa", PATHS)
+def test_fused_stage_saturation_limits(isa):
+    # The extreme records meet weights of -128 and 127, with scales on both sides of
+    # the limit where the stage may clamp by saturation, and ranges that forbid it.
+    # Converting f beyond 2^31 without the clamps would give the lowest value.
+    k = 1000
+    a = np.zeros((4, k), dtype=np.int8)
+    a[0], a[1] = -128, 127
+    a[2, ::2], a[2, 1::2] = -128, 127
+    a[3] = np.arange(k) % 256 - 128
+    b = np.stack([np.full(k, -128), np.full(k, 127), np.tile([127, -128], k // 2), np.arange(k) % 7 - 3]).astype(np.int8)
+    bias = np.array([3, -2**20, 2**20, 0], dtype=np.int32)
+    for scale_value in (0.001, 0.4, 65.0, 65.6, 200.0):
+        scale = np.full(4, scale_value, dtype=np.float32)
+        for lo, hi, zero_point in [(-128.0 - 7, 127.0 - 7, 7), (0.0, 255.0, -128), (0.0, 127.0 + 100, -100)]:
+            expected = requantize_reference(exact_product(a, b), bias, scale, lo, hi, zero_point)
+            got = _native.gemm_requantize_fp32(isa, a, b, bias, scale, lo, hi, zero_point)
+            np.testing.assert_array_equal(got, expected, err_msg=f"scale={scale_value} lo={lo} zero point={zero_point}")
+
+
 @pytest.mark.parametrize("isa", PATHS[1:])
 def test_peak_is_positive(isa):
     assert _native.int8_peak_gmacs(isa, 1) > 0

@@ -45,6 +45,10 @@ struct Fp32Requantization {
   float min_less_zero_point = -128.0f;  // output range minus the zero point, both in -255..255
   float max_less_zero_point = 127.0f;
   int32_t zero_point = 0;
+  // Set by the caller when SaturationClamps holds for the weights and this
+  // stage: a path may then skip the float clamps and let its saturating
+  // narrowing to int8 clamp instead.
+  bool saturation_clamps = false;
 };
 
 // std::nearbyint for |v| <= 2^22, without the library call that x86-64's
@@ -101,6 +105,13 @@ inline void RunRequantizeFp32(const Int8Gemm& gemm, const int8_t* a, int64_t a_s
   gemm.run(a, a_stride, m, b, acc, b.n);
   gemm.requantize_fp32(acc, b.n, m, b.n, stage, y, y_stride);
 }
+
+// Returns whether saturating round(f) + zero_point to int8 equals
+// RequantizeFp32 for every int8 A times row-major B [n][k]. That holds when the
+// stage clamps to all of int8 and |f| < 2^30, so that no int32 step overflows,
+// because rounding is monotone and the clamp bounds are integers. |sum + bias|
+// is bounded by 128 * sum_k |b[j][k]| + |bias[j]|.
+bool SaturationClamps(const int8_t* b, int64_t n, int64_t k, const Fp32Requantization& stage);
 
 // The portable reference; every other path must return identical results.
 const Int8Gemm& ScalarGemm();

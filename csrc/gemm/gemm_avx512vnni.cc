@@ -49,7 +49,8 @@ void PackS8S32Nr32C4(const int8_t* b, int64_t n, int64_t k, PackedB* out) {
 }
 
 // The destination of a microkernel tile: int32 sums to c, or, when stage is
-// set, the fp32 output stage of the panel's columns (from column0 on) to y.
+// set, the fp32 output stage of the panel's columns (from column0 on) to y
+// (without its float clamps when stage->saturation_clamps is set).
 struct TileOutput {
   int32_t* c = nullptr;
   int64_t c_stride = 0;
@@ -147,6 +148,21 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t a_stride, const int
     __m512 scale[NB];
 #pragma GCC unroll 2
     for (int q = 0; q < NB; ++q) scale[q] = _mm512_maskz_loadu_ps(lanes[q], out.stage->scale + out.column0 + 16 * q);
+    int8_t* const y = out.y;
+    const int64_t y_stride = out.y_stride;
+    if (out.stage->saturation_clamps) {
+      // vpmovsdb saturates, which clamps to int8 here (SaturationClamps).
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 2
+        for (int q = 0; q < NB; ++q) {
+          const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[0][r][q]), scale[q]);
+          const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
+          _mm_mask_storeu_epi8(y + r * y_stride + 16 * q, lanes[q], _mm512_cvtsepi32_epi8(v));
+        }
+      }
+      return;
+    }
 #pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 2
@@ -154,7 +170,7 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t a_stride, const int
         __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[0][r][q]), scale[q]);
         f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
         const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
-        _mm_mask_storeu_epi8(out.y + r * out.y_stride + 16 * q, lanes[q], _mm512_cvtsepi32_epi8(v));
+        _mm_mask_storeu_epi8(y + r * y_stride + 16 * q, lanes[q], _mm512_cvtsepi32_epi8(v));
       }
     }
     return;

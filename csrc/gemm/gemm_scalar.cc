@@ -39,6 +39,24 @@ void RequantizeScalar(const int32_t* acc, int64_t acc_stride, int64_t m, int64_t
 
 }  // namespace
 
+bool SaturationClamps(const int8_t* b, int64_t n, int64_t k, const Fp32Requantization& stage) {
+  if (stage.min_less_zero_point + static_cast<float>(stage.zero_point) > -128.0f ||
+      stage.max_less_zero_point + static_cast<float>(stage.zero_point) < 127.0f) {
+    return false;
+  }
+  constexpr double kLimit = 1073741824.0;  // 2^30
+  for (int64_t j = 0; j < n; ++j) {
+    int64_t abs_sum = 0;
+    for (int64_t q = 0; q < k; ++q) abs_sum += b[j * k + q] < 0 ? -b[j * k + q] : b[j * k + q];
+    const double bias = static_cast<double>(stage.bias[j]);
+    const double bound = 128.0 * static_cast<double>(abs_sum) + (bias < 0 ? -bias : bias);
+    const double scale = static_cast<double>(stage.scale[j]);
+    // Both comparisons fail for a NaN scale.
+    if (!(bound < kLimit && bound * scale < kLimit)) return false;
+  }
+  return true;
+}
+
 // The scalar path has no peak loop: the compiler vectorizes the loops above
 // for the build's baseline instruction set, so no scalar loop bounds them.
 const Int8Gemm& ScalarGemm() {

@@ -337,7 +337,17 @@ class ChannelRequantizer {
     stage.min_less_zero_point = min_less_zero_point_;
     stage.max_less_zero_point = max_less_zero_point_;
     stage.zero_point = zero_point_;
+    stage.saturation_clamps = saturation_clamps_;
     return stage;
+  }
+
+  // Lets the GEMM paths clamp by saturation (gemm::SaturationClamps) for
+  // GEMMs with weights w [channels][depth] and the given bias added to the sums.
+  void AllowSaturationClamps(const int8_t* w, int64_t depth, const std::vector<int32_t>& bias) {
+    saturation_clamps_ = false;
+    if (is_fp32()) {
+      saturation_clamps_ = gemm::SaturationClamps(w, static_cast<int64_t>(fp32_scale_.size()), depth, Fp32Stage(bias.data(), 0));
+    }
   }
 
   inline int8_t operator()(int32_t acc, int64_t channel) const {
@@ -368,6 +378,7 @@ class ChannelRequantizer {
   float min_less_zero_point_ = -128.0f;
   float max_less_zero_point_ = 127.0f;
   int32_t zero_point_ = 0;
+  bool saturation_clamps_ = false;
   Int8Range range_;
 };
 

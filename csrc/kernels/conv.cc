@@ -176,6 +176,7 @@ class ConvInt8 final : public Kernel {
     const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kFixedPoint
                                                                  : ChannelRequantizer::Formula::kFp32;
     requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.out_c, check.ActivationOption(), numerics);
+    requantize_.AllowSaturationClamps(w, depth_, folded_bias_);
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
   }

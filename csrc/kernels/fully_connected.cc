@@ -74,6 +74,7 @@ class FullyConnectedInt8 final : public Kernel {
     const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kDouble
                                                                  : ChannelRequantizer::Formula::kFp32;
     requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.units, check.ActivationOption(), numerics);
+    requantize_.AllowSaturationClamps(w, g_.depth, folded_bias_);
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
   }
