@@ -105,6 +105,16 @@ def relu_mlp():
     return keras.Model(x, L.Dense(4)(h))
 
 
+def sequence_dense():
+    """Dense layers on records of 6 rows: the converter moves the rows into the batch around each layer."""
+    keras, L = _layers()
+    x = keras.Input((6, 7))
+    h = L.Dense(8, activation="relu")(x)
+    h = L.Add()([L.Dense(6, activation="tanh")(h), L.Dense(6, activation="sigmoid")(h)])
+    h = L.Softmax()(L.Dense(5)(h))
+    return keras.Model(x, L.Dense(4)(L.Flatten()(h)))
+
+
 BUILDERS = {
     "mlp": relu_mlp,
     "dilated": dilated_variants,
@@ -115,6 +125,7 @@ BUILDERS = {
     "dense": lambda: dense_heads(softmax=False),
     "softmax": lambda: dense_heads(softmax=True),
     "dilated-activations": dilated_activations,
+    "sequence-dense": sequence_dense,
 }
 
 

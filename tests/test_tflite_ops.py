@@ -61,7 +61,7 @@ def run_litert(path, x: np.ndarray, resolver: str) -> np.ndarray:
 
 @pytest.mark.parametrize("numerics", list(RESOLVERS))
 @pytest.mark.parametrize("name", ["conv", "depthwise", "dilated", "dilated-activations", "pooling", "elementwise",
-                                  "dense"])
+                                  "dense", "sequence-dense"])
 def test_int8_model_equals_litert(op_models, name, numerics):
     model = read_tflite(op_models[name])
     x = edge_inputs(model.input().shape[1:], 1200, seed=len(name))
@@ -69,6 +69,54 @@ def test_int8_model_equals_litert(op_models, name, numerics):
     got = NativeSession(model, numerics=numerics, threads=2).run(x)
     assert got.dtype == np.int8
     np.testing.assert_array_equal(got, expected)
+
+
+def _ops_of(model, kind):
+    return [op for op in model.operators if op.kind == kind]
+
+
+def test_sequence_dense_folds_shape_ops(op_models):
+    """GATHER, REDUCE_PROD and CONCATENATION on shape values fold at load time; the model runs as rows."""
+    model = read_tflite(op_models["sequence-dense"])
+    kinds = {op.kind for op in model.operators}
+    assert {"GATHER", "REDUCE_PROD", "CONCATENATION"} <= kinds
+    session = NativeSession(model)
+    assert session.run(edge_inputs((6, 7), 10, seed=0)).shape == (10, 4)
+
+
+def test_sequence_dense_bad_shape_ops(op_models):
+    from dataclasses import replace
+
+    from edgemia.errors import ModelFormatError, UnsupportedModelError
+
+    model = read_tflite(op_models["sequence-dense"])
+    gather = _ops_of(model, "GATHER")[0]
+    indices = model.tensors[gather.inputs[1]]
+
+    def with_tensor(tensor):
+        tensors = list(model.tensors)
+        tensors[tensor.index] = tensor
+        return replace(model, tensors=tensors)
+
+    def with_op(op):
+        return replace(model, operators=[op if o.index == op.index else o for o in model.operators])
+
+    bad_index = with_tensor(replace(indices, data=np.array([0, 3], dtype=np.int32)))
+    with pytest.raises(ModelFormatError, match=r"operator \d+ \(GATHER\): index 3 is outside 0..2"):
+        NativeSession(bad_index)
+    with pytest.raises(UnsupportedModelError, match=r"\(GATHER\): batch_dims other than 0"):
+        NativeSession(with_op(replace(gather, options={"axis": 0, "batch_dims": 1})))
+    with pytest.raises(ModelFormatError, match=r"\(GATHER\): axis 4 is out of range for rank 1"):
+        NativeSession(with_op(replace(gather, options={"axis": 4, "batch_dims": 0})))
+
+    # The first dense layer's output still has its 6 rows per record in the batch.
+    inner = _ops_of(model, "FULLY_CONNECTED")[0].outputs[0]
+    with pytest.raises(UnsupportedModelError, match="has 6 rows per record in its batch dimension"):
+        NativeSession(replace(model, outputs=[inner]))
+    tanh = _ops_of(model, "TANH")[0]
+    folded_tanh = replace(tanh, inputs=[inner], kind="AVERAGE_POOL_2D")
+    with pytest.raises(UnsupportedModelError, match=r"\(AVERAGE_POOL_2D\): reads a tensor whose rows a RESHAPE"):
+        NativeSession(with_op(folded_tanh))
 
 
 def test_int8_softmax_equals_litert(op_models):

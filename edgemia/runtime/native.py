@@ -22,7 +22,15 @@ logger = logging.getLogger(__name__)
 NUMERICS_MODES = {"tflite": ("litert", "litert-reference"), "onnx": ("onnxruntime",)}
 
 # Ops evaluated at load time on constant int32 shape vectors.
-_FOLDED_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
+_FOLDED_OPS = ("SHAPE", "STRIDED_SLICE", "PACK", "GATHER", "REDUCE_PROD")
+# Kernel ops that are folded as well when every input is known at load time.
+_FOLDED_WHEN_KNOWN = ("CONCATENATION",)
+# Ops that treat each row of their input alone, so that they may run on
+# tensors whose rows a RESHAPE moved into the batch (see _reshape_target).
+_ROW_OPS = (
+    "FULLY_CONNECTED", "ADD", "MUL", "QUANTIZE", "DEQUANTIZE", "LOGISTIC", "TANH", "RELU", "RELU6", "RELU_N1_TO_1",
+    "SOFTMAX",
+)
 _NATIVE_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.int8): "int8", np.dtype(np.int32): "int32"}
 
 
@@ -135,6 +143,12 @@ class _Folder:
             result = np.array(self.model.tensors[op.inputs[0]].shape, dtype=np.int32)
         elif op.kind == "STRIDED_SLICE":
             result = self._strided_slice(op)
+        elif op.kind == "GATHER":
+            result = self._gather(op)
+        elif op.kind == "REDUCE_PROD":
+            result = self._reduce_prod(op)
+        elif op.kind == "CONCATENATION":
+            result = self._concatenation(op)
         else:  # PACK
             count = int(op.options.get("values_count", len(op.inputs)))
             if count != len(op.inputs) or count < 1:
@@ -147,6 +161,45 @@ class _Folder:
                 raise self.fail(op, f"axis {axis} is out of range")
             result = np.stack(parts, axis=axis)
         self.values[op.outputs[0]] = result
+
+    def _axis(self, op: OperatorInfo, axis: int, rank: int) -> int:
+        if not -rank <= axis < rank:
+            raise self.fail(op, f"axis {axis} is out of range for rank {rank}")
+        return axis % rank
+
+    def _gather(self, op: OperatorInfo) -> np.ndarray:
+        params = np.asarray(self.known(op, 0))
+        indices = np.asarray(self.known(op, 1))
+        if int(op.options.get("batch_dims", 0)) != 0:
+            raise self.unsupported(op, "batch_dims other than 0 cannot be folded")
+        if params.ndim == 0:
+            raise self.fail(op, "gathers from a scalar")
+        axis = self._axis(op, int(op.options.get("axis", 0)), params.ndim)
+        size = params.shape[axis]
+        outside = indices[(indices < 0) | (indices >= size)]
+        if outside.size:
+            raise self.fail(op, f"index {int(outside.reshape(-1)[0])} is outside 0..{size - 1}")
+        return np.take(params, indices.astype(np.int64), axis=axis)
+
+    def _reduce_prod(self, op: OperatorInfo) -> np.ndarray:
+        x = np.asarray(self.known(op, 0))
+        axes = sorted({self._axis(op, int(a), max(x.ndim, 1)) for a in np.asarray(self.known(op, 1)).reshape(-1)})
+        result = np.prod(x.astype(np.int64), axis=tuple(axes), keepdims=bool(op.options.get("keep_dims", 0)))
+        if x.dtype == np.int32 and np.any(np.abs(result) > np.iinfo(np.int32).max):
+            raise self.fail(op, "the product leaves the int32 range")
+        return result.astype(x.dtype)
+
+    def _concatenation(self, op: OperatorInfo) -> np.ndarray:
+        parts = [np.asarray(self.known(op, i)) for i in range(len(op.inputs))]
+        if not parts or any(p.ndim != parts[0].ndim or p.ndim == 0 for p in parts):
+            raise self.fail(op, "inputs must have the same rank, at least 1")
+        if int(op.options.get("activation", 0)) != 0:
+            raise self.unsupported(op, "a fused activation on shape values cannot be folded")
+        axis = self._axis(op, int(op.options.get("axis", 0)), parts[0].ndim)
+        try:
+            return np.concatenate(parts, axis=axis)
+        except ValueError as exc:
+            raise self.fail(op, f"inputs cannot be joined on axis {axis}: {exc}") from None
 
     def _strided_slice(self, op: OperatorInfo) -> np.ndarray:
         x = np.asarray(self.known(op, 0))
@@ -184,26 +237,39 @@ def _record_shape(model: TfliteModel, tensor: TensorInfo) -> list[int]:
     return list(tensor.shape[1:])
 
 
-def _reshape_target(model: TfliteModel, folder: _Folder, op: OperatorInfo, in_elements: int) -> list[int]:
+def _reshape_target(
+    model: TfliteModel, folder: _Folder, op: OperatorInfo, in_elements: int
+) -> tuple[list[int], int]:
+    """Return the record shape that a RESHAPE writes and the rows per record it moves into the batch.
+
+    Shape values are folded with a batch of 1. A new shape that keeps the batch as dimension 0
+    gives 1 row. Keras writes a Dense layer on records of [5, 6] as a RESHAPE to [5, 6] (or
+    [-1, 6]), after which the batch counts rows. That gives the record shape [5, 6] and 5 rows.
+    The ops after it must treat each row alone (_ROW_OPS) until a RESHAPE restores the batch.
+    """
     if len(op.inputs) > 1 and op.inputs[1] >= 0:
         target = [int(d) for d in np.asarray(folder.known(op, 1)).reshape(-1)]
     elif "new_shape" in op.options:
         target = list(op.options["new_shape"])
     else:
         target = list(model.tensors[op.outputs[0]].shape)
-    if not target or target[0] not in (1, -1):
+    if not target:
+        raise folder.unsupported(op, "new shape [] has no batch dimension, which the native kernel needs")
+    if target.count(-1) > 1 or any(d < -1 or d == 0 for d in target):
+        raise folder.fail(op, f"new shape {target} is invalid")
+    resolved = list(target)
+    if -1 in target:
+        known = int(np.prod([d for d in target if d != -1], dtype=np.int64))
+        if in_elements % known:
+            raise folder.fail(op, f"new shape {target} does not divide {in_elements} values per record")
+        resolved[target.index(-1)] = in_elements // known
+    elif target[0] != 1 and int(np.prod(target, dtype=np.int64)) != in_elements:
         raise folder.unsupported(
             op, f"new shape {target} does not keep the batch as dimension 0, which the native kernel needs"
         )
-    record = target[1:]
-    if record.count(-1) > 1 or any(d < -1 or d == 0 for d in record):
-        raise folder.fail(op, f"new shape {target} is invalid")
-    if -1 in record:
-        known = int(np.prod([d for d in record if d != -1], dtype=np.int64))
-        if known == 0 or in_elements % known:
-            raise folder.fail(op, f"new shape {target} does not divide {in_elements} values per record")
-        record[record.index(-1)] = in_elements // known
-    return record
+    if resolved[0] == 1:
+        return resolved[1:], 1
+    return resolved, resolved[0]
 
 
 _WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -319,8 +385,11 @@ class NativeSession:
 
         kernel_ops = set(native.supported_ops())
         native_id(model.inputs[0])
+        # Activations whose rows a RESHAPE moved into the batch, with their rows per record.
+        batch_rows: dict[int, int] = {}
         for op in _fuse_dilated_convolutions(model):
-            if op.kind in _FOLDED_OPS:
+            known_inputs = bool(op.inputs) and all(t >= 0 and t in folder.values for t in op.inputs)
+            if op.kind in _FOLDED_OPS or (op.kind in _FOLDED_WHEN_KNOWN and known_inputs):
                 folder.fold(op)
                 continue
             if op.kind not in kernel_ops:
@@ -335,14 +404,22 @@ class NativeSession:
                     raise folder.unsupported(op, "reshapes a constant, which the native kernel does not run")
                 native_id(source)
                 in_elements = int(np.prod(record_shapes[source], dtype=np.int64))
-                target = _reshape_target(model, folder, op, in_elements)
+                target, rows = _reshape_target(model, folder, op, in_elements)
                 declared = model.tensors[op.outputs[0]].shape
-                if declared and list(declared[1:]) != target:
+                # The declared shape of a tensor whose batch counts rows may hold placeholder 1s.
+                if rows == 1 and declared and list(declared[1:]) != target:
                     raise folder.fail(
                         op, f"new shape {target} disagrees with the output's declared shape {list(declared)}"
                     )
                 inputs = [ids[source]]
                 outputs = [native_id(op.outputs[0], target)]
+                if rows > 1:
+                    batch_rows[op.outputs[0]] = rows
+            elif any(t in batch_rows for t in op.inputs):
+                rows = self._row_op_rows(op, batch_rows, folder)
+                inputs = [native_id(t) if t >= 0 else -1 for t in op.inputs]
+                outputs = [native_id(t, [rows, *model.tensors[t].shape[1:]]) for t in op.outputs]
+                batch_rows.update((t, rows) for t in op.outputs)
             else:
                 for t in op.inputs:
                     if t >= 0 and t in folder.values and model.tensors[t].data is None:
@@ -354,7 +431,27 @@ class NativeSession:
             self._graph.add_op(op.kind, str(op.index), inputs, outputs, options, float_options)
         if model.outputs[0] not in ids:
             raise ModelFormatError(f"{model.path}: no executed op writes the model output")
+        if model.outputs[0] in batch_rows:
+            raise UnsupportedModelError(
+                f"{model.path}: the model output {model.tensors[model.outputs[0]].label()} has "
+                f"{batch_rows[model.outputs[0]]} rows per record in its batch dimension; the native kernel "
+                "needs one output row per record"
+            )
         self._graph.finalize([ids[model.inputs[0]]], [ids[model.outputs[0]]], self.numerics)
+
+    def _row_op_rows(self, op: OperatorInfo, batch_rows: dict[int, int], folder: _Folder) -> int:
+        """Return the rows per record of an op whose input has rows in the batch, if the op can run there."""
+        if op.kind not in _ROW_OPS:
+            raise folder.unsupported(
+                op, "reads a tensor whose rows a RESHAPE moved into the batch. On such tensors the native "
+                f"kernel runs only {', '.join(_ROW_OPS)}"
+            )
+        tensors = self.model.tensors
+        activations = [t for t in op.inputs if t >= 0 and not tensors[t].constant]
+        rows = {batch_rows.get(t, 1) for t in activations}
+        if len(rows) > 1:
+            raise folder.unsupported(op, "combines tensors with different rows per record in the batch")
+        return rows.pop()
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run a batch of inputs already in the input tensor's dtype; return the raw output."""

@@ -190,12 +190,18 @@ def _read_options(op, kind: str) -> dict[str, object]:
         o = tflite.SoftmaxOptions()
         o.Init(table.Bytes, table.Pos)
         return {"beta": float(o.Beta())}
-    if kind == "MEAN":
+    if kind in ("MEAN", "REDUCE_PROD"):
         if table is None:
             return {"keep_dims": 0}
         o = tflite.ReducerOptions()
         o.Init(table.Bytes, table.Pos)
         return {"keep_dims": int(bool(o.KeepDims()))}
+    if kind == "GATHER":
+        if table is None:
+            return {"axis": 0, "batch_dims": 0}
+        o = tflite.GatherOptions()
+        o.Init(table.Bytes, table.Pos)
+        return {"axis": o.Axis(), "batch_dims": o.BatchDims()}
     if kind == "PACK":
         if table is None:
             raise ValueError("builtin options are missing")
