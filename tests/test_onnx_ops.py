@@ -29,9 +29,11 @@ def onnx_models(tmp_path_factory):
     keras.utils.set_random_seed(5)
     folder = tmp_path_factory.mktemp("onnx-models")
     paths = {}
-    for name in [*ONNX_MODELS, "maxpool", "elementwise", "dense", "matmul", "wide-padding"]:
+    for name in [*ONNX_MODELS, "maxpool", "elementwise", "dense", "matmul", "wide-padding", "sequence"]:
         if name == "conv":
             model = conv_variants(groups=1)
+        elif name == "sequence":
+            model = _sequence_model(keras)
         elif name == "matmul":
             model = _matmul_model(keras)
         elif name == "wide-padding":
@@ -83,6 +85,14 @@ def _matmul_model(keras):
     x = keras.Input((24,))
     h = layers.Dense(16, use_bias=False)(x)
     return keras.Model(x, layers.Dense(5, use_bias=False)(h))
+
+
+def _sequence_model(keras):
+    # Dense layers on records of 6 rows: Reshape to [-1, 7], MatMul, Reshape back, then the bias Add.
+    layers = keras.layers
+    x = keras.Input((6, 7))
+    h = layers.Dense(5)(layers.Dense(8, activation="relu")(x))
+    return keras.Model(x, layers.Dense(4)(layers.Flatten()(h)))
 
 
 def run_onnxruntime(path, x: np.ndarray) -> np.ndarray:
@@ -320,17 +330,73 @@ def _reshape_model(path, target: list[int], allowzero: int = 0) -> None:
 
 
 @pytest.mark.parametrize("target, allowzero, error, message", [
-    # Valid ONNX, as Keras writes for a Dense layer on rank-3 input, but the batch dimension changes.
-    ([-1, 17], 0, UnsupportedModelError,
-     r"\[-1, 17\] changes the number of records \(each has 85 values, the target 17\)"),
-    ([-1, 170], 0, UnsupportedModelError, r"changes the number of records \(each has 85 values, the target 170\)"),
-    ([-1, -1, 17], 0, ModelFormatError, r"\[-1, -1, 17\] has more than one -1"),
-    ([0, 85], 1, UnsupportedModelError, r"allowzero=1 makes a zero-size dimension"),
+    # Valid ONNX, as Keras writes for a Dense layer on rank-3 input; the output keeps 5 rows per record.
+    ([-1, 17], 0, UnsupportedModelError, r"the output 'y' has 5 rows per record in its batch dimension"),
+    # Valid ONNX for an even batch: each row joins two records.
+    ([-1, 170], 0, UnsupportedModelError, r"'fold'.*\[-1, 170\] makes rows of 170 values, which do not divide the 85"),
+    ([-1, -1, 17], 0, ModelFormatError, r"'fold'.*\[-1, -1, 17\] has more than one -1"),
+    ([0, 85], 1, UnsupportedModelError, r"'fold'.*allowzero=1 makes a zero-size dimension"),
 ])
 def test_reshape_targets_rejected(tmp_path, target, allowzero, error, message):
     _reshape_model(tmp_path / "fold.onnx", target, allowzero)
-    with pytest.raises(error, match=r"'fold'.*" + message):
+    with pytest.raises(error, match=message):
         NativeSession(read_onnx(tmp_path / "fold.onnx"))
+
+
+def test_sequence_dense_equals_onnxruntime(onnx_models):
+    """The rows that a Reshape moves into the batch run as rows of each record, in float and in int8 QDQ."""
+    model = read_onnx(onnx_models["sequence-int8"])
+    x = records_for(model, 1500, seed=4)
+    np.testing.assert_array_equal(NativeSession(model).run(x), run_onnxruntime(onnx_models["sequence-int8"], x))
+    model = read_onnx(onnx_models["sequence-float"])
+    got = NativeSession(model).run(x)
+    np.testing.assert_allclose(got, run_onnxruntime(onnx_models["sequence-float"], x), rtol=1e-4, atol=1e-4)
+    # In QOperator form the bias is a constant operand of QLinearAdd, which MLAS broadcasts.
+    with pytest.raises(UnsupportedModelError, match=r"\(QLinearAdd\): operand '.*' is a constant"):
+        NativeSession(read_onnx(onnx_models["sequence-qoperator"]))
+
+
+def test_int8_add_of_constant_to_shared_activation_unsupported(tmp_path):
+    """The activation's DequantizeLinear feeds two nodes, so ONNX Runtime keeps it int8 and may fuse the Add."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    initializers = [
+        numpy_helper.from_array(np.array(0.05, dtype=np.float32), "s"),
+        numpy_helper.from_array(np.array(3, dtype=np.int8), "z"),
+        numpy_helper.from_array(np.arange(8, dtype=np.int8), "bias_q"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+        helper.make_node("DequantizeLinear", ["bias_q", "s", "z"], ["bias"], name="dq_bias"),
+        helper.make_node("Add", ["xd", "bias"], ["sum"], name="add"),
+        helper.make_node("Mul", ["xd", "sum"], ["y"], name="mul"),
+    ]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "shared.onnx"))
+    with pytest.raises(UnsupportedModelError, match=r"'add' \(Add\): an int8 Add of an activation and a constant"):
+        NativeSession(read_onnx(tmp_path / "shared.onnx"))
+
+
+def test_rows_in_batch_reach_only_row_ops(tmp_path):
+    """A Concat on rows that a Reshape moved into the batch would join rows of different records."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "rows"], ["r"], name="fold"),
+         helper.make_node("Concat", ["r", "r"], ["c"], name="join", axis=1),
+         helper.make_node("Reshape", ["c", "back"], ["y"], name="unfold")], "rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5, 17])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 170])],
+        [numpy_helper.from_array(np.array([-1, 17], dtype=np.int64), "rows"),
+         numpy_helper.from_array(np.array([-1, 170], dtype=np.int64), "back")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "rows.onnx"))
+    with pytest.raises(UnsupportedModelError, match=r"'join' \(Concat\): reads a tensor whose rows a Reshape"):
+        NativeSession(read_onnx(tmp_path / "rows.onnx"))
 
 
 def test_int8_graph_output_rejected_with_advice(tmp_path):

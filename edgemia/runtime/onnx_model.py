@@ -133,6 +133,9 @@ class _Translator(DynamicQuantizationHandlers):
     constants: dict = field(default_factory=dict)  # ONNX name -> np.ndarray
     consumers: dict = field(default_factory=dict)  # ONNX name -> list of nodes
     skipped: set = field(default_factory=set)  # ids of nodes folded into an earlier op
+    # ONNX name -> rows per record, for activations whose rows a Reshape moved into the batch
+    batch_rows: dict = field(default_factory=dict)
+    reshape_rows: int = 1  # rows per record of the Reshape being translated
     ops: int = 0
 
     # -- helpers -------------------------------------------------------------
@@ -196,6 +199,19 @@ class _Translator(DynamicQuantizationHandlers):
                         {f"perm{i}": p for i, p in enumerate(perm)})
         return converted
 
+    def _input_rows(self, node) -> int:
+        """Return the rows per record in the batch of the node's activations, if the node may read them."""
+        activations = [name for name in node.input if isinstance(self.values.get(name), (_Value, _Dequantized))]
+        rows = {self.batch_rows.get(name, 1) for name in activations}
+        if rows == {1} or not rows:
+            return 1
+        if node.op_type not in _ROW_OP_TYPES:
+            raise self.unsupported(node, "reads a tensor whose rows a Reshape moved into the batch. On such tensors "
+                                         f"the native kernel runs only {', '.join(_ROW_OP_TYPES)}")
+        if len(rows) > 1:
+            raise self.unsupported(node, "combines tensors with different rows per record in the batch")
+        return rows.pop()
+
     # -- translation ---------------------------------------------------------
 
     def run(self) -> tuple[int, int]:
@@ -231,6 +247,9 @@ class _Translator(DynamicQuantizationHandlers):
             handler = getattr(self, f"_{node.op_type}", None)
             if handler is None:
                 raise self.unsupported(node, "this ONNX op is not supported by the native kernel")
+            rows = self._input_rows(node)
+            written = set(self.values)
+            self.reshape_rows = 1
             try:
                 handler(node)
             except (IndexError, KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as exc:
@@ -239,8 +258,16 @@ class _Translator(DynamicQuantizationHandlers):
                 if isinstance(exc, EdgemiaError) or type(exc).__module__.startswith("edgemia._native"):
                     raise
                 raise self.fail(node, f"is malformed ({type(exc).__name__}: {exc})") from exc
+            rows = self.reshape_rows if node.op_type == "Reshape" else rows
+            if rows > 1:
+                self.batch_rows.update((name, rows) for name in set(self.values) - written)
 
         output = proto.graph.output[0].name
+        if output in self.batch_rows:
+            raise UnsupportedModelError(
+                f"{self.model.path}: the output '{output}' has {self.batch_rows[output]} rows per record in its "
+                "batch dimension; the native kernel needs one output row per record"
+            )
         value = self.values.get(output)
         if isinstance(value, _Dequantized):
             source = self.as_layout(value.source, False, _NodeName(output))
@@ -474,11 +501,9 @@ class _Translator(DynamicQuantizationHandlers):
         if not isinstance(source, _Value):
             raise self.unsupported(node, f"'{a_name}' is not an activation")
         source = self.as_layout(source, False, node)
-        if len(source.shape) != 1:
-            raise self.unsupported(node, f"the input must be [batch, features], got features {source.shape}")
         units, depth = weights_nk.shape
-        if source.shape[0] != depth:
-            raise self.fail(node, f"the input has {source.shape[0]} features but the weights expect {depth}")
+        if not source.shape or source.shape[-1] != depth:
+            raise self.fail(node, f"the input has shape {source.shape} but the weights expect {depth} features")
         if quantized:
             q, scale, zero_point = self._fused_output(node)
             self._fully_connected_int8(node, source, weights_nk, scales, bias, q.output[0], scale, zero_point)
@@ -487,22 +512,24 @@ class _Translator(DynamicQuantizationHandlers):
         inputs = [source.native_id, w_id, -1]
         if float_bias is not None:
             inputs[2] = self.add_constant(f"{node.name}:bias", float_bias.astype(np.float32), "float32")
-        out = _Value(self.add_activation(node.output[0], "float32", [units]), "float32", [units])
+        shape = [*source.shape[:-1], units]
+        out = _Value(self.add_activation(node.output[0], "float32", shape), "float32", shape)
         self.add_op("FULLY_CONNECTED", node.name, inputs, [out.native_id], {"activation": 0})
         self.values[node.output[0]] = out
 
     def _fully_connected_int8(self, node, a: _Value, weights_nk, scales, bias, name: str, scale: float,
                               zero_point: int) -> None:
-        """Emit an int8 fully connected op writing `name` with the given output quantization."""
+        """Emit an int8 fully connected op on the last axis, writing `name` with the given output quantization."""
         source = self.as_layout(a, False, node)
         units, depth = weights_nk.shape
-        if len(source.shape) != 1 or source.shape[0] != depth:
+        if not source.shape or source.shape[-1] != depth:
             raise self.fail(node, f"the input has shape {source.shape} but the weights expect {depth} features")
         w_id = self.add_constant(f"{node.name}:weights", weights_nk, "int8", scales, [0] * len(scales), 0)
         inputs = [source.native_id, w_id, -1]
         if bias is not None:
             inputs[2] = self.add_constant(f"{node.name}:bias", bias.data, "int32", bias.scales, bias.zero_points, 0)
-        out = _Value(self.add_activation(name, "int8", [units], scale, zero_point), "int8", [units], False, scale,
+        shape = [*source.shape[:-1], units]
+        out = _Value(self.add_activation(name, "int8", shape, scale, zero_point), "int8", shape, False, scale,
                      zero_point)
         self.add_op("FULLY_CONNECTED", node.name, inputs, [out.native_id], {"activation": 0})
         self.values[name] = out
@@ -602,8 +629,17 @@ class _Translator(DynamicQuantizationHandlers):
 
     def qdq_binary(self, node, kind: str, operands: list) -> None:
         """Emit the int8 ADD or MUL (`kind`) that ONNX Runtime fuses from DequantizeLinear -> `node` -> QuantizeLinear."""
-        if len(operands) != 2 or not all(isinstance(value, _Dequantized) for value in operands):
+        if len(operands) != 2 or not all(isinstance(value, (_Dequantized, _QuantizedConstant)) for value in operands):
             raise self.unsupported(node, f"int8 {node.op_type} needs two dequantized int8 activations")
+        if any(isinstance(value, _QuantizedConstant) for value in operands):
+            # ONNX Runtime's x86-64 build leaves an int8 constant in int8. When it converts the activation to
+            # uint8 the types differ, so it runs the op in float. Otherwise it may fuse a broadcasting QLinear op.
+            if not all(value.uint8 for value in operands if isinstance(value, _Dequantized)):
+                raise self.unsupported(node, f"an int8 {node.op_type} of an activation and a constant may run as a "
+                                             "broadcasting QLinear op in ONNX Runtime, which the native kernel "
+                                             "does not reproduce")
+            self.float_binary(node, kind, self.dequantized_inputs(node))
+            return
         domain = self.fused_domain(node, operands)
         if domain is None:
             self.float_binary(node, kind, self.dequantized_inputs(node))
@@ -633,6 +669,11 @@ class _Translator(DynamicQuantizationHandlers):
             elif name in self.constants:
                 inputs.append(self.add_constant(f"{node.name}:{name}", self.constants[name].astype(np.float32),
                                                 "float32"))
+            elif isinstance(value, _QuantizedConstant) and value.scales.size == 1:
+                # DequantizeLinear of a constant, as ONNX Runtime computes it: float(x - zero point) * scale.
+                centered = value.data.astype(np.int64) - int(value.zero_points[0])
+                floats = centered.astype(np.float32) * np.float32(value.scales[0])
+                inputs.append(self.add_constant(f"{node.name}:{name}", floats, "float32"))
             else:
                 raise self.unsupported(node, f"'{name}' is neither an activation nor a constant")
         out = _Value(self.add_activation(node.output[0], "float32", list(shape)), "float32", list(shape), False)
@@ -801,6 +842,10 @@ class _Translator(DynamicQuantizationHandlers):
     def _qlinear_binary(self, node, kind: str) -> None:
         if len(node.input) != 8:
             raise self.fail(node, f"has {len(node.input)} inputs, expected 8")
+        for position in (0, 3):
+            if node.input[position] in self.constants:
+                raise self.unsupported(node, f"operand '{node.input[position]}' is a constant; the native kernel runs "
+                                             f"{node.op_type} only on two activations of the same shape")
         a = self._int8_input(node, 0)
         b = self._int8_input(node, 3)
         scale, zero_point = self._int8_output(node, node.input[6], node.input[7])
@@ -910,6 +955,16 @@ class _Translator(DynamicQuantizationHandlers):
 
     # Pooling, activations and layout --------------------------------------
 
+    def _drops_qdq(self, node, x: _Dequantized) -> bool:
+        """Return whether ONNX Runtime drops the DequantizeLinear -> `node` -> QuantizeLinear pair around a
+        data-movement op, which it does when the QuantizeLinear repeats the input's parameters."""
+        q = self.sole_consumer(node.output[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            return False
+        scale = float(np.float32(self.scalar(q, q.input[1])))
+        zero_point = int(self.scalar(q, q.input[2]))
+        return scale == x.source.scale and zero_point == x.source.zero_point
+
     def _pass_through(self, node, kind: str | None, options: dict, nhwc: bool, out_shape, x=None) -> None:
         """Emit a data-movement or pooling op, on int8 when ONNX Runtime drops the QDQ pair around it.
 
@@ -918,6 +973,14 @@ class _Translator(DynamicQuantizationHandlers):
         """
         if x is None:
             x = self.values.get(node.input[0])
+        if isinstance(x, _Dequantized) and kind in (None, "RESHAPE", "TRANSPOSE") and not self._drops_qdq(node, x):
+            # ONNX Runtime moves the float values between DequantizeLinear and the next node. Moving the
+            # dequantized values here gives the same floats, and a QuantizeLinear after it runs as QUANTIZE.
+            source = _Value(0, "float32", list(x.source.shape), x.source.nhwc)
+            source.native_id = self.add_activation(f"{node.name}:dequantized", "float32",
+                                                   x.source.physical_shape())
+            self.add_op("DEQUANTIZE", f"{node.name}:dequantize", [x.source.native_id], [source.native_id])
+            x = source
         if isinstance(x, _Dequantized):
             q = self.sole_consumer(node.output[0])
             if q is None or q.op_type != "QuantizeLinear":
@@ -1100,12 +1163,18 @@ class _Translator(DynamicQuantizationHandlers):
         record = [source.shape[i - 1] if d == 0 and i - 1 < len(source.shape) else d
                   for i, d in enumerate(shape)][1:]
         if isinstance(source, _Value) and shape[0] == -1 and -1 not in record:
-            elements = int(np.prod(source.shape))
-            if int(np.prod(record)) != elements:
-                # Valid ONNX, as Keras writes for a Dense layer on rank-3 input: the batch dimension changes.
-                raise self.unsupported(node, f"target shape {shape} changes the number of records (each has "
-                                             f"{elements} values, the target {int(np.prod(record))}); the native "
-                                             "kernel runs records independently, so it does not support this")
+            elements, row = int(np.prod(source.shape)), int(np.prod(record))
+            if row < 1:
+                raise self.fail(node, f"target shape {shape} is invalid")
+            if elements % row:
+                raise self.unsupported(node, f"target shape {shape} makes rows of {row} values, which do not divide "
+                                             f"the {elements} values of a record; the native kernel runs records "
+                                             "independently, so it does not support this")
+            if row != elements:
+                # Keras writes a Dense layer on records of [6, 7] as a Reshape to [-1, 7] around a
+                # MatMul: the batch then counts rows, 6 per record, until a Reshape restores it.
+                self.reshape_rows = elements // row
+                record = [self.reshape_rows, *record]
         self._reshape_to(node, record)
 
     def _Flatten(self, node) -> None:
@@ -1140,6 +1209,14 @@ class _NodeName:
 
     name: str
     op_type: str = "output"
+
+
+# Ops that treat each row of their input alone, so that they may run on
+# activations whose rows a Reshape moved into the batch.
+_ROW_OP_TYPES = (
+    "MatMul", "Gemm", "MatMulNBits", "QLinearMatMul", "QGemm", "Add", "Mul", "QLinearAdd", "QLinearMul", "Relu",
+    "Clip", "Sigmoid", "QLinearSigmoid", "Tanh", "QuantizeLinear", "DequantizeLinear", "Reshape",
+)
 
 
 def _global_pool_options(shape: list[int]) -> dict:
