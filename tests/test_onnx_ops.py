@@ -29,7 +29,7 @@ def onnx_models(tmp_path_factory):
     keras.utils.set_random_seed(5)
     folder = tmp_path_factory.mktemp("onnx-models")
     paths = {}
-    for name in [*ONNX_MODELS, "maxpool", "elementwise", "dense", "matmul", "wide-padding", "sequence"]:
+    for name in [*ONNX_MODELS, "maxpool", "elementwise", "dense", "softmax", "matmul", "wide-padding", "sequence"]:
         if name == "conv":
             model = conv_variants(groups=1)
         elif name == "sequence":
@@ -112,7 +112,8 @@ def records_for(model, n: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("form", ["int8", "qoperator"])
-@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "matmul", "elementwise", "wide-padding", "dense"])
+@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "matmul", "elementwise", "wide-padding", "dense",
+                                  "softmax"])
 def test_int8_onnx_equals_onnxruntime(onnx_models, name, form):
     import onnx
 
@@ -126,7 +127,7 @@ def test_int8_onnx_equals_onnxruntime(onnx_models, name, form):
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "elementwise", "wide-padding"])
+@pytest.mark.parametrize("name", [*ONNX_MODELS, "maxpool", "elementwise", "wide-padding", "softmax"])
 def test_float_onnx_close_to_onnxruntime(onnx_models, name):
     model = read_onnx(onnx_models[f"{name}-float"])
     x = records_for(model, 300, seed=1)
@@ -354,6 +355,25 @@ def test_sequence_dense_equals_onnxruntime(onnx_models):
     # In QOperator form the bias is a constant operand of QLinearAdd, which MLAS broadcasts.
     with pytest.raises(UnsupportedModelError, match=r"\(QLinearAdd\): operand '.*' is a constant"):
         NativeSession(read_onnx(onnx_models["sequence-qoperator"]))
+
+
+@pytest.mark.parametrize("opset, axis", [(13, None), (13, -1), (11, 1), (11, None)])
+def test_float_softmax_close_to_onnxruntime(tmp_path, opset, axis):
+    import onnx
+    from onnx import TensorProto, helper
+
+    attributes = {} if axis is None else {"axis": axis}
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["y"], name="softmax", **attributes)], "softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 12])],
+    )
+    path = tmp_path / "softmax.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    x = np.random.default_rng(opset).normal(scale=4.0, size=(500, 12)).astype(np.float32)
+    x[0] = 80.0  # equal values far from zero
+    got = NativeSession(read_onnx(path)).run(x)
+    np.testing.assert_allclose(got, run_onnxruntime(path, x), rtol=1e-5, atol=1e-6)
 
 
 def test_int8_add_of_constant_to_shared_activation_unsupported(tmp_path):

@@ -1,4 +1,4 @@
-"""int8 Add, Mul, Concat, Pad, average pooling and Sigmoid in ONNX files against ONNX Runtime.
+"""int8 Add, Mul, Concat, Pad, average pooling, Sigmoid and Softmax in ONNX files against ONNX Runtime.
 
 ONNX Runtime fuses DequantizeLinear -> Add / Mul / Concat / AveragePool /
 GlobalAveragePool / Sigmoid -> QuantizeLinear into QLinearAdd, QLinearMul,
@@ -451,3 +451,61 @@ def test_mutated_keras_qlinear_models_fail_cleanly(keras_models, tmp_path, key):
     outcomes = [assert_fails_cleanly(tmp_path / f"m{i}.onnx", mutated, records)
                 for i, (_, mutated) in enumerate(mutated_models(onnx.load(str(keras_models[key])), 60, seed=3))]
     assert any(outcomes)
+
+
+def _write_softmax_graph(tmp_path, form: str, depth: int, quantization: tuple, axis: int = -1):
+    """x [depth] -> QuantizeLinear -> Softmax in QDQ form, or QLinearSoftmax -> DequantizeLinear -> y."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    in_scale, in_zero_point, out_scale, out_zero_point = quantization
+    initializers = [numpy_helper.from_array(np.array(in_scale, np.float32), "s"),
+                    numpy_helper.from_array(np.array(in_zero_point, np.int8), "z"),
+                    numpy_helper.from_array(np.array(out_scale, np.float32), "os"),
+                    numpy_helper.from_array(np.array(out_zero_point, np.int8), "oz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="quantize")]
+    if form == "qdq":
+        nodes += [helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="dequantize"),
+                  helper.make_node("Softmax", ["d"], ["p"], name="softmax", axis=axis),
+                  helper.make_node("QuantizeLinear", ["p", "os", "oz"], ["r"], name="requantize")]
+    else:
+        nodes.append(helper.make_node("QLinearSoftmax", ["q", "s", "z", "os", "oz"], ["r"], name="softmax",
+                                      domain="com.microsoft", axis=axis, opset=13))
+    nodes.append(helper.make_node("DequantizeLinear", ["r", "os", "oz"], ["y"], name="output"))
+    graph = helper.make_graph(nodes, "softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, depth])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, depth])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    path = tmp_path / f"softmax-{form}-{depth}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("form", ["qdq", "qoperator"])
+@pytest.mark.parametrize("depth", [1, 2, 10, 37, 300])
+@pytest.mark.parametrize("quantization", [(0.05, 3, 1 / 256, -128), (0.3, -20, 0.004, -20), (0.01, 0, 1 / 256, -128)])
+def test_int8_softmax_equals_onnxruntime(tmp_path, form, depth, quantization):
+    """QLinearSoftmax in uint8 (QDQ on x86-64) and in int8 (QOperator), with probabilities of 1 and a
+    product that overflows to infinity (depth 1, output scale 0.004), both of which clamp to 127."""
+    path = _write_softmax_graph(tmp_path, form, depth, quantization)
+    rng = np.random.default_rng(depth)
+    x = rng.normal(scale=2.0, size=(600, depth)).astype(np.float32)
+    x[0], x[1], x[2] = -100.0, 100.0, 0.0
+    x[3:200, 0] += 50.0  # one class far ahead: probabilities of 1
+    x[200:250] = np.where(rng.random((50, depth)) < 0.5, 100.0, -100.0)
+    np.testing.assert_array_equal(NativeSession(read_onnx(path)).run(x), run_onnxruntime(path, x))
+
+
+def test_softmax_axis_and_unfused_form_rejected(tmp_path):
+    with pytest.raises(UnsupportedModelError, match=r"'softmax' \(Softmax\): softmax over axis 0 of rank 2"):
+        NativeSession(read_onnx(_write_softmax_graph(tmp_path, "qdq", 10, (0.05, 3, 1 / 256, -128), axis=0)))
+    # A second DequantizeLinear of the input keeps it int8 while the output becomes uint8, so the types
+    # differ and ONNX Runtime runs the Softmax in float.
+    import onnx
+
+    path = _write_softmax_graph(tmp_path, "qdq", 10, (0.05, 3, 1 / 256, -128))
+    model = onnx.load(str(path))
+    model.graph.node.append(onnx.helper.make_node("DequantizeLinear", ["q", "s", "z"], ["unused"], name="second"))
+    onnx.save(model, str(path))
+    with pytest.raises(UnsupportedModelError, match=r"runs this Softmax in float"):
+        NativeSession(read_onnx(path))

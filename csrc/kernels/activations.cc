@@ -2,6 +2,7 @@
 // DEQUANTIZE.
 #include <array>
 #include <functional>
+#include <limits>
 
 #include "common.h"
 #include "registry.h"
@@ -443,6 +444,56 @@ class SoftmaxInt8Reference final : public Kernel {
   int32_t diff_min_ = 0;
 };
 
+// ONNX Runtime's QLinearSoftmax (contrib op) over the last axis. A float
+// table contains exp((i - 255 + shift) * input_scale) at the index
+// i = 255 - (max - q), where the shift scales the largest entry up to about
+// FLT_MAX / 2^5 / depth. Each row sums its entries in order and maps each entry t to
+// nearbyint(t * floor(1 / output_scale) / sum) plus the zero point, clamped
+// to int8. The product may overflow to infinity, which clamps to 127. The
+// uint8 form that ONNX Runtime's x86-64 build runs for QDQ files gives the
+// same bytes, shifted by 128.
+class SoftmaxInt8Ort final : public Kernel {
+ public:
+  SoftmaxInt8Ort(const OpChecker& check, const UnaryIds& ids, int64_t depth) : ids_(ids), depth_(depth) {
+    const Tensor& in = check.Input(0);
+    const Tensor& out = check.Output(0);
+    check.ExpectActivationQuantization(in, "input");
+    check.ExpectActivationQuantization(out, "output");
+    const float largest = std::numeric_limits<float>::max() / static_cast<float>(depth);
+    const double shift = std::max(0.0, std::log(static_cast<double>(largest)) - 5.0) / static_cast<double>(in.scales[0]);
+    for (int32_t i = 0; i < 256; ++i) {
+      const double v = std::exp((static_cast<double>(i) - 255.0 + shift) * static_cast<double>(in.scales[0]));
+      table_[static_cast<size_t>(i)] = static_cast<float>(v);
+    }
+    output_multiplier_ = std::floor(1.0f / out.scales[0]);
+    zero_point_ = static_cast<float>(out.zero_points[0]);
+  }
+
+  void Run(Arena& arena, int64_t batch) const override {
+    const int8_t* x = arena.at<int8_t>(ids_.in_id);
+    int8_t* y = arena.at<int8_t>(ids_.out_id);
+    const int64_t depth = depth_;
+    const int64_t rows = batch * (ids_.elements / depth);
+    ForEachSoftmaxRow(x, y, rows, depth, [&](const int8_t* xr, int8_t* yr, int32_t max_value) {
+      // The row maximum contributes the table's last entry, so the sum is positive and finite.
+      float sum = 0.0f;
+      for (int64_t j = 0; j < depth; ++j) sum += table_[static_cast<size_t>(255 - max_value + xr[j])];
+      for (int64_t j = 0; j < depth; ++j) {
+        const float t = table_[static_cast<size_t>(255 - max_value + xr[j])];
+        const float v = std::nearbyint((t * output_multiplier_) / sum) + zero_point_;
+        yr[j] = static_cast<int8_t>(std::min(std::max(v, -128.0f), 127.0f));
+      }
+    });
+  }
+
+ private:
+  UnaryIds ids_;
+  int64_t depth_;
+  std::array<float, 256> table_{};
+  float output_multiplier_ = 256.0f;
+  float zero_point_ = 0.0f;
+};
+
 class SoftmaxFloat final : public Kernel {
  public:
   SoftmaxFloat(const UnaryIds& ids, int64_t depth, float beta) : ids_(ids), depth_(depth), beta_(beta) {}
@@ -480,6 +531,10 @@ std::unique_ptr<Kernel> MakeSoftmax(const OpChecker& check, Numerics numerics) {
   const float beta = static_cast<float>(check.FloatOptionOr("beta", 1.0));
   if (!(beta > 0.0f) || !std::isfinite(beta)) check.Fail("beta " + std::to_string(beta) + " must be positive");
   if (in.dtype == DType::kInt8) {
+    if (numerics == Numerics::kOnnxRuntime) {
+      if (beta != 1.0f) check.Unsupported("int8 softmax in onnxruntime numerics has no beta");
+      return std::make_unique<SoftmaxInt8Ort>(check, ids, depth);
+    }
     if (numerics == Numerics::kLitertReference) return std::make_unique<SoftmaxInt8Reference>(check, ids, depth, beta);
     return std::make_unique<SoftmaxInt8>(check, ids, depth, beta);
   }

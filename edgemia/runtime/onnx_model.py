@@ -1,22 +1,24 @@
 """Read an .onnx file and translate it into the native kernel's graph form.
 
 These kinds of graph are accepted: float32 graphs (Conv, Gemm, MatMul, Add,
-Mul, Concat, Pad, Relu, Clip, Sigmoid, Tanh, MaxPool, AveragePool,
+Mul, Concat, Pad, Relu, Clip, Sigmoid, Tanh, Softmax, MaxPool, AveragePool,
 GlobalAveragePool, Reshape, Flatten, Transpose, Squeeze); int8 QDQ graphs as
 ONNX Runtime's quantize_static writes them; int8 QOperator graphs
 (QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearMul, QLinearConcat,
-QLinearAveragePool, QLinearGlobalAveragePool, QLinearSigmoid, Pad); int4
+QLinearAveragePool, QLinearGlobalAveragePool, QLinearSigmoid, QLinearSoftmax,
+Pad); int4
 weight-only MatMulNBits; and dynamic-range graphs as quantize_dynamic writes
 them (DynamicQuantizeLinear -> MatMulInteger or ConvInteger -> Cast -> Mul,
 with an optional bias Add), each chain becoming one DYNAMIC_FULLY_CONNECTED or
 DYNAMIC_CONV_2D op that quantizes every record on its own. A QDQ graph is
 translated the way ONNX Runtime fuses it: DequantizeLinear ->
 Conv/Gemm/MatMul -> QuantizeLinear becomes one integer op, DequantizeLinear
--> Add/Mul/Concat/AveragePool/GlobalAveragePool/Sigmoid -> QuantizeLinear
+-> Add/Mul/Concat/AveragePool/GlobalAveragePool/Sigmoid/Softmax -> QuantizeLinear
 becomes the matching QLinear op (or stays a float op between DEQUANTIZE and
 QUANTIZE where ONNX Runtime leaves it unfused, see fused_domain), and
 QuantizeLinear / DequantizeLinear pairs around MaxPool, Pad, Reshape and
-Transpose disappear. Any other pattern would run in float inside ONNX
+Transpose disappear (a Reshape or Transpose whose quantization changes moves
+the dequantized floats, as ONNX Runtime does). Any other pattern would run in float inside ONNX
 Runtime, which the integer kernels do not reproduce, so it is reported as
 unsupported.
 
@@ -1108,6 +1110,48 @@ class _Translator(DynamicQuantizationHandlers):
         x = self._int8_input(node, 0)
         scale, zero_point = self._int8_output(node, node.input[3], node.input[4])
         self._table_int8(node, "LOGISTIC", x, node.output[0], scale, zero_point)
+
+    def _softmax_axis_is_last(self, node, rank: int, opset: int) -> None:
+        """Reject a Softmax that does not normalize over the last axis alone (rank counts the batch)."""
+        axis = int(self.attributes(node).get("axis", -1 if opset >= 13 else 1))
+        if not -rank <= axis < rank:
+            raise self.fail(node, f"axis {axis} is out of range for rank {rank}")
+        if axis % rank != rank - 1:
+            raise self.unsupported(node, f"softmax over axis {axis} of rank {rank}; only the last axis is supported")
+
+    def _Softmax(self, node) -> None:
+        opset = next((int(o.version) for o in self.model.proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+        x = self.values.get(node.input[0])
+        source = x.source if isinstance(x, _Dequantized) else x
+        if not isinstance(source, _Value):
+            raise self.unsupported(node, f"'{node.input[0]}' is not an activation")
+        self._softmax_axis_is_last(node, len(source.shape) + 1, opset)
+        if isinstance(x, _Dequantized):
+            # ONNX Runtime fuses DequantizeLinear -> Softmax -> QuantizeLinear into QLinearSoftmax when the
+            # types agree. Otherwise it runs MLAS's float softmax, whose exp approximation the kernel lacks.
+            if self.fused_domain(node, [x]) is None:
+                raise self.unsupported(node, "ONNX Runtime runs this Softmax in float between DequantizeLinear and "
+                                             "QuantizeLinear, which the native kernel does not reproduce exactly")
+            q, scale, zero_point = self._fused_output(node)
+            self._softmax_int8(node, x.source, q.output[0], scale, zero_point)
+            return
+        self._float_unary(node, "SOFTMAX", self.as_layout(x, False, node))
+
+    def _QLinearSoftmax(self, node) -> None:
+        if len(node.input) < 5:
+            raise self.fail(node, f"has {len(node.input)} inputs, expected 5")
+        x = self._int8_input(node, 0)
+        self._softmax_axis_is_last(node, len(x.shape) + 1, int(self.attributes(node).get("opset", 13)))
+        scale, zero_point = self._int8_output(node, node.input[3], node.input[4])
+        self._softmax_int8(node, x, node.output[0], scale, zero_point)
+
+    def _softmax_int8(self, node, x: _Value, name: str, scale: float, zero_point: int) -> None:
+        """Emit ONNX Runtime's QLinearSoftmax over the last axis (its uint8 and int8 forms give the same bytes)."""
+        x = self.as_layout(x, False, node)
+        out = _Value(0, "int8", list(x.shape), False, scale, zero_point)
+        out.native_id = self.add_activation(name, "int8", list(x.shape), scale, zero_point)
+        self.add_op("SOFTMAX", node.name, [x.native_id], [out.native_id])
+        self.values[name] = out
 
     def _table_int8(self, node, kind: str, x: _Value, name: str, scale: float, zero_point: int) -> None:
         """Emit an int8 LOGISTIC or TANH writing `name`: a table of MLAS's function of the dequantized input."""
