@@ -193,9 +193,9 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t a_stride, const int
 
 // C[MR rows][width <= 8 columns] for a last panel that is 16 columns wide in
 // the packing: the same steps as the zmm microkernel on the panel's first 8
-// columns, in ymm registers. Zen 4 and most Intel cores issue two ymm
-// vpdpbusd per cycle but one zmm, so a narrow output layer, such as the two
-// logits of a binary classifier, takes half the time.
+// columns, in ymm registers. Zen 4 executes a zmm instruction as two 256-bit
+// halves, so a narrow output layer, such as the two logits of a binary
+// classifier, does half the work this way.
 template <int MR>
 void s8s32_gemm_MRx8c4__avx512vnni(const int8_t* a, int64_t a_stride, const int32_t* correction, const int8_t* w,
                                     int64_t groups, int64_t width, const TileOutput& out) {
@@ -303,8 +303,8 @@ void RunTiles(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, in
           out.y = y + (first + offset) * y_stride + panel * kNr;
           out.y_stride = y_stride;
         }
-        const Microkernel kernel =
-            width <= 8 ? kNarrowMicrokernels[rows - 1] : kMicrokernels[width > 16 ? 1 : 0][rows - 1];
+        Microkernel kernel = kMicrokernels[width > 16 ? 1 : 0][rows - 1];
+        if (width <= 8) kernel = kNarrowMicrokernels[rows - 1];
         kernel(a + (first + offset) * a_stride, a_stride, b.column.data() + panel * kNr,
                b.panels() + panel * kNr * kp, kp / 4, width, out);
       });
