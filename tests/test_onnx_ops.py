@@ -376,6 +376,31 @@ def test_float_softmax_close_to_onnxruntime(tmp_path, opset, axis):
     np.testing.assert_allclose(got, run_onnxruntime(path, x), rtol=1e-5, atol=1e-6)
 
 
+def test_gemm_with_activation_as_c(tmp_path):
+    """A Dense without bias added to its own input exports as Gemm with the activation as C."""
+    from edgemia._tf import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(7)
+    layers = keras.layers
+    x = keras.Input((12,))
+    a = layers.Dense(8, activation="relu")(x)
+    model = keras.Model(x, layers.Dense(3)(layers.Add()([layers.Dense(8, use_bias=False)(a), a])))
+    data = calibration_data(model)
+    export_float(model, tmp_path / "float.onnx")
+    export_int8(tmp_path / "float.onnx", data, tmp_path / "int8.onnx")
+    import onnx
+
+    gemms = [n for n in onnx.load(str(tmp_path / "float.onnx")).graph.node if n.op_type == "Gemm"]
+    assert any(n.input[2].endswith("Relu:0") for n in gemms)
+    model = read_onnx(tmp_path / "float.onnx")
+    x = records_for(model, 400, seed=7)
+    got = NativeSession(model).run(x)
+    np.testing.assert_allclose(got, run_onnxruntime(tmp_path / "float.onnx", x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(UnsupportedModelError, match=r"\(Gemm\): C input '.*' is an activation, not a bias"):
+        NativeSession(read_onnx(tmp_path / "int8.onnx"))
+
+
 def test_int8_add_of_constant_to_shared_activation_unsupported(tmp_path):
     """The activation's DequantizeLinear feeds two nodes, so ONNX Runtime keeps it int8 and may fuse the Add."""
     import onnx

@@ -542,6 +542,9 @@ class _Translator(DynamicQuantizationHandlers):
             raise self.unsupported(node, "only Gemm with transA = 0, alpha = 1 and beta = 1 is supported")
         trans_b = bool(attrs.get("transB", 0))
         has_bias = len(node.input) > 2 and bool(node.input[2])
+        if has_bias and isinstance(self.values.get(node.input[2]), (_Value, _Dequantized)):
+            self._gemm_plus_activation(node, trans_b)
+            return
         if isinstance(self.values.get(node.input[0]), _Dequantized):
             weights = self._weights(node, node.input[1], 0 if trans_b else 1)
             data = weights.data if trans_b else weights.data.T
@@ -557,6 +560,28 @@ class _Translator(DynamicQuantizationHandlers):
         if has_bias and (float_bias is None or float_bias.shape != (data.shape[0],)):
             raise self.unsupported(node, "the bias must be a constant vector")
         self._fully_connected(node, node.input[0], np.ascontiguousarray(data), (), (), None, float_bias)
+
+    def _gemm_plus_activation(self, node, trans_b: bool) -> None:
+        """Emit a float Gemm whose C input is an activation (a residual that the exporter fused into MatMul + Add)
+        as FULLY_CONNECTED, then ADD."""
+        operands = [self.values.get(name) for name in node.input[:3]]
+        if any(isinstance(value, _Dequantized) for value in operands):
+            raise self.unsupported(node, f"C input '{node.input[2]}' is an activation, not a bias; ONNX Runtime runs "
+                                         "such an int8 Gemm in float, which the native kernel does not reproduce")
+        w = self.constants.get(node.input[1])
+        if w is None or w.ndim != 2:
+            raise self.unsupported(node, "the weights must be a constant matrix")
+        self._fully_connected(node, node.input[0], np.ascontiguousarray(w if trans_b else w.T), (), (), None)
+        product = self.values.pop(node.output[0])
+        addend = self.as_layout(operands[2], False, node)
+        if addend.dtype != "float32" or addend.shape != product.shape:
+            raise self.unsupported(node, f"C input '{node.input[2]}' has shape {addend.shape}, not the product's "
+                                         f"{product.shape}")
+        out = _Value(self.add_activation(f"{node.output[0]}", "float32", list(product.shape)), "float32",
+                     list(product.shape))
+        self.add_op("ADD", f"{node.name}:add", [product.native_id, addend.native_id], [out.native_id],
+                    {"activation": 0})
+        self.values[node.output[0]] = out
 
     def _MatMul(self, node) -> None:
         if isinstance(self.values.get(node.input[0]), _Dequantized):
