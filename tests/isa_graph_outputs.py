@@ -146,13 +146,15 @@ def build_float_dense() -> _native.Graph:
     """Build float fully connected layers whose depths and unit counts miss the vector tiles.
 
     Depths 37 (two registers and part of one), 13 (part of one), 16 (one
-    register) and 1 (one lane); unit counts 13, 16, 1 and 7; two rows per
+    register), 1 (one lane) and 130 (deep enough for the row tiles, not the
+    16-unit columns); unit counts 13, 16, 1, 7, 130 and 5; two rows per
     record; each activation.
     """
     rng = np.random.default_rng(7)
     g = _native.Graph()
     x = g.add_tensor("x", "float32", [2, 37], None, [], [], 0)
-    layers = [("dense37", 13, 2), ("dense13", 16, 0), ("dense16", 1, 1), ("dense1", 7, 3)]
+    layers = [("dense37", 13, 2), ("dense13", 16, 0), ("dense16", 1, 1), ("dense1", 7, 3), ("dense7", 130, 0),
+              ("dense130", 5, 1)]
     current, depth = x, 37
     for name, units, act in layers:
         w = rng.normal(size=(units, depth)).astype(np.float32)

@@ -26,7 +26,19 @@ struct FloatFc {
   const float* bias = nullptr;     // [units]
   int64_t units = 0, depth = 0;
   float lo = 0.0f, hi = 0.0f;      // activation bounds
+  // The weights in blocks of 16 units by 16 k, or nullptr: value (u, k) at
+  // ((u / 16 * k_blocks + k / 16) * 16 + k % 16) * 16 + u % 16, with k_blocks =
+  // depth / 16 rounded up and zeros where u or k is out of range. A kernel
+  // given them may keep 16 units in the lanes of a register (UseColumns).
+  const float* columns = nullptr;
 };
+
+// Returns whether a layer is small enough that a row at a time against weights in
+// cache beats tiles of rows: with a short depth, reducing each dot
+// product's 16 partial sums would cost more than the products.
+static inline bool UseColumns(int64_t units, int64_t depth) {
+  return depth < 128 && units * depth * static_cast<int64_t>(sizeof(float)) <= (int64_t{1} << 19);
+}
 
 // y[r][u] for rows r < rows: x is [rows][depth], y is [rows][units].
 using FloatFcKernel = void (*)(const FloatFc& fc, const float* x, int64_t rows, float* y);

@@ -1,7 +1,8 @@
 // The float32 fully connected layer of the avx512vnni path. One zmm register
-// holds the 16 partial sums of one dot product, so the sums are the portable
+// contains the 16 partial sums of one dot product, so the sums are the portable
 // loop's (fc_float.h). A block of up to 4 rows and 6 units shares each load:
-// 24 accumulators. Weights and inputs are taken in cache-sized blocks.
+// 24 accumulators. Weights and inputs are taken in cache-sized blocks. Small
+// layers (UseColumns) run a row at a time with 16 units per register instead.
 #include "fc_float.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__)
@@ -77,6 +78,55 @@ void Tile(const FloatFc& fc, const float* x, int64_t u0, float* y) {
   }
 }
 
+// All units of one row, 16 in the lanes of each register. Register l contains
+// the 16 units' partial sums of lane class l (k = l mod 16), added in the
+// order of k as in the portable loop, and the pairwise reduction of the
+// classes is the same vertical adds. So the bits are the portable loop's.
+void RowByColumns(const FloatFc& fc, const float* x, float* y) {
+  const int64_t depth = fc.depth;
+  const __m512 lo = _mm512_set1_ps(fc.lo);
+  const __m512 hi = _mm512_set1_ps(fc.hi);
+  const __m512 nan = _mm512_set1_ps(CanonicalNan(__builtin_nanf("")));
+  const float* w = fc.columns;
+  for (int64_t u0 = 0; u0 < fc.units; u0 += 16) {
+    __m512 part[kFloatDotLanes];
+#pragma GCC unroll 16
+    for (int l = 0; l < kFloatDotLanes; ++l) part[l] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + kFloatDotLanes <= depth; k += kFloatDotLanes, w += 256) {
+#pragma GCC unroll 16
+      for (int l = 0; l < kFloatDotLanes; ++l) {
+        const __m512 wv = _mm512_loadu_ps(w + l * 16);
+        part[l] = _mm512_add_ps(part[l], _mm512_mul_ps(wv, _mm512_set1_ps(x[k + l])));
+      }
+    }
+    if (k < depth) {
+      // Only the lane classes inside the depth are added to, as in the portable loop.
+#pragma GCC unroll 16
+      for (int l = 0; l < kFloatDotLanes; ++l) {
+        if (k + l < depth) {
+          const __m512 wv = _mm512_loadu_ps(w + l * 16);
+          part[l] = _mm512_add_ps(part[l], _mm512_mul_ps(wv, _mm512_set1_ps(x[k + l])));
+        }
+      }
+      w += 256;
+    }
+#pragma GCC unroll 4
+    for (int width = kFloatDotLanes / 2; width > 0; width /= 2) {
+#pragma GCC unroll 8
+      for (int l = 0; l < width; ++l) part[l] = _mm512_add_ps(part[l], part[l + width]);
+    }
+    const int64_t n = fc.units - u0 < 16 ? fc.units - u0 : 16;
+    const auto lanes = static_cast<__mmask16>(n == 16 ? 0xFFFF : (1u << n) - 1);
+    const __m512 v = _mm512_add_ps(part[0], _mm512_maskz_loadu_ps(lanes, fc.bias + u0));
+    // v < lo ? lo : v, then hi < low ? hi : low, as Finish does: a NaN passes both.
+    const __m512 low = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, lo, _CMP_LT_OQ), v, lo);
+    __m512 out = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(hi, low, _CMP_LT_OQ), low, hi);
+    out = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(out, out, _CMP_UNORD_Q), out, nan);
+    _mm512_mask_storeu_ps(y + u0, lanes, out);
+  }
+}
+
 using TileKernel = void (*)(const FloatFc&, const float*, int64_t, float*);
 
 // kTiles[R - 1][U - 1].
@@ -88,6 +138,10 @@ constexpr TileKernel kTiles[kRows][kUnits] = {
 };
 
 void RunFloatFcAvx512(const FloatFc& fc, const float* x, int64_t rows, float* y) {
+  if (fc.columns != nullptr) {
+    for (int64_t r = 0; r < rows; ++r) RowByColumns(fc, x + r * fc.depth, y + r * fc.units);
+    return;
+  }
   for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
     const int64_t r_end = r0 + kRowBlock < rows ? r0 + kRowBlock : rows;
     for (int64_t b0 = 0; b0 < fc.units; b0 += kUnitBlock) {

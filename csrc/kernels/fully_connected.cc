@@ -125,6 +125,17 @@ class FullyConnectedFloat final : public Kernel {
     fc_.depth = g_.depth;
     ActivationBounds(check.ActivationOption(), &fc_.lo, &fc_.hi);
     if (std::string(check.gemm().name) == "avx512vnni") kernel_ = FloatFcAvx512();
+    if (kernel_ != nullptr && UseColumns(g_.units, g_.depth)) {
+      const int64_t k_blocks = (g_.depth + 15) / 16;
+      columns_.assign(static_cast<size_t>((g_.units + 15) / 16 * k_blocks * 256), 0.0f);
+      for (int64_t u = 0; u < g_.units; ++u) {
+        for (int64_t k = 0; k < g_.depth; ++k) {
+          const int64_t at = ((u / 16 * k_blocks + k / 16) * 16 + k % 16) * 16 + u % 16;
+          columns_[static_cast<size_t>(at)] = fc_.weights[u * g_.depth + k];
+        }
+      }
+      fc_.columns = columns_.data();
+    }
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
   }
@@ -168,6 +179,7 @@ class FullyConnectedFloat final : public Kernel {
  private:
   FcGeometry g_;
   std::vector<float> bias_;
+  std::vector<float> columns_;  // fc_.columns, when the kernel takes them
   FloatFc fc_;
   FloatFcKernel kernel_ = nullptr;  // the path's vector kernel, or nullptr for the loop above
   int in_id_ = 0, out_id_ = 0;
