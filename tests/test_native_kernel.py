@@ -236,3 +236,23 @@ def test_unquantized_bias_unsupported_in_litert_mode():
     g.add_op("FULLY_CONNECTED", "0", [x, w, b], [y], {"activation": 0})
     with pytest.raises(_native.UnsupportedError, match="bias 'b' has no quantization parameters"):
         g.finalize([x], [y], "litert")
+
+
+@pytest.mark.parametrize("numerics,depth,error", [
+    ("litert-reference", 511, None),
+    ("litert-reference", 512, "TFLite's reference kernel aborts when a row's exponentials sum to 512"),
+    ("litert", 512, None),
+])
+def test_reference_softmax_class_limit(numerics, depth, error):
+    """TFLite's reference int8 softmax aborts once a row's exp sum reaches 512, so 512 classes are refused."""
+    g = _native.Graph()
+    x = g.add_tensor("x", "int8", [depth], None, [0.05], [0], 0)
+    y = g.add_tensor("y", "int8", [depth], None, [1 / 256], [-128], 0)
+    g.add_op("SOFTMAX", "0", [x], [y], {}, {"beta": 1.0})
+    if error is None:
+        g.finalize([x], [y], numerics)
+        out = g.run(np.zeros((2, depth), dtype=np.int8), 1)[0]
+        assert out.shape == (2, depth)
+    else:
+        with pytest.raises(_native.UnsupportedError, match=error):
+            g.finalize([x], [y], numerics)

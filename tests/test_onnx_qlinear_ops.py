@@ -483,10 +483,11 @@ def _write_softmax_graph(tmp_path, form: str, depth: int, quantization: tuple, a
 
 @pytest.mark.parametrize("form", ["qdq", "qoperator"])
 @pytest.mark.parametrize("depth", [1, 2, 10, 37, 300])
-@pytest.mark.parametrize("quantization", [(0.05, 3, 1 / 256, -128), (0.3, -20, 0.004, -20), (0.01, 0, 1 / 256, -128)])
+@pytest.mark.parametrize("quantization", [(0.05, 3, 1 / 256, -128), (0.3, -20, 0.004, -20), (0.01, 0, 1 / 256, -128),
+                                          (0.05, 0, 1 / 255, -128), (0.05, 3, 1 / 2000, -128)])
 def test_int8_softmax_equals_onnxruntime(tmp_path, form, depth, quantization):
-    """QLinearSoftmax in uint8 (QDQ on x86-64) and in int8 (QOperator), with probabilities of 1 and a
-    product that overflows to infinity (depth 1, output scale 0.004), both of which clamp to 127."""
+    """QLinearSoftmax in uint8 (QDQ on x86-64) and in int8 (QOperator), with probabilities of 1, which
+    clamp to 127, and output scales whose t * floor(1 / scale) would overflow float32 (1/255, 1/2000)."""
     path = _write_softmax_graph(tmp_path, form, depth, quantization)
     rng = np.random.default_rng(depth)
     x = rng.normal(scale=2.0, size=(600, depth)).astype(np.float32)

@@ -383,6 +383,12 @@ class SoftmaxInt8Reference final : public Kernel {
  public:
   SoftmaxInt8Reference(const OpChecker& check, const UnaryIds& ids, int64_t depth, float beta) : ids_(ids), depth_(depth) {
     ExpectSoftmaxInt8Quantization(check);
+    if (depth >= 512) {
+      // The sum of exps has 12 integer bits, and the output shift 9 + 31 - 8 passes 31 at a sum of 512.
+      check.Unsupported("int8 softmax over " + std::to_string(depth) +
+                        " classes: TFLite's reference kernel aborts when a row's exponentials sum to 512 or more, "
+                        "which 512 or more classes allow; use litert numerics");
+    }
     const Tensor& in = check.Input(0);
     // Differences max - q are scaled to Q5 by beta * input_scale, with the
     // multiplier capped at the largest int32.
@@ -447,11 +453,12 @@ class SoftmaxInt8Reference final : public Kernel {
 // ONNX Runtime's QLinearSoftmax (contrib op) over the last axis. A float
 // table contains exp((i - 255 + shift) * input_scale) at the index
 // i = 255 - (max - q), where the shift scales the largest entry up to about
-// FLT_MAX / 2^5 / depth. Each row sums its entries in order and maps each entry t to
-// nearbyint(t * floor(1 / output_scale) / sum) plus the zero point, clamped
-// to int8. The product may overflow to infinity, which clamps to 127. The
-// uint8 form that ONNX Runtime's x86-64 build runs for QDQ files gives the
-// same bytes, shifted by 128.
+// FLT_MAX / 2^5 / depth. Each row sums its entries in order (float) and maps
+// each entry t to nearbyint(t * floor(1 / output_scale) / sum) plus the zero
+// point, clamped to int8. The quotient is taken in double, which matches ONNX
+// Runtime 1.32 in the tests, products beyond the float range included (a
+// float quotient would give infinity there). The uint8 form that ONNX
+// Runtime's x86-64 build runs for QDQ files gives the same bytes, shifted by 128.
 class SoftmaxInt8Ort final : public Kernel {
  public:
   SoftmaxInt8Ort(const OpChecker& check, const UnaryIds& ids, int64_t depth) : ids_(ids), depth_(depth) {
@@ -466,7 +473,7 @@ class SoftmaxInt8Ort final : public Kernel {
       table_[static_cast<size_t>(i)] = static_cast<float>(v);
     }
     output_multiplier_ = std::floor(1.0f / out.scales[0]);
-    zero_point_ = static_cast<float>(out.zero_points[0]);
+    zero_point_ = out.zero_points[0];
   }
 
   void Run(Arena& arena, int64_t batch) const override {
@@ -479,9 +486,9 @@ class SoftmaxInt8Ort final : public Kernel {
       float sum = 0.0f;
       for (int64_t j = 0; j < depth; ++j) sum += table_[static_cast<size_t>(255 - max_value + xr[j])];
       for (int64_t j = 0; j < depth; ++j) {
-        const float t = table_[static_cast<size_t>(255 - max_value + xr[j])];
-        const float v = std::nearbyint((t * output_multiplier_) / sum) + zero_point_;
-        yr[j] = static_cast<int8_t>(std::min(std::max(v, -128.0f), 127.0f));
+        const double t = table_[static_cast<size_t>(255 - max_value + xr[j])];
+        const double v = std::nearbyint(t * output_multiplier_ / static_cast<double>(sum)) + zero_point_;
+        yr[j] = static_cast<int8_t>(std::min(std::max(v, -128.0), 127.0));
       }
     });
   }
@@ -490,8 +497,8 @@ class SoftmaxInt8Ort final : public Kernel {
   UnaryIds ids_;
   int64_t depth_;
   std::array<float, 256> table_{};
-  float output_multiplier_ = 256.0f;
-  float zero_point_ = 0.0f;
+  double output_multiplier_ = 256.0;
+  double zero_point_ = 0.0;
 };
 
 class SoftmaxFloat final : public Kernel {
