@@ -115,6 +115,22 @@ def sequence_dense():
     return keras.Model(x, L.Dense(4)(L.Flatten()(h)))
 
 
+def single_row_dense():
+    """Dense layers on records of one row: the converter declares the rows' placeholder shape [1, 1]."""
+    keras, L = _layers()
+    x = keras.Input((1, 7))
+    h = L.Dense(5, activation="relu")(x)
+    return keras.Model(x, L.Dense(3)(L.Flatten()(h)))
+
+
+def permuted_rows():
+    """A Dense on rows, then Permute, which the converter writes as TRANSPOSE with a permutation input."""
+    keras, L = _layers()
+    x = keras.Input((6, 7))
+    h = L.Permute((2, 1))(L.Dense(8, activation="relu")(x))
+    return keras.Model(x, L.Dense(4)(L.Flatten()(h)))
+
+
 BUILDERS = {
     "mlp": relu_mlp,
     "dilated": dilated_variants,
@@ -126,6 +142,8 @@ BUILDERS = {
     "softmax": lambda: dense_heads(softmax=True),
     "dilated-activations": dilated_activations,
     "sequence-dense": sequence_dense,
+    "single-row-dense": single_row_dense,
+    "permuted-rows": permuted_rows,
 }
 
 

@@ -425,23 +425,57 @@ def test_int8_add_of_constant_to_shared_activation_unsupported(tmp_path):
         NativeSession(read_onnx(tmp_path / "shared.onnx"))
 
 
-def test_rows_in_batch_reach_only_row_ops(tmp_path):
-    """A Concat on rows that a Reshape moved into the batch would join rows of different records."""
+@pytest.mark.parametrize("node, extra, message", [
+    # A Concat would join rows of different records.
+    (("Concat", ["r", "r"], {"axis": 1}), None, r"'op' \(Concat\): reads a tensor whose rows a Reshape"),
+    # ONNX broadcasts a [5, 17] constant against the batch of rows, not against each record.
+    (("Add", ["r", "c"], {}), np.ones((5, 17), np.float32), r"'op' \(Add\): constant 'c' of shape \[5, 17\] varies"),
+    # A 0 would copy the batch of rows.
+    (("Reshape", ["r", "c"], {}), np.array([0, -1], np.int64), r"'op' \(Reshape\): a 0 in the target shape"),
+])
+def test_rows_in_batch_reach_only_row_ops(tmp_path, node, extra, message):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    op_type, inputs, attributes = node
+    initializers = [numpy_helper.from_array(np.array([-1, 17], dtype=np.int64), "rows"),
+                    numpy_helper.from_array(np.array([-1, 85], dtype=np.int64), "back")]
+    if extra is not None:
+        initializers.append(numpy_helper.from_array(extra, "c"))
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["x", "rows"], ["r"], name="fold"),
-         helper.make_node("Concat", ["r", "r"], ["c"], name="join", axis=1),
-         helper.make_node("Reshape", ["c", "back"], ["y"], name="unfold")], "rows",
+         helper.make_node(op_type, inputs, ["o"], name="op", **attributes),
+         helper.make_node("Reshape", ["o", "back"], ["y"], name="unfold")], "rows",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5, 17])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 170])],
-        [numpy_helper.from_array(np.array([-1, 17], dtype=np.int64), "rows"),
-         numpy_helper.from_array(np.array([-1, 170], dtype=np.int64), "back")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 85])], initializers,
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "rows.onnx"))
-    with pytest.raises(UnsupportedModelError, match=r"'join' \(Concat\): reads a tensor whose rows a Reshape"):
+    with pytest.raises(UnsupportedModelError, match=message):
         NativeSession(read_onnx(tmp_path / "rows.onnx"))
+
+
+@pytest.mark.parametrize("order", [("gate", "x"), ("x", "gate")])
+def test_float_mul_broadcasts_either_operand(tmp_path, order):
+    """A [1, 8] gate times [6, 8] rows, in either operand order, as Keras's Multiply exports it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "flat"], ["f"], name="flatten"),
+         helper.make_node("Gemm", ["f", "w"], ["g"], name="gemm"),
+         helper.make_node("Reshape", ["g", "gate_shape"], ["gate"], name="gate"),
+         helper.make_node("Mul", list(order), ["y"], name="mul")], "gate",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, 8])],
+        [numpy_helper.from_array(np.array([-1, 48], dtype=np.int64), "flat"),
+         numpy_helper.from_array(rng.normal(size=(48, 8)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.array([-1, 1, 8], dtype=np.int64), "gate_shape")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "gate.onnx"))
+    x = rng.normal(size=(50, 6, 8)).astype(np.float32)
+    got = NativeSession(read_onnx(tmp_path / "gate.onnx")).run(x)
+    np.testing.assert_allclose(got, run_onnxruntime(tmp_path / "gate.onnx", x), rtol=1e-4, atol=1e-4)
 
 
 def test_int8_graph_output_rejected_with_advice(tmp_path):

@@ -61,7 +61,7 @@ def run_litert(path, x: np.ndarray, resolver: str) -> np.ndarray:
 
 @pytest.mark.parametrize("numerics", list(RESOLVERS))
 @pytest.mark.parametrize("name", ["conv", "depthwise", "dilated", "dilated-activations", "pooling", "elementwise",
-                                  "dense", "sequence-dense"])
+                                  "dense", "sequence-dense", "single-row-dense", "permuted-rows"])
 def test_int8_model_equals_litert(op_models, name, numerics):
     model = read_tflite(op_models[name])
     x = edge_inputs(model.input().shape[1:], 1200, seed=len(name))
@@ -113,6 +113,15 @@ def test_sequence_dense_bad_shape_ops(op_models):
     inner = _ops_of(model, "FULLY_CONNECTED")[0].outputs[0]
     with pytest.raises(UnsupportedModelError, match="has 6 rows per record in its batch dimension"):
         NativeSession(replace(model, outputs=[inner]))
+    # The bias ADD after the first layer, moved onto the rows with a constant of one value per row and unit.
+    add = next(op for op in _ops_of(model, "ADD") if model.tensors[op.inputs[1]].constant)
+    bias = model.tensors[add.inputs[1]]
+    per_row = replace(bias, shape=(6, *bias.shape), data=np.repeat(bias.data[None], 6, axis=0))
+    moved = replace(model, tensors=[per_row if t.index == bias.index else t for t in model.tensors])
+    moved = replace(moved, operators=[replace(add, inputs=[inner, bias.index]) if o.index == add.index else o
+                                      for o in model.operators])
+    with pytest.raises(UnsupportedModelError, match=r"\(ADD\): constant .* of shape \[6, \d+\] varies across rows"):
+        NativeSession(moved)
     tanh = _ops_of(model, "TANH")[0]
     folded_tanh = replace(tanh, inputs=[inner], kind="AVERAGE_POOL_2D")
     with pytest.raises(UnsupportedModelError, match=r"\(AVERAGE_POOL_2D\): reads a tensor whose rows a RESHAPE"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 import numpy as np
 
@@ -237,6 +238,17 @@ def _record_shape(model: TfliteModel, tensor: TensorInfo) -> list[int]:
     return list(tensor.shape[1:])
 
 
+def _transpose_options(model: TfliteModel, folder: _Folder, op: OperatorInfo) -> dict[str, int]:
+    """Return the native TRANSPOSE options (perm0, perm1, ...) for the record axes of a TFLite TRANSPOSE."""
+    perm = [int(p) for p in np.asarray(folder.known(op, 1)).reshape(-1)]
+    rank = len(model.tensors[op.inputs[0]].shape)
+    if sorted(perm) != list(range(rank)):
+        raise folder.fail(op, f"permutation {perm} is not a permutation of {rank} axes")
+    if perm[0] != 0:
+        raise folder.unsupported(op, f"permutation {perm} moves the batch axis, which the native kernel keeps first")
+    return {f"perm{i}": p - 1 for i, p in enumerate(perm[1:])}
+
+
 def _reshape_target(
     model: TfliteModel, folder: _Folder, op: OperatorInfo, in_elements: int
 ) -> tuple[list[int], int]:
@@ -406,8 +418,11 @@ class NativeSession:
                 in_elements = int(np.prod(record_shapes[source], dtype=np.int64))
                 target, rows = _reshape_target(model, folder, op, in_elements)
                 declared = model.tensors[op.outputs[0]].shape
-                # The declared shape of a tensor whose batch counts rows may hold placeholder 1s.
-                if rows == 1 and declared and list(declared[1:]) != target:
+                signature = model.tensors[op.outputs[0]].shape_signature
+                # The converter declares 1 for each dimension it leaves dynamic (-1 in the signature),
+                # as for a tensor whose batch counts rows.
+                placeholder = rows > 1 or bool(signature and -1 in signature[1:])
+                if not placeholder and declared and list(declared[1:]) != target:
                     raise folder.fail(
                         op, f"new shape {target} disagrees with the output's declared shape {list(declared)}"
                     )
@@ -415,6 +430,10 @@ class NativeSession:
                 outputs = [native_id(op.outputs[0], target)]
                 if rows > 1:
                     batch_rows[op.outputs[0]] = rows
+            elif op.kind == "TRANSPOSE" and not any(t in batch_rows for t in op.inputs):
+                inputs = [native_id(op.inputs[0])] if op.inputs and op.inputs[0] >= 0 else []
+                outputs = [native_id(t) for t in op.outputs]
+                op = replace(op, options={**op.options, **_transpose_options(model, folder, op)})
             elif any(t in batch_rows for t in op.inputs):
                 rows = self._row_op_rows(op, batch_rows, folder)
                 inputs = [native_id(t) if t >= 0 else -1 for t in op.inputs]
@@ -451,6 +470,11 @@ class NativeSession:
         rows = {batch_rows.get(t, 1) for t in activations}
         if len(rows) > 1:
             raise folder.unsupported(op, "combines tensors with different rows per record in the batch")
+        for t in op.inputs if op.kind in ("ADD", "MUL") else ():
+            if t >= 0 and tensors[t].constant and int(np.prod(tensors[t].shape[:-1], dtype=np.int64)) != 1:
+                # LiteRT broadcasts it against the batch of rows, which the kernel keeps per record.
+                raise folder.unsupported(op, f"constant {tensors[t].label()} of shape {list(tensors[t].shape)} varies "
+                                             "across rows; against rows in the batch only a constant row is supported")
         return rows.pop()
 
     def run(self, x: np.ndarray) -> np.ndarray:

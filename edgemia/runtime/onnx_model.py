@@ -212,6 +212,17 @@ class _Translator(DynamicQuantizationHandlers):
                                          f"the native kernel runs only {', '.join(_ROW_OP_TYPES)}")
         if len(rows) > 1:
             raise self.unsupported(node, "combines tensors with different rows per record in the batch")
+        if node.op_type in ("Add", "Mul"):
+            for name in node.input:
+                value = self.values.get(name)
+                data = value.data if isinstance(value, _QuantizedConstant) else self.constants.get(name)
+                if data is not None and int(np.prod(data.shape[:-1])) != 1:
+                    # ONNX broadcasts it against the batch of rows, which the kernel keeps per record.
+                    raise self.unsupported(node, f"constant '{name}' of shape {list(data.shape)} varies across rows; "
+                                                 "against rows in the batch only a constant row is supported")
+        if node.op_type == "Reshape" and node.input[1] in self.constants and 0 in self.constants[node.input[1]]:
+            raise self.unsupported(node, "a 0 in the target shape copies a dimension of the batch of rows, which the "
+                                         "native kernel keeps per record")
         return rows.pop()
 
     # -- translation ---------------------------------------------------------
@@ -685,14 +696,14 @@ class _Translator(DynamicQuantizationHandlers):
         operands = [self.values.get(name) for name in node.input] if operands is None else operands
         if sum(isinstance(value, _Value) for value in operands) == 0:
             raise self.unsupported(node, f"the {node.op_type} of two constants is not supported")
-        inputs, shape = [], None
+        inputs, shapes = [], []
         for name, value in zip(node.input, operands):
             if isinstance(value, _Value):
                 if value.dtype != "float32":
                     raise self.unsupported(node, f"only float {node.op_type} is supported")
                 value = self.as_layout(value, False, node)
                 inputs.append(value.native_id)
-                shape = value.shape
+                shapes.append(list(value.shape))
             elif name in self.constants:
                 inputs.append(self.add_constant(f"{node.name}:{name}", self.constants[name].astype(np.float32),
                                                 "float32"))
@@ -703,7 +714,15 @@ class _Translator(DynamicQuantizationHandlers):
                 inputs.append(self.add_constant(f"{node.name}:{name}", floats, "float32"))
             else:
                 raise self.unsupported(node, f"'{name}' is neither an activation nor a constant")
-        out = _Value(self.add_activation(node.output[0], "float32", list(shape)), "float32", list(shape), False)
+        # Records broadcast against each other only at equal rank, where ONNX's batch dimensions line up.
+        if len({len(shape) for shape in shapes}) > 1:
+            raise self.unsupported(node, f"activations of shapes {shapes} have different ranks; the native kernel "
+                                         "broadcasts activations only at equal rank")
+        try:
+            shape = list(np.broadcast_shapes(*map(tuple, shapes)))
+        except ValueError:
+            raise self.fail(node, f"activations of shapes {shapes} do not broadcast") from None
+        out = _Value(self.add_activation(node.output[0], "float32", shape), "float32", shape, False)
         self.add_op(kind, node.name, inputs, [out.native_id], {"activation": 0})
         self.values[node.output[0]] = out
 
@@ -1284,7 +1303,8 @@ class _NodeName:
 # activations whose rows a Reshape moved into the batch.
 _ROW_OP_TYPES = (
     "MatMul", "Gemm", "MatMulNBits", "QLinearMatMul", "QGemm", "Add", "Mul", "QLinearAdd", "QLinearMul", "Relu",
-    "Clip", "Sigmoid", "QLinearSigmoid", "Tanh", "QuantizeLinear", "DequantizeLinear", "Reshape",
+    "Clip", "Sigmoid", "QLinearSigmoid", "Tanh", "Softmax", "QLinearSoftmax", "QuantizeLinear", "DequantizeLinear",
+    "Reshape",
 )
 
 
