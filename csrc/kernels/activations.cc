@@ -230,10 +230,13 @@ void ExpectSoftmaxInt8Quantization(const OpChecker& check) {
   }
 }
 
-// Calls row(xr, yr, max_value) for each of `rows` rows of `depth` int8
-// values, with the row's maximum.
+// Calls row(xr, yr, max_value) for each row of `depth` int8 values of the
+// op's input and output in a batch, with the row's maximum.
 template <typename Row>
-void ForEachSoftmaxRow(const int8_t* x, int8_t* y, int64_t rows, int64_t depth, Row&& row) {
+void ForEachSoftmaxRow(Arena& arena, int64_t batch, const UnaryIds& ids, int64_t depth, Row&& row) {
+  const int8_t* x = arena.at<int8_t>(ids.in_id);
+  int8_t* y = arena.at<int8_t>(ids.out_id);
+  const int64_t rows = batch * (ids.elements / depth);
   for (int64_t r = 0; r < rows; ++r) {
     const int8_t* xr = x + r * depth;
     int8_t* yr = y + r * depth;
@@ -258,11 +261,8 @@ class SoftmaxInt8 final : public Kernel {
   }
 
   void Run(Arena& arena, int64_t batch) const override {
-    const int8_t* x = arena.at<int8_t>(ids_.in_id);
-    int8_t* y = arena.at<int8_t>(ids_.out_id);
     const int64_t depth = depth_;
-    const int64_t rows = batch * (ids_.elements / depth);
-    ForEachSoftmaxRow(x, y, rows, depth, [&](const int8_t* xr, int8_t* yr, int32_t max_value) {
+    ForEachSoftmaxRow(arena, batch, ids_, depth, [&](const int8_t* xr, int8_t* yr, int32_t max_value) {
       float sum = 0.0f;
       for (int64_t j = 0; j < depth; ++j) sum += table_[static_cast<size_t>(max_value - xr[j])];
       const float inverse = 1.0f / (sum * output_scale_);
@@ -410,11 +410,8 @@ class SoftmaxInt8Reference final : public Kernel {
   }
 
   void Run(Arena& arena, int64_t batch) const override {
-    const int8_t* x = arena.at<int8_t>(ids_.in_id);
-    int8_t* y = arena.at<int8_t>(ids_.out_id);
     const int64_t depth = depth_;
-    const int64_t rows = batch * (ids_.elements / depth);
-    ForEachSoftmaxRow(x, y, rows, depth, [&](const int8_t* xr, int8_t* yr, int32_t max_value) {
+    ForEachSoftmaxRow(arena, batch, ids_, depth, [&](const int8_t* xr, int8_t* yr, int32_t max_value) {
       int32_t sum_q12 = 0;
       for (int64_t j = 0; j < depth; ++j) {
         const int32_t diff = xr[j] - max_value;
@@ -477,11 +474,8 @@ class SoftmaxInt8Ort final : public Kernel {
   }
 
   void Run(Arena& arena, int64_t batch) const override {
-    const int8_t* x = arena.at<int8_t>(ids_.in_id);
-    int8_t* y = arena.at<int8_t>(ids_.out_id);
     const int64_t depth = depth_;
-    const int64_t rows = batch * (ids_.elements / depth);
-    ForEachSoftmaxRow(x, y, rows, depth, [&](const int8_t* xr, int8_t* yr, int32_t max_value) {
+    ForEachSoftmaxRow(arena, batch, ids_, depth, [&](const int8_t* xr, int8_t* yr, int32_t max_value) {
       // The row maximum contributes the table's last entry, so the sum is positive and finite.
       float sum = 0.0f;
       for (int64_t j = 0; j < depth; ++j) sum += table_[static_cast<size_t>(255 - max_value + xr[j])];
