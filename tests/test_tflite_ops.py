@@ -128,6 +128,22 @@ def test_sequence_dense_bad_shape_ops(op_models):
         NativeSession(with_op(folded_tanh))
 
 
+def test_transpose_of_batch_axis_refused(op_models):
+    """A permutation that moves the batch axis is named as such, not as a fixed batch of the output."""
+    from dataclasses import replace
+
+    from edgemia.errors import UnsupportedModelError
+
+    model = read_tflite(op_models["permuted-rows"])
+    transpose = _ops_of(model, "TRANSPOSE")[0]
+    perm, out = model.tensors[transpose.inputs[1]], model.tensors[transpose.outputs[0]]
+    swapped = {perm.index: replace(perm, data=np.array([1, 0, 2], dtype=perm.data.dtype)),
+               out.index: replace(out, shape=(out.shape[1], 1, out.shape[2]), shape_signature=None)}
+    moved = replace(model, tensors=[swapped.get(t.index, t) for t in model.tensors])
+    with pytest.raises(UnsupportedModelError, match=r"\(TRANSPOSE\): permutation \[1, 0, 2\] moves the batch axis"):
+        NativeSession(moved)
+
+
 def test_int8_softmax_equals_litert(op_models):
     model = read_tflite(op_models["softmax"])
     x = edge_inputs(model.input().shape[1:], 5000, seed=9)

@@ -431,9 +431,11 @@ class NativeSession:
                 if rows > 1:
                     batch_rows[op.outputs[0]] = rows
             elif op.kind == "TRANSPOSE" and not any(t in batch_rows for t in op.inputs):
+                # The permutation is checked first: one that moves the batch axis leaves an output whose
+                # first dimension is not the batch, which the record-shape check would misreport.
+                op = replace(op, options={**op.options, **_transpose_options(model, folder, op)})
                 inputs = [native_id(op.inputs[0])] if op.inputs and op.inputs[0] >= 0 else []
                 outputs = [native_id(t) for t in op.outputs]
-                op = replace(op, options={**op.options, **_transpose_options(model, folder, op)})
             elif any(t in batch_rows for t in op.inputs):
                 rows = self._row_op_rows(op, batch_rows, folder)
                 inputs = [native_id(t) if t >= 0 else -1 for t in op.inputs]
