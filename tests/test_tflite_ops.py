@@ -144,6 +144,23 @@ def test_transpose_of_batch_axis_refused(op_models):
         NativeSession(moved)
 
 
+@pytest.mark.parametrize("classes", [511, 512, 1000])
+def test_many_class_softmax_equals_litert(tmp_path, classes):
+    """litert numerics run the softmax sizes that litert-reference refuses, and equal LiteRT's default interpreter."""
+    from edgemia._tf import import_keras
+    from edgemia.compression.tflite_export import export_int8
+
+    keras = import_keras()
+    x = keras.Input((classes,))
+    data = np.random.default_rng(classes).uniform(-2, 2, size=(50, classes)).astype(np.float32)
+    path = tmp_path / "softmax.tflite"
+    path.write_bytes(export_int8(keras.Model(x, keras.layers.Softmax()(x)), data))
+    model = read_tflite(path)
+    records = edge_inputs((classes,), 200, seed=classes)
+    records[4] = model.input().zero_points[0]  # every logit equal
+    np.testing.assert_array_equal(NativeSession(model).run(records), run_litert(path, records, "AUTO"))
+
+
 def test_int8_softmax_equals_litert(op_models):
     model = read_tflite(op_models["softmax"])
     x = edge_inputs(model.input().shape[1:], 5000, seed=9)
