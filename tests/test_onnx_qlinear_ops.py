@@ -510,3 +510,33 @@ def test_softmax_axis_and_unfused_form_rejected(tmp_path):
     onnx.save(model, str(path))
     with pytest.raises(UnsupportedModelError, match=r"runs this Softmax in float"):
         NativeSession(read_onnx(path))
+
+
+def test_int8_softmax_on_rows_in_batch_equals_onnxruntime(tmp_path):
+    """Reshape [-1, 17] moves the 5 rows of each record into the batch; QLinearSoftmax then runs per row."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    initializers = [numpy_helper.from_array(np.array(0.04, np.float32), "s"),
+                    numpy_helper.from_array(np.array(-3, np.int8), "z"),
+                    numpy_helper.from_array(np.array(1 / 256, np.float32), "os"),
+                    numpy_helper.from_array(np.array(-128, np.int8), "oz"),
+                    numpy_helper.from_array(np.array([-1, 17], np.int64), "rows"),
+                    numpy_helper.from_array(np.array([-1, 85], np.int64), "back")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="quantize"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="dequantize"),
+             helper.make_node("Reshape", ["d", "rows"], ["r"], name="fold"),
+             helper.make_node("QuantizeLinear", ["r", "s", "z"], ["rq"], name="fold_quantize"),
+             helper.make_node("DequantizeLinear", ["rq", "s", "z"], ["rd"], name="fold_dequantize"),
+             helper.make_node("Softmax", ["rd"], ["p"], name="softmax", axis=-1),
+             helper.make_node("QuantizeLinear", ["p", "os", "oz"], ["pq"], name="requantize"),
+             helper.make_node("DequantizeLinear", ["pq", "os", "oz"], ["pd"], name="output_dequantize"),
+             helper.make_node("Reshape", ["pd", "back"], ["y"], name="unfold")]
+    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5, 17])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 85])], initializers)
+    path = tmp_path / "rows-softmax.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    x = np.random.default_rng(17).normal(scale=3.0, size=(400, 5, 17)).astype(np.float32)
+    x[0] = 0.0
+    x[1, :, 3] = 100.0
+    np.testing.assert_array_equal(NativeSession(read_onnx(path)).run(x), run_onnxruntime(path, x))
