@@ -145,10 +145,10 @@ def inputs() -> np.ndarray:
 def build_float_dense() -> _native.Graph:
     """Build float fully connected layers whose depths and unit counts miss the vector tiles.
 
-    Depths 37 (two registers and part of one), 13 (part of one), 16 (one
-    register), 1 (one lane) and 130 (deep enough for the row tiles, not the
-    16-unit columns); unit counts 13, 16, 1, 7, 130 and 5; two rows per
-    record; each activation.
+    The depths are 37 (two registers and part of one), 13 (part of one), 16
+    (one register), 1 (one lane) and 130, which takes the row tiles instead
+    of the 16-unit columns. The unit counts are 13, 16, 1, 7, 130 and 5.
+    Each record has two rows, and each activation appears.
     """
     rng = np.random.default_rng(7)
     g = _native.Graph()

@@ -439,9 +439,9 @@ class DepthwiseInt8 final : public Kernel {
 
  private:
   // Fills the tap pairs of DepthwiseRow: offsets, and weights in the order
-  // that vpunpcklwd and vpunpckhwd give two taps' 16 inputs (within each
-  // 128-bit lane, channels 0-3 and 8-11 of the block, then 4-7 and 12-15,
-  // each as the pair's first and second tap).
+  // that vpunpcklwd and vpunpckhwd give two taps' 16 inputs. Within each
+  // 128-bit lane that order is channels 0-3 and 8-11 of the block, then 4-7
+  // and 12-15, each as the pair's first and second tap.
   void PairTaps() {
     const ConvGeometry& g = g_;
     const int64_t taps = g.k_h * g.k_w;

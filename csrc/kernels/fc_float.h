@@ -12,9 +12,9 @@ namespace kernels {
 // The partial sums of one dot product, and so its order of additions.
 constexpr int64_t kFloatDotLanes = 16;
 
-// NaN as the default quiet NaN. Which operand's NaN an x86 addition keeps
-// depends on the operand order the compiler chose, so a NaN sum's sign could
-// differ between kernels and tile shapes; every kernel writes this one.
+// Returns NaN as the default quiet NaN. Which operand's NaN an x86 addition
+// keeps depends on the operand order the compiler chose, so a NaN sum's sign
+// could differ between kernels and tile shapes. Every kernel writes this one.
 // Internal linkage: the AVX-512 file's copy must not serve the other files.
 static inline float CanonicalNan(float v) {
   constexpr float kNan = __builtin_nanf("");

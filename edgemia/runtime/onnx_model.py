@@ -588,7 +588,7 @@ class _Translator(DynamicQuantizationHandlers):
         if addend.dtype != "float32" or addend.shape != product.shape:
             raise self.unsupported(node, f"C input '{node.input[2]}' has shape {addend.shape}, not the product's "
                                          f"{product.shape}")
-        out = _Value(self.add_activation(f"{node.output[0]}", "float32", list(product.shape)), "float32",
+        out = _Value(self.add_activation(node.output[0], "float32", list(product.shape)), "float32",
                      list(product.shape))
         self.add_op("ADD", f"{node.name}:add", [product.native_id, addend.native_id], [out.native_id],
                     {"activation": 0})
@@ -1136,17 +1136,8 @@ class _Translator(DynamicQuantizationHandlers):
         self._pass_through(node, kind, {}, x.nhwc, lambda shape: list(shape))
 
     def _Sigmoid(self, node) -> None:
-        # Followed by QuantizeLinear, ONNX Runtime fuses it into QLinearSigmoid;
-        # otherwise it runs in float after DequantizeLinear, as _Tanh says.
-        x = self.values.get(node.input[0])
-        if isinstance(x, _Dequantized):
-            q = self.sole_consumer(node.output[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                q, scale, zero_point = self._fused_output(node)
-                self._table_int8(node, "LOGISTIC", x.source, q.output[0], scale, zero_point)
-                return
-            x = self.dequantized_inputs(node)[0]
-        self._float_unary(node, "LOGISTIC", x)
+        # Followed by QuantizeLinear, ONNX Runtime fuses it into QLinearSigmoid.
+        self._table_or_float_unary(node, "LOGISTIC")
 
     def _QLinearSigmoid(self, node) -> None:
         if len(node.input) < 5:
@@ -1205,19 +1196,25 @@ class _Translator(DynamicQuantizationHandlers):
         self.values[name] = out
 
     def _Tanh(self, node) -> None:
-        # ONNX Runtime has no int8 Tanh: after DequantizeLinear it runs in
-        # float. Followed by QuantizeLinear, a table reproduces that; otherwise
-        # (a model's last Tanh) the values are dequantized and the float TANH
-        # kernel, MLAS's tanh in onnxruntime numerics, runs.
+        # ONNX Runtime has no int8 Tanh, so after DequantizeLinear it runs in float.
+        self._table_or_float_unary(node, "TANH")
+
+    def _table_or_float_unary(self, node, kind: str) -> None:
+        """Emit an int8 LOGISTIC or TANH table where a QuantizeLinear follows a dequantized input, else the float op.
+
+        The table gives the bytes of ONNX Runtime's float function followed by QuantizeLinear. Without a
+        QuantizeLinear after it (a model's last Sigmoid or Tanh), the values are dequantized and the float
+        kernel runs, which is MLAS's function in onnxruntime numerics.
+        """
         x = self.values.get(node.input[0])
         if isinstance(x, _Dequantized):
             q = self.sole_consumer(node.output[0])
             if q is not None and q.op_type == "QuantizeLinear":
                 q, scale, zero_point = self._fused_output(node)
-                self._table_int8(node, "TANH", x.source, q.output[0], scale, zero_point)
+                self._table_int8(node, kind, x.source, q.output[0], scale, zero_point)
                 return
             x = self.dequantized_inputs(node)[0]
-        self._float_unary(node, "TANH", x)
+        self._float_unary(node, kind, x)
 
     def _reshape_to(self, node, target: list[int]) -> None:
         x = self.values.get(node.input[0])
