@@ -187,9 +187,9 @@ PYBIND11_MODULE(_native, m) {
       "The fp32 output stage of one instruction-set path on int32 sums [m, n] (for tests).");
   m.def(
       "gemm_requantize_fp32",
-      [](const std::string& isa, py::array_t<int8_t, py::array::c_style> a, py::array_t<int8_t, py::array::c_style> b,
+      [](const std::string& isa, py::array_t<int8_t> a, py::array_t<int8_t, py::array::c_style> b,
          py::array_t<int32_t, py::array::c_style> bias, py::array_t<float, py::array::c_style> scale,
-         float min_less_zero_point, float max_less_zero_point, int32_t zero_point) {
+         float min_less_zero_point, float max_less_zero_point, int32_t zero_point, int64_t y_stride) {
         if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(1) || bias.ndim() != 1 || scale.ndim() != 1 ||
             bias.shape(0) != b.shape(0) || scale.shape(0) != b.shape(0)) {
           throw py::value_error("a must be [m, k], b [n, k] with the same k, and bias and scale [n]");
@@ -197,24 +197,37 @@ PYBIND11_MODULE(_native, m) {
         if (a.shape(1) < 1 || a.shape(1) > edgemia::gemm::kMaxDepth || b.shape(0) < 1) {
           throw py::value_error("k must be in 1.." + std::to_string(edgemia::gemm::kMaxDepth) + " and n at least 1");
         }
+        if ((a.shape(1) > 1 && a.strides(1) != 1) || (a.shape(0) > 1 && a.strides(0) < a.shape(1))) {
+          throw py::value_error("the rows of a must be contiguous and must not overlap");
+        }
         const edgemia::gemm::Int8Gemm* path = FindPath(isa);
         const int64_t m = a.shape(0), n = b.shape(0), k = a.shape(1);
+        if (y_stride == 0) y_stride = n;
+        if (y_stride < n) throw py::value_error("y_stride must be at least n");
         edgemia::gemm::PackedB packed;
         path->pack(b.data(), n, k, &packed);
         auto stage = edgemia::TestStage(bias, scale, min_less_zero_point, max_less_zero_point, zero_point);
         // As the op kernels set it.
         stage.saturation_clamps = edgemia::gemm::SaturationClamps(b.data(), n, k, stage);
         std::vector<int32_t> acc(static_cast<size_t>(m * n));
-        std::vector<int8_t> rows(static_cast<size_t>(m * k + edgemia::gemm::kOverreadA));
-        std::memcpy(rows.data(), a.data(), static_cast<size_t>(m * k));
-        py::array_t<int8_t> y({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
-        if (m > 0) edgemia::gemm::RunRequantizeFp32(*path, rows.data(), k, m, packed, acc.data(), stage, y.mutable_data(), n);
+        // The rows keep their stride, in a copy with the bytes a GEMM may read past the last one.
+        const int64_t a_stride = m > 1 ? a.strides(0) : k;
+        std::vector<int8_t> rows(static_cast<size_t>(m > 0 ? (m - 1) * a_stride + k + edgemia::gemm::kOverreadA : 0));
+        if (m > 0) std::memcpy(rows.data(), a.data(), static_cast<size_t>((m - 1) * a_stride + k));
+        // Bytes of y between rows keep the value 0x55, so a test sees stray writes.
+        py::array_t<int8_t> y({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(y_stride)});
+        std::memset(y.mutable_data(), 0x55, static_cast<size_t>(m * y_stride));
+        if (m > 0) {
+          edgemia::gemm::RunRequantizeFp32(*path, rows.data(), a_stride, m, packed, acc.data(), stage, y.mutable_data(),
+                                           y_stride);
+        }
         return y;
       },
       py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("scale"), py::arg("min_less_zero_point"),
-      py::arg("max_less_zero_point"), py::arg("zero_point"),
+      py::arg("max_less_zero_point"), py::arg("zero_point"), py::arg("y_stride") = 0,
       "The fp32 output stage of a @ b.T on one instruction-set path, fused into the GEMM where the path "
-      "has a fused form (for tests).");
+      "has a fused form (for tests). The rows of a may be a strided view. With y_stride above n, y is "
+      "[m, y_stride] and its bytes past column n keep the value 0x55.");
   m.def(
       "saturation_clamps",
       [](py::array_t<int8_t, py::array::c_style> b, py::array_t<int32_t, py::array::c_style> bias,

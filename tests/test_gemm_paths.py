@@ -139,6 +139,33 @@ def test_fused_output_stage_matches_two_steps(isa):
 
 
 @pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_fused_stage_on_narrow_layers(isa, n):
+    # Layers of up to 4 columns run 16 rows at a time in their own avx512vnni kernel,
+    # which reads 16 bytes of k per step (masking the last step unless at most 3 bytes
+    # of it are past k) and interleaves the columns when it stores. Strided rows of a and
+    # of y, extreme records and both sides of the saturation rule must all give the
+    # reference bytes, and the bytes between output rows must stay untouched.
+    rng = np.random.default_rng(100 + n)
+    for m, k, a_pad, y_pad in itertools.product([16, 17, 31, 32, 48, 100], [1, 3, 4, 12, 13, 16, 17, 28, 29, 32, 64, 129],
+                                                 [0, 5], [0, 3]):
+        rows = rng.integers(-128, 128, size=(m, k + a_pad), dtype=np.int8)
+        rows[0, :k], rows[1, :k] = -128, 127
+        rows[2, :k:2], rows[2, 1:k:2] = -128, 127
+        a = rows[:, :k]
+        b = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        b[0, ::2] = -128
+        bias = rng.integers(-3000, 3000, size=n, dtype=np.int32)
+        scale = rng.uniform(0.0005, 0.01, size=n).astype(np.float32)
+        for lo, hi, zero_point in [(-128.0 - 5, 127.0 - 5, 5), (0.0, 255.0, -128)]:
+            expected = requantize_reference(exact_product(a, b), bias, scale, lo, hi, zero_point)
+            got = _native.gemm_requantize_fp32(isa, a, b, bias, scale, lo, hi, zero_point, y_stride=n + y_pad)
+            where = f"m={m} k={k} row padding {a_pad}, {y_pad} lo={lo}"
+            np.testing.assert_array_equal(got[:, :n], expected, err_msg=where)
+            assert np.all(got[:, n:] == 0x55), f"bytes between output rows changed at {where}"
+
+
+@pytest.mark.parametrize("isa", PATHS)
 def test_output_stage_clamps_to_activation_range(isa):
     # A fused ReLU with zero point -128 keeps outputs in -128..127 but clamps at 0 in float.
     acc = np.array([[-1000, -1, 0, 1, 1000, 10**9, -(10**9)]], dtype=np.int32)

@@ -31,16 +31,28 @@ constexpr int64_t kMr = 12;          // rows of A per microkernel call
 constexpr int64_t kNr = 32;          // columns per weight panel: two zmm of 16 int32
 constexpr int64_t kRowBlock = 8 * kMr;  // rows of A per pass over the weight panels
 constexpr uint32_t kSignBits = 0x80808080u;  // a ^ kSignBits = a + 128 in each byte
+constexpr int64_t kNarrowColumns = 4;   // widest layer the narrow kernel runs
+constexpr int64_t kNarrowRows = 16;     // rows per narrow tile, one per int32 lane
+constexpr int64_t kNarrowChunk = 16;    // bytes of k per row and step of the narrow kernel
 
 // Panel p holds columns [32p, 32p + 32) (the last one 16 wide when at most 16
 // columns remain). For each group of four k it stores 4 bytes per column:
 // columns 0..15 of the panel, then 16..31. Padding rows and columns hold 0.
 // out->column[j] = -128 * sum_k b[j][k], padded with zeros to whole panels.
+//
+// A layer of at most kNarrowColumns columns also gets the layout of the
+// narrow kernel after its panel: B row-major with each row padded with zeros
+// to a multiple of 16 bytes (NarrowWeights).
 void PackS8S32Nr32C4(const int8_t* b, int64_t n, int64_t k, PackedB* out) {
   const int64_t kp = RoundUp(k, 4);
   const int64_t panels = (n + kNr - 1) / kNr;
-  int8_t* data = PreparePackedB(out, n, k, panels * kNr * kp, panels * kNr);
+  const int64_t narrow = n <= kNarrowColumns ? n * RoundUp(k, kNarrowChunk) : 0;
+  int8_t* data = PreparePackedB(out, n, k, panels * kNr * kp + narrow, panels * kNr);
   PackPanels(b, n, k, kp, kNr, 4, 16, data);
+  if (narrow > 0) {
+    int8_t* rows = data + panels * kNr * kp;
+    for (int64_t j = 0; j < n; ++j) std::memcpy(rows + j * RoundUp(k, kNarrowChunk), b + j * k, static_cast<size_t>(k));
+  }
   for (int64_t j = 0; j < n; ++j) {
     int32_t sum = 0;
     for (int64_t q = 0; q < k; ++q) sum += b[j * k + q];
@@ -292,6 +304,125 @@ constexpr Microkernel kMicrokernels[2][kMr] = {
      s8s32_gemm_MRx32c4__avx512vnni<11, 2>, s8s32_gemm_MRx32c4__avx512vnni<12, 2>},
 };
 
+// The row-major weights of a layer with at most kNarrowColumns columns,
+// which follow its panel: row j starts at j * RoundUp(k, kNarrowChunk).
+const int8_t* NarrowWeights(const PackedB& b) { return b.panels() + kNr * RoundUp(b.k, 4); }
+
+// Flips the sign bits of 16 bytes of k of four rows, a_stride apart, into
+// one register: row r in 128-bit lane r. Masked bytes read as zero; they
+// meet the zero padding of the weights.
+template <bool kMasked>
+inline __m512i LoadFourRows(const int8_t* a, int64_t a_stride, __mmask16 bytes, __m512i sign) {
+  __m512i z;
+  if (kMasked) {
+    z = _mm512_castsi128_si512(_mm_maskz_loadu_epi8(bytes, a));
+    z = _mm512_inserti32x4(z, _mm_maskz_loadu_epi8(bytes, a + a_stride), 1);
+    z = _mm512_inserti32x4(z, _mm_maskz_loadu_epi8(bytes, a + 2 * a_stride), 2);
+    z = _mm512_inserti32x4(z, _mm_maskz_loadu_epi8(bytes, a + 3 * a_stride), 3);
+  } else {
+    z = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+    z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + a_stride)), 1);
+    z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 2 * a_stride)), 2);
+    z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 3 * a_stride)), 3);
+  }
+  return _mm512_xor_si512(z, sign);
+}
+
+// The fp32 output stage of 16 rows x NC columns, for layers too narrow for
+// the panel microkernels (the logits of a binary classifier, say), which
+// would leave most lanes of every vpdpbusd idle. Each step takes 16 bytes of
+// k from 16 rows: four registers of four rows, one row per 128-bit lane,
+// each multiplied with the column's 16 weights broadcast to every lane. Lane
+// 4r + g of a column's register then holds group g of row r; three rounds of
+// pairwise sums over two registers leave the sum of row r in lane r, and the
+// stage then works on 16 rows of one column at a time.
+template <int NC>
+void s8s32_gemm_16xNCc16__avx512vnni(const int8_t* a, int64_t a_stride, int64_t k, const int32_t* correction,
+                                      const int8_t* w, const Fp32Requantization& stage, int8_t* y,
+                                      int64_t y_stride) {
+  const int64_t kq = RoundUp(k, kNarrowChunk);
+  const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(kSignBits));
+  __m512i acc[NC][4];
+#pragma GCC unroll 4
+  for (int j = 0; j < NC; ++j) {
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) acc[j][i] = _mm512_setzero_si512();
+  }
+  const auto step = [&](int64_t q, const __m512i (&rows)[4]) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NC; ++j) {
+      const __m512i wj = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(w + j * kq + q)));
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) acc[j][i] = _mm512_dpbusd_epi32(acc[j][i], rows[i], wj);
+    }
+  };
+  // Whole steps may read up to kOverreadA bytes past k; the last step masks
+  // the bytes beyond that.
+  int64_t q = 0;
+  for (; q + kNarrowChunk <= k + kOverreadA; q += kNarrowChunk) {
+    __m512i rows[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) rows[i] = LoadFourRows<false>(a + 4 * i * a_stride + q, a_stride, 0, sign);
+    step(q, rows);
+  }
+  if (q < k) {
+    const __mmask16 bytes = LowBits16(k - q);
+    __m512i rows[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) rows[i] = LoadFourRows<true>(a + 4 * i * a_stride + q, a_stride, bytes, sign);
+    step(q, rows);
+  }
+  const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odds = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  const auto pair_sums = [&](__m512i x, __m512i z) {
+    return _mm512_add_epi32(_mm512_permutex2var_epi32(x, evens, z), _mm512_permutex2var_epi32(x, odds, z));
+  };
+  const __m512 lo = _mm512_set1_ps(stage.min_less_zero_point);
+  const __m512 hi = _mm512_set1_ps(stage.max_less_zero_point);
+  const __m512i zero_point = _mm512_set1_epi32(stage.zero_point);
+  __m128i column[NC];
+#pragma GCC unroll 4
+  for (int j = 0; j < NC; ++j) {
+    // Rows 0..7 and 8..15 with two halves each, then one sum per row.
+    __m512i sum = pair_sums(pair_sums(acc[j][0], acc[j][1]), pair_sums(acc[j][2], acc[j][3]));
+    // int32 additions wrap, so adding the correction and bias last gives the same sum.
+    sum = _mm512_add_epi32(sum, _mm512_add_epi32(_mm512_set1_epi32(correction[j]), _mm512_set1_epi32(stage.bias[j])));
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(stage.scale[j]));
+    if (!stage.saturation_clamps) f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+    column[j] = _mm512_cvtsepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point));
+  }
+  // Interleave the columns into rows where the output rows are contiguous.
+  if (NC == 1 && y_stride == 1) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), column[0]);
+  } else if (NC == 2 && y_stride == 2) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), _mm_unpacklo_epi8(column[0], column[NC - 1]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 16), _mm_unpackhi_epi8(column[0], column[NC - 1]));
+  } else if (NC == 4 && y_stride == 4) {
+    const __m128i low01 = _mm_unpacklo_epi8(column[0], column[1 % NC]);
+    const __m128i high01 = _mm_unpackhi_epi8(column[0], column[1 % NC]);
+    const __m128i low23 = _mm_unpacklo_epi8(column[2 % NC], column[NC - 1]);
+    const __m128i high23 = _mm_unpackhi_epi8(column[2 % NC], column[NC - 1]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), _mm_unpacklo_epi16(low01, low23));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 16), _mm_unpackhi_epi16(low01, low23));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 32), _mm_unpacklo_epi16(high01, high23));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 48), _mm_unpackhi_epi16(high01, high23));
+  } else {
+    alignas(16) int8_t bytes[NC][kNarrowRows];
+#pragma GCC unroll 4
+    for (int j = 0; j < NC; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(bytes[j]), column[j]);
+    for (int64_t r = 0; r < kNarrowRows; ++r) {
+      for (int j = 0; j < NC; ++j) y[r * y_stride + j] = bytes[j][r];
+    }
+  }
+}
+
+using NarrowKernel = void (*)(const int8_t*, int64_t, int64_t, const int32_t*, const int8_t*,
+                              const Fp32Requantization&, int8_t*, int64_t);
+
+constexpr NarrowKernel kNarrowKernels[kNarrowColumns] = {
+    s8s32_gemm_16xNCc16__avx512vnni<1>, s8s32_gemm_16xNCc16__avx512vnni<2>, s8s32_gemm_16xNCc16__avx512vnni<3>,
+    s8s32_gemm_16xNCc16__avx512vnni<4>};
+
 // Runs every tile of A . B, writing int32 sums (stage == nullptr) or int8 outputs.
 void RunTiles(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, int32_t* c, int64_t c_stride,
               const Fp32Requantization* stage, int8_t* y, int64_t y_stride) {
@@ -322,7 +453,17 @@ void RunAvx512Vnni(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& 
 
 void RunRequantizeFp32Avx512Vnni(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b,
                                  const Fp32Requantization& stage, int8_t* y, int64_t y_stride) {
-  RunTiles(a, a_stride, m, b, nullptr, 0, &stage, y, y_stride);
+  // Narrow layers run 16 rows at a time in the narrow kernel; the rows left over go
+  // through the panel microkernels.
+  int64_t done = 0;
+  if (b.n <= kNarrowColumns) {
+    const NarrowKernel kernel = kNarrowKernels[b.n - 1];
+    for (; done + kNarrowRows <= m; done += kNarrowRows) {
+      kernel(a + done * a_stride, a_stride, b.k, b.column.data(), NarrowWeights(b), stage, y + done * y_stride,
+             y_stride);
+    }
+  }
+  if (done < m) RunTiles(a + done * a_stride, a_stride, m - done, b, nullptr, 0, &stage, y + done * y_stride, y_stride);
 }
 
 // 16 outputs of the fp32 stage; lanes outside `mask` are neither read nor written.
