@@ -92,7 +92,9 @@ struct Int8Gemm;
 }
 
 // Most records per chunk: each thread works through whole chunks with its own arena.
-constexpr int64_t kChunkRecords = 64;
+// 96 is a whole number of the avx512vnni GEMM's row tiles (12) and of its narrow
+// kernel's (16).
+constexpr int64_t kChunkRecords = 96;
 
 // Bytes after the end of every arena buffer and of the scratch that kernels
 // may read, so that a kernel can copy short runs in whole 16-byte words.
