@@ -28,6 +28,18 @@ def conv_variants(groups: int = 2):
     return keras.Model(x, L.Dense(7)(L.Flatten()(e)))
 
 
+def wide_conv_variants():
+    """Convolutions whose filter rows (width x input channels) take 2, 4 and more than 4
+    16-byte words: the framed gather copies a fixed number of words up to 4."""
+    keras, L = _layers()
+    x = keras.Input((9, 7, 24))
+    a = L.Conv2D(21, 3, padding="same", activation="relu")(x)
+    b = L.Conv2D(6, 3, strides=2, padding="same")(a)
+    c = L.Conv2D(5, (2, 5), padding="valid", activation="relu")(a)
+    merged = L.Concatenate()([L.Flatten()(b), L.Flatten()(c)])
+    return keras.Model(x, L.Dense(7)(merged))
+
+
 def depthwise_variants():
     keras, L = _layers()
     x = keras.Input((12, 12, 3))
@@ -135,6 +147,7 @@ BUILDERS = {
     "mlp": relu_mlp,
     "dilated": dilated_variants,
     "conv": conv_variants,
+    "wide-conv": wide_conv_variants,
     "depthwise": depthwise_variants,
     "pooling": pooling_variants,
     "elementwise": elementwise_variants,

@@ -60,7 +60,7 @@ def run_litert(path, x: np.ndarray, resolver: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("numerics", list(RESOLVERS))
-@pytest.mark.parametrize("name", ["conv", "depthwise", "dilated", "dilated-activations", "pooling", "elementwise",
+@pytest.mark.parametrize("name", ["conv", "wide-conv", "depthwise", "dilated", "dilated-activations", "pooling", "elementwise",
                                   "dense", "sequence-dense", "single-row-dense", "permuted-rows"])
 def test_int8_model_equals_litert(op_models, name, numerics):
     model = read_tflite(op_models[name])

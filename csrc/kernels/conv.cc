@@ -182,7 +182,8 @@ class ConvInt8 final : public Kernel {
   }
 
   int64_t ScratchBytes() const override {
-    const int64_t frame = framed_ ? padded_h_ * padded_w_ * g_.in_c + 16 : 0;  // 16: CopyWords reads past the end
+    // 16: the word copies read and write up to 15 bytes past the frame.
+    const int64_t frame = framed_ ? padded_h_ * padded_w_ * g_.in_c + 16 : 0;
     return gemm_rows_ * depth_ + gemm_rows_ * group_out_ * static_cast<int64_t>(sizeof(int32_t)) + frame;
   }
   int64_t MacsPerRecord() const override { return g_.out_h * g_.out_w * g_.out_c * depth_; }
@@ -205,7 +206,14 @@ class ConvInt8 final : public Kernel {
           a = x + p0 * g.in_c;
           a_stride = g.in_c;
         } else if (framed_) {
-          GatherFramedRows(x, p0, m, rows, frame, &framed_record);
+          // Filter rows of up to 64 bytes, the most common, copy a fixed number of words.
+          switch ((g.k_w * g.in_c + 15) / 16) {
+            case 1: GatherFramedRows<1>(x, p0, m, rows, frame, &framed_record); break;
+            case 2: GatherFramedRows<2>(x, p0, m, rows, frame, &framed_record); break;
+            case 3: GatherFramedRows<3>(x, p0, m, rows, frame, &framed_record); break;
+            case 4: GatherFramedRows<4>(x, p0, m, rows, frame, &framed_record); break;
+            default: GatherFramedRows<0>(x, p0, m, rows, frame, &framed_record); break;
+          }
         } else {
           GatherRows(x, p0, m, group, rows);
         }
@@ -283,37 +291,72 @@ class ConvInt8 final : public Kernel {
   // GatherRows for filters whose rows are contiguous (framed_). Each record
   // is first copied into `frame`, inside a border of the input zero point,
   // unless *framed_record shows it is there already. Each filter row of each
-  // position is then one run of bytes in the frame.
+  // position is then one run of bytes in the frame, copied in kWords 16-byte
+  // words (any number when kWords is 0).
+  template <int kWords>
   void GatherFramedRows(const int8_t* x, int64_t first, int64_t count, int8_t* rows, int8_t* frame,
                         int64_t* framed_record) const {
     const ConvGeometry g = g_;
     const int64_t depth = depth_;
     const int64_t span = g.k_w * g.in_c;
     const int64_t frame_line = padded_w_ * g.in_c;
-    const int64_t in_line = g.in_w * g.in_c;
+    const int64_t tap_line = g.dilation_h * frame_line;  // from one filter row to the next
+    const int64_t step = g.stride_w * g.in_c;            // from one output column to the next
     int64_t b = first / (g.out_h * g.out_w);
     int64_t oy = (first / g.out_w) % g.out_h;
     int64_t ox = first % g.out_w;
-    for (int64_t i = 0; i < count; ++i) {
+    for (int64_t i = 0; i < count;) {
       if (b != *framed_record) {
-        std::memset(frame, input_zero_point_, static_cast<size_t>(padded_h_ * frame_line));
-        const int8_t* xb = x + b * g.in_h * in_line;
-        for (int64_t iy = 0; iy < g.in_h; ++iy) {
-          std::memcpy(frame + (iy + g.pad_top) * frame_line + g.pad_left * g.in_c, xb + iy * in_line,
-                      static_cast<size_t>(in_line));
-        }
+        FrameRecord(x + b * g.in_h * g.in_w * g.in_c, frame);
         *framed_record = b;
       }
-      const int8_t* src = frame + oy * g.stride_h * frame_line + ox * g.stride_w * g.in_c;
+      // The positions left in this output row.
+      const int64_t run = std::min(count - i, g.out_w - ox);
+      const int8_t* src = frame + oy * g.stride_h * frame_line + ox * step;
       int8_t* row = rows + i * depth;
-      for (int64_t ky = 0; ky < g.k_h; ++ky) CopyWords(row + ky * span, src + ky * g.dilation_h * frame_line, span);
-      if (++ox == g.out_w) {
+      for (int64_t r = 0; r < run; ++r, src += step, row += depth) {
+        for (int64_t ky = 0; ky < g.k_h; ++ky) {
+          if (kWords > 0) {
+            for (int w = 0; w < kWords; ++w) std::memcpy(row + ky * span + 16 * w, src + ky * tap_line + 16 * w, 16);
+          } else {
+            CopyWords(row + ky * span, src + ky * tap_line, span);
+          }
+        }
+      }
+      i += run;
+      ox += run;
+      if (ox == g.out_w) {
         ox = 0;
         if (++oy == g.out_h) {
           oy = 0;
           ++b;
         }
       }
+    }
+  }
+
+  // Writes one record into `frame`: padded_h_ lines of padded_w_ pixels, the
+  // image at (pad_top, pad_left) and the input zero point around it. Each
+  // line is written from the front in whole words, so that the bytes each
+  // step writes past its end are rewritten by the next; those of the last
+  // line land in the scratch past the frame.
+  void FrameRecord(const int8_t* xb, int8_t* frame) const {
+    const ConvGeometry& g = g_;
+    const auto zero_point = static_cast<int8_t>(input_zero_point_);
+    const int64_t frame_line = padded_w_ * g.in_c;
+    const int64_t in_line = g.in_w * g.in_c;
+    const int64_t left = g.pad_left * g.in_c;
+    const int64_t right = frame_line - left - in_line;
+    for (int64_t line = 0; line < padded_h_; ++line) {
+      int8_t* dst = frame + line * frame_line;
+      const int64_t iy = line - g.pad_top;
+      if (iy < 0 || iy >= g.in_h) {
+        FillWords(dst, zero_point, frame_line);
+        continue;
+      }
+      FillWords(dst, zero_point, left);
+      CopyWords(dst + left, xb + iy * in_line, in_line);
+      FillWords(dst + left + in_line, zero_point, right);
     }
   }
 
