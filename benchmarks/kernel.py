@@ -432,10 +432,11 @@ def write_report(out: Path, command: str, results, isas, peaks, macs, onnx, onnx
         "dense layers, in place and requantizes its sums in registers; the avx2 and NEON",
         "paths still copy the rows once more when they pack them, and requantize in a",
         "second pass. Depthwise convolutions with depth multiplier 1 have AVX2 and NEON",
-        "row kernels (the avx512vnni path uses the AVX2 one). Average pooling is portable",
-        "code that the compiler vectorizes for the baseline instruction set only. With two",
-        "threads the kernel splits only batches with about a million multiply-accumulates",
-        "per thread; smaller ones run on one.",
+        "row kernels; on the avx512vnni path, filters of up to 64 taps run in a kernel that",
+        "also applies the output stage in registers. Average pooling is portable code that",
+        "the compiler vectorizes for the baseline instruction set only. With two threads",
+        "the kernel splits only batches with about a million multiply-accumulates per",
+        "thread; smaller ones run on one.",
         "",
     ])
     replace_section(out, text)

@@ -9,8 +9,8 @@ convolution (read in place), a strided grouped one, max pooling and a fully
 connected layer with several rows per record. Two more chain depthwise
 convolutions and pooling on 37 and 7 channels (vector blocks of 16 plus a
 remainder, and a remainder alone): 3x3 with SAME padding, 3x3 with stride 2 on
-an odd width, 1x1, a dilated 5x3, a 2x4 (an even number of taps), depth
-multiplier 2, then average and max pooling with SAME padding. Each runs in
+an odd width, 1x1, a dilated 5x3, a 2x4 (an even number of taps), a 9x8
+(72 taps), depth multiplier 2, then average and max pooling with SAME padding. Each runs in
 both numerics modes at 1, 2 and 3 threads on random and extreme inputs. A
 last one chains float fully connected layers. OUT.npz receives every output
 and the path the graph used.
@@ -104,6 +104,8 @@ def build_depthwise(numerics: str, channels: int) -> _native.Graph:
         ("dw1x1", (1, 1), 1, (7, 6), depthwise_options(1, 1, SAME, 0)),
         ("dw5x3-dilated", (5, 3), 1, (7, 6), depthwise_options(1, 2, SAME, RELU)),
         ("dw2x4", (2, 4), 1, (7, 6), depthwise_options(1, 1, SAME, 0)),  # an even number of taps
+        # 72 taps, more than the avx512vnni path's fused row kernel takes.
+        ("dw9x8", (9, 8), 1, (7, 6), depthwise_options(1, 1, SAME, RELU)),
         ("dw-multiplier2", (2, 2), 2, (7, 6), depthwise_options(1, 1, SAME, 0, 2)),
     ]
     current, current_channels = x, channels

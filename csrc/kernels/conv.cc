@@ -444,6 +444,11 @@ class DepthwiseInt8 final : public Kernel {
     const auto formula = numerics == Numerics::kLitertReference ? ChannelRequantizer::Formula::kFixedPoint
                                                                  : ChannelRequantizer::Formula::kFp32;
     requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.out_c, check.ActivationOption(), numerics);
+    // The avx512vnni path computes rows and their fp32 output stage in one kernel.
+    if (row_kernel_ != nullptr && requantize_.is_fp32() && std::string(check.gemm().name) == "avx512vnni" &&
+        g_.k_h * g_.k_w <= kMaxFusedDepthwiseTaps) {
+      fused_kernel_ = DepthwiseRowRequantizeAvx512();
+    }
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
   }
@@ -460,6 +465,10 @@ class DepthwiseInt8 final : public Kernel {
     for (int64_t b = 0; b < batch; ++b) {
       const int8_t* xb = x + b * g.in_h * g.in_w * g.in_c;
       for (int64_t oy = 0; oy < g.out_h; ++oy) {
+        if (fused_kernel_ != nullptr) {
+          fused_kernel_(row_, xb, oy, requantize_.Fp32Stage(bias_.data(), 0), y + (b * g.out_h + oy) * row_values);
+          continue;
+        }
         // The sums of one output row; the bias comes with the output stage.
         if (row_kernel_ != nullptr) {
           row_kernel_(row_, xb, oy, acc);
@@ -512,9 +521,26 @@ class DepthwiseInt8 final : public Kernel {
         }
       }
     }
+    ordered_pair_weights_.assign(static_cast<size_t>(pairs * blocks * 32), 0);
+    for (int64_t p = 0; p < pairs; ++p) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        int16_t* out = ordered_pair_weights_.data() + (p * blocks + b) * 32;
+        for (int64_t i = 0; i < 16; ++i) {
+          const int64_t c = b * 16 + i;
+          for (int64_t k = 0; k < 2; ++k) {
+            const int64_t tap = 2 * p + k;
+            const bool used = tap < taps && c < g.in_c;
+            out[2 * i + k] = used ? wide_filter_[static_cast<size_t>(tap * g.in_c + c)] : 0;
+          }
+        }
+      }
+    }
+    zero_point_pixel_.assign(static_cast<size_t>(g.in_c + 16), static_cast<int8_t>(input_zero_point_));
     row_.tap_pairs = pairs;
     row_.tap_offsets = tap_offsets_.data();
     row_.pair_weights = pair_weights_.data();
+    row_.ordered_pair_weights = ordered_pair_weights_.data();
+    row_.zero_point_pixel = zero_point_pixel_.data();
   }
 
   // The reference: the sums of output row oy of record xb, channels
@@ -558,11 +584,15 @@ class DepthwiseInt8 final : public Kernel {
   int in_id_ = 0, out_id_ = 0;
   // The vector path's row kernel and its operands; nullptr runs the loop above.
   DepthwiseRowKernel row_kernel_ = nullptr;
+  // Rows with their output stage, where the path has a kernel for them.
+  DepthwiseRowRequantizeKernel fused_kernel_ = nullptr;
   DepthwiseRow row_;
   std::vector<int16_t> wide_filter_;
   std::vector<int64_t> kx_begin_, kx_end_;
   std::vector<int64_t> tap_offsets_;
   std::vector<int16_t> pair_weights_;
+  std::vector<int16_t> ordered_pair_weights_;
+  std::vector<int8_t> zero_point_pixel_;
 };
 
 class ConvFloat final : public Kernel {

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "../gemm/gemm.h"
+
 namespace edgemia {
 namespace kernels {
 
@@ -34,16 +36,33 @@ struct DepthwiseRow {
   int64_t tap_pairs = 0;
   const int64_t* tap_offsets = nullptr;
   const int16_t* pair_weights = nullptr;
+  // The same pair weights with each channel's two weights side by side, channels
+  // in order: for each pair and block of 16 channels, w[first tap][c] and
+  // w[second tap][c] for c = 0..15, as vpdpwssd multiplies two interleaved taps.
+  const int16_t* ordered_pair_weights = nullptr;
+  // A pixel of the input zero point (channels + 16 bytes), read for taps
+  // outside the image.
+  const int8_t* zero_point_pixel = nullptr;
 };
+
+// Most taps (k_h * k_w) of a filter that the fused kernels below take.
+constexpr int64_t kMaxFusedDepthwiseTaps = 64;
 
 // Writes acc[ox * channels + c] = sum over the taps inside the image of
 // w[ky][kx][c] * (x[iy][ix][c] - zero_point) for output row `oy` of the
 // record `x` (NHWC, one image).
 using DepthwiseRowKernel = void (*)(const DepthwiseRow& row, const int8_t* x, int64_t oy, int32_t* acc);
 
+// Writes y[ox * channels + c], the fp32 output stage of those sums plus
+// stage.bias[c] with stage.scale[c], for output row `oy` of the record `x`.
+// For filters of at most kMaxFusedDepthwiseTaps taps.
+using DepthwiseRowRequantizeKernel = void (*)(const DepthwiseRow& row, const int8_t* x, int64_t oy,
+                                              const gemm::Fp32Requantization& stage, int8_t* y);
+
 // Each returns nullptr when this build does not include that path.
 DepthwiseRowKernel DepthwiseRowAvx2();
 DepthwiseRowKernel DepthwiseRowNeon();
+DepthwiseRowRequantizeKernel DepthwiseRowRequantizeAvx512();
 
 }  // namespace kernels
 }  // namespace edgemia

@@ -1,0 +1,167 @@
+// Depthwise convolution rows for the avx512vnni path, with the fp32 output
+// stage applied in registers. Each step takes two taps of 16 channels:
+// vpunpcklbw and vpunpckhbw interleave their input bytes channel by channel,
+// vpmovsxbw widens the 32 bytes to int16 and the input zero point is
+// subtracted, and vpdpwssd adds both products of each channel into its int32
+// lane. Every product w * (x - zero_point) and the pair's sum are exact, so
+// the sums equal the portable loop's. Taps outside the image read a pixel of
+// the input zero point, which adds nothing.
+#include "depthwise.h"
+
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512VNNI__)
+
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <immintrin.h>
+
+namespace edgemia {
+namespace kernels {
+namespace {
+
+// This file is compiled with AVX-512 flags, so it calls no template that
+// other files also instantiate (std::min, std::max): the linker could keep
+// this copy for all of them.
+
+inline __mmask16 LowBits16(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+}
+
+// Fills taps[t] with the input of tap t of output pixel (oy, ox), or with the
+// zero-point pixel for taps outside the image; an odd last tap is repeated,
+// where its pair weights are zero.
+inline void WindowTaps(const DepthwiseRow& r, const int8_t* x, int64_t oy, int64_t ox, const int8_t** taps) {
+  int64_t t = 0;
+  for (int64_t ky = 0; ky < r.k_h; ++ky) {
+    const int64_t iy = oy * r.stride_h - r.pad_top + ky * r.dilation_h;
+    const bool row_inside = iy >= 0 && iy < r.in_h;
+    for (int64_t kx = 0; kx < r.k_w; ++kx) {
+      const int64_t ix = ox * r.stride_w - r.pad_left + kx * r.dilation_w;
+      taps[t++] = row_inside && ix >= 0 && ix < r.in_w ? x + (iy * r.in_w + ix) * r.channels : r.zero_point_pixel;
+    }
+  }
+  if (t < 2 * r.tap_pairs) taps[t] = taps[t - 1];
+}
+
+// Adds the products of one tap pair of 16 channels, at a and b, to sum.
+inline __m512i AddPair(__m512i sum, const int8_t* a, const int8_t* b, const int16_t* weights, __m512i zero_point) {
+  const __m128i va = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+  const __m128i vb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+  const __m256i ab =
+      _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(va, vb)), _mm_unpackhi_epi8(va, vb), 1);
+  const __m512i xv = _mm512_sub_epi16(_mm512_cvtepi8_epi16(ab), zero_point);
+  return _mm512_dpwssd_epi32(sum, xv, _mm512_loadu_si512(weights));
+}
+
+// The sums of 16 channels over kPairs tap pairs (any number when kPairs is
+// 0): pair p reads tap(2p) and tap(2p + 1), with weights from
+// wp + p * pair_stride. Two sums take turns, so that consecutive vpdpwssd do
+// not wait for each other.
+template <int kPairs, typename Tap>
+inline __m512i PairSums(Tap&& tap, int64_t pairs, const int16_t* wp, int64_t pair_stride, __m512i zero_point) {
+  if (kPairs > 0) pairs = kPairs;
+  __m512i sums[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+#pragma GCC unroll 8
+  for (int64_t p = 0; p < pairs; ++p) {
+    sums[p % 2] = AddPair(sums[p % 2], tap(2 * p), tap(2 * p + 1), wp + p * pair_stride, zero_point);
+  }
+  return _mm512_add_epi32(sums[0], sums[1]);
+}
+
+// The fp32 output stage of 16 sums, as gemm::RequantizeFp32 computes it.
+inline void StoreStage(__m512i sum, __m512i bias, __m512 scale, bool clamp, __m512 lo, __m512 hi,
+                       __m512i zero_point, __mmask16 lanes, int8_t* out) {
+  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(sum, bias)), scale);
+  if (clamp) f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+  const __m128i q = _mm512_cvtsepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point));
+  if (lanes == 0xFFFF) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), q);
+  } else {
+    _mm_mask_storeu_epi8(out, lanes, q);
+  }
+}
+
+// Channels go in blocks of 16, the outer loop, so that a block's output
+// stage constants stay in registers over the row. The last block may be
+// partial; its loads read up to 15 bytes past the channels in use: into the
+// next pixel, the slack after the arena buffer (kArenaSlack), or the slack
+// of the zero-point pixel and of the weights. The lanes past the channels
+// are never stored. Output columns whose windows lie inside the image go
+// two at a time, for more independent work per step.
+template <int kPairs>
+void DepthwiseRowRequantizeAvx512Vnni(const DepthwiseRow& r, const int8_t* x, int64_t oy,
+                                      const gemm::Fp32Requantization& stage, int8_t* y) {
+  const int64_t channels = r.channels;
+  const int64_t pairs = kPairs > 0 ? kPairs : r.tap_pairs;
+  const int64_t pair_stride = (channels + 15) / 16 * 32;  // int16 weights per tap pair
+  const int64_t step = r.stride_w * channels;              // input bytes from one column to the next
+  const __m512i zero_point = _mm512_set1_epi16(r.zero_point);
+  const __m512 lo = _mm512_set1_ps(stage.min_less_zero_point);
+  const __m512 hi = _mm512_set1_ps(stage.max_less_zero_point);
+  const __m512i output_zero_point = _mm512_set1_epi32(stage.zero_point);
+  const bool clamp = !stage.saturation_clamps;
+  const int64_t iy0 = oy * r.stride_h - r.pad_top;
+  const bool full_rows = iy0 >= 0 && iy0 + (r.k_h - 1) * r.dilation_h < r.in_h;
+  const int8_t* taps[2 * kMaxFusedDepthwiseTaps];
+  for (int64_t c = 0; c < channels; c += 16) {
+    const __mmask16 lanes = LowBits16(channels - c);
+    const __m512i bias = _mm512_maskz_loadu_epi32(lanes, stage.bias + c);
+    const __m512 scale = _mm512_maskz_loadu_ps(lanes, stage.scale + c);
+    const int16_t* wp = r.ordered_pair_weights + c * 2;
+    for (int64_t ox = 0; ox < r.out_w;) {
+      const int64_t ix0 = ox * r.stride_w - r.pad_left;
+      const int8_t* corner = x + (iy0 * r.in_w + ix0) * channels + c;
+      const bool inside = full_rows && r.kx_begin[ox] == 0 && r.kx_end[ox] == r.k_w;
+      const auto window = [&](int64_t t) { return corner + r.tap_offsets[t]; };
+      if (inside && ox + 1 < r.out_w && r.kx_begin[ox + 1] == 0 && r.kx_end[ox + 1] == r.k_w) {
+        const auto next = [&](int64_t t) { return corner + step + r.tap_offsets[t]; };
+        const __m512i first = PairSums<kPairs>(window, pairs, wp, pair_stride, zero_point);
+        const __m512i second = PairSums<kPairs>(next, pairs, wp, pair_stride, zero_point);
+        StoreStage(first, bias, scale, clamp, lo, hi, output_zero_point, lanes, y + ox * channels + c);
+        StoreStage(second, bias, scale, clamp, lo, hi, output_zero_point, lanes, y + (ox + 1) * channels + c);
+        ox += 2;
+        continue;
+      }
+      __m512i sum;
+      if (inside) {
+        sum = PairSums<kPairs>(window, pairs, wp, pair_stride, zero_point);
+      } else {
+        WindowTaps(r, x, oy, ox, taps);
+        sum = PairSums<kPairs>([&](int64_t t) { return taps[t] + c; }, pairs, wp, pair_stride, zero_point);
+      }
+      StoreStage(sum, bias, scale, clamp, lo, hi, output_zero_point, lanes, y + ox * channels + c);
+      ++ox;
+    }
+  }
+}
+
+void DepthwiseRowRequantize(const DepthwiseRow& r, const int8_t* x, int64_t oy, const gemm::Fp32Requantization& stage,
+                            int8_t* y) {
+  // 3x3 filters, the most common, have their five pairs unrolled.
+  if (r.tap_pairs == 5) {
+    DepthwiseRowRequantizeAvx512Vnni<5>(r, x, oy, stage, y);
+  } else {
+    DepthwiseRowRequantizeAvx512Vnni<0>(r, x, oy, stage, y);
+  }
+}
+
+}  // namespace
+
+DepthwiseRowRequantizeKernel DepthwiseRowRequantizeAvx512() { return DepthwiseRowRequantize; }
+
+}  // namespace kernels
+}  // namespace edgemia
+
+#else
+
+namespace edgemia {
+namespace kernels {
+
+// This build does not target x86-64 with AVX-512 VNNI, so no CPU it runs on takes this path.
+DepthwiseRowRequantizeKernel DepthwiseRowRequantizeAvx512() { return nullptr; }
+
+}  // namespace kernels
+}  // namespace edgemia
+
+#endif
