@@ -1,8 +1,9 @@
 // Depthwise convolution rows for the avx2 path, and for the avx512vnni path
 // where its fused kernel does not apply, 16 channels at a time. vpmovsxbw
 // widens the inputs. Where every tap of a window is inside the image,
-// vpmaddwd multiplies two taps at once and adds their products into int32; elsewhere vpmullw forms the exact int16 products and
-// vpmovsxwd widens them into the int32 sums.
+// vpmaddwd multiplies two taps at once and adds their products into int32;
+// elsewhere vpmullw forms the exact int16 products and vpmovsxwd widens them
+// into the int32 sums.
 #include "depthwise.h"
 
 #if defined(__x86_64__) && defined(__AVX2__)
