@@ -130,14 +130,19 @@ class MaxPool final : public Kernel {
     ForEachWindow(g, batch, [&](int64_t b, int64_t oy, int64_t ox, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
       uint8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
       const int64_t channels = g.channels;
+      const int64_t line = g.in_w * channels;
+      const uint8_t* window = x + ((b * g.in_h + y0) * g.in_w + x0) * channels;
       // Blocks of 16 channels keep their running max in one vector register.
+      // The taps are reached by pointer steps, without index arithmetic.
       int64_t c0 = 0;
       for (; c0 + kBlock <= channels; c0 += kBlock) {
         Bytes16 acc = {};  // 0 is -128 flipped
-        for (int64_t iy = y0; iy < y1; ++iy) {
-          for (int64_t ix = x0; ix < x1; ++ix) {
+        const uint8_t* row = window + c0;
+        for (int64_t iy = y0; iy < y1; ++iy, row += line) {
+          const uint8_t* tap = row;
+          for (int64_t ix = x0; ix < x1; ++ix, tap += channels) {
             Bytes16 v;
-            std::memcpy(&v, x + ((b * g.in_h + iy) * g.in_w + ix) * channels + c0, sizeof(v));
+            std::memcpy(&v, tap, sizeof(v));
             v ^= kSignBits;
             acc = acc > v ? acc : v;
           }
