@@ -229,6 +229,50 @@ PYBIND11_MODULE(_native, m) {
       "has a fused form (for tests). The rows of a may be a strided view. With y_stride above n, y is "
       "[m, y_stride] and its bytes past column n keep the value 0x55.");
   m.def(
+      "gemm_segments_requantize_fp32",
+      [](const std::string& isa, py::array_t<int8_t, py::array::c_style> image,
+         py::array_t<int64_t, py::array::c_style> row_starts, int64_t segments, int64_t segment, int64_t segment_stride,
+         py::array_t<int8_t, py::array::c_style> b, py::array_t<int32_t, py::array::c_style> bias,
+         py::array_t<float, py::array::c_style> scale, float min_less_zero_point, float max_less_zero_point,
+         int32_t zero_point) {
+        if (image.ndim() != 1 || row_starts.ndim() != 1 || b.ndim() != 2 || bias.ndim() != 1 || scale.ndim() != 1 ||
+            bias.shape(0) != b.shape(0) || scale.shape(0) != b.shape(0) || b.shape(0) < 1) {
+          throw py::value_error("image and row_starts must be 1-D, b [n, k], and bias and scale [n]");
+        }
+        if (segments < 1 || segment < 4 || segment % 4 != 0 || segment_stride < 0 || b.shape(1) != segments * segment) {
+          throw py::value_error("segments must be positive, segment a positive multiple of 4, and k = segments * segment");
+        }
+        const int64_t m = row_starts.shape(0), n = b.shape(0), k = b.shape(1);
+        const int64_t last = (segments - 1) * segment_stride + segment;  // bytes from a row start to its end
+        std::vector<const int8_t*> rows(static_cast<size_t>(m));
+        for (int64_t i = 0; i < m; ++i) {
+          const int64_t start = row_starts.at(i);
+          if (start < 0 || start + last > image.shape(0)) throw py::value_error("a row leaves the image");
+          rows[static_cast<size_t>(i)] = image.data() + start;
+        }
+        const edgemia::gemm::Int8Gemm* path = FindPath(isa);
+        if (path->run_segments_requantize_fp32 == nullptr) {
+          throw py::value_error("the " + isa + " path reads no segmented rows");
+        }
+        edgemia::gemm::PackedB packed;
+        path->pack(b.data(), n, k, &packed);
+        auto stage = edgemia::TestStage(bias, scale, min_less_zero_point, max_less_zero_point, zero_point);
+        stage.saturation_clamps = edgemia::gemm::SaturationClamps(b.data(), n, k, stage);
+        edgemia::gemm::SegmentedRows a;
+        a.rows = rows.data();
+        a.segments = segments;
+        a.segment = segment;
+        a.segment_stride = segment_stride;
+        py::array_t<int8_t> y({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
+        if (m > 0) path->run_segments_requantize_fp32(a, m, packed, stage, y.mutable_data(), n);
+        return y;
+      },
+      py::arg("isa"), py::arg("image"), py::arg("row_starts"), py::arg("segments"), py::arg("segment"),
+      py::arg("segment_stride"), py::arg("b"), py::arg("bias"), py::arg("scale"), py::arg("min_less_zero_point"),
+      py::arg("max_less_zero_point"), py::arg("zero_point"),
+      "The fp32 output stage of A @ b.T, where row i of A is `segments` runs of `segment` bytes of image, "
+      "the first at row_starts[i] and the others segment_stride bytes apart, read in place (for tests).");
+  m.def(
       "saturation_clamps",
       [](py::array_t<int8_t, py::array::c_style> b, py::array_t<int32_t, py::array::c_style> bias,
          py::array_t<float, py::array::c_style> scale, float min_less_zero_point, float max_less_zero_point,

@@ -244,3 +244,43 @@ def test_unknown_path_lists_available():
 
 def test_scalar_always_available():
     assert PATHS[0] == "scalar"
+
+
+SEGMENT_PATHS = [isa for isa in PATHS if isa == "avx512vnni"]
+
+
+@pytest.mark.parametrize("isa", SEGMENT_PATHS)
+def test_segmented_rows_match_reference(isa):
+    # Row i of A is `segments` runs of `segment` bytes of one image, segment_stride
+    # apart, read in place: the filter rows of convolution windows. Rows of every tile
+    # height, one and two panels, a last run at the image's end and extreme bytes.
+    rng = np.random.default_rng(21)
+    for segments, segment, segment_stride, m, n in itertools.product(
+            [1, 3], [4, 12, 48], [0, 50, 97], [1, 2, 5, 12, 13, 25, 100], [1, 7, 16, 17, 33]):
+        last = (segments - 1) * segment_stride + segment
+        image = rng.integers(-128, 128, size=400, dtype=np.int8)
+        image[:64] = -128
+        image[64:128] = 127
+        starts = rng.integers(0, image.size - last + 1, size=m)
+        starts[-1] = image.size - last
+        a = np.stack([np.concatenate([image[s + j * segment_stride:s + j * segment_stride + segment]
+                                      for j in range(segments)]) for s in starts])
+        b = rng.integers(-128, 128, size=(n, segments * segment), dtype=np.int8)
+        bias = rng.integers(-3000, 3000, size=n, dtype=np.int32)
+        scale = rng.uniform(0.0005, 0.01, size=n).astype(np.float32)
+        for lo, hi, zero_point in [(-128.0 - 5, 127.0 - 5, 5), (0.0, 255.0, -128)]:
+            expected = requantize_reference(exact_product(a, b), bias, scale, lo, hi, zero_point)
+            got = _native.gemm_segments_requantize_fp32(isa, image, starts, segments, segment, segment_stride, b, bias,
+                                                        scale, lo, hi, zero_point)
+            np.testing.assert_array_equal(got, expected, err_msg=f"{segments} x {segment} stride {segment_stride} "
+                                                                 f"m={m} n={n} lo={lo}")
+
+
+def test_segmented_rows_checks_arguments():
+    b = np.zeros((2, 8), dtype=np.int8)
+    bias, scale = np.zeros(2, dtype=np.int32), np.ones(2, dtype=np.float32)
+    image = np.zeros(32, dtype=np.int8)
+    with pytest.raises(ValueError, match="leaves the image"):
+        _native.gemm_segments_requantize_fp32(PATHS[-1], image, np.array([30]), 2, 4, 8, b, bias, scale, -128, 127, 0)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        _native.gemm_segments_requantize_fp32(PATHS[-1], image, np.array([0]), 4, 2, 8, b, bias, scale, -128, 127, 0)

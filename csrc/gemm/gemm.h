@@ -70,6 +70,17 @@ inline int8_t RequantizeFp32(int32_t acc, float scale, float min_less_zero_point
   return static_cast<int8_t>(static_cast<int32_t>(NearbyintSmall(f)) + zero_point);
 }
 
+// A matrix A whose rows are each `segments` runs of `segment` bytes (a
+// multiple of 4), the runs of a row segment_stride bytes apart and row i
+// starting at rows[i]: the filter rows of a convolution's windows, read in
+// place from a framed image. Its depth k is segments * segment.
+struct SegmentedRows {
+  const int8_t* const* rows = nullptr;
+  int64_t segments = 1;
+  int64_t segment = 4;
+  int64_t segment_stride = 0;
+};
+
 struct Int8Gemm {
   const char* name;  // instruction-set path, e.g. "scalar", "avx2"
   // Rearranges row-major B [n][k] into `out`; n >= 1 and 1 <= k <= kMaxDepth.
@@ -92,6 +103,11 @@ struct Int8Gemm {
   // none; RunRequantizeFp32 then runs the two steps.
   void (*run_requantize_fp32)(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b,
                               const Fp32Requantization& stage, int8_t* y, int64_t y_stride);
+  // run_requantize_fp32 on segmented rows (b.k = a.segments * a.segment), read
+  // in place; m rows. nullptr where the path has none: callers then copy the
+  // rows into a plain matrix.
+  void (*run_segments_requantize_fp32)(const SegmentedRows& a, int64_t m, const PackedB& b,
+                                       const Fp32Requantization& stage, int8_t* y, int64_t y_stride);
 };
 
 // Computes y = the fp32 output stage of A . B (`b.n` columns), through `acc` (m x b.n

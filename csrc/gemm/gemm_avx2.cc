@@ -178,7 +178,7 @@ int64_t PeakLoopAvx2(int64_t iterations) {
 
 const Int8Gemm* Avx2Gemm() {
   static const Int8Gemm gemm{"avx2", PackS8S32Nr16C2, RunAvx2, qs8_requantize_fp32__avx2, PeakLoopAvx2,
-                             nullptr};
+                             nullptr, nullptr};
   return &gemm;
 }
 

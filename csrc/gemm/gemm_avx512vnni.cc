@@ -34,6 +34,10 @@ constexpr uint32_t kSignBits = 0x80808080u;  // a ^ kSignBits = a + 128 in each 
 constexpr int64_t kNarrowColumns = 4;   // widest layer the narrow kernel runs
 constexpr int64_t kNarrowRows = 16;     // rows per narrow tile, one per int32 lane
 constexpr int64_t kNarrowChunk = 16;    // bytes of k per row and step of the narrow kernel
+// Rows per tile of segmented A (SegmentedRows). Each row has its own pointer,
+// and with more than 8 of them GCC 12 runs out of general registers and keeps
+// the accumulators on the stack.
+constexpr int64_t kSegmentsMr = 8;
 
 // Panel p holds columns [32p, 32p + 32) (the last one 16 wide when at most 16
 // columns remain). For each group of four k it stores 4 bytes per column:
@@ -76,6 +80,45 @@ struct TileOutput {
 inline __mmask16 LowBits16(int64_t n) {
   if (n <= 0) return 0;
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+}
+
+// The fused output stage of a tile's sums in registers: the same steps as
+// Requantize16, to out.y from column out.column0 of the stage on. Without the
+// float clamps when out.stage->saturation_clamps is set: vpmovsdb saturates,
+// which clamps to int8 then (SaturationClamps).
+template <int MR, int NB>
+__attribute__((always_inline)) inline void StoreStageTile(const __m512i (&acc)[MR][NB], const __mmask16 (&lanes)[NB],
+                                                          const TileOutput& out) {
+  const __m512 lo = _mm512_set1_ps(out.stage->min_less_zero_point);
+  const __m512 hi = _mm512_set1_ps(out.stage->max_less_zero_point);
+  const __m512i zero_point = _mm512_set1_epi32(out.stage->zero_point);
+  __m512 scale[NB];
+#pragma GCC unroll 2
+  for (int q = 0; q < NB; ++q) scale[q] = _mm512_maskz_loadu_ps(lanes[q], out.stage->scale + out.column0 + 16 * q);
+  int8_t* const y = out.y;
+  const int64_t y_stride = out.y_stride;
+  if (out.stage->saturation_clamps) {
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 2
+      for (int q = 0; q < NB; ++q) {
+        const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][q]), scale[q]);
+        const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
+        _mm_mask_storeu_epi8(y + r * y_stride + 16 * q, lanes[q], _mm512_cvtsepi32_epi8(v));
+      }
+    }
+    return;
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 2
+    for (int q = 0; q < NB; ++q) {
+      __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][q]), scale[q]);
+      f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
+      const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
+      _mm_mask_storeu_epi8(y + r * y_stride + 16 * q, lanes[q], _mm512_cvtsepi32_epi8(v));
+    }
+  }
 }
 
 // C[MR rows][16 * NB columns] = A . B for one panel. Rows of `a` are a_stride
@@ -158,38 +201,7 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t a_stride, const int
     }
   }
   if (out.stage != nullptr) {
-    // The same steps as Requantize16, on the sums in registers.
-    const __m512 lo = _mm512_set1_ps(out.stage->min_less_zero_point);
-    const __m512 hi = _mm512_set1_ps(out.stage->max_less_zero_point);
-    const __m512i zero_point = _mm512_set1_epi32(out.stage->zero_point);
-    __m512 scale[NB];
-#pragma GCC unroll 2
-    for (int q = 0; q < NB; ++q) scale[q] = _mm512_maskz_loadu_ps(lanes[q], out.stage->scale + out.column0 + 16 * q);
-    int8_t* const y = out.y;
-    const int64_t y_stride = out.y_stride;
-    if (out.stage->saturation_clamps) {
-      // vpmovsdb saturates, which clamps to int8 here (SaturationClamps).
-#pragma GCC unroll 12
-      for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 2
-        for (int q = 0; q < NB; ++q) {
-          const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[0][r][q]), scale[q]);
-          const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
-          _mm_mask_storeu_epi8(y + r * y_stride + 16 * q, lanes[q], _mm512_cvtsepi32_epi8(v));
-        }
-      }
-      return;
-    }
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 2
-      for (int q = 0; q < NB; ++q) {
-        __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[0][r][q]), scale[q]);
-        f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-        const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
-        _mm_mask_storeu_epi8(y + r * y_stride + 16 * q, lanes[q], _mm512_cvtsepi32_epi8(v));
-      }
-    }
+    StoreStageTile<MR, NB>(acc[0], lanes, out);
     return;
   }
   // A partial panel goes through a local tile (CopyTileColumns).
@@ -466,6 +478,85 @@ void RunRequantizeFp32Avx512Vnni(const int8_t* a, int64_t a_stride, int64_t m, c
   if (done < m) RunTiles(a + done * a_stride, a_stride, m - done, b, nullptr, 0, &stage, y + done * y_stride, y_stride);
 }
 
+// The fused output stage of A . B for MR rows of segmented A (SegmentedRows)
+// and one panel: the steps of the zmm microkernel, with group g of row r read
+// at rows[r] + offsets[g]. Rows of one or two are tails, rare
+// enough to run on a single set of accumulators.
+template <int MR, int NB>
+void s8s32_gemm_MRx32c4_segments__avx512vnni(const int8_t* const* rows, const SegmentedRows& a,
+                                              const int64_t* offsets, const int32_t* correction, const int8_t* w,
+                                              int64_t width, const TileOutput& out) {
+  __mmask16 lanes[NB];
+  __m512i acc[MR][NB];
+#pragma GCC unroll 2
+  for (int q = 0; q < NB; ++q) {
+    lanes[q] = LowBits16(width - 16 * q);
+    const __m512i start = _mm512_add_epi32(_mm512_loadu_si512(correction + 16 * q),
+                                           _mm512_maskz_loadu_epi32(lanes[q], out.stage->bias + out.column0 + 16 * q));
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) acc[r][q] = start;
+  }
+  const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(kSignBits));
+  const int8_t* row[MR];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) row[r] = rows[r];
+  // One plain loop over the groups of four k, as in the microkernel above,
+  // with each group's offset from a table.
+  const int64_t groups = a.segments * a.segment / 4;
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i b[NB];
+#pragma GCC unroll 2
+    for (int q = 0; q < NB; ++q) b[q] = _mm512_load_si512(w + q * 64);
+    w += NB * 64;
+    const int64_t offset = offsets[g];
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, row[r] + offset, 4);
+      const __m512i va = _mm512_xor_si512(_mm512_set1_epi32(a4), sign);
+#pragma GCC unroll 2
+      for (int q = 0; q < NB; ++q) acc[r][q] = _mm512_dpbusd_epi32(acc[r][q], va, b[q]);
+    }
+  }
+  StoreStageTile<MR, NB>(acc, lanes, out);
+}
+
+using SegmentsMicrokernel = void (*)(const int8_t* const*, const SegmentedRows&, const int64_t*, const int32_t*,
+                                     const int8_t*, int64_t, const TileOutput&);
+
+// kSegmentsMicrokernels[NB - 1][MR - 1].
+constexpr SegmentsMicrokernel kSegmentsMicrokernels[2][kSegmentsMr] = {
+    {s8s32_gemm_MRx32c4_segments__avx512vnni<1, 1>, s8s32_gemm_MRx32c4_segments__avx512vnni<2, 1>,
+     s8s32_gemm_MRx32c4_segments__avx512vnni<3, 1>, s8s32_gemm_MRx32c4_segments__avx512vnni<4, 1>,
+     s8s32_gemm_MRx32c4_segments__avx512vnni<5, 1>, s8s32_gemm_MRx32c4_segments__avx512vnni<6, 1>,
+     s8s32_gemm_MRx32c4_segments__avx512vnni<7, 1>, s8s32_gemm_MRx32c4_segments__avx512vnni<8, 1>},
+    {s8s32_gemm_MRx32c4_segments__avx512vnni<1, 2>, s8s32_gemm_MRx32c4_segments__avx512vnni<2, 2>,
+     s8s32_gemm_MRx32c4_segments__avx512vnni<3, 2>, s8s32_gemm_MRx32c4_segments__avx512vnni<4, 2>,
+     s8s32_gemm_MRx32c4_segments__avx512vnni<5, 2>, s8s32_gemm_MRx32c4_segments__avx512vnni<6, 2>,
+     s8s32_gemm_MRx32c4_segments__avx512vnni<7, 2>, s8s32_gemm_MRx32c4_segments__avx512vnni<8, 2>},
+};
+
+void RunSegmentsRequantizeFp32Avx512Vnni(const SegmentedRows& a, int64_t m, const PackedB& b,
+                                         const Fp32Requantization& stage, int8_t* y, int64_t y_stride) {
+  const int64_t kp = RoundUp(b.k, 4);
+  // The offset of each group of four k from the start of its row.
+  const int64_t groups = kp / 4;
+  auto* offsets = reinterpret_cast<int64_t*>(ThreadScratch(groups * static_cast<int64_t>(sizeof(int64_t))));
+  for (int64_t g = 0; g < groups; ++g) offsets[g] = g * 4 / a.segment * a.segment_stride + g * 4 % a.segment;
+  ForEachTile(
+      m, b.n, kSegmentsMr, kNr, kRowBlock, [](int64_t, int64_t) {},
+      [&](int64_t first, int64_t offset, int64_t rows, int64_t panel, int64_t width) {
+        TileOutput out;
+        out.stage = &stage;
+        out.column0 = panel * kNr;
+        out.y = y + (first + offset) * y_stride + panel * kNr;
+        out.y_stride = y_stride;
+        kSegmentsMicrokernels[width > 16 ? 1 : 0][rows - 1](a.rows + first + offset, a, offsets,
+                                                            b.column.data() + panel * kNr,
+                                                            b.panels() + panel * kNr * kp, width, out);
+      });
+}
+
 // 16 outputs of the fp32 stage; lanes outside `mask` are neither read nor written.
 inline void Requantize16(const int32_t* acc, const int32_t* bias, const float* scale, __mmask16 mask,
                          __m512 lo, __m512 hi, __m512i zero_point, int8_t* y) {
@@ -538,7 +629,7 @@ int64_t PeakLoopAvx512Vnni(int64_t iterations) {
 
 const Int8Gemm* Avx512VnniGemm() {
   static const Int8Gemm gemm{"avx512vnni", PackS8S32Nr32C4, RunAvx512Vnni, qs8_requantize_fp32__avx512,
-                             PeakLoopAvx512Vnni, RunRequantizeFp32Avx512Vnni};
+                             PeakLoopAvx512Vnni, RunRequantizeFp32Avx512Vnni, RunSegmentsRequantizeFp32Avx512Vnni};
   return &gemm;
 }
 

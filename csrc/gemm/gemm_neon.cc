@@ -161,7 +161,7 @@ int64_t PeakLoopNeon(int64_t iterations) {
 
 const Int8Gemm* NeonGemm() {
   static const Int8Gemm gemm{"neon", PackS8S32Nr4C16, RunNeon, qs8_requantize_fp32__neon, PeakLoopNeon,
-                             nullptr};
+                             nullptr, nullptr};
   return &gemm;
 }
 

@@ -132,7 +132,7 @@ int64_t PeakLoopNeonDot(int64_t iterations) {
 const Int8Gemm* NeonDotGemm() {
   // The output stage needs no dot product: it is the neon path's.
   static const Int8Gemm gemm{"neondot", PackS8S32Nr16C4, RunNeonDot, NeonGemm()->requantize_fp32,
-                             PeakLoopNeonDot, nullptr};
+                             PeakLoopNeonDot, nullptr, nullptr};
   return &gemm;
 }
 

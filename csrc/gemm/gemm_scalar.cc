@@ -60,7 +60,7 @@ bool SaturationClamps(const int8_t* b, int64_t n, int64_t k, const Fp32Requantiz
 // The scalar path has no peak loop: the compiler vectorizes the loops above
 // for the build's baseline instruction set, so no scalar loop bounds them.
 const Int8Gemm& ScalarGemm() {
-  static const Int8Gemm gemm{"scalar", PackScalar, RunScalar, RequantizeScalar, nullptr, nullptr};
+  static const Int8Gemm gemm{"scalar", PackScalar, RunScalar, RequantizeScalar, nullptr, nullptr, nullptr};
   return gemm;
 }
 
