@@ -177,18 +177,31 @@ class ConvInt8 final : public Kernel {
                                                                  : ChannelRequantizer::Formula::kFp32;
     requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.out_c, check.ActivationOption(), numerics);
     requantize_.AllowSaturationClamps(w, depth_, folded_bias_);
+    if (framed_ && requantize_.is_fp32() && gemm_->run_segments_requantize_fp32 != nullptr) PackSegments(w);
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
   }
 
   int64_t ScratchBytes() const override {
+    const int64_t frame_bytes = padded_h_ * padded_w_ * g_.in_c;
+    if (segmented_) {
+      // Row starts, then the frames of records_per_call_ records; 16: the
+      // word copies write up to 15 bytes past the last frame, and the GEMM
+      // reads up to 3 past its last filter row.
+      const int64_t starts = records_per_call_ * g_.out_h * g_.out_w * static_cast<int64_t>(sizeof(const int8_t*));
+      return starts + records_per_call_ * frame_bytes + 16;
+    }
     // 16: the word copies read and write up to 15 bytes past the frame.
-    const int64_t frame = framed_ ? padded_h_ * padded_w_ * g_.in_c + 16 : 0;
+    const int64_t frame = framed_ ? frame_bytes + 16 : 0;
     return gemm_rows_ * depth_ + gemm_rows_ * group_out_ * static_cast<int64_t>(sizeof(int32_t)) + frame;
   }
   int64_t MacsPerRecord() const override { return g_.out_h * g_.out_w * g_.out_c * depth_; }
 
   void Run(Arena& arena, int64_t batch) const override {
+    if (segmented_) {
+      RunSegments(arena, batch);
+      return;
+    }
     const int8_t* x = arena.at<int8_t>(in_id_);
     int8_t* y = arena.at<int8_t>(out_id_);
     int8_t* rows = reinterpret_cast<int8_t*>(arena.scratch.data());
@@ -238,6 +251,59 @@ class ConvInt8 final : public Kernel {
   }
 
  private:
+  // Prepares the in-place reading of framed filter rows, for paths that read
+  // segmented rows (gemm::SegmentedRows): each filter row of k_w * in_c bytes
+  // becomes a segment padded to a multiple of 4 with zero weights, which meet
+  // the frame bytes after the row.
+  void PackSegments(const int8_t* w) {
+    const int64_t span = g_.k_w * g_.in_c;
+    segment_ = (span + 3) / 4 * 4;
+    std::vector<int8_t> padded(static_cast<size_t>(g_.out_c * g_.k_h * segment_), 0);
+    for (int64_t oc = 0; oc < g_.out_c; ++oc) {
+      for (int64_t ky = 0; ky < g_.k_h; ++ky) {
+        std::memcpy(padded.data() + (oc * g_.k_h + ky) * segment_, w + oc * depth_ + ky * span,
+                    static_cast<size_t>(span));
+      }
+    }
+    gemm_->pack(padded.data(), g_.out_c, g_.k_h * segment_, &packed_segments_);
+    records_per_call_ = std::max<int64_t>(1, gemm_rows_ / (g_.out_h * g_.out_w));
+    segmented_ = true;
+  }
+
+  // Frames up to records_per_call_ records at a time and runs one GEMM over
+  // all their output positions, reading each filter row in place.
+  void RunSegments(Arena& arena, int64_t batch) const {
+    const ConvGeometry& g = g_;
+    const int8_t* x = arena.at<int8_t>(in_id_);
+    int8_t* y = arena.at<int8_t>(out_id_);
+    const int64_t positions = g.out_h * g.out_w;
+    const int64_t frame_line = padded_w_ * g.in_c;
+    const int64_t frame_bytes = padded_h_ * frame_line;
+    const int8_t** starts = reinterpret_cast<const int8_t**>(arena.scratch.data());
+    int8_t* frames = reinterpret_cast<int8_t*>(arena.scratch.data()) +
+                     records_per_call_ * positions * static_cast<int64_t>(sizeof(const int8_t*));
+    gemm::SegmentedRows a;
+    a.rows = starts;
+    a.segments = g.k_h;
+    a.segment = segment_;
+    a.segment_stride = g.dilation_h * frame_line;
+    const gemm::Fp32Requantization stage = requantize_.Fp32Stage(folded_bias_.data(), 0);
+    for (int64_t b0 = 0; b0 < batch; b0 += records_per_call_) {
+      const int64_t records = std::min(records_per_call_, batch - b0);
+      const int8_t** start = starts;
+      for (int64_t i = 0; i < records; ++i) {
+        int8_t* frame = frames + i * frame_bytes;
+        FrameRecord(x + (b0 + i) * g.in_h * g.in_w * g.in_c, frame);
+        for (int64_t oy = 0; oy < g.out_h; ++oy) {
+          const int8_t* line = frame + oy * g.stride_h * frame_line;
+          for (int64_t ox = 0; ox < g.out_w; ++ox) *start++ = line + ox * g.stride_w * g.in_c;
+        }
+      }
+      gemm_->run_segments_requantize_fp32(a, records * positions, packed_segments_, stage,
+                                          y + b0 * positions * g.out_c, g.out_c);
+    }
+  }
+
   // Writes the im2col rows of output positions [first, first + count)
   // (batch-major) for one group, depth_ bytes apart: the taps of each
   // position in the filter's (ky, kx, channel) order, with the input zero
@@ -384,6 +450,11 @@ class ConvInt8 final : public Kernel {
   std::vector<int32_t> folded_bias_;
   bool direct_ = false;
   bool framed_ = false;                  // gathers through a framed copy of each record
+  // Reads the framed filter rows in place instead (PackSegments).
+  bool segmented_ = false;
+  int64_t segment_ = 0;            // bytes per filter row, padded to a multiple of 4
+  int64_t records_per_call_ = 1;   // records framed for one GEMM call
+  gemm::PackedB packed_segments_;  // the weights with each filter row padded to segment_
   int64_t padded_h_ = 0, padded_w_ = 0;  // size of that copy
   // Taps kx in [tap_begin_[ox], tap_end_[ox]) of output column ox are inside the image.
   std::vector<int64_t> tap_begin_, tap_end_;
