@@ -7,8 +7,9 @@ The first form runs graphs built here. One chains every GEMM caller with
 shapes that hit tile edges: a 3x3 convolution, a dilated one, a 1x1
 convolution (read in place), a strided grouped one, max pooling and a fully
 connected layer with several rows per record. Two more chain depthwise
-convolutions and pooling on 37 and 7 channels (vector blocks of 16 plus a
-remainder, and a remainder alone): 3x3 with SAME padding, 3x3 with stride 2 on
+convolutions and pooling on 37, 16 and 7 channels (vector blocks of 16 plus a
+remainder, one whole block, which avx512vnni runs two columns at a time, and a
+remainder alone): 3x3 with SAME padding, 3x3 with stride 2 on
 an odd width, 1x1, a dilated 5x3, a 2x4 (an even number of taps), a 9x8
 (72 taps), depth multiplier 2, then average and max pooling with SAME padding. Each runs in
 both numerics modes at 1, 2 and 3 threads on random and extreme inputs. A
@@ -193,7 +194,7 @@ def main(out_path: str) -> None:
         for threads in (1, 2, 3):
             outputs[f"{numerics}-{threads}"] = graph.run(x, threads)[0]
         outputs[f"{numerics}-single"] = graph.run(x[5:6], 1)[0]
-        for channels in (37, 7):
+        for channels in (37, 16, 7):
             graph = build_depthwise(numerics, channels)
             records = extreme_inputs(67, (15, 13, channels), channels)
             for threads in (1, 2):

@@ -69,6 +69,37 @@ inline __m512i PairSums(Tap&& tap, int64_t pairs, const int16_t* wp, int64_t pai
   return _mm512_add_epi32(sums[0], sums[1]);
 }
 
+// The sums of two adjacent output columns of a layer with exactly 16
+// channels and horizontal stride 1, whose inputs for one tap are 32
+// contiguous bytes: one load per tap serves both columns. vpunpcklbw and
+// vpunpckhbw then give channels 0-7 and 8-15 of both columns, one column per
+// 128-bit lane, so each step needs half the shuffles and widenings of
+// AddPair per column. Returns the sums of the first column in *first and of
+// the second in *second, channels in order.
+template <int kPairs, typename Tap>
+inline void PairSumsTwoColumns(Tap&& tap, int64_t pairs, const int16_t* wp, int64_t pair_stride, __m512i zero_point,
+                               __m512i* first, __m512i* second) {
+  if (kPairs > 0) pairs = kPairs;
+  __m512i low = _mm512_setzero_si512();   // channels 0-7 of the first column, then of the second
+  __m512i high = _mm512_setzero_si512();  // channels 8-15 likewise
+#pragma GCC unroll 8
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tap(2 * p)));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tap(2 * p + 1)));
+    const __m512i x_low = _mm512_sub_epi16(_mm512_cvtepi8_epi16(_mm256_unpacklo_epi8(a, b)), zero_point);
+    const __m512i x_high = _mm512_sub_epi16(_mm512_cvtepi8_epi16(_mm256_unpackhi_epi8(a, b)), zero_point);
+    // The pair's weights of channels 0-7, and of 8-15, for both columns.
+    const int16_t* w = wp + p * pair_stride;
+    const __m512i w_low = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
+    const __m512i w_high = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16)));
+    low = _mm512_dpwssd_epi32(low, x_low, w_low);
+    high = _mm512_dpwssd_epi32(high, x_high, w_high);
+  }
+  // The low 256 bits of each hold the first column.
+  *first = _mm512_shuffle_i64x2(low, high, 0x44);
+  *second = _mm512_shuffle_i64x2(low, high, 0xEE);
+}
+
 // The fp32 output stage of 16 sums, as gemm::RequantizeFp32 computes it.
 inline void StoreStage(__m512i sum, __m512i bias, __m512 scale, bool clamp, __m512 lo, __m512 hi,
                        __m512i zero_point, __mmask16 lanes, int8_t* out) {
@@ -104,6 +135,8 @@ void DepthwiseRowRequantizeAvx512Vnni(const DepthwiseRow& r, const int8_t* x, in
   const int64_t iy0 = oy * r.stride_h - r.pad_top;
   const bool full_rows = iy0 >= 0 && iy0 + (r.k_h - 1) * r.dilation_h < r.in_h;
   const int8_t* taps[2 * kMaxFusedDepthwiseTaps];
+  // Two columns' inputs of one tap are 32 contiguous bytes (PairSumsTwoColumns).
+  const bool adjacent_columns = channels == 16 && r.stride_w == 1;
   for (int64_t c = 0; c < channels; c += 16) {
     const __mmask16 lanes = LowBits16(channels - c);
     const __m512i bias = _mm512_maskz_loadu_epi32(lanes, stage.bias + c);
@@ -115,9 +148,14 @@ void DepthwiseRowRequantizeAvx512Vnni(const DepthwiseRow& r, const int8_t* x, in
       const bool inside = full_rows && r.kx_begin[ox] == 0 && r.kx_end[ox] == r.k_w;
       const auto window = [&](int64_t t) { return corner + r.tap_offsets[t]; };
       if (inside && ox + 1 < r.out_w && r.kx_begin[ox + 1] == 0 && r.kx_end[ox + 1] == r.k_w) {
-        const auto next = [&](int64_t t) { return corner + step + r.tap_offsets[t]; };
-        const __m512i first = PairSums<kPairs>(window, pairs, wp, pair_stride, zero_point);
-        const __m512i second = PairSums<kPairs>(next, pairs, wp, pair_stride, zero_point);
+        __m512i first, second;
+        if (adjacent_columns) {
+          PairSumsTwoColumns<kPairs>(window, pairs, wp, pair_stride, zero_point, &first, &second);
+        } else {
+          const auto next = [&](int64_t t) { return corner + step + r.tap_offsets[t]; };
+          first = PairSums<kPairs>(window, pairs, wp, pair_stride, zero_point);
+          second = PairSums<kPairs>(next, pairs, wp, pair_stride, zero_point);
+        }
         StoreStage(first, bias, scale, clamp, lo, hi, output_zero_point, lanes, y + ox * channels + c);
         StoreStage(second, bias, scale, clamp, lo, hi, output_zero_point, lanes, y + (ox + 1) * channels + c);
         ox += 2;
