@@ -252,10 +252,11 @@ void Graph::ReturnArena(std::unique_ptr<Arena> arena) const {
 namespace {
 
 // Records per chunk for `count` records on `threads` threads. One thread takes
-// chunks of kChunkRecords. More threads take the chunk size, a multiple of 16
-// up to kChunkRecords or count / threads rounded up, that gives the busiest
-// thread the fewest records (the larger size on a tie): 1,024 records on two
-// threads go in 16 chunks of 64, where chunks of 96 would give one thread 576.
+// chunks of kChunkRecords. More threads take the chunk size that gives the
+// busiest thread the fewest records, the larger size on a tie. The sizes tried
+// are the multiples of 16 up to kChunkRecords, and count / threads rounded up.
+// For example, 1,024 records on two threads go in 16 chunks of 64, where
+// chunks of 96 would give one thread 576.
 int64_t ChunkRecords(int64_t count, int threads) {
   if (threads <= 1) return std::min(count, kChunkRecords);
   const int64_t share = (count + threads - 1) / threads;

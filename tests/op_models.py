@@ -29,7 +29,7 @@ def conv_variants(groups: int = 2):
 
 
 def wide_conv_variants():
-    """Convolutions whose filter rows (width x input channels) take 2, 4 and more than 4
+    """Convolutions whose filter rows (width x input channels) take 4 and more than 4
     16-byte words: the framed gather copies a fixed number of words up to 4."""
     keras, L = _layers()
     x = keras.Input((9, 7, 24))

@@ -141,11 +141,11 @@ def test_fused_output_stage_matches_two_steps(isa):
 @pytest.mark.parametrize("isa", PATHS)
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_fused_stage_on_narrow_layers(isa, n):
-    # Layers of up to 4 columns run 16 rows at a time in their own avx512vnni kernel,
-    # which reads 16 bytes of k per step (masking the last step unless at most 3 bytes
-    # of it are past k) and interleaves the columns when it stores. Strided rows of a and
-    # of y, extreme records and both sides of the saturation rule must all give the
-    # reference bytes, and the bytes between output rows must stay untouched.
+    # Layers of up to 4 columns run 16 rows at a time in their own avx512vnni kernel.
+    # It reads 16 bytes of k per step and masks the last step unless at most 3 bytes
+    # of it are past k, and it interleaves the columns when it stores. Strided rows of
+    # a and of y, extreme records and both sides of the saturation rule must all give
+    # the reference bytes, and the bytes between output rows must stay untouched.
     rng = np.random.default_rng(100 + n)
     for m, k, a_pad, y_pad in itertools.product([16, 17, 31, 32, 48, 100], [1, 3, 4, 12, 13, 16, 17, 28, 29, 32, 64, 129],
                                                  [0, 5], [0, 3]):

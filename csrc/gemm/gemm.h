@@ -70,10 +70,10 @@ inline int8_t RequantizeFp32(int32_t acc, float scale, float min_less_zero_point
   return static_cast<int8_t>(static_cast<int32_t>(NearbyintSmall(f)) + zero_point);
 }
 
-// A matrix A whose rows are each `segments` runs of `segment` bytes (a
-// multiple of 4), the runs of a row segment_stride bytes apart and row i
-// starting at rows[i]: the filter rows of a convolution's windows, read in
-// place from a framed image. Its depth k is segments * segment.
+// A matrix A whose row i is `segments` runs of `segment` bytes (a multiple
+// of 4) from rows[i] on, the runs segment_stride bytes apart. These are the
+// filter rows of a convolution's windows, read in place from a framed image.
+// Its depth k is segments * segment.
 struct SegmentedRows {
   const int8_t* const* rows = nullptr;
   int64_t segments = 1;

@@ -345,9 +345,9 @@ inline __m512i LoadFourRows(const int8_t* a, int64_t a_stride, __mmask16 bytes, 
 // would leave most lanes of every vpdpbusd idle. Each step takes 16 bytes of
 // k from 16 rows: four registers of four rows, one row per 128-bit lane,
 // each multiplied with the column's 16 weights broadcast to every lane. Lane
-// 4r + g of a column's register then holds group g of row r; three rounds of
-// pairwise sums over two registers leave the sum of row r in lane r, and the
-// stage then works on 16 rows of one column at a time.
+// 4r + g of each of a column's four registers then has the sum of group g of
+// its row r. Two rounds of pairwise sums across registers leave the sum of
+// row r in lane r, and the stage then works on 16 rows of one column at once.
 template <int NC>
 void s8s32_gemm_16xNCc16__avx512vnni(const int8_t* a, int64_t a_stride, int64_t k, const int32_t* correction,
                                       const int8_t* w, const Fp32Requantization& stage, int8_t* y,

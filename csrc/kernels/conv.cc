@@ -252,9 +252,9 @@ class ConvInt8 final : public Kernel {
 
  private:
   // Prepares the in-place reading of framed filter rows, for paths that read
-  // segmented rows (gemm::SegmentedRows): each filter row of k_w * in_c bytes
-  // becomes a segment padded to a multiple of 4 with zero weights, which meet
-  // the frame bytes after the row.
+  // segmented rows (gemm::SegmentedRows). Each filter row of k_w * in_c bytes
+  // becomes a segment padded to a multiple of 4 with zero weights. Those
+  // weights meet the frame bytes after the row.
   void PackSegments(const int8_t* w) {
     const int64_t span = g_.k_w * g_.in_c;
     segment_ = (span + 3) / 4 * 4;
@@ -403,9 +403,9 @@ class ConvInt8 final : public Kernel {
 
   // Writes one record into `frame`: padded_h_ lines of padded_w_ pixels, the
   // image at (pad_top, pad_left) and the input zero point around it. Each
-  // line is written from the front in whole words, so that the bytes each
-  // step writes past its end are rewritten by the next; those of the last
-  // line land in the scratch past the frame.
+  // line is written from the front in whole words, so that the next step
+  // rewrites the bytes each step writes past its end. Those of the last line
+  // land in the scratch past the frame.
   void FrameRecord(const int8_t* xb, int8_t* frame) const {
     const ConvGeometry& g = g_;
     const auto zero_point = static_cast<int8_t>(input_zero_point_);

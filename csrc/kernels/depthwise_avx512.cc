@@ -1,10 +1,10 @@
 // Depthwise convolution rows for the avx512vnni path, with the fp32 output
-// stage applied in registers. Each step takes two taps of 16 channels:
+// stage applied in registers. Each step takes two taps of 16 channels.
 // vpunpcklbw and vpunpckhbw interleave their input bytes channel by channel,
-// vpmovsxbw widens the 32 bytes to int16 and the input zero point is
-// subtracted, and vpdpwssd adds both products of each channel into its int32
-// lane. Every product w * (x - zero_point) and the pair's sum are exact, so
-// the sums equal the portable loop's. Taps outside the image read a pixel of
+// and vpmovsxbw widens the 32 bytes to int16, less the input zero point.
+// vpdpwssd then adds both products of each channel into its int32 lane.
+// Every product w * (x - zero_point) and the pair's sum are exact, so the
+// sums equal the portable loop's. Taps outside the image read a pixel of
 // the input zero point, which adds nothing.
 #include "depthwise.h"
 
@@ -29,7 +29,7 @@ inline __mmask16 LowBits16(int64_t n) {
 }
 
 // Fills taps[t] with the input of tap t of output pixel (oy, ox), or with the
-// zero-point pixel for taps outside the image; an odd last tap is repeated,
+// zero-point pixel for taps outside the image. An odd last tap is repeated,
 // where its pair weights are zero.
 inline void WindowTaps(const DepthwiseRow& r, const int8_t* x, int64_t oy, int64_t ox, const int8_t** taps) {
   int64_t t = 0;
@@ -115,7 +115,7 @@ inline void StoreStage(__m512i sum, __m512i bias, __m512 scale, bool clamp, __m5
 
 // Channels go in blocks of 16, the outer loop, so that a block's output
 // stage constants stay in registers over the row. The last block may be
-// partial; its loads read up to 15 bytes past the channels in use: into the
+// partial. Its loads read up to 15 bytes past the channels in use, into the
 // next pixel, the slack after the arena buffer (kArenaSlack), or the slack
 // of the zero-point pixel and of the weights. The lanes past the channels
 // are never stored. Output columns whose windows lie inside the image go
