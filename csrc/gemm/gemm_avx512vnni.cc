@@ -146,8 +146,9 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t a_stride, const int
   constexpr int kSets = MR <= 2 ? 4 : 1;
   // The sign flip is a vector xor so that the compiler emits one vpxord with
   // a broadcast memory operand per row. A scalar xor needs a move from a
-  // general register into a vector register per row, and on Zen 5, which
-  // issues two vpdpbusd zmm per cycle, those moves limited the loop.
+  // general register into a vector register per row, and those moves limited
+  // the loop on the AMD EPYC of family 26 in BENCHMARKS.md, whose measured
+  // peak is more than one vpdpbusd zmm per cycle.
   const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(kSignBits));
   __m512i acc[kSets][MR][NB];
 #pragma GCC unroll 4
