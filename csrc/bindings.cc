@@ -214,7 +214,7 @@ PYBIND11_MODULE(_native, m) {
         const int64_t a_stride = m > 1 ? a.strides(0) : k;
         std::vector<int8_t> rows(static_cast<size_t>(m > 0 ? (m - 1) * a_stride + k + edgemia::gemm::kOverreadA : 0));
         if (m > 0) std::memcpy(rows.data(), a.data(), static_cast<size_t>((m - 1) * a_stride + k));
-        // Bytes of y between rows keep the value 0x55, so a test sees stray writes.
+        // Bytes of y between rows keep the value 0x55, so a test detects stray writes.
         py::array_t<int8_t> y({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(y_stride)});
         std::memset(y.mutable_data(), 0x55, static_cast<size_t>(m * y_stride));
         if (m > 0) {

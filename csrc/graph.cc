@@ -259,20 +259,19 @@ namespace {
 // chunks of 96 would give one thread 576.
 int64_t ChunkRecords(int64_t count, int threads) {
   if (threads <= 1) return std::min(count, kChunkRecords);
-  const int64_t share = (count + threads - 1) / threads;
   int64_t best = 0;
   int64_t best_load = 0;
-  for (int64_t size = 16; size <= kChunkRecords + 16; size += 16) {
-    // The last candidate is the share itself, when it is below kChunkRecords.
-    const int64_t chunk = size > kChunkRecords ? share : size;
-    if (chunk > kChunkRecords || chunk < 1) continue;
+  const auto consider = [&](int64_t chunk) {
     const int64_t chunks = (count + chunk - 1) / chunk;
     const int64_t load = std::min(count, (chunks + threads - 1) / threads * chunk);
     if (best == 0 || load < best_load || (load == best_load && chunk > best)) {
       best = chunk;
       best_load = load;
     }
-  }
+  };
+  for (int64_t chunk = 16; chunk <= kChunkRecords; chunk += 16) consider(chunk);
+  const int64_t share = (count + threads - 1) / threads;
+  if (share < kChunkRecords) consider(share);
   return best;
 }
 

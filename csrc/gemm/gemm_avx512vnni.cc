@@ -23,6 +23,8 @@
 
 #include <cstring>
 
+#include "fp32_stage_avx512.h"
+
 namespace edgemia {
 namespace gemm {
 namespace {
@@ -76,16 +78,9 @@ struct TileOutput {
   int64_t y_stride = 0;
 };
 
-// A mask of the lowest min(n, 16) bits; n may be zero or negative.
-inline __mmask16 LowBits16(int64_t n) {
-  if (n <= 0) return 0;
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-}
-
-// The fused output stage of a tile's sums in registers: the same steps as
-// Requantize16, to out.y from column out.column0 of the stage on. Without the
-// float clamps when out.stage->saturation_clamps is set: vpmovsdb saturates,
-// which clamps to int8 then (SaturationClamps).
+// The fused output stage of a tile's sums in registers, to out.y from
+// column out.column0 of the stage on. Without the float clamps when
+// out.stage->saturation_clamps is set (SaturationClamps).
 template <int MR, int NB>
 __attribute__((always_inline)) inline void StoreStageTile(const __m512i (&acc)[MR][NB], const __mmask16 (&lanes)[NB],
                                                           const TileOutput& out) {
@@ -102,9 +97,8 @@ __attribute__((always_inline)) inline void StoreStageTile(const __m512i (&acc)[M
     for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 2
       for (int q = 0; q < NB; ++q) {
-        const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][q]), scale[q]);
-        const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
-        _mm_mask_storeu_epi8(y + r * y_stride + 16 * q, lanes[q], _mm512_cvtsepi32_epi8(v));
+        const __m128i bytes = Fp32StageBytes(acc[r][q], scale[q], false, lo, hi, zero_point);
+        _mm_mask_storeu_epi8(y + r * y_stride + 16 * q, lanes[q], bytes);
       }
     }
     return;
@@ -113,10 +107,8 @@ __attribute__((always_inline)) inline void StoreStageTile(const __m512i (&acc)[M
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 2
     for (int q = 0; q < NB; ++q) {
-      __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][q]), scale[q]);
-      f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-      const __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
-      _mm_mask_storeu_epi8(y + r * y_stride + 16 * q, lanes[q], _mm512_cvtsepi32_epi8(v));
+      const __m128i bytes = Fp32StageBytes(acc[r][q], scale[q], true, lo, hi, zero_point);
+      _mm_mask_storeu_epi8(y + r * y_stride + 16 * q, lanes[q], bytes);
     }
   }
 }
@@ -146,9 +138,9 @@ void s8s32_gemm_MRx32c4__avx512vnni(const int8_t* a, int64_t a_stride, const int
   constexpr int kSets = MR <= 2 ? 4 : 1;
   // The sign flip is a vector xor so that the compiler emits one vpxord with
   // a broadcast memory operand per row. A scalar xor needs a move from a
-  // general register into a vector register per row, and those moves limited
-  // the loop on the AMD EPYC of family 26 in BENCHMARKS.md, whose measured
-  // peak is more than one vpdpbusd zmm per cycle.
+  // general register into a vector register per row. Those moves limited the
+  // loop on the AMD EPYC of family 26 in BENCHMARKS.md, whose measured peak is
+  // more than one vpdpbusd zmm per cycle.
   const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(kSignBits));
   __m512i acc[kSets][MR][NB];
 #pragma GCC unroll 4
@@ -400,32 +392,42 @@ void s8s32_gemm_16xNCc16__avx512vnni(const int8_t* a, int64_t a_stride, int64_t 
     __m512i sum = pair_sums(pair_sums(acc[j][0], acc[j][1]), pair_sums(acc[j][2], acc[j][3]));
     // int32 additions wrap, so adding the correction and bias last gives the same sum.
     sum = _mm512_add_epi32(sum, _mm512_add_epi32(_mm512_set1_epi32(correction[j]), _mm512_set1_epi32(stage.bias[j])));
-    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(stage.scale[j]));
-    if (!stage.saturation_clamps) f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-    column[j] = _mm512_cvtsepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point));
+    const __m512 scale = _mm512_set1_ps(stage.scale[j]);
+    column[j] = Fp32StageBytes(sum, scale, !stage.saturation_clamps, lo, hi, zero_point);
   }
   // Interleave the columns into rows where the output rows are contiguous.
-  if (NC == 1 && y_stride == 1) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), column[0]);
-  } else if (NC == 2 && y_stride == 2) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), _mm_unpacklo_epi8(column[0], column[NC - 1]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 16), _mm_unpackhi_epi8(column[0], column[NC - 1]));
-  } else if (NC == 4 && y_stride == 4) {
-    const __m128i low01 = _mm_unpacklo_epi8(column[0], column[1 % NC]);
-    const __m128i high01 = _mm_unpackhi_epi8(column[0], column[1 % NC]);
-    const __m128i low23 = _mm_unpacklo_epi8(column[2 % NC], column[NC - 1]);
-    const __m128i high23 = _mm_unpackhi_epi8(column[2 % NC], column[NC - 1]);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), _mm_unpacklo_epi16(low01, low23));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 16), _mm_unpackhi_epi16(low01, low23));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 32), _mm_unpacklo_epi16(high01, high23));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 48), _mm_unpackhi_epi16(high01, high23));
-  } else {
-    alignas(16) int8_t bytes[NC][kNarrowRows];
-#pragma GCC unroll 4
-    for (int j = 0; j < NC; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(bytes[j]), column[j]);
-    for (int64_t r = 0; r < kNarrowRows; ++r) {
-      for (int j = 0; j < NC; ++j) y[r * y_stride + j] = bytes[j][r];
+  const auto store = [&](int64_t offset, __m128i bytes) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + offset), bytes);
+  };
+  if constexpr (NC == 1) {
+    if (y_stride == 1) {
+      store(0, column[0]);
+      return;
     }
+  } else if constexpr (NC == 2) {
+    if (y_stride == 2) {
+      store(0, _mm_unpacklo_epi8(column[0], column[1]));
+      store(16, _mm_unpackhi_epi8(column[0], column[1]));
+      return;
+    }
+  } else if constexpr (NC == 4) {
+    if (y_stride == 4) {
+      const __m128i low01 = _mm_unpacklo_epi8(column[0], column[1]);
+      const __m128i high01 = _mm_unpackhi_epi8(column[0], column[1]);
+      const __m128i low23 = _mm_unpacklo_epi8(column[2], column[3]);
+      const __m128i high23 = _mm_unpackhi_epi8(column[2], column[3]);
+      store(0, _mm_unpacklo_epi16(low01, low23));
+      store(16, _mm_unpackhi_epi16(low01, low23));
+      store(32, _mm_unpacklo_epi16(high01, high23));
+      store(48, _mm_unpackhi_epi16(high01, high23));
+      return;
+    }
+  }
+  alignas(16) int8_t bytes[NC][kNarrowRows];
+#pragma GCC unroll 4
+  for (int j = 0; j < NC; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(bytes[j]), column[j]);
+  for (int64_t r = 0; r < kNarrowRows; ++r) {
+    for (int j = 0; j < NC; ++j) y[r * y_stride + j] = bytes[j][r];
   }
 }
 
@@ -562,17 +564,7 @@ void RunSegmentsRequantizeFp32Avx512Vnni(const SegmentedRows& a, int64_t m, cons
 inline void Requantize16(const int32_t* acc, const int32_t* bias, const float* scale, __mmask16 mask,
                          __m512 lo, __m512 hi, __m512i zero_point, int8_t* y) {
   const __m512i sum = _mm512_add_epi32(_mm512_maskz_loadu_epi32(mask, acc), _mm512_maskz_loadu_epi32(mask, bias));
-  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_maskz_loadu_ps(mask, scale));
-  f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-  // vcvtps2dq rounds in the MXCSR mode, as std::nearbyint does.
-  const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point);
-  // Narrowing into a register and storing it is faster than vpmovsdb to memory.
-  const __m128i bytes = _mm512_cvtsepi32_epi8(q);
-  if (mask == 0xFFFF) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), bytes);
-  } else {
-    _mm_mask_storeu_epi8(y, mask, bytes);
-  }
+  StoreBytes16(Fp32StageBytes(sum, _mm512_maskz_loadu_ps(mask, scale), true, lo, hi, zero_point), mask, y);
 }
 
 void qs8_requantize_fp32__avx512(const int32_t* acc, int64_t acc_stride, int64_t m, int64_t n,

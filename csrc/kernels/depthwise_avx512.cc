@@ -16,6 +16,8 @@
 
 #include <immintrin.h>
 
+#include "../gemm/fp32_stage_avx512.h"
+
 namespace edgemia {
 namespace kernels {
 namespace {
@@ -23,10 +25,6 @@ namespace {
 // This file is compiled with AVX-512 flags, so it calls no template that
 // other files also instantiate (std::min, std::max): the linker could keep
 // this copy for all of them.
-
-inline __mmask16 LowBits16(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-}
 
 // Fills taps[t] with the input of tap t of output pixel (oy, ox), or with the
 // zero-point pixel for taps outside the image. An odd last tap is repeated,
@@ -100,17 +98,10 @@ inline void PairSumsTwoColumns(Tap&& tap, int64_t pairs, const int16_t* wp, int6
   *second = _mm512_shuffle_i64x2(low, high, 0xEE);
 }
 
-// The fp32 output stage of 16 sums, as gemm::RequantizeFp32 computes it.
+// The fp32 output stage of 16 sums plus their bias, stored to the lanes of `lanes`.
 inline void StoreStage(__m512i sum, __m512i bias, __m512 scale, bool clamp, __m512 lo, __m512 hi,
                        __m512i zero_point, __mmask16 lanes, int8_t* out) {
-  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(sum, bias)), scale);
-  if (clamp) f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-  const __m128i q = _mm512_cvtsepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(f), zero_point));
-  if (lanes == 0xFFFF) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), q);
-  } else {
-    _mm_mask_storeu_epi8(out, lanes, q);
-  }
+  gemm::StoreBytes16(gemm::Fp32StageBytes(_mm512_add_epi32(sum, bias), scale, clamp, lo, hi, zero_point), lanes, out);
 }
 
 // Channels go in blocks of 16, the outer loop, so that a block's output
@@ -138,7 +129,7 @@ void DepthwiseRowRequantizeAvx512Vnni(const DepthwiseRow& r, const int8_t* x, in
   // Two columns' inputs of one tap are 32 contiguous bytes (PairSumsTwoColumns).
   const bool adjacent_columns = channels == 16 && r.stride_w == 1;
   for (int64_t c = 0; c < channels; c += 16) {
-    const __mmask16 lanes = LowBits16(channels - c);
+    const __mmask16 lanes = gemm::LowBits16(channels - c);
     const __m512i bias = _mm512_maskz_loadu_epi32(lanes, stage.bias + c);
     const __m512 scale = _mm512_maskz_loadu_ps(lanes, stage.scale + c);
     const int16_t* wp = r.ordered_pair_weights + c * 2;
