@@ -71,6 +71,11 @@ def build_conv(x_shape, w, bias, in_q, w_scales, out_q, out_shape, stride, dilat
         (5, 4, 1, 1, 5, 3, 1, SAME),
         (11, 9, 3, 6, 3, 1, (2, 1), SAME),  # rows apart, columns adjacent
         (12, 10, 5, 4, 3, 2, (1, 2), VALID),
+        # Image lines of 3, 4 and 64 bytes, which the framed copy moves without
+        # touching the padding beside them.
+        (6, 3, 1, 4, 3, 1, 1, SAME),
+        (5, 2, 2, 3, 3, 1, 1, SAME),
+        (4, 4, 16, 32, 3, 1, 1, SAME),
     ],
 )
 def test_conv_int8_matches_reference(h, w_, c, o, k, stride, dilation, padding):

@@ -271,7 +271,9 @@ class ConvInt8 final : public Kernel {
   }
 
   // Frames up to records_per_call_ records at a time and runs one GEMM over
-  // all their output positions, reading each filter row in place.
+  // all their output positions, reading each filter row in place. Every call
+  // uses the same frames, so their borders of the input zero point and the
+  // row starts are written once per Run; later calls copy only the images.
   void RunSegments(Arena& arena, int64_t batch) const {
     const ConvGeometry& g = g_;
     const int8_t* x = arena.at<int8_t>(in_id_);
@@ -279,25 +281,33 @@ class ConvInt8 final : public Kernel {
     const int64_t positions = g.out_h * g.out_w;
     const int64_t frame_line = padded_w_ * g.in_c;
     const int64_t frame_bytes = padded_h_ * frame_line;
+    const int64_t in_line = g.in_w * g.in_c;
+    const int64_t image_bytes = g.in_h * in_line;
     const int8_t** starts = reinterpret_cast<const int8_t**>(arena.scratch.data());
     int8_t* frames = reinterpret_cast<int8_t*>(arena.scratch.data()) +
                      records_per_call_ * positions * static_cast<int64_t>(sizeof(const int8_t*));
+    const int64_t framed = std::min(records_per_call_, batch);
+    FillWords(frames, static_cast<int8_t>(input_zero_point_), framed * frame_bytes);
+    const int8_t** start = starts;
+    for (int64_t i = 0; i < framed; ++i) {
+      for (int64_t oy = 0; oy < g.out_h; ++oy) {
+        const int8_t* line = frames + i * frame_bytes + oy * g.stride_h * frame_line;
+        for (int64_t ox = 0; ox < g.out_w; ++ox) *start++ = line + ox * g.stride_w * g.in_c;
+      }
+    }
     gemm::SegmentedRows a;
     a.rows = starts;
     a.segments = g.k_h;
     a.segment = segment_;
     a.segment_stride = g.dilation_h * frame_line;
     const gemm::Fp32Requantization stage = requantize_.Fp32Stage(folded_bias_.data(), 0);
+    int8_t* image = frames + g.pad_top * frame_line + g.pad_left * g.in_c;
     for (int64_t b0 = 0; b0 < batch; b0 += records_per_call_) {
       const int64_t records = std::min(records_per_call_, batch - b0);
-      const int8_t** start = starts;
       for (int64_t i = 0; i < records; ++i) {
-        int8_t* frame = frames + i * frame_bytes;
-        FrameRecord(x + (b0 + i) * g.in_h * g.in_w * g.in_c, frame);
-        for (int64_t oy = 0; oy < g.out_h; ++oy) {
-          const int8_t* line = frame + oy * g.stride_h * frame_line;
-          for (int64_t ox = 0; ox < g.out_w; ++ox) *start++ = line + ox * g.stride_w * g.in_c;
-        }
+        const int8_t* src = x + (b0 + i) * image_bytes;
+        int8_t* dst = image + i * frame_bytes;
+        for (int64_t iy = 0; iy < g.in_h; ++iy) CopyExactly(dst + iy * frame_line, src + iy * in_line, in_line);
       }
       gemm_->run_segments_requantize_fp32(a, records * positions, packed_segments_, stage,
                                           y + b0 * positions * g.out_c, g.out_c);
@@ -434,6 +444,23 @@ class ConvInt8 final : public Kernel {
   // accumulators, which the GEMM writes next, or in the scratch's slack.
   static void CopyWords(int8_t* dst, const int8_t* src, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) std::memcpy(dst + i, src + i, 16);
+  }
+
+  // memcpy of n > 0 bytes that touches no byte outside the two ranges, as
+  // at most four fixed-size copies, which may overlap.
+  static void CopyExactly(int8_t* dst, const int8_t* src, int64_t n) {
+    if (n >= 16) {
+      for (int64_t i = 0; i + 16 <= n; i += 16) std::memcpy(dst + i, src + i, 16);
+      if (n % 16 != 0) std::memcpy(dst + n - 16, src + n - 16, 16);
+    } else if (n >= 8) {
+      std::memcpy(dst, src, 8);
+      std::memcpy(dst + n - 8, src + n - 8, 8);
+    } else if (n >= 4) {
+      std::memcpy(dst, src, 4);
+      std::memcpy(dst + n - 4, src + n - 4, 4);
+    } else {
+      for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+    }
   }
 
   static void FillWords(int8_t* dst, int8_t value, int64_t n) {
