@@ -148,6 +148,35 @@ def test_max_pool_int8_with_padding(channels, activation):
     np.testing.assert_array_equal(g.run(x, 2)[0], expected)
 
 
+# Windows that all lie inside the image: whole 16-channel blocks take the
+# row-by-row loop (2x2, 3x3 and other filters), other channel counts the
+# clipped one. The last lines and columns of some images are in no window.
+@pytest.mark.parametrize(
+    "h,w_,channels,k_h,k_w,stride",
+    [(8, 8, 16, 2, 2, 2), (7, 9, 32, 3, 3, 2), (6, 6, 16, 3, 3, 1), (7, 7, 48, 2, 3, 1), (5, 5, 24, 2, 2, 2)],
+)
+@pytest.mark.parametrize("activation", [0, RELU6])
+def test_max_pool_int8_inside_image(h, w_, channels, k_h, k_w, stride, activation):
+    rng = np.random.default_rng(h * 10 + channels)
+    x = rng.integers(-128, 128, size=(41, h, w_, channels), dtype=np.int8)
+    out_h, out_w = (h - k_h) // stride + 1, (w_ - k_w) // stride + 1
+    g = _native.Graph()
+    xi = g.add_tensor("x", "int8", [h, w_, channels], None, [0.05], [-20], 0)
+    yi = g.add_tensor("y", "int8", [out_h, out_w, channels], None, [0.05], [-20], 0)
+    g.add_op("MAX_POOL_2D", "0", [xi], [yi], {"filter_h": k_h, "filter_w": k_w, "stride_h": stride,
+                                              "stride_w": stride, "padding": VALID, "activation": activation})
+    g.finalize([xi], [yi], "litert")
+    expected = np.empty((41, out_h, out_w, channels), np.int8)
+    for oy in range(out_h):
+        for ox in range(out_w):
+            window = x[:, oy * stride:oy * stride + k_h, ox * stride:ox * stride + k_w]
+            expected[:, oy, ox] = window.max(axis=(1, 2))
+    if activation == RELU6:
+        expected = np.clip(expected, -20, -20 + 120)  # 6 / 0.05 = 120 steps above the zero point
+    for threads in (1, 2):
+        np.testing.assert_array_equal(g.run(x, threads)[0], expected)
+
+
 # NaN, infinities and values far beyond the int8 range. litert follows XNNPACK
 # (tests/test_tflite_ops.py compares it with LiteRT); litert-reference clamps
 # where TFLite's reference converts to int32 unclamped; onnxruntime follows MLAS.

@@ -120,6 +120,47 @@ class MaxPool final : public Kernel {
   static constexpr Bytes16 kSignBits = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
                                         0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80};
 
+  // Windows that all lie inside the image, with whole blocks of channels, go
+  // row by row with the taps counted at compile time for the common 2x2 and
+  // 3x3 filters (kTaps 4 and 9; 0: any filter).
+  bool Unclipped() const {
+    const PoolGeometry& g = g_;
+    return g.pad_top == 0 && g.pad_left == 0 && (g.out_h - 1) * g.stride_h + g.k_h <= g.in_h &&
+           (g.out_w - 1) * g.stride_w + g.k_w <= g.in_w && g.channels % kBlock == 0;
+  }
+
+  template <int kTaps>
+  void RunUnclippedInt8(const uint8_t* x, uint8_t* y, int64_t batch, Bytes16 low, Bytes16 high) const {
+    const PoolGeometry g = g_;
+    const int64_t k_h = kTaps == 4 ? 2 : kTaps == 9 ? 3 : g.k_h;
+    const int64_t k_w = kTaps == 4 ? 2 : kTaps == 9 ? 3 : g.k_w;
+    const int64_t channels = g.channels;
+    const int64_t line = g.in_w * channels;
+    const int64_t step = g.stride_w * channels;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t oy = 0; oy < g.out_h; ++oy) {
+        const uint8_t* window = x + (b * g.in_h + oy * g.stride_h) * line;
+        for (int64_t ox = 0; ox < g.out_w; ++ox, window += step, y += channels) {
+          for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
+            Bytes16 acc = {};  // 0 is -128 flipped
+            for (int64_t ky = 0; ky < k_h; ++ky) {
+              for (int64_t kx = 0; kx < k_w; ++kx) {
+                Bytes16 v;
+                std::memcpy(&v, window + ky * line + kx * channels + c0, sizeof(v));
+                v ^= kSignBits;
+                acc = acc > v ? acc : v;
+              }
+            }
+            acc = acc > high ? high : acc;
+            acc = acc < low ? low : acc;
+            acc ^= kSignBits;
+            std::memcpy(y + c0, &acc, sizeof(acc));
+          }
+        }
+      }
+    }
+  }
+
   void RunInt8(Arena& arena, int64_t batch) const {
     const uint8_t* x = arena.at<uint8_t>(in_id_);
     uint8_t* y = arena.at<uint8_t>(out_id_);
@@ -127,6 +168,16 @@ class MaxPool final : public Kernel {
     const auto lo = static_cast<uint8_t>(static_cast<uint8_t>(lo_) ^ 0x80u);
     const auto hi = static_cast<uint8_t>(static_cast<uint8_t>(hi_) ^ 0x80u);
     const Bytes16 low = Bytes16{} + lo, high = Bytes16{} + hi;
+    if (Unclipped()) {
+      if (g.k_h == 2 && g.k_w == 2) {
+        RunUnclippedInt8<4>(x, y, batch, low, high);
+      } else if (g.k_h == 3 && g.k_w == 3) {
+        RunUnclippedInt8<9>(x, y, batch, low, high);
+      } else {
+        RunUnclippedInt8<0>(x, y, batch, low, high);
+      }
+      return;
+    }
     ForEachWindow(g, batch, [&](int64_t b, int64_t oy, int64_t ox, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
       uint8_t* yp = y + ((b * g.out_h + oy) * g.out_w + ox) * g.channels;
       const int64_t channels = g.channels;
