@@ -485,6 +485,13 @@ void RunRequantizeFp32Avx512Vnni(const int8_t* a, int64_t a_stride, int64_t m, c
 // and one panel: the steps of the zmm microkernel, with group g of row r read
 // at rows[r] + offsets[g]. Rows of one or two are tails, rare
 // enough to run on a single set of accumulators.
+// acc += the dot products of a (unsigned) and b (signed) bytes, in acc's
+// register. With the intrinsic, GCC 12 copied each accumulator into another
+// register and back in every step of the loop below, and spilled some.
+inline void DpbusdInPlace(__m512i& acc, __m512i a, __m512i b) {
+  asm("vpdpbusd %[b], %[a], %[acc]" : [acc] "+v"(acc) : [a] "v"(a), [b] "v"(b));
+}
+
 template <int MR, int NB>
 void s8s32_gemm_MRx32c4_segments__avx512vnni(const int8_t* const* rows, const SegmentedRows& a,
                                               const int64_t* offsets, const int32_t* correction, const int8_t* w,
@@ -518,7 +525,7 @@ void s8s32_gemm_MRx32c4_segments__avx512vnni(const int8_t* const* rows, const Se
       std::memcpy(&a4, row[r] + offset, 4);
       const __m512i va = _mm512_xor_si512(_mm512_set1_epi32(a4), sign);
 #pragma GCC unroll 2
-      for (int q = 0; q < NB; ++q) acc[r][q] = _mm512_dpbusd_epi32(acc[r][q], va, b[q]);
+      for (int q = 0; q < NB; ++q) DpbusdInPlace(acc[r][q], va, b[q]);
     }
   }
   StoreStageTile<MR, NB>(acc, lanes, out);
