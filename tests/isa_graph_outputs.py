@@ -148,16 +148,16 @@ def inputs() -> np.ndarray:
 def build_float_dense() -> _native.Graph:
     """Build float fully connected layers whose depths and unit counts miss the vector tiles.
 
-    The depths are 37 (two registers and part of one), 13 (part of one), 16
-    (one register), 1 (one lane) and 130, which takes the row tiles instead
-    of the 16-unit columns. The unit counts are 13, 16, 1, 7, 130 and 5.
-    Each record has two rows, and each activation appears.
+    The unit counts are 13, 16, 1, 7, 130, 20, 40 and 5: panels of 32 units
+    that are full, hold 17 to 31 units (two registers, one partly used), or
+    at most 16 (one register). The depths are those counts and 37. Each
+    record has two rows, and each activation appears.
     """
     rng = np.random.default_rng(7)
     g = _native.Graph()
     x = g.add_tensor("x", "float32", [2, 37], None, [], [], 0)
     layers = [("dense37", 13, 2), ("dense13", 16, 0), ("dense16", 1, 1), ("dense1", 7, 3), ("dense7", 130, 0),
-              ("dense130", 5, 1)]
+              ("dense130", 20, 1), ("dense20", 40, 2), ("dense40", 5, 1)]
     current, depth = x, 37
     for name, units, act in layers:
         w = rng.normal(size=(units, depth)).astype(np.float32)

@@ -177,6 +177,34 @@ def test_max_pool_int8_inside_image(h, w_, channels, k_h, k_w, stride, activatio
         np.testing.assert_array_equal(g.run(x, threads)[0], expected)
 
 
+# Each float output adds its products in the order of k, each product and
+# sum rounded to float32, then the bias: numpy's float32 steps give the bits.
+# 45 units fill one panel of 32 and part of another; 131 rows make tiles of
+# several heights.
+@pytest.mark.parametrize("activation", [0, RELU6])
+def test_float_fully_connected_adds_in_order(activation):
+    rng = np.random.default_rng(23)
+    depth, units, rows = 50, 45, 131
+    w = rng.normal(size=(units, depth)).astype(np.float32)
+    b = rng.normal(size=units).astype(np.float32)
+    x = (rng.normal(size=(rows, depth)) * rng.uniform(0.1, 1e3, size=(rows, 1))).astype(np.float32)
+    g = _native.Graph()
+    xi = g.add_tensor("x", "float32", [depth], None, [], [], 0)
+    wi = g.add_tensor("w", "float32", [units, depth], w.tobytes(), [], [], 0)
+    bi = g.add_tensor("b", "float32", [units], b.tobytes(), [], [], 0)
+    yi = g.add_tensor("y", "float32", [units], None, [], [], 0)
+    g.add_op("FULLY_CONNECTED", "0", [xi, wi, bi], [yi], {"activation": activation})
+    g.finalize([xi], [yi], "litert")
+    acc = np.zeros((rows, units), np.float32)
+    for k in range(depth):
+        acc = acc + x[:, k:k + 1] * w[:, k]
+    expected = acc + b
+    if activation == RELU6:
+        expected = np.clip(expected, np.float32(0), np.float32(6))
+    for threads in (1, 2):
+        np.testing.assert_array_equal(g.run(x, threads)[0], expected)
+
+
 # NaN, infinities and values far beyond the int8 range. litert follows XNNPACK
 # (tests/test_tflite_ops.py compares it with LiteRT); litert-reference clamps
 # where TFLite's reference converts to int32 unclamped; onnxruntime follows MLAS.

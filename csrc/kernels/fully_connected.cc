@@ -119,23 +119,21 @@ class FullyConnectedFloat final : public Kernel {
     check.ExpectDType(check.Input(1), DType::kFloat32, "filter");
     check.ExpectDType(check.Output(0), DType::kFloat32, "output");
     bias_ = BiasOrZero<float>(check, g_.units, DType::kFloat32);
-    fc_.weights = check.Input(1).as<float>();
+    const float* w = check.Input(1).as<float>();
+    const int64_t panels = (g_.units + kFloatPanelUnits - 1) / kFloatPanelUnits;
+    panels_.assign(static_cast<size_t>(panels * kFloatPanelUnits * g_.depth), 0.0f);
+    for (int64_t u = 0; u < g_.units; ++u) {
+      for (int64_t k = 0; k < g_.depth; ++k) {
+        const int64_t at = (u / kFloatPanelUnits * g_.depth + k) * kFloatPanelUnits + u % kFloatPanelUnits;
+        panels_[static_cast<size_t>(at)] = w[u * g_.depth + k];
+      }
+    }
+    fc_.panels = panels_.data();
     fc_.bias = bias_.data();
     fc_.units = g_.units;
     fc_.depth = g_.depth;
     ActivationBounds(check.ActivationOption(), &fc_.lo, &fc_.hi);
     if (std::string(check.gemm().name) == "avx512vnni") kernel_ = FloatFcAvx512();
-    if (kernel_ != nullptr && UseColumns(g_.units, g_.depth)) {
-      const int64_t k_blocks = (g_.depth + 15) / 16;
-      columns_.assign(static_cast<size_t>((g_.units + 15) / 16 * k_blocks * 256), 0.0f);
-      for (int64_t u = 0; u < g_.units; ++u) {
-        for (int64_t k = 0; k < g_.depth; ++k) {
-          const int64_t at = ((u / 16 * k_blocks + k / 16) * 16 + k % 16) * 16 + u % 16;
-          columns_[static_cast<size_t>(at)] = fc_.weights[u * g_.depth + k];
-        }
-      }
-      fc_.columns = columns_.data();
-    }
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
   }
@@ -150,38 +148,37 @@ class FullyConnectedFloat final : public Kernel {
       kernel_(fc_, x, rows, y);
       return;
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * g_.depth;
-      for (int64_t u = 0; u < g_.units; ++u) {
-        const float acc = Dot(fc_.weights + u * g_.depth, xr, g_.depth) + bias_[static_cast<size_t>(u)];
-        y[r * g_.units + u] = CanonicalNan(std::min(std::max(acc, fc_.lo), fc_.hi));
+    for (int64_t r = 0; r < rows; ++r) RunRow(x + r * g_.depth, y + r * g_.units);
+  }
+
+ private:
+  // One row, a panel at a time: the panel's sums side by side, each adding
+  // its products in the order of k. The compiler vectorizes across the units,
+  // which reassociates nothing, so every build, path and thread count gives
+  // the same bits.
+  void RunRow(const float* x, float* y) const {
+    const int64_t depth = g_.depth;
+    const float lo = fc_.lo, hi = fc_.hi;
+    for (int64_t u0 = 0; u0 < g_.units; u0 += kFloatPanelUnits) {
+      const float* panel = panels_.data() + u0 * depth;
+      float acc[kFloatPanelUnits] = {};
+      for (int64_t k = 0; k < depth; ++k) {
+        const float xk = x[k];
+        for (int64_t j = 0; j < kFloatPanelUnits; ++j) acc[j] += panel[k * kFloatPanelUnits + j] * xk;
+      }
+      const int64_t width = std::min(kFloatPanelUnits, g_.units - u0);
+      for (int64_t j = 0; j < width; ++j) {
+        const float v = acc[j] + bias_[static_cast<size_t>(u0 + j)];
+        y[u0 + j] = CanonicalNan(std::min(std::max(v, lo), hi));
       }
     }
   }
 
-  // A float dot product in a fixed order: kFloatDotLanes interleaved partial
-  // sums, then a pairwise reduction. The compiler can vectorize the lanes
-  // without reassociating anything, so every build, path and thread count
-  // gives the same bits.
-  static float Dot(const float* w, const float* x, int64_t n) {
-    float partial[kFloatDotLanes] = {};
-    int64_t k = 0;
-    for (; k + kFloatDotLanes <= n; k += kFloatDotLanes) {
-      for (int64_t l = 0; l < kFloatDotLanes; ++l) partial[l] += w[k + l] * x[k + l];
-    }
-    for (int64_t l = 0; k < n; ++k, ++l) partial[l] += w[k] * x[k];
-    for (int64_t width = kFloatDotLanes / 2; width > 0; width /= 2) {
-      for (int64_t l = 0; l < width; ++l) partial[l] += partial[l + width];
-    }
-    return partial[0];
-  }
-
- private:
   FcGeometry g_;
   std::vector<float> bias_;
-  std::vector<float> columns_;  // fc_.columns, when the kernel takes them
+  std::vector<float> panels_;  // fc_.panels
   FloatFc fc_;
-  FloatFcKernel kernel_ = nullptr;  // the path's vector kernel, or nullptr for the loop above
+  FloatFcKernel kernel_ = nullptr;  // the path's vector kernel, or nullptr for RunRow
   int in_id_ = 0, out_id_ = 0;
 };
 
