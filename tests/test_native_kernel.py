@@ -181,8 +181,10 @@ def test_max_pool_int8_inside_image(h, w_, channels, k_h, k_w, stride, activatio
 # sum rounded to float32, then the bias: numpy's float32 steps give the bits.
 # 45 units fill one panel of 32 and part of another; 131 rows make tiles of
 # several heights.
+@pytest.mark.parametrize("isa", _native.available_isas())
 @pytest.mark.parametrize("activation", [0, RELU6])
-def test_float_fully_connected_adds_in_order(activation):
+def test_float_fully_connected_adds_in_order(activation, isa, monkeypatch):
+    monkeypatch.setenv("EDGEMIA_ISA", isa)
     rng = np.random.default_rng(23)
     depth, units, rows = 50, 45, 131
     w = rng.normal(size=(units, depth)).astype(np.float32)
@@ -195,6 +197,7 @@ def test_float_fully_connected_adds_in_order(activation):
     yi = g.add_tensor("y", "float32", [units], None, [], [], 0)
     g.add_op("FULLY_CONNECTED", "0", [xi, wi, bi], [yi], {"activation": activation})
     g.finalize([xi], [yi], "litert")
+    assert g.isa == isa
     acc = np.zeros((rows, units), np.float32)
     for k in range(depth):
         acc = acc + x[:, k:k + 1] * w[:, k]

@@ -148,28 +148,57 @@ class FullyConnectedFloat final : public Kernel {
       kernel_(fc_, x, rows, y);
       return;
     }
-    for (int64_t r = 0; r < rows; ++r) RunRow(x + r * g_.depth, y + r * g_.units);
+    int64_t r = 0;
+    for (; r + kPortableRows <= rows; r += kPortableRows) RunRows<kPortableRows>(x + r * g_.depth, y + r * g_.units);
+    for (; r < rows; ++r) RunRows<1>(x + r * g_.depth, y + r * g_.units);
   }
 
  private:
-  // One row, a panel at a time: the panel's sums side by side, each adding
-  // its products in the order of k. The compiler vectorizes across the units,
-  // which reassociates nothing, so every build, path and thread count gives
-  // the same bits.
-  void RunRow(const float* x, float* y) const {
+  // Rows that share each load of the weights in the portable loop: their sums
+  // and a row of weights fill the 16 vector registers of x86-64 or the 32 of
+  // AArch64.
+#if defined(__aarch64__)
+  static constexpr int kPortableRows = 4;
+#else
+  static constexpr int kPortableRows = 2;
+#endif
+  // Units summed side by side, half a panel.
+  static constexpr int64_t kPortableUnits = 16;
+
+  // 4 floats in a GCC/Clang vector: SSE2 on x86-64, NEON on AArch64. Its
+  // operators act lane by lane, so they reassociate nothing.
+  typedef float Floats4 __attribute__((vector_size(16)));
+  static constexpr int kVectors = kPortableUnits / 4;
+
+  // R rows, kPortableUnits units at a time: the units' sums side by side in
+  // vectors, each adding its products in the order of k, so every build,
+  // path and thread count gives the same bits.
+  template <int R>
+  void RunRows(const float* x, float* y) const {
     const int64_t depth = g_.depth;
     const float lo = fc_.lo, hi = fc_.hi;
-    for (int64_t u0 = 0; u0 < g_.units; u0 += kFloatPanelUnits) {
-      const float* panel = panels_.data() + u0 * depth;
-      float acc[kFloatPanelUnits] = {};
-      for (int64_t k = 0; k < depth; ++k) {
-        const float xk = x[k];
-        for (int64_t j = 0; j < kFloatPanelUnits; ++j) acc[j] += panel[k * kFloatPanelUnits + j] * xk;
+    for (int64_t u0 = 0; u0 < g_.units; u0 += kPortableUnits) {
+      const float* w = panels_.data() + u0 / kFloatPanelUnits * kFloatPanelUnits * depth + u0 % kFloatPanelUnits;
+      Floats4 acc[R][kVectors] = {};
+      for (int64_t k = 0; k < depth; ++k, w += kFloatPanelUnits) {
+        Floats4 wv[kVectors];
+#pragma GCC unroll 4
+        for (int v = 0; v < kVectors; ++v) std::memcpy(&wv[v], w + 4 * v, sizeof(Floats4));
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          const float xk = x[r * depth + k];
+#pragma GCC unroll 4
+          for (int v = 0; v < kVectors; ++v) acc[r][v] += wv[v] * xk;
+        }
       }
-      const int64_t width = std::min(kFloatPanelUnits, g_.units - u0);
-      for (int64_t j = 0; j < width; ++j) {
-        const float v = acc[j] + bias_[static_cast<size_t>(u0 + j)];
-        y[u0 + j] = CanonicalNan(std::min(std::max(v, lo), hi));
+      const int64_t width = std::min(kPortableUnits, g_.units - u0);
+      for (int r = 0; r < R; ++r) {
+        float sums[kPortableUnits];
+        std::memcpy(sums, acc[r], sizeof(sums));
+        for (int64_t j = 0; j < width; ++j) {
+          const float v = sums[j] + bias_[static_cast<size_t>(u0 + j)];
+          y[r * g_.units + u0 + j] = CanonicalNan(std::min(std::max(v, lo), hi));
+        }
       }
     }
   }
@@ -178,7 +207,7 @@ class FullyConnectedFloat final : public Kernel {
   std::vector<float> bias_;
   std::vector<float> panels_;  // fc_.panels
   FloatFc fc_;
-  FloatFcKernel kernel_ = nullptr;  // the path's vector kernel, or nullptr for RunRow
+  FloatFcKernel kernel_ = nullptr;  // the path's vector kernel, or nullptr for RunRows
   int in_id_ = 0, out_id_ = 0;
 };
 
