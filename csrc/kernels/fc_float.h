@@ -35,8 +35,9 @@ struct FloatFc {
 // y[r][u] for rows r < rows: x is [rows][depth], y is [rows][units].
 using FloatFcKernel = void (*)(const FloatFc& fc, const float* x, int64_t rows, float* y);
 
-// nullptr when this build does not include the AVX-512 path.
+// nullptr when this build does not include the AVX-512 or the AVX2 path.
 FloatFcKernel FloatFcAvx512();
+FloatFcKernel FloatFcAvx2();
 
 }  // namespace kernels
 }  // namespace edgemia

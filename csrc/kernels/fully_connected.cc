@@ -133,7 +133,9 @@ class FullyConnectedFloat final : public Kernel {
     fc_.units = g_.units;
     fc_.depth = g_.depth;
     ActivationBounds(check.ActivationOption(), &fc_.lo, &fc_.hi);
-    if (std::string(check.gemm().name) == "avx512vnni") kernel_ = FloatFcAvx512();
+    const std::string path = check.gemm().name;
+    if (path == "avx512vnni") kernel_ = FloatFcAvx512();
+    if (path == "avx2") kernel_ = FloatFcAvx2();
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
   }
