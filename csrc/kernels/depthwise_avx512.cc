@@ -59,12 +59,18 @@ inline __m512i AddPair(__m512i sum, const int8_t* a, const int8_t* b, const int1
 template <int kPairs, typename Tap>
 inline __m512i PairSums(Tap&& tap, int64_t pairs, const int16_t* wp, int64_t pair_stride, __m512i zero_point) {
   if (kPairs > 0) pairs = kPairs;
-  __m512i sums[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-#pragma GCC unroll 8
-  for (int64_t p = 0; p < pairs; ++p) {
-    sums[p % 2] = AddPair(sums[p % 2], tap(2 * p), tap(2 * p + 1), wp + p * pair_stride, zero_point);
+  // Named sums, not an array indexed by p % 2, which GCC 12 keeps on the
+  // stack when the number of pairs is known only at run time.
+  __m512i even = _mm512_setzero_si512();
+  __m512i odd = _mm512_setzero_si512();
+  int64_t p = 0;
+#pragma GCC unroll 4
+  for (; p + 2 <= pairs; p += 2) {
+    even = AddPair(even, tap(2 * p), tap(2 * p + 1), wp + p * pair_stride, zero_point);
+    odd = AddPair(odd, tap(2 * p + 2), tap(2 * p + 3), wp + (p + 1) * pair_stride, zero_point);
   }
-  return _mm512_add_epi32(sums[0], sums[1]);
+  if (p < pairs) even = AddPair(even, tap(2 * p), tap(2 * p + 1), wp + p * pair_stride, zero_point);
+  return _mm512_add_epi32(even, odd);
 }
 
 // The sums of two adjacent output columns of a layer with exactly 16

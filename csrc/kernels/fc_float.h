@@ -1,7 +1,7 @@
 // Float32 fully connected layers, with a vector kernel per instruction set.
 // Every kernel gives the bits of the portable loop in fully_connected.cc:
-// each output starts at 0 and adds w[u][k] * x[k] for k in order, each
-// product and each sum rounded to float (no fused multiply-add); then the
+// each output starts at 0 and adds w[u][k] * x[k] for k in order. Each
+// product and each sum is rounded to float (no fused multiply-add). Then the
 // bias is added and the activation clamps.
 #pragma once
 

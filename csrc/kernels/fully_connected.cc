@@ -156,9 +156,9 @@ class FullyConnectedFloat final : public Kernel {
   }
 
  private:
-  // Rows that share each load of the weights in the portable loop: their sums
-  // and a row of weights fill the 16 vector registers of x86-64 or the 32 of
-  // AArch64.
+  // Rows that share each load of the weights in the portable loop. Their sums
+  // and a row of weights fit in the 16 vector registers of x86-64 or the 32
+  // of AArch64.
 #if defined(__aarch64__)
   static constexpr int kPortableRows = 4;
 #else
