@@ -359,6 +359,51 @@ def test_handmade_qoperator_op_equals_onnxruntime(tmp_path, monkeypatch, op, att
                                       err_msg=f"seed {seed}")
 
 
+def _write_qlinear_matmul_graph(tmp_path):
+    """x -> QuantizeLinear -> QLinearMatMul with int8 weights -> DequantizeLinear -> y, as a QOperator Dense."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(3).integers(-127, 128, size=(8, 5), dtype=np.int8)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="quantize"),
+        helper.make_node("QLinearMatMul", ["q", "s", "z", "w", "w_s", "w_z", "y_s", "y_z"], ["r"], name="dense"),
+        helper.make_node("DequantizeLinear", ["r", "y_s", "y_z"], ["y"], name="dequantize"),
+    ]
+    initializers = [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+                    numpy_helper.from_array(np.array(3, np.int8), "z"),
+                    numpy_helper.from_array(weights, "w"),
+                    numpy_helper.from_array(np.array(0.01, np.float32), "w_s"),
+                    numpy_helper.from_array(np.array(0, np.int8), "w_z"),
+                    numpy_helper.from_array(np.array(0.05, np.float32), "y_s"),
+                    numpy_helper.from_array(np.array(-4, np.int8), "y_z")]
+    graph = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "qlinear_matmul.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnxruntime_backend_runs_qlinear_matmul(tmp_path):
+    # ONNX Runtime 1.32 has no int8 QLinearMatMul kernel under the
+    # exact-precision option that the backend sets first.
+    from edgemia.runtime.onnxruntime import OnnxRuntimeSession
+
+    path = _write_qlinear_matmul_graph(tmp_path)
+    x = np.random.default_rng(4).uniform(-3.0, 3.0, size=(200, 8)).astype(np.float32)
+    x[0] = -100.0
+    x[1] = 100.0
+    model = read_onnx(path)
+    backend = OnnxRuntimeSession(model, threads=1)
+    try:
+        captured = backend.run(x)
+    finally:
+        backend.close()
+    np.testing.assert_array_equal(captured, run_onnxruntime(path, x))
+    np.testing.assert_array_equal(NativeSession(model).run(x), captured)
+
+
 @pytest.mark.parametrize("op,inputs,attributes,error,message", [
     ("QLinearAdd", ["q", "s", "z", "q", "s"], None, ModelFormatError, "has 5 inputs, expected 8"),
     ("QLinearAdd", ["q", "s", "other_z", "q", "s", "z", "s", "z"], None, UnsupportedModelError, "differs from its own"),

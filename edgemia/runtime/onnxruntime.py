@@ -9,6 +9,7 @@ checks pass.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -19,21 +20,39 @@ from edgemia.runtime.isolated import IsolatedRunner
 from edgemia.runtime.litert import check_natively
 
 
+logger = logging.getLogger(__name__)
+
+
 def load_session(model_path: str, threads: int):
     """Build a function that runs batches on an ONNX Runtime session; called in the child process."""
     import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
 
     from edgemia._stderr import native_stderr_to_log
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # Without VNNI, x86 u8 x s8 kernels can saturate 16-bit pair sums; this
-    # option makes ONNX Runtime use exact kernels there.
-    options.add_session_config_entry("session.x64quantprecision", "1")
-    options.log_severity_level = 3
-    with native_stderr_to_log("ONNX Runtime"):
-        session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    def open_session(exact_kernels: bool):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        if exact_kernels:
+            # Without VNNI, x86 u8 x s8 kernels can saturate 16-bit pair sums.
+            # This option makes ONNX Runtime use exact kernels there.
+            options.add_session_config_entry("session.x64quantprecision", "1")
+        options.log_severity_level = 3
+        with native_stderr_to_log("ONNX Runtime"):
+            return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+
+    try:
+        session = open_session(exact_kernels=True)
+    except OrtNotImplemented as exc:
+        # ONNX Runtime 1.32 registers no int8 QLinearMatMul kernel under that
+        # option, so QOperator files with a dense layer load without it, with
+        # the kernels a device's default session runs.
+        # NOTE: on x86 CPUs without VNNI those kernels may saturate pair sums,
+        # where the native kernel's onnxruntime mode stays exact.
+        logger.warning("%s: ONNX Runtime has no exact-precision kernel for an op (%s), so the model "
+                       "loads with the default kernels", model_path, str(exc).splitlines()[0][:200])
+        session = open_session(exact_kernels=False)
     input_name = session.get_inputs()[0].name
     if not _quantizes_per_batch(model_path):
         return lambda x: session.run(None, {input_name: x})[0]
