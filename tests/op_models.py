@@ -77,6 +77,20 @@ def elementwise_variants():
     return keras.Model(x, L.Dense(5)(L.Flatten()(h)))
 
 
+def tiny_addend():
+    """An ADD whose second operand's scale is below 2^-10 of the output's.
+
+    LiteRT's XNNPACK delegate does not take such an ADD and leaves it to
+    TFLite's builtin kernel.
+    """
+    keras, L = _layers()
+    x = keras.Input((12,))
+    a = L.Dense(8)(x)
+    b = L.Rescaling(1e-4)(L.Dense(8, activation="relu")(x))
+    h = L.Add()([a, b])
+    return keras.Model(x, L.Dense(3)(h))
+
+
 def dense_heads(softmax: bool):
     keras, L = _layers()
     x = keras.Input((20,))
@@ -151,6 +165,7 @@ BUILDERS = {
     "depthwise": depthwise_variants,
     "pooling": pooling_variants,
     "elementwise": elementwise_variants,
+    "tiny-addend": tiny_addend,
     "dense": lambda: dense_heads(softmax=False),
     "softmax": lambda: dense_heads(softmax=True),
     "dilated-activations": dilated_activations,

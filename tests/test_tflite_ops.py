@@ -61,7 +61,7 @@ def run_litert(path, x: np.ndarray, resolver: str) -> np.ndarray:
 
 @pytest.mark.parametrize("numerics", list(RESOLVERS))
 @pytest.mark.parametrize("name", ["conv", "wide-conv", "depthwise", "dilated", "dilated-activations", "pooling", "elementwise",
-                                  "dense", "sequence-dense", "single-row-dense", "permuted-rows"])
+                                  "tiny-addend", "dense", "sequence-dense", "single-row-dense", "permuted-rows"])
 def test_int8_model_equals_litert(op_models, name, numerics):
     model = read_tflite(op_models[name])
     x = edge_inputs(model.input().shape[1:], 1200, seed=len(name))
@@ -73,6 +73,15 @@ def test_int8_model_equals_litert(op_models, name, numerics):
 
 def _ops_of(model, kind):
     return [op for op in model.operators if op.kind == kind]
+
+
+def test_tiny_addend_is_outside_xnnpack_range(op_models):
+    """The model's ADD takes TFLite's builtin kernel in LiteRT, which litert numerics then computes."""
+    model = read_tflite(op_models["tiny-addend"])
+    (add,) = _ops_of(model, "ADD")
+    out_scale = model.tensors[add.outputs[0]].scales[0]
+    ratios = [model.tensors[i].scales[0] / out_scale for i in add.inputs]
+    assert min(ratios) < 2.0**-10
 
 
 def test_sequence_dense_folds_shape_ops(op_models):

@@ -97,6 +97,18 @@ struct Int8BinaryParams {
   }
 };
 
+// Returns whether LiteRT's XNNPACK delegate takes an int8 ADD or MUL with
+// these scales: operand to output scale ratios in [2^-10, 2^8) for ADD, a
+// requantization scale in [2^-16, 2^8) for MUL.
+bool XnnpackAccepts(BinaryKind kind, float sa, float sb, float so) {
+  if (kind == BinaryKind::kAdd) {
+    const float a_ratio = sa / so, b_ratio = sb / so;
+    return a_ratio >= 0x1.0p-10f && b_ratio >= 0x1.0p-10f && std::max(a_ratio, b_ratio) < 0x1.0p+8f;
+  }
+  const float mul_scale = sa * sb / so;
+  return mul_scale >= 0x1.0p-16f && mul_scale < 0x1.0p+8f;
+}
+
 Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numerics numerics, const Tensor& a,
                                 const Tensor& b, const Tensor& out, const Broadcast& broadcast) {
   check.ExpectActivationQuantization(a, "first operand");
@@ -130,8 +142,14 @@ Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numeric
     p.ort_fixed = static_cast<float>(p.out_zero_point + p.ort_offset) - zero_point_terms;
     return p;
   }
-  p.range = ActivationRange(check.ActivationOption(), out.scales[0], p.out_zero_point, numerics);
   const float sa = a.scales[0], sb = b.scales[0], so = out.scales[0];
+  if (numerics == Numerics::kLitert && !XnnpackAccepts(kind, sa, sb, so)) {
+    // LiteRT's XNNPACK delegate leaves such a node to TFLite's builtin
+    // kernel, which computes as the reference kernel does.
+    numerics = Numerics::kLitertReference;
+    p.numerics = numerics;
+  }
+  p.range = ActivationRange(check.ActivationOption(), out.scales[0], p.out_zero_point, numerics);
   if (numerics == Numerics::kLitertReference) {
     if (kind == BinaryKind::kAdd) {
       const double twice_max = 2.0 * static_cast<double>(std::max(sa, sb));
@@ -151,10 +169,6 @@ Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numeric
   if (kind == BinaryKind::kAdd) {
     const float a_ratio = sa / so, b_ratio = sb / so;
     const float max_ratio = std::max(a_ratio, b_ratio);
-    if (!(a_ratio >= 0x1.0p-10f && b_ratio >= 0x1.0p-10f && max_ratio < 0x1.0p+8f)) {
-      check.Unsupported("operand to output scale ratios " + std::to_string(a_ratio) + " and " + std::to_string(b_ratio) +
-                 " are outside [2^-10, 2^8), the range of LiteRT's int8 ADD");
-    }
     int exponent = 0;
     std::frexp(max_ratio, &exponent);  // max_ratio = m * 2^exponent with m in [0.5, 1)
     p.xnn_shift = 20 - (exponent - 1);
@@ -164,10 +178,6 @@ Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numeric
                  p.xnn_b_multiplier * p.b_zero_point;
   } else {
     p.mul_scale = sa * sb / so;
-    if (!(p.mul_scale >= 0x1.0p-16f && p.mul_scale < 0x1.0p+8f)) {
-      check.Unsupported("requantization scale " + std::to_string(p.mul_scale) +
-                 " is outside [2^-16, 2^8), the range of LiteRT's int8 MUL");
-    }
   }
   return p;
 }
