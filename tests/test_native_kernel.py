@@ -208,6 +208,36 @@ def test_float_fully_connected_adds_in_order(activation, isa, monkeypatch):
         np.testing.assert_array_equal(g.run(x, threads)[0], expected)
 
 
+def _binary_int8_graph(kind, a_scale, b_scale, out_scale, numerics):
+    """x (kind) a constant operand of every int8 value, in the given numerics."""
+    g = _native.Graph()
+    x = g.add_tensor("x", "int8", [2, 128], None, [a_scale], [3], 0)
+    values = np.arange(-128, 128, dtype=np.int8).reshape(2, 128)
+    b = g.add_tensor("b", "int8", [2, 128], values.tobytes(), [b_scale], [-5], 0)
+    y = g.add_tensor("y", "int8", [2, 128], None, [out_scale], [-2], 0)
+    g.add_op(kind, "op", [x, b], [y], {"activation": 0})
+    g.finalize([x], [y], numerics)
+    return g
+
+
+# Below the scale range that LiteRT's XNNPACK delegate takes, LiteRT runs
+# TFLite's builtin kernel, which computes the litert-reference formula.
+@pytest.mark.parametrize("kind,scales", [("ADD", (0.05, 1e-5, 0.05)), ("MUL", (1e-3, 1e-3, 1.0))])
+def test_binary_int8_below_xnnpack_range(kind, scales):
+    x = np.random.default_rng(31).integers(-128, 128, size=(300, 2, 128), dtype=np.int8)
+    reference = _binary_int8_graph(kind, *scales, "litert-reference").run(x, 1)[0]
+    np.testing.assert_array_equal(_binary_int8_graph(kind, *scales, "litert").run(x, 1)[0], reference)
+
+
+# At 2^8 and above, LiteRT's builtin kernel saturates to the opposite end of
+# the int8 range, which litert numerics does not reproduce.
+@pytest.mark.parametrize("kind,scales", [("ADD", (1.0, 0.5, 0.003)), ("MUL", (0.5, 0.5, 2.0**-10))])
+def test_binary_int8_above_xnnpack_range_rejected(kind, scales):
+    with pytest.raises(_native.UnsupportedError, match="2\\^8, where LiteRT runs TFLite's builtin kernel"):
+        _binary_int8_graph(kind, *scales, "litert")
+    _binary_int8_graph(kind, *scales, "litert-reference")
+
+
 # NaN, infinities and values far beyond the int8 range. litert follows XNNPACK
 # (tests/test_tflite_ops.py compares it with LiteRT); litert-reference clamps
 # where TFLite's reference converts to int32 unclamped; onnxruntime follows MLAS.

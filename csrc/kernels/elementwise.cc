@@ -97,16 +97,23 @@ struct Int8BinaryParams {
   }
 };
 
-// Returns whether LiteRT's XNNPACK delegate takes an int8 ADD or MUL with
-// these scales: operand to output scale ratios in [2^-10, 2^8) for ADD, a
-// requantization scale in [2^-16, 2^8) for MUL.
-bool XnnpackAccepts(BinaryKind kind, float sa, float sb, float so) {
+// The position of an int8 ADD's or MUL's scales against the range that
+// LiteRT's XNNPACK delegate takes: operand to output scale ratios in
+// [2^-10, 2^8) for ADD, a requantization scale in [2^-16, 2^8) for MUL.
+enum class XnnpackRange { kInside, kBelow, kAbove };
+
+XnnpackRange CheckXnnpackRange(BinaryKind kind, float sa, float sb, float so) {
+  float low = 0.0f, high = 0.0f;
   if (kind == BinaryKind::kAdd) {
-    const float a_ratio = sa / so, b_ratio = sb / so;
-    return a_ratio >= 0x1.0p-10f && b_ratio >= 0x1.0p-10f && std::max(a_ratio, b_ratio) < 0x1.0p+8f;
+    low = std::min(sa / so, sb / so) * 0x1.0p+10f;
+    high = std::max(sa / so, sb / so);
+  } else {
+    low = sa * sb / so * 0x1.0p+16f;
+    high = sa * sb / so;
   }
-  const float mul_scale = sa * sb / so;
-  return mul_scale >= 0x1.0p-16f && mul_scale < 0x1.0p+8f;
+  if (!(high < 0x1.0p+8f)) return XnnpackRange::kAbove;  // NaN lands here too
+  if (!(low >= 1.0f)) return XnnpackRange::kBelow;
+  return XnnpackRange::kInside;
 }
 
 Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numerics numerics, const Tensor& a,
@@ -143,11 +150,28 @@ Int8BinaryParams MakeInt8Params(const OpChecker& check, BinaryKind kind, Numeric
     return p;
   }
   const float sa = a.scales[0], sb = b.scales[0], so = out.scales[0];
-  if (numerics == Numerics::kLitert && !XnnpackAccepts(kind, sa, sb, so)) {
-    // LiteRT's XNNPACK delegate leaves such a node to TFLite's builtin
-    // kernel, which computes as the reference kernel does.
-    numerics = Numerics::kLitertReference;
-    p.numerics = numerics;
+  if (numerics == Numerics::kLitert) {
+    // LiteRT's XNNPACK delegate leaves a node outside its range to TFLite's
+    // optimized builtin kernel. Below the range that kernel computes as the
+    // reference kernel does. Above it, LiteRT 2.3's kernel returns the
+    // opposite end of the int8 range for saturated results, which this
+    // kernel does not reproduce.
+    const XnnpackRange range = CheckXnnpackRange(kind, sa, sb, so);
+    if (range == XnnpackRange::kAbove) {
+      check.Unsupported(kind == BinaryKind::kAdd
+                            ? "int8 ADD operand to output scale ratios " + std::to_string(sa / so) + " and " +
+                                  std::to_string(sb / so) + " reach 2^8, where LiteRT runs TFLite's builtin kernel, "
+                                  "whose saturated results litert numerics does not reproduce; use "
+                                  "--numerics litert-reference to compare with TFLite's reference kernels"
+                            : "int8 MUL requantization scale " + std::to_string(sa * sb / so) +
+                                  " reaches 2^8, where LiteRT runs TFLite's builtin kernel, whose saturated results "
+                                  "litert numerics does not reproduce; use --numerics litert-reference to compare "
+                                  "with TFLite's reference kernels");
+    }
+    if (range == XnnpackRange::kBelow) {
+      numerics = Numerics::kLitertReference;
+      p.numerics = numerics;
+    }
   }
   p.range = ActivationRange(check.ActivationOption(), out.scales[0], p.out_zero_point, numerics);
   if (numerics == Numerics::kLitertReference) {

@@ -51,7 +51,7 @@ def load_session(model_path: str, threads: int):
         # NOTE: on x86 CPUs without VNNI those kernels may saturate pair sums,
         # where the native kernel's onnxruntime mode stays exact.
         logger.warning("%s: ONNX Runtime has no exact-precision kernel for an op (%s), so the model "
-                       "loads with the default kernels", model_path, str(exc).splitlines()[0][:200])
+                       "loads with the default kernels", model_path, str(exc).splitlines()[0])
         session = open_session(exact_kernels=False)
     input_name = session.get_inputs()[0].name
     if not _quantizes_per_batch(model_path):
