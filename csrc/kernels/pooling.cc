@@ -120,6 +120,23 @@ class MaxPool final : public Kernel {
   static constexpr Bytes16 kSignBits = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
                                         0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80};
 
+  // Returns the lane-wise max of acc, which holds flipped bytes, and the 16
+  // bytes at p, flipped.
+  static Bytes16 MaxFlipped(Bytes16 acc, const uint8_t* p) {
+    Bytes16 v;
+    std::memcpy(&v, p, sizeof(v));
+    v ^= kSignBits;
+    return acc > v ? acc : v;
+  }
+
+  // Clamps a flipped max to [low, high], flips it back and stores it.
+  static void StoreClamped(Bytes16 acc, Bytes16 low, Bytes16 high, uint8_t* y) {
+    acc = acc > high ? high : acc;
+    acc = acc < low ? low : acc;
+    acc ^= kSignBits;
+    std::memcpy(y, &acc, sizeof(acc));
+  }
+
   // Windows that all lie inside the image, with whole blocks of channels, go
   // row by row with the taps counted at compile time for the common 2x2 and
   // 3x3 filters (kTaps 4 and 9; 0: any filter).
@@ -144,17 +161,9 @@ class MaxPool final : public Kernel {
           for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
             Bytes16 acc = {};  // 0 is -128 flipped
             for (int64_t ky = 0; ky < k_h; ++ky) {
-              for (int64_t kx = 0; kx < k_w; ++kx) {
-                Bytes16 v;
-                std::memcpy(&v, window + ky * line + kx * channels + c0, sizeof(v));
-                v ^= kSignBits;
-                acc = acc > v ? acc : v;
-              }
+              for (int64_t kx = 0; kx < k_w; ++kx) acc = MaxFlipped(acc, window + ky * line + kx * channels + c0);
             }
-            acc = acc > high ? high : acc;
-            acc = acc < low ? low : acc;
-            acc ^= kSignBits;
-            std::memcpy(y + c0, &acc, sizeof(acc));
+            StoreClamped(acc, low, high, y + c0);
           }
         }
       }
@@ -191,17 +200,9 @@ class MaxPool final : public Kernel {
         const uint8_t* row = window + c0;
         for (int64_t iy = y0; iy < y1; ++iy, row += line) {
           const uint8_t* tap = row;
-          for (int64_t ix = x0; ix < x1; ++ix, tap += channels) {
-            Bytes16 v;
-            std::memcpy(&v, tap, sizeof(v));
-            v ^= kSignBits;
-            acc = acc > v ? acc : v;
-          }
+          for (int64_t ix = x0; ix < x1; ++ix, tap += channels) acc = MaxFlipped(acc, tap);
         }
-        acc = acc > high ? high : acc;
-        acc = acc < low ? low : acc;
-        acc ^= kSignBits;
-        std::memcpy(yp + c0, &acc, sizeof(acc));
+        StoreClamped(acc, low, high, yp + c0);
       }
       for (int64_t c = c0; c < channels; ++c) {
         uint8_t m = 0;
