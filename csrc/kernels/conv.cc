@@ -273,7 +273,7 @@ class ConvInt8 final : public Kernel {
   // Frames up to records_per_call_ records at a time and runs one GEMM over
   // all their output positions, reading each filter row in place. Every call
   // uses the same frames, so their borders of the input zero point and the
-  // row starts are written once per Run; later calls copy only the images.
+  // row starts are written once per Run. Later calls copy only the images.
   void RunSegments(Arena& arena, int64_t batch) const {
     const ConvGeometry& g = g_;
     const int8_t* x = arena.at<int8_t>(in_id_);

@@ -120,8 +120,8 @@ class MaxPool final : public Kernel {
   static constexpr Bytes16 kSignBits = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
                                         0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80};
 
-  // Returns the lane-wise max of acc, which holds flipped bytes, and the 16
-  // bytes at p, flipped.
+  // Returns the lane-wise max of acc, which contains flipped bytes, and the
+  // 16 bytes at p, flipped.
   static Bytes16 MaxFlipped(Bytes16 acc, const uint8_t* p) {
     Bytes16 v;
     std::memcpy(&v, p, sizeof(v));
@@ -139,18 +139,18 @@ class MaxPool final : public Kernel {
 
   // Windows that all lie inside the image, with whole blocks of channels, go
   // row by row with the taps counted at compile time for the common 2x2 and
-  // 3x3 filters (kTaps 4 and 9; 0: any filter).
+  // 3x3 filters (kSide 2 and 3; 0: any filter).
   bool Unclipped() const {
     const PoolGeometry& g = g_;
     return g.pad_top == 0 && g.pad_left == 0 && (g.out_h - 1) * g.stride_h + g.k_h <= g.in_h &&
            (g.out_w - 1) * g.stride_w + g.k_w <= g.in_w && g.channels % kBlock == 0;
   }
 
-  template <int kTaps>
+  template <int kSide>
   void RunUnclippedInt8(const uint8_t* x, uint8_t* y, int64_t batch, Bytes16 low, Bytes16 high) const {
     const PoolGeometry g = g_;
-    const int64_t k_h = kTaps == 4 ? 2 : kTaps == 9 ? 3 : g.k_h;
-    const int64_t k_w = kTaps == 4 ? 2 : kTaps == 9 ? 3 : g.k_w;
+    const int64_t k_h = kSide > 0 ? kSide : g.k_h;
+    const int64_t k_w = kSide > 0 ? kSide : g.k_w;
     const int64_t channels = g.channels;
     const int64_t line = g.in_w * channels;
     const int64_t step = g.stride_w * channels;
@@ -179,9 +179,9 @@ class MaxPool final : public Kernel {
     const Bytes16 low = Bytes16{} + lo, high = Bytes16{} + hi;
     if (Unclipped()) {
       if (g.k_h == 2 && g.k_w == 2) {
-        RunUnclippedInt8<4>(x, y, batch, low, high);
+        RunUnclippedInt8<2>(x, y, batch, low, high);
       } else if (g.k_h == 3 && g.k_w == 3) {
-        RunUnclippedInt8<9>(x, y, batch, low, high);
+        RunUnclippedInt8<3>(x, y, batch, low, high);
       } else {
         RunUnclippedInt8<0>(x, y, batch, low, high);
       }
