@@ -13,6 +13,7 @@ function(edgemia_gemm_sources root out_var)
   set(sources
     ${dir}/buffers.cc
     ${dir}/dispatch.cc
+    ${dir}/gemm_amx.cc
     ${dir}/gemm_avx2.cc
     ${dir}/gemm_avx512vnni.cc
     ${dir}/gemm_neon.cc
@@ -23,6 +24,8 @@ function(edgemia_gemm_sources root out_var)
     set_source_files_properties(${dir}/gemm_avx2.cc PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
     set_source_files_properties(${dir}/gemm_avx512vnni.cc PROPERTIES
       COMPILE_OPTIONS "-mavx2;-mfma;-mavx512f;-mavx512bw;-mavx512vl;-mavx512vnni")
+    set_source_files_properties(${dir}/gemm_amx.cc PROPERTIES
+      COMPILE_OPTIONS "-mavx2;-mfma;-mavx512f;-mavx512bw;-mavx512vl;-mavx512vnni;-mamx-tile;-mamx-int8")
   elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
     # Advanced SIMD is part of every AArch64 CPU, so gemm_neon.cc needs no flag.
     set_source_files_properties(${dir}/gemm_neondot.cc PROPERTIES COMPILE_OPTIONS "-march=armv8.2-a+dotprod")

@@ -193,11 +193,16 @@ void Graph::Finalize(const std::vector<int>& inputs, const std::vector<int>& out
                      " bytes, more than the supported " + std::to_string(kMaxArenaRecordBytes));
   }
   gemm_ = &gemm::SelectGemm();
+  chunk_records_ = kChunkRecords;
+  if (std::string(gemm_->name) == "amx") {
+    const int64_t fit = kTileChunkBytes / std::max<int64_t>(1, arena_record_bytes) / 16 * 16;
+    chunk_records_ = std::clamp(fit, kChunkRecords, kTileChunkRecords);
+  }
   kernels_.clear();
   scratch_bytes_ = 0;
   for (const OpSpec& op : ops_) {
     kernels_.push_back(MakeKernel(op, tensors_, numerics, *gemm_));
-    scratch_bytes_ = std::max(scratch_bytes_, kernels_.back()->ScratchBytes());
+    scratch_bytes_ = std::max(scratch_bytes_, kernels_.back()->ScratchBytes(chunk_records_));
     work_per_record_ += kernels_.back()->MacsPerRecord();
   }
   work_per_record_ += arena_record_bytes;
@@ -251,14 +256,14 @@ void Graph::ReturnArena(std::unique_ptr<Arena> arena) const {
 
 namespace {
 
-// Records per chunk for `count` records on `threads` threads. One thread takes
-// chunks of kChunkRecords. More threads take the chunk size that gives the
-// busiest thread the fewest records, the larger size on a tie. The sizes tried
-// are the multiples of 16 up to kChunkRecords, and count / threads rounded up.
-// For example, 1,024 records on two threads go in 16 chunks of 64, where
-// chunks of 96 would give one thread 576.
-int64_t ChunkRecords(int64_t count, int threads) {
-  if (threads <= 1) return std::min(count, kChunkRecords);
+// Records per chunk for `count` records on `threads` threads, at most `most`.
+// One thread takes chunks of `most`. More threads take the chunk size that
+// gives the busiest thread the fewest records, the larger size on a tie. The
+// sizes tried are the multiples of 16 up to `most`, and count / threads
+// rounded up. For example, 1,024 records on two threads with `most` 96 go in
+// 16 chunks of 64, where chunks of 96 would give one thread 576.
+int64_t ChunkRecords(int64_t count, int threads, int64_t most) {
+  if (threads <= 1) return std::min(count, most);
   int64_t best = 0;
   int64_t best_load = 0;
   const auto consider = [&](int64_t chunk) {
@@ -269,9 +274,9 @@ int64_t ChunkRecords(int64_t count, int threads) {
       best_load = load;
     }
   };
-  for (int64_t chunk = 16; chunk <= kChunkRecords; chunk += 16) consider(chunk);
+  for (int64_t chunk = 16; chunk <= most; chunk += 16) consider(chunk);
   const int64_t share = (count + threads - 1) / threads;
-  if (share < kChunkRecords) consider(share);
+  if (share < most) consider(share);
   return best;
 }
 
@@ -288,7 +293,7 @@ void Graph::Run(const void* input, int64_t count, const std::vector<void*>& outp
   constexpr int64_t kMinWorkPerThread = int64_t{1} << 20;
   const int64_t useful = std::max<int64_t>(1, count * work_per_record_ / kMinWorkPerThread);
   threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, useful)));
-  const int64_t chunk = ChunkRecords(count, threads);
+  const int64_t chunk = ChunkRecords(count, threads, chunk_records_);
   const int64_t chunks = (count + chunk - 1) / chunk;
   const int workers = static_cast<int>(std::min<int64_t>(threads, chunks));
   const auto* in_bytes = static_cast<const uint8_t*>(input);

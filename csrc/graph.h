@@ -95,6 +95,11 @@ struct Int8Gemm;
 // 96 is a whole number of the avx512vnni GEMM's row tiles (12) and of its narrow
 // kernel's (16).
 constexpr int64_t kChunkRecords = 96;
+// On the amx path, chunks of up to kTileChunkRecords records whose activations
+// take at most kTileChunkBytes. Tiles multiply so fast that a dense layer's
+// weights, read again for every chunk, limit it unless more rows share them.
+constexpr int64_t kTileChunkRecords = 512;
+constexpr int64_t kTileChunkBytes = int64_t{1} << 20;
 
 // Bytes after the end of every arena buffer and of the scratch that kernels
 // may read, so that a kernel can copy short runs in whole 16-byte words.
@@ -117,8 +122,11 @@ class Kernel {
  public:
   virtual ~Kernel() = default;
   virtual void Run(Arena& arena, int64_t batch) const = 0;
-  // Bytes of Arena::scratch that Run() needs for up to kChunkRecords records.
-  virtual int64_t ScratchBytes() const { return 0; }
+  // Bytes of Arena::scratch that Run() needs for up to `records` records.
+  virtual int64_t ScratchBytes(int64_t records) const {
+    (void)records;
+    return 0;
+  }
   // Multiply-accumulates per record, for deciding whether a batch is worth
   // splitting over threads; 0 for ops that do none.
   virtual int64_t MacsPerRecord() const { return 0; }
@@ -132,7 +140,7 @@ class Graph {
 
   // Runs `count` records. `input` holds count * input record bytes, and each
   // outputs[i] has room for count * output record bytes. Splits the records
-  // into chunks of at most kChunkRecords over `threads` threads; each record
+  // into chunks of at most chunk_records_ over `threads` threads; each record
   // is computed the same way whatever the split, so the bytes do not depend
   // on the thread count. Safe to call from several threads at once.
   void Run(const void* input, int64_t count, const std::vector<void*>& outputs, int threads) const;
@@ -159,6 +167,7 @@ class Graph {
   bool finalized_ = false;
   const gemm::Int8Gemm* gemm_ = nullptr;
   int64_t scratch_bytes_ = 0;
+  int64_t chunk_records_ = kChunkRecords;  // most records per chunk
   int64_t work_per_record_ = 0;  // multiply-accumulates plus activation bytes
   // Arenas of finished runs. Allocating and zeroing them costs more than a
   // small model's whole batch, so they are kept for the next run.

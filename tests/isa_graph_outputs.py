@@ -12,8 +12,10 @@ remainder, one whole block, which avx512vnni runs two columns at a time, and a
 remainder alone): 3x3 with SAME padding, 3x3 with stride 2 on
 an odd width, 1x1, a dilated 5x3, a 2x4 (an even number of taps), a 9x8
 (72 taps), depth multiplier 2, then average and max pooling with SAME padding. Each runs in
-both numerics modes at 1, 2 and 3 threads on random and extreme inputs. A
-last one chains float fully connected layers. OUT.npz receives every output
+both numerics modes at 1, 2 and 3 threads on random and extreme inputs. Two
+int8 fully connected layers deep and wide enough for the amx path's tiles
+run on more records than any path's chunk. A last one chains float fully
+connected layers. OUT.npz receives every output
 and the path the graph used.
 The second form runs a .tflite model through the native backend on the int8
 records in INPUT.npy, in both numerics modes and at 1 and 2 threads.
@@ -80,6 +82,31 @@ def build(numerics: str) -> _native.Graph:
     y = activation("dense", (4, 17), current_scale * w_scale * 300.0, -6)
     g.add_op("FULLY_CONNECTED", "dense", [pooled, w, b], [y], {"activation": 0})
     g.finalize([x], [y], numerics)
+    return g
+
+
+def build_wide_dense(numerics: str) -> _native.Graph:
+    """Build two int8 fully connected layers deep and wide enough for the amx path's tiles.
+
+    Depths 200 and 150 (three and a half steps of 64, and two and a third), 150 and 37
+    units (pairs of 16-column panels plus a remainder), two rows per record.
+    """
+    rng = np.random.default_rng(77)
+    g = _native.Graph()
+    x = g.add_tensor("x", "int8", [2, 200], None, [0.05], [3], 0)
+    current, current_scale = x, 0.05
+    for name, units, depth, activation, zero_point in [("wide1", 150, 200, RELU, -128), ("wide2", 37, 150, 0, 5)]:
+        w = rng.integers(-128, 128, size=(units, depth), dtype=np.int8)
+        w_scales = rng.uniform(0.002, 0.01, size=units).astype(np.float32)
+        wt = g.add_tensor(name + "/w", "int8", [units, depth], w.tobytes(), [float(v) for v in w_scales],
+                          [0] * units, 0)
+        values = rng.integers(-20000, 20000, size=units).astype(np.int32)
+        bt = g.add_tensor(name + "/b", "int32", [units], values.tobytes(), [1e-4] * units, [0] * units, 0)
+        out_scale = current_scale * float(w_scales.mean()) * 800.0
+        y = g.add_tensor(name, "int8", [2, units], None, [out_scale], [zero_point], 0)
+        g.add_op("FULLY_CONNECTED", name, [current, wt, bt], [y], {"activation": activation})
+        current, current_scale = y, out_scale
+    g.finalize([x], [current], numerics)
     return g
 
 
@@ -200,6 +227,12 @@ def main(out_path: str) -> None:
             for threads in (1, 2):
                 for index, output in enumerate(graph.run(records, threads)):
                     outputs[f"depthwise{channels}-{numerics}-{threads}-output{index}"] = output
+        # More records than the largest chunk of any path, so that every path
+        # splits them at one thread too.
+        wide = build_wide_dense(numerics)
+        records = extreme_inputs(1100, (2, 200), 3)
+        for threads in (1, 2, 3):
+            outputs[f"wide-dense-{numerics}-{threads}"] = wide.run(records, threads)[0]
     dense = build_float_dense()
     records = float_inputs(67)
     for threads in (1, 2, 3):

@@ -224,6 +224,51 @@ def test_fused_stage_saturation_limits(isa):
             np.testing.assert_array_equal(got, expected, err_msg=f"scale={scale_value} lo={lo} zero point={zero_point}")
 
 
+# The amx path runs products of at least 16 rows, 5 columns and 64 bytes of k on
+# tiles of 16 rows by 16 columns, 64 bytes of k per step and pairs of tiles, with
+# A staged in blocks of 128 rows. Sizes around each of those edges:
+TILE_PATHS = [isa for isa in PATHS if isa == "amx"]
+TILE_M = [15, 16, 17, 31, 32, 33, 48, 127, 128, 129, 161]
+TILE_N = [4, 5, 15, 16, 17, 31, 32, 33, 48, 65]
+TILE_K = [63, 64, 65, 127, 128, 200]
+
+
+@pytest.mark.parametrize("isa", TILE_PATHS)
+def test_tile_path_on_tile_edges(isa):
+    # Strided rows of A and of y, extreme records in the first rows, and both the int32
+    # sums and the fused output stage, with the bytes between output rows untouched.
+    rng = np.random.default_rng(41)
+    for m, n, k in itertools.product(TILE_M, TILE_N, TILE_K):
+        rows = rng.integers(-128, 128, size=(m, k + 3), dtype=np.int8)
+        rows[0, :k], rows[1, :k] = -128, 127
+        rows[2, :k:2], rows[2, 1:k:2] = -128, 127
+        a = rows[:, :k]
+        b = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        b[0, ::2] = -128
+        where = f"m={m} n={n} k={k}"
+        product = exact_product(a, b)
+        np.testing.assert_array_equal(_native.gemm_s8(isa, a, b), product, err_msg=where)
+        bias = rng.integers(-3000, 3000, size=n, dtype=np.int32)
+        scale = rng.uniform(0.0005, 0.01, size=n).astype(np.float32)
+        expected = requantize_reference(product, bias, scale, -128.0 - 5, 127.0 - 5, 5)
+        got = _native.gemm_requantize_fp32(isa, a, b, bias, scale, -128.0 - 5, 127.0 - 5, 5, y_stride=n + 3)
+        np.testing.assert_array_equal(got[:, :n], expected, err_msg=where)
+        assert np.all(got[:, n:] == 0x55), f"bytes between output rows changed at {where}"
+
+
+@pytest.mark.parametrize("isa", TILE_PATHS)
+@pytest.mark.parametrize("value", [-128, 127])
+def test_tile_path_at_largest_sums(isa, value):
+    # Enough rows and columns for tiles, at the largest depth the contract allows. The
+    # tiles take a + 128: rows of -128 enter as 0 and leave the sum to the correction
+    # term, rows of 127 enter as 255.
+    k = 131071
+    a = np.full((17, k), -128, dtype=np.int8)
+    a[1::2] = 127
+    b = np.full((5, k), value, dtype=np.int8)
+    np.testing.assert_array_equal(_native.gemm_s8(isa, a, b), exact_product(a, b))
+
+
 @pytest.mark.parametrize("isa", PATHS[1:])
 def test_peak_is_positive(isa):
     assert _native.int8_peak_gmacs(isa, 1) > 0
@@ -246,7 +291,7 @@ def test_scalar_always_available():
     assert PATHS[0] == "scalar"
 
 
-SEGMENT_PATHS = [isa for isa in PATHS if isa == "avx512vnni"]
+SEGMENT_PATHS = [isa for isa in PATHS if isa in ("avx512vnni", "amx")]
 
 
 @pytest.mark.parametrize("isa", SEGMENT_PATHS)

@@ -5,6 +5,14 @@
 #include "../graph.h"
 #include "gemm.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #if defined(__aarch64__) && defined(__linux__)
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
@@ -14,6 +22,35 @@ namespace edgemia {
 namespace gemm {
 namespace {
 
+#if defined(__x86_64__)
+// Whether the CPU has AMX tiles with int8 products, the kernel saves their
+// state, and it lets this process use them. Linux hands out the tile state
+// only on request (arch_prctl ARCH_REQ_XCOMP_PERM); the permission holds for
+// every thread of the process, and a process that uses tiles without it dies
+// of SIGILL. Asked once.
+bool AmxUsable() {
+  static const bool usable = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+    const bool tile = (edx >> 24 & 1u) != 0, int8 = (edx >> 25 & 1u) != 0;
+    if (!tile || !int8) return false;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0 || (ecx >> 27 & 1u) == 0) return false;  // OSXSAVE
+    unsigned xcr0_low = 0, xcr0_high = 0;
+    asm volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+    constexpr unsigned kTileConfig = 1u << 17, kTileData = 1u << 18;
+    if ((xcr0_low & (kTileConfig | kTileData)) != (kTileConfig | kTileData)) return false;
+#if defined(__linux__)
+    constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
+    constexpr long kTileDataFeature = 18;        // XFEATURE_XTILEDATA
+    return syscall(SYS_arch_prctl, kRequestPermission, kTileDataFeature) == 0;
+#else
+    return false;
+#endif
+  }();
+  return usable;
+}
+#endif
+
 bool CpuSupports(const std::string& name) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
@@ -22,6 +59,9 @@ bool CpuSupports(const std::string& name) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   }
+#if defined(__x86_64__)
+  if (name == "amx") return CpuSupports("avx512vnni") && AmxUsable();
+#endif
   return false;
 #elif defined(__aarch64__)
   if (name == "neon") return true;  // Advanced SIMD is mandatory on AArch64.
@@ -39,7 +79,7 @@ bool CpuSupports(const std::string& name) {
 
 std::vector<const Int8Gemm*> AvailableGemms() {
   std::vector<const Int8Gemm*> paths{&ScalarGemm()};
-  for (const Int8Gemm* path : {Avx2Gemm(), Avx512VnniGemm(), NeonGemm(), NeonDotGemm()}) {
+  for (const Int8Gemm* path : {Avx2Gemm(), Avx512VnniGemm(), AmxGemm(), NeonGemm(), NeonDotGemm()}) {
     if (path != nullptr && CpuSupports(path->name)) paths.push_back(path);
   }
   return paths;

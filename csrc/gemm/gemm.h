@@ -32,6 +32,7 @@ struct PackedB {
   std::vector<int8_t> data;      // layout private to the implementation
   int64_t offset = 0;            // first byte of the layout in `data`; 64-byte aligned after packing
   std::vector<int32_t> column;   // per-column values the implementation needs (e.g. sums)
+  int64_t second = 0;            // for a path that keeps two layouts: the second's offset from panels()
 
   const int8_t* panels() const { return data.data() + offset; }
 };
@@ -136,8 +137,15 @@ const Int8Gemm& ScalarGemm();
 // Each returns nullptr when the build does not include it.
 const Int8Gemm* Avx2Gemm();
 const Int8Gemm* Avx512VnniGemm();
+const Int8Gemm* AmxGemm();
 const Int8Gemm* NeonGemm();
 const Int8Gemm* NeonDotGemm();
+
+// Whether a path runs AVX-512 VNNI code: avx512vnni, and amx, which runs the
+// avx512vnni kernels wherever it does not use tiles.
+inline bool RunsAvx512Vnni(const Int8Gemm& path) {
+  return std::string(path.name) == "avx512vnni" || std::string(path.name) == "amx";
+}
 
 // Paths this build includes and this CPU supports, fastest last.
 std::vector<const Int8Gemm*> AvailableGemms();
@@ -156,6 +164,14 @@ const Int8Gemm& SelectGemm();
 // out->column for `columns` values (zeroed), sets n, k and offset, and
 // returns the start of the layout.
 int8_t* PreparePackedB(PackedB* out, int64_t n, int64_t k, int64_t bytes, int64_t columns);
+
+// Packs B with `first` into *out, followed by `second_bytes` of zeros from a
+// 64-byte boundary, for a path that keeps first's layout and one of its own.
+// Sets out->second to the offset of those bytes from out->panels(), gives
+// out->column at least `columns` values, the first ones first's, and returns
+// the start of the second layout.
+int8_t* PackAfter(const Int8Gemm& first, const int8_t* b, int64_t n, int64_t k, int64_t second_bytes,
+                  int64_t columns, PackedB* out);
 
 // A 64-byte aligned buffer of at least `bytes` owned by the calling thread,
 // valid until that thread's next call.

@@ -182,7 +182,7 @@ class ConvInt8 final : public Kernel {
     out_id_ = check.op().outputs[0];
   }
 
-  int64_t ScratchBytes() const override {
+  int64_t ScratchBytes(int64_t) const override {
     const int64_t frame_bytes = padded_h_ * padded_w_ * g_.in_c;
     if (segmented_) {
       // Row starts, then the frames of records_per_call_ records; 16: the
@@ -494,7 +494,7 @@ class ConvInt8 final : public Kernel {
 // which runs the portable loop.
 DepthwiseRowKernel SelectDepthwiseRow(const gemm::Int8Gemm& path) {
   const std::string name = path.name;
-  if (name == "avx2" || name == "avx512vnni") return DepthwiseRowAvx2();
+  if (name == "avx2" || gemm::RunsAvx512Vnni(path)) return DepthwiseRowAvx2();
   if (name == "neon" || name == "neondot") return DepthwiseRowNeon();
   return nullptr;
 }
@@ -543,7 +543,7 @@ class DepthwiseInt8 final : public Kernel {
                                                                  : ChannelRequantizer::Formula::kFp32;
     requantize_ = ChannelRequantizer(check, formula, in, filter, out, g_.out_c, check.ActivationOption(), numerics);
     // The avx512vnni path computes rows and their fp32 output stage in one kernel.
-    if (row_kernel_ != nullptr && requantize_.is_fp32() && std::string(check.gemm().name) == "avx512vnni" &&
+    if (row_kernel_ != nullptr && requantize_.is_fp32() && gemm::RunsAvx512Vnni(check.gemm()) &&
         g_.k_h * g_.k_w <= kMaxFusedDepthwiseTaps) {
       fused_kernel_ = DepthwiseRowRequantizeAvx512();
     }
@@ -551,7 +551,7 @@ class DepthwiseInt8 final : public Kernel {
     out_id_ = check.op().outputs[0];
   }
 
-  int64_t ScratchBytes() const override { return g_.out_w * g_.out_c * static_cast<int64_t>(sizeof(int32_t)); }
+  int64_t ScratchBytes(int64_t) const override { return g_.out_w * g_.out_c * static_cast<int64_t>(sizeof(int32_t)); }
   int64_t MacsPerRecord() const override { return g_.out_h * g_.out_w * g_.out_c * g_.k_h * g_.k_w; }
 
   void Run(Arena& arena, int64_t batch) const override {
@@ -797,7 +797,7 @@ class DynamicConv final : public Kernel {
   }
 
   // int32 sums, then im2col rows, then the quantized record.
-  int64_t ScratchBytes() const override {
+  int64_t ScratchBytes(int64_t) const override {
     return kGemmRows * group_out_ * static_cast<int64_t>(sizeof(int32_t)) + kGemmRows * depth_ + record_elements_;
   }
   int64_t MacsPerRecord() const override { return g_.out_h * g_.out_w * g_.out_c * depth_; }

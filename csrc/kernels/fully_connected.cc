@@ -79,7 +79,7 @@ class FullyConnectedInt8 final : public Kernel {
     out_id_ = check.op().outputs[0];
   }
 
-  int64_t ScratchBytes() const override { return kGemmRows * g_.units * static_cast<int64_t>(sizeof(int32_t)); }
+  int64_t ScratchBytes(int64_t) const override { return kGemmRows * g_.units * static_cast<int64_t>(sizeof(int32_t)); }
   int64_t MacsPerRecord() const override { return g_.rows * g_.units * g_.depth; }
 
   void Run(Arena& arena, int64_t batch) const override {
@@ -87,6 +87,13 @@ class FullyConnectedInt8 final : public Kernel {
     int8_t* y = arena.at<int8_t>(out_id_);
     int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data());
     const int64_t rows = batch * g_.rows;
+    if (requantize_.is_fp32() && gemm_->run_requantize_fp32 != nullptr) {
+      // A path that applies the output stage in registers needs no int32
+      // scratch, so all rows go in one call and share each read of the weights.
+      gemm_->run_requantize_fp32(x, g_.depth, rows, packed_, requantize_.Fp32Stage(folded_bias_.data(), 0), y,
+                                 g_.units);
+      return;
+    }
     for (int64_t r0 = 0; r0 < rows; r0 += kGemmRows) {
       const int64_t m = std::min(kGemmRows, rows - r0);
       if (requantize_.is_fp32()) {
@@ -134,7 +141,7 @@ class FullyConnectedFloat final : public Kernel {
     fc_.depth = g_.depth;
     ActivationBounds(check.ActivationOption(), &fc_.lo, &fc_.hi);
     const std::string path = check.gemm().name;
-    if (path == "avx512vnni") kernel_ = FloatFcAvx512();
+    if (gemm::RunsAvx512Vnni(check.gemm())) kernel_ = FloatFcAvx512();
     if (path == "avx2") kernel_ = FloatFcAvx2();
     in_id_ = check.op().inputs[0];
     out_id_ = check.op().outputs[0];
@@ -240,9 +247,9 @@ class DynamicFullyConnected final : public Kernel {
   }
 
   // int32 sums, the quantization of each record, then the quantized records.
-  int64_t ScratchBytes() const override {
+  int64_t ScratchBytes(int64_t records) const override {
     return kGemmRows * g_.units * static_cast<int64_t>(sizeof(int32_t)) +
-           kChunkRecords * static_cast<int64_t>(sizeof(DynamicQuantization)) + kChunkRecords * record_elements_;
+           records * static_cast<int64_t>(sizeof(DynamicQuantization)) + records * record_elements_;
   }
   int64_t MacsPerRecord() const override { return g_.rows * g_.units * g_.depth; }
 
@@ -251,7 +258,7 @@ class DynamicFullyConnected final : public Kernel {
     float* y = arena.at<float>(out_id_);
     int32_t* acc = reinterpret_cast<int32_t*>(arena.scratch.data());
     auto* params = reinterpret_cast<DynamicQuantization*>(acc + kGemmRows * g_.units);
-    int8_t* quantized = reinterpret_cast<int8_t*>(params + kChunkRecords);
+    int8_t* quantized = reinterpret_cast<int8_t*>(params + batch);
     for (int64_t b = 0; b < batch; ++b) {
       params[b] = QuantizeDynamicUint8(x + b * record_elements_, record_elements_,
                                        quantized + b * record_elements_);

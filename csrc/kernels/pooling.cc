@@ -242,7 +242,7 @@ class AvgPoolInt8 final : public Kernel {
     out_id_ = check.op().outputs[0];
   }
 
-  int64_t ScratchBytes() const override { return g_.channels * static_cast<int64_t>(sizeof(int32_t)); }
+  int64_t ScratchBytes(int64_t) const override { return g_.channels * static_cast<int64_t>(sizeof(int32_t)); }
 
   void Run(Arena& arena, int64_t batch) const override {
     const int8_t* x = arena.at<int8_t>(in_id_);

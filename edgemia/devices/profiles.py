@@ -33,6 +33,7 @@ ISA_ARCHITECTURES = {
     "neondot": ("aarch64",),
     "avx2": ("x86_64",),
     "avx512vnni": ("x86_64",),
+    "amx": ("x86_64",),
 }
 ARCHITECTURES = ("aarch64", "x86_64")
 

@@ -186,7 +186,7 @@ int main(int argc, char** argv) {
     }
   }
   std::string built;
-  for (const Int8Gemm* path : {edgemia::gemm::Avx2Gemm(), edgemia::gemm::Avx512VnniGemm(),
+  for (const Int8Gemm* path : {edgemia::gemm::Avx2Gemm(), edgemia::gemm::Avx512VnniGemm(), edgemia::gemm::AmxGemm(),
                                edgemia::gemm::NeonGemm(), edgemia::gemm::NeonDotGemm()}) {
     if (path != nullptr) built += std::string(built.empty() ? "" : ", ") + path->name;
   }
