@@ -357,6 +357,34 @@ def test_sequence_dense_equals_onnxruntime(onnx_models):
         NativeSession(read_onnx(onnx_models["sequence-qoperator"]))
 
 
+@pytest.mark.parametrize("form", ["unfused", "int4"])
+def test_dense_keeping_rows_equals_onnxruntime(tmp_path, form):
+    """Dense layers on records of 6 rows whose output keeps the rows.
+
+    The unfused export, and the int4 one made from it, declare the output as
+    [unk, unk, 5]; the shape comes from the last Reshape's constant target.
+    """
+    from edgemia._tf import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(8)
+    x = keras.Input((6, 7))
+    model = keras.Model(x, keras.layers.Dense(5)(keras.layers.Dense(40, activation="relu")(x)))
+    path = tmp_path / "rows-unfused.onnx"
+    export_float(model, path, fuse=False)
+    if form == "int4":
+        export_int4(path, tmp_path / "rows-int4.onnx")
+        path = tmp_path / "rows-int4.onnx"
+    loaded = read_onnx(path)
+    assert loaded.output().shape_signature == (-1, 6, 5)
+    records = records_for(loaded, 300, seed=6)
+    got = NativeSession(loaded).run(records)
+    expected = run_onnxruntime(path, records)
+    assert got.shape == expected.shape == (300, 6, 5)
+    # Float32 products in another order of additions: within float rounding.
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+
+
 @pytest.mark.parametrize("opset, axis", [(13, None), (13, -1), (11, 1), (11, None)])
 def test_float_softmax_close_to_onnxruntime(tmp_path, opset, axis):
     import onnx

@@ -119,8 +119,49 @@ def read_onnx(path: str | Path) -> OnnxModel:
         sha256=hashlib.sha256(raw).hexdigest(),
         proto=proto,
         input_info=_value_info(path, inputs[0], "input", 0),
-        output_info=_value_info(path, proto.graph.output[0], "output", 1),
+        output_info=_value_info(path, _inferred_output(proto), "output", 1),
     )
+
+
+def _inferred_output(proto):
+    """Return the graph output, with its shape filled in from the graph where the file leaves dims open.
+
+    Converters write open dims after Reshape nodes whose target has a -1, such as those
+    around a Dense layer on records of several rows. ONNX shape inference follows such
+    targets, but stops at contrib ops such as MatMulNBits, so a last Reshape to a
+    constant target of the form [-1, d1, d2, ...] also settles the shape.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    output = proto.graph.output[0]
+    if all(d.HasField("dim_value") for d in output.type.tensor_type.shape.dim[1:]):
+        return output
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        found = next(value for value in inferred.graph.output if value.name == output.name)
+    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError, StopIteration):
+        found = output
+    if all(d.HasField("dim_value") for d in found.type.tensor_type.shape.dim[1:]):
+        return found
+    producer = next((node for node in proto.graph.node if output.name in node.output), None)
+    targets = {init.name: init for init in proto.graph.initializer}
+    if producer is None or producer.op_type != "Reshape" or len(producer.input) < 2 or producer.input[1] not in targets:
+        return output
+    try:
+        target = numpy_helper.to_array(targets[producer.input[1]]).reshape(-1)
+    except (ValueError, TypeError):
+        return output
+    if target.dtype.kind not in "iu" or target.size < 2 or target[0] != -1 or np.any(target[1:] <= 0):
+        return output
+    settled = onnx.ValueInfoProto()
+    settled.CopyFrom(output)
+    dims = settled.type.tensor_type.shape.dim
+    del dims[:]
+    dims.add().dim_param = "batch"
+    for value in target[1:]:
+        dims.add().dim_value = int(value)
+    return settled
 
 
 # ---------------------------------------------------------------------------
