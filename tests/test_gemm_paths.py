@@ -76,13 +76,15 @@ def test_path_exact_at_largest_sums(isa, value):
 
 
 @pytest.mark.parametrize("isa", PATHS)
-def test_path_reads_strided_rows(isa):
-    # A conv's 1x1 GEMM reads rows of a wider tensor: only k of every stride bytes.
+@pytest.mark.parametrize("n,k", [(19, 45), (40, 150)])
+def test_path_reads_strided_rows(isa, n, k):
+    # A conv's 1x1 GEMM reads rows of a wider tensor: only k of every stride bytes. At a
+    # depth of 150 the avx512vnni path copies the rows with flipped sign bits first.
     rng = np.random.default_rng(11)
-    wide = rng.integers(-128, 128, size=(37, 100), dtype=np.int8)
-    b = rng.integers(-128, 128, size=(19, 45), dtype=np.int8)
-    a = wide[:, 10:55]
-    assert a.strides == (100, 1)
+    wide = rng.integers(-128, 128, size=(37, k + 55), dtype=np.int8)
+    b = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+    a = wide[:, 10:10 + k]
+    assert a.strides == (k + 55, 1)
     np.testing.assert_array_equal(_native.gemm_s8(isa, a, b), exact_product(a, b))
 
 
