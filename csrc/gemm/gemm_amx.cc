@@ -10,9 +10,10 @@
 // copied, flipped, into a staging block whose rows are k rounded up to 64
 // bytes, since a tile load reads whole rows of 64 bytes from memory.
 //
-// Products with few rows, layers of at most four columns and shallow layers
-// (the shapes where setting up tiles costs more than it saves), and
-// convolutions read in place (SegmentedRows) run on the avx512vnni kernels.
+// Products of fewer than 16 rows or 5 columns, which would fill the tiles
+// mostly with padding, and of depth below 128, where the tabular MLP's
+// depth-64 layer ran slower on tiles, run on the avx512vnni kernels, and so do
+// convolutions read in place (SegmentedRows).
 // The packed weights hold that path's layout first, then the tile layout.
 #include "gemm.h"
 #include "tiling.h"
