@@ -10,10 +10,10 @@
 // copied, flipped, into a staging block whose rows are k rounded up to 64
 // bytes, since a tile load reads whole rows of 64 bytes from memory.
 //
-// Products of fewer than 16 rows or 5 columns, which would fill the tiles
-// mostly with padding, and of depth below 128, where the tabular MLP's
-// depth-64 layer ran slower on tiles, run on the avx512vnni kernels, and so do
-// convolutions read in place (SegmentedRows).
+// Products of fewer than 16 rows or 5 columns run on the avx512vnni kernels,
+// because they would fill the tiles mostly with padding. So do products of
+// depth below 128, since the tabular MLP's depth-64 layer ran slower on tiles,
+// and convolutions read in place (SegmentedRows).
 // The packed weights hold that path's layout first, then the tile layout.
 #include "gemm.h"
 #include "tiling.h"
@@ -30,6 +30,7 @@
 
 #include <cstring>
 
+#include "flip_rows_avx512.h"
 #include "fp32_stage_avx512.h"
 
 namespace edgemia {
@@ -113,20 +114,12 @@ bool UsesTiles(int64_t m, const PackedB& b) { return m >= kMinRows && b.n >= kMi
 int64_t StagedStride(int64_t kp) { return kp | kTileDepth; }
 
 // Copies `rows` rows of A (k bytes each) to `staged` with their sign bits
-// flipped, in rows `stride` bytes apart, and fills the rest of the staged rows
-// up to a multiple of 16 with 0x80. The padding of k, up to kp, meets zero
-// weights; the bytes past kp are never read.
+// flipped, in rows `stride` bytes apart (CopyRowsFlipped), and fills the rest
+// of the staged rows up to a multiple of 16 with 0x80. The bytes past kp are
+// never read.
 void StageRows(const int8_t* a, int64_t a_stride, int64_t rows, int64_t k, int64_t kp, int64_t stride,
                uint8_t* staged) {
-  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
-  for (int64_t i = 0; i < rows; ++i) {
-    const int8_t* row = a + i * a_stride;
-    uint8_t* to = staged + i * stride;
-    for (int64_t q = 0; q < kp; q += kTileDepth) {
-      const __mmask64 bytes = k - q >= 64 ? ~__mmask64{0} : (k - q <= 0 ? 0 : (__mmask64{1} << (k - q)) - 1);
-      _mm512_store_si512(to + q, _mm512_xor_si512(_mm512_maskz_loadu_epi8(bytes, row + q), sign));
-    }
-  }
+  CopyRowsFlipped(a, a_stride, rows, k, kp, stride, staged);
   const int64_t padded = RoundUp(rows, kTileRows);
   std::memset(staged + rows * stride, 0x80, static_cast<size_t>((padded - rows) * stride));
 }

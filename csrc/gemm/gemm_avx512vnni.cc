@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "flip_rows_avx512.h"
 #include "fp32_stage_avx512.h"
 
 namespace edgemia {
@@ -433,23 +434,6 @@ constexpr NarrowKernel kNarrowKernels[kNarrowColumns] = {
     s8s32_gemm_16xNCc16__avx512vnni<1>, s8s32_gemm_16xNCc16__avx512vnni<2>, s8s32_gemm_16xNCc16__avx512vnni<3>,
     s8s32_gemm_16xNCc16__avx512vnni<4>};
 
-// Copies `rows` rows of A (k bytes each, a_stride apart) to `staged` with
-// their sign bits flipped, in rows of kp = k rounded up to a multiple of 4.
-// The padding meets zero weights.
-void StageFlippedRows(const int8_t* a, int64_t a_stride, int64_t rows, int64_t k, int64_t kp, int8_t* staged) {
-  const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(kSignBits));
-  for (int64_t i = 0; i < rows; ++i) {
-    const int8_t* row = a + i * a_stride;
-    int8_t* to = staged + i * kp;
-    for (int64_t q = 0; q < kp; q += 64) {
-      const int64_t left = k - q;
-      const __mmask64 bytes = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
-      const __mmask64 room = kp - q >= 64 ? ~__mmask64{0} : (__mmask64{1} << (kp - q)) - 1;
-      _mm512_mask_storeu_epi8(to + q, room, _mm512_xor_si512(_mm512_maskz_loadu_epi8(bytes, row + q), sign));
-    }
-  }
-}
-
 // Runs every tile of A . B, writing int32 sums (stage == nullptr) or int8 outputs.
 // Products wider than 16 columns with a depth of at least kFlipDepth first copy
 // each block of rows with the sign bits flipped. Their tiles read that copy,
@@ -466,7 +450,7 @@ void RunTiles(const int8_t* a, int64_t a_stride, int64_t m, const PackedB& b, in
   ForEachTile(
       m, b.n, kMr, kNr, kRowBlock,
       [&](int64_t first, int64_t rows) {
-        if (flip) StageFlippedRows(a + first * a_stride, a_stride, rows, b.k, kp, staged);
+        if (flip) CopyRowsFlipped(a + first * a_stride, a_stride, rows, b.k, kp, kp, staged);
       },
       [&](int64_t first, int64_t offset, int64_t rows, int64_t panel, int64_t width) {
         TileOutput out;
