@@ -256,14 +256,14 @@ void Graph::ReturnArena(std::unique_ptr<Arena> arena) const {
 
 namespace {
 
-// Records per chunk for `count` records on `threads` threads, at most `most`.
-// One thread takes chunks of `most`. More threads take the chunk size that
-// gives the busiest thread the fewest records, the larger size on a tie. The
-// sizes tried are the multiples of 16 up to `most`, and count / threads
-// rounded up. For example, 1,024 records on two threads with `most` 96 go in
-// 16 chunks of 64, where chunks of 96 would give one thread 576.
-int64_t ChunkRecords(int64_t count, int threads, int64_t most) {
-  if (threads <= 1) return std::min(count, most);
+// Records per chunk for `count` records on `threads` threads, at most
+// max_records. One thread takes chunks of max_records. More threads take the
+// chunk size that gives the busiest thread the fewest records, the larger size
+// on a tie. The sizes tried are the multiples of 16 up to max_records, and
+// count / threads rounded up. For example, 1,024 records on two threads with a
+// maximum of 96 go in 16 chunks of 64, where chunks of 96 would give one thread 576.
+int64_t ChunkRecords(int64_t count, int threads, int64_t max_records) {
+  if (threads <= 1) return std::min(count, max_records);
   int64_t best = 0;
   int64_t best_load = 0;
   const auto consider = [&](int64_t chunk) {
@@ -274,9 +274,9 @@ int64_t ChunkRecords(int64_t count, int threads, int64_t most) {
       best_load = load;
     }
   };
-  for (int64_t chunk = 16; chunk <= most; chunk += 16) consider(chunk);
+  for (int64_t chunk = 16; chunk <= max_records; chunk += 16) consider(chunk);
   const int64_t share = (count + threads - 1) / threads;
-  if (share < most) consider(share);
+  if (share < max_records) consider(share);
   return best;
 }
 

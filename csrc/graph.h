@@ -167,7 +167,7 @@ class Graph {
   bool finalized_ = false;
   const gemm::Int8Gemm* gemm_ = nullptr;
   int64_t scratch_bytes_ = 0;
-  int64_t chunk_records_ = kChunkRecords;  // most records per chunk
+  int64_t chunk_records_ = kChunkRecords;  // maximum records per chunk
   int64_t work_per_record_ = 0;  // multiply-accumulates plus activation bytes
   // Arenas of finished runs. Allocating and zeroing them costs more than a
   // small model's whole batch, so they are kept for the next run.

@@ -226,9 +226,9 @@ def test_fused_stage_saturation_limits(isa):
             np.testing.assert_array_equal(got, expected, err_msg=f"scale={scale_value} lo={lo} zero point={zero_point}")
 
 
-# The amx path runs products of at least 16 rows, 5 columns and 64 bytes of k on
-# tiles of 16 rows by 16 columns, 64 bytes of k per step and pairs of tiles, with
-# A staged in blocks of 128 rows. Sizes around each of those edges:
+# The amx path runs products of at least 16 rows, 5 columns and a depth of 128 on
+# tiles. Tiles have 16 rows by 16 columns and take 64 bytes of k per step, in pairs,
+# and A is staged in blocks of 128 rows. Sizes around each of those edges:
 TILE_PATHS = [isa for isa in PATHS if isa == "amx"]
 TILE_M = [15, 16, 17, 31, 32, 33, 48, 127, 128, 129, 161]
 TILE_N = [4, 5, 15, 16, 17, 31, 32, 33, 48, 65]

@@ -23,11 +23,11 @@ namespace gemm {
 namespace {
 
 #if defined(__x86_64__)
-// Whether the CPU has AMX tiles with int8 products, the kernel saves their
-// state, and it lets this process use them. Linux hands out the tile state
-// only on request (arch_prctl ARCH_REQ_XCOMP_PERM); the permission holds for
-// every thread of the process, and a process that uses tiles without it dies
-// of SIGILL. Asked once.
+// Returns whether the CPU has AMX tiles with int8 products, the operating
+// system saves their state, and it lets this process use them. Linux grants
+// the tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM). The grant
+// covers every thread of the process, and a process that uses tiles without it
+// dies of SIGILL. The request is made once.
 bool AmxUsable() {
   static const bool usable = [] {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;

@@ -141,8 +141,8 @@ const Int8Gemm* AmxGemm();
 const Int8Gemm* NeonGemm();
 const Int8Gemm* NeonDotGemm();
 
-// Whether a path runs AVX-512 VNNI code: avx512vnni, and amx, which runs the
-// avx512vnni kernels wherever it does not use tiles.
+// Returns whether a path runs AVX-512 VNNI code: avx512vnni does, and so does
+// amx, which runs the avx512vnni kernels wherever it does not use tiles.
 inline bool RunsAvx512Vnni(const Int8Gemm& path) {
   return std::string(path.name) == "avx512vnni" || std::string(path.name) == "amx";
 }
